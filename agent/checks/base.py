@@ -1,0 +1,66 @@
+"""What every check shares: its config base, the context it runs in, and what it returns.
+
+A check measures and nothing else. The runner (agent/runner.py) applies the deadline, times the
+check, captures exceptions and stamps identity (STYLE.md 2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+
+from linecheck.configfile import Strict
+from linecheck.wire import Finding, MetricValue, Status
+
+
+class CheckConfig(Strict):
+    """Fields every check accepts. Each check subclasses this with its own settings."""
+
+    timeout_s: float = Field(default=30.0, gt=0, le=3600, description="Runner deadline for this check")
+
+
+@dataclass
+class Measurement:
+    """One check's outcome for one target. Unmeasured metrics are None, never 0."""
+
+    status: Status
+    reason: str | None = None
+    metrics: dict[str, MetricValue] = field(default_factory=dict)
+    target: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class LineInfo:
+    """What the agent knows about the line it sits on (from its config, resolved at run time)."""
+
+    wan_interface: str | None
+    lan_interfaces: list[str]
+    plan_down_mbps: float | None
+    plan_up_mbps: float | None
+    test_server: str | None
+
+
+@dataclass
+class CheckContext:
+    line: LineInfo
+    state: dict[str, Any]  # this check's persisted state from the previous run (mutable)
+    deadline: float  # time.monotonic() by which the check should return
+    progress: Callable[[str], None] = lambda _msg: None
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registry entry: the kind, its config model, and the function that runs it."""
+
+    kind: str
+    config: type[CheckConfig]
+    run: Callable[[Any, CheckContext], Measurement | list[Measurement]]
+    title: str

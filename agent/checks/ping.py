@@ -1,0 +1,209 @@
+"""ping: ICMP echo loss, round-trip time and jitter to each configured target.
+
+Uses the unprivileged ICMP datagram socket (needs the agent's group in
+net.ipv4.ping_group_range) and falls back to a raw socket only when that is refused and raw
+sockets are permitted (CAP_NET_RAW). Count-based: it sends `count` echoes `interval_s` apart and
+waits for replies with select(), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import statistics
+import struct
+import time
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.netinfo import default_route
+from linecheck.wire import Finding, Status
+
+ICMP_ECHO_REQUEST = 8
+ICMP_ECHO_REPLY = 0
+
+
+class PingConfig(CheckConfig):
+    targets: list[str] = Field(
+        default_factory=lambda: ["gateway"],
+        min_length=1,
+        description="IPv4 addresses or names; 'gateway' = default route next hop, 'test_server' = line.test_server",
+    )
+    count: int = Field(default=10, ge=1, le=1000)
+    interval_s: float = Field(default=0.2, ge=0.01, le=10)
+    reply_timeout_s: float = Field(default=2.0, gt=0, le=30, description="Wait after the last echo")
+    payload_bytes: int = Field(default=56, ge=16, le=1472)
+    loss_degraded_pct: float = Field(default=1.0, ge=0, le=100)
+    loss_failed_pct: float = Field(default=20.0, ge=0, le=100)
+    rtt_degraded_ms: float = Field(default=100.0, gt=0)
+    timeout_s: float = 60.0
+
+
+@dataclass
+class EchoStats:
+    sent: int
+    rtts_ms: list[float]  # in send order of the replies received
+    method: str
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def open_icmp_socket() -> tuple[socket.socket, str]:
+    """An ICMP socket, unprivileged if the kernel allows it. Raises PermissionError if neither works."""
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP), "dgram"
+    except PermissionError:
+        pass
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), "raw"
+    except PermissionError:
+        raise PermissionError(
+            "ICMP not permitted: add the agent's group to net.ipv4.ping_group_range or grant CAP_NET_RAW"
+        ) from None
+
+
+def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, payload_bytes: int,
+         deadline: float) -> EchoStats:
+    sock, method = open_icmp_socket()
+    ident = os.getpid() & 0xFFFF
+    sent_at: dict[int, float] = {}
+    rtts: dict[int, float] = {}
+    try:
+        sock.setblocking(False)
+        next_send = time.monotonic()
+        seq = 0
+        end = None
+        while True:
+            now = time.monotonic()
+            if seq < count and now >= next_send:
+                seq += 1
+                body = struct.pack("!d", time.time()).ljust(payload_bytes, b"\x5a")
+                header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+                packet = header + body
+                if method == "raw":  # the kernel fills id and checksum only for datagram sockets
+                    packet = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(packet), ident, seq) + body
+                with contextlib.suppress(OSError):  # unreachable network etc.: counts as a lost echo
+                    sock.sendto(packet, (address, 0))
+                sent_at[seq] = time.monotonic()
+                next_send += interval_s
+                if seq == count:
+                    end = time.monotonic() + reply_timeout_s
+            wake = min(x for x in (next_send if seq < count else None, end, deadline) if x is not None)
+            if len(rtts) == count or time.monotonic() >= deadline or (end and time.monotonic() >= end):
+                break
+            ready, _, _ = select.select([sock], [], [], max(0.0, wake - time.monotonic()))
+            if not ready:
+                continue
+            while True:
+                try:
+                    data, (src, _) = sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                got = time.monotonic()
+                if method == "raw":
+                    data = data[(data[0] & 0x0F) * 4:]
+                if len(data) < 8 or src != address:
+                    continue
+                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
+                if kind != ICMP_ECHO_REPLY or (method == "raw" and rid != ident):
+                    continue
+                if rseq in sent_at and rseq not in rtts:  # duplicates are ignored
+                    rtts[rseq] = (got - sent_at[rseq]) * 1000.0
+    finally:
+        sock.close()
+    return EchoStats(sent=len(sent_at), rtts_ms=[rtts[s] for s in sorted(rtts)], method=method)
+
+
+def summarise(stats: EchoStats) -> dict[str, float | int | None]:
+    """Metrics from echo statistics. With no replies every RTT figure is null, not zero."""
+    rtts = stats.rtts_ms
+    received = len(rtts)
+    loss = 100.0 * (stats.sent - received) / stats.sent if stats.sent else None
+    mdev = statistics.pstdev(rtts) if received >= 2 else None
+    jitter = statistics.fmean(abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)) if received >= 2 else None
+    return {
+        "sent_count": stats.sent,
+        "received_count": received,
+        "loss_pct": round(loss, 3) if loss is not None else None,
+        "rtt_min_ms": round(min(rtts), 3) if rtts else None,
+        "rtt_avg_ms": round(statistics.fmean(rtts), 3) if rtts else None,
+        "rtt_max_ms": round(max(rtts), 3) if rtts else None,
+        "rtt_mdev_ms": round(mdev, 3) if mdev is not None else None,
+        "jitter_ms": round(jitter, 3) if jitter is not None else None,
+    }
+
+
+def resolve_target(target: str, ctx: CheckContext) -> str:
+    if target == "gateway":
+        route = default_route()
+        if route is None or route.gateway is None:
+            raise LookupError("no default gateway to ping")
+        return route.gateway
+    if target == "test_server":
+        if not ctx.line.test_server:
+            raise LookupError("line.test_server is not configured")
+        target = ctx.line.test_server.split(":")[0]
+    return socket.getaddrinfo(target, None, socket.AF_INET)[0][4][0]
+
+
+def judge(cfg: PingConfig, target: str, metrics: dict[str, float | int | None]) -> Measurement:
+    loss = metrics["loss_pct"]
+    avg = metrics["rtt_avg_ms"]
+    if metrics["received_count"] == 0:
+        return Measurement(Status.FAILED, f"no reply from {target} ({metrics['sent_count']} echoes sent)",
+                           metrics, target,
+                           [Finding(code="target_unreachable", severity="critical", check="ping", where="wan",
+                                    message=f"{target} does not answer ping.", detail={"target": target})])
+    assert loss is not None and avg is not None
+    if loss >= cfg.loss_failed_pct:
+        return Measurement(Status.FAILED, f"{loss:g}% packet loss to {target}", metrics, target,
+                           [Finding(code="packet_loss", severity="critical", check="ping", where="wan",
+                                    message=f"{loss:g}% of packets to {target} are lost.",
+                                    detail={"target": target, "loss_pct": loss})])
+    problems, findings = [], []
+    if loss >= cfg.loss_degraded_pct:
+        problems.append(f"{loss:g}% packet loss")
+        findings.append(Finding(code="packet_loss", severity="warning", check="ping", where="wan",
+                                message=f"{loss:g}% of packets to {target} are lost.",
+                                detail={"target": target, "loss_pct": loss}))
+    if avg >= cfg.rtt_degraded_ms:
+        problems.append(f"average RTT {avg:.1f} ms")
+        findings.append(Finding(code="high_latency", severity="warning", check="ping", where="wan",
+                                message=f"Round trips to {target} take {avg:.0f} ms on average.",
+                                detail={"target": target, "rtt_avg_ms": avg}))
+    if problems:
+        return Measurement(Status.DEGRADED, f"{target}: " + ", ".join(problems), metrics, target, findings)
+    return Measurement(Status.OK, None, metrics, target)
+
+
+def run(cfg: PingConfig, ctx: CheckContext) -> list[Measurement]:
+    out: list[Measurement] = []
+    for target in cfg.targets:
+        try:
+            address = resolve_target(target, ctx)
+        except (LookupError, OSError) as exc:
+            out.append(Measurement(Status.FAILED, f"cannot resolve {target}: {exc}", target=target))
+            continue
+        label = address if address == target else f"{target} ({address})"
+        ctx.progress(f"ping {label}")
+        try:
+            stats = echo(address, cfg.count, cfg.interval_s, cfg.reply_timeout_s, cfg.payload_bytes, ctx.deadline)
+        except PermissionError as exc:
+            out.append(Measurement(Status.SKIPPED, str(exc), target=label))
+            continue
+        out.append(judge(cfg, label, summarise(stats)))
+    return out
+
+
+SPEC = CheckSpec(kind="ping", config=PingConfig, run=run, title="Ping (loss, latency, jitter)")

@@ -1,0 +1,87 @@
+"""`linecheck-agent`: check (self-check now), run (daemon)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+import time
+
+from rich.console import Console
+
+from agent import config as agent_config
+from agent.report import render
+from linecheck.configfile import ConfigError
+from linecheck.wire import Trigger, Verdict
+
+EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linecheck-agent", description="Check this office's broadband line.")
+    sub = p.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="run a line check now and print the report")
+    check.add_argument("--config", required=True, help="agent config file (YAML)")
+    check.add_argument("--json", action="store_true", help="print the result envelope as JSON, nothing else")
+    check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
+    check.add_argument("--no-spool", action="store_true",
+                       help="do not queue the result for the collector (seq is then a placeholder)")
+    run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
+    run.add_argument("--config", required=True)
+    run.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _check(args: argparse.Namespace) -> int:
+    cfg = agent_config.load(args.config)
+    unknown = [k for k in args.only or [] if k not in cfg.checks]
+    if unknown:
+        print(f"linecheck-agent: --only {', '.join(unknown)}: not configured in {args.config} "
+              f"(configured: {', '.join(cfg.checks)})", file=sys.stderr)
+        return EXIT_UNUSABLE
+    console = Console(stderr=True, quiet=args.json)
+    with console.status("checking the line…") as status:
+        from agent.runner import run_line_check
+
+        envelope = run_line_check(cfg, Trigger.MANUAL, only=args.only,
+                                  on_check=lambda kind, msg: status.update(f"[bold]{kind}[/]: {msg}"))
+    if args.no_spool:
+        # Not delivered, so no sequence number is consumed; a time-based placeholder keeps seq >= 1.
+        envelope = envelope.model_copy(update={"seq": int(time.time() * 1000)})
+    else:
+        from agent.spool import Spool
+
+        try:
+            spool = Spool(cfg.data_dir / "spool.sqlite", cfg.mqtt.max_payload_bytes)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"linecheck-agent: cannot open the spool in {cfg.data_dir} ({exc}); "
+                  "run as the agent's user or pass --no-spool", file=sys.stderr)
+            return EXIT_UNUSABLE
+        envelope = spool.enqueue(envelope)
+        spool.close()
+    if args.json:
+        sys.stdout.write(envelope.model_dump_json(by_alias=True, indent=2) + "\n")
+    else:
+        render(envelope, Console())
+    return EXIT_HEALTHY if envelope.verdict is Verdict.HEALTHY else EXIT_PROBLEMS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return _check(args)
+        cfg = agent_config.load(args.config)
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from agent.daemon import serve
+
+        serve(cfg)
+        return 0
+    except ConfigError as exc:
+        print(f"linecheck-agent: invalid config\n{exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

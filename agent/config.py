@@ -1,0 +1,99 @@
+"""The agent's config file (YAML), as typed models. See config/agent.example.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from agent.checks import REGISTRY
+from agent.checks.base import CheckConfig
+from linecheck.configfile import Strict, load_model
+from linecheck.wire import ID_PATTERN
+
+
+class LineConfig(Strict):
+    wan_interface: str = Field(default="auto", description="'auto' = the interface of the default route")
+    lan_interfaces: list[str] = Field(default_factory=list)
+    plan_down_mbps: float | None = Field(default=None, gt=0, description="What the customer pays for, down")
+    plan_up_mbps: float | None = Field(default=None, gt=0)
+    test_server: str | None = Field(default=None, description="host[:port] of the carrier's linecheck-testserver")
+
+
+class TLSConfig(Strict):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MQTTConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="File holding the password (not the password)")
+    tls: TLSConfig | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    max_inflight: int = Field(default=20, ge=1, le=1000)
+    resend_after_s: float = Field(default=60.0, gt=0, description="Re-publish a result not receipted by then")
+    max_payload_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Must not exceed the broker's message_size_limit"
+    )
+
+
+class ScheduleConfig(Strict):
+    interval_s: float = Field(default=3600.0, ge=10, description="Mean time between scheduled checks")
+    jitter_s: float = Field(default=600.0, ge=0, description="Random extra delay so a fleet never runs in lockstep")
+    first_delay_s: float = Field(default=120.0, ge=0, description="Quiet period after start before the first check")
+
+
+class AgentConfig(Strict):
+    agent_id: str = Field(pattern=ID_PATTERN)
+    line_id: str = Field(pattern=ID_PATTERN)
+    site_id: str = Field(pattern=ID_PATTERN)
+    data_dir: Path = Path("/var/lib/linecheck")
+    line: LineConfig = Field(default_factory=LineConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    checks: dict[str, CheckConfig] = Field(
+        default_factory=lambda: {"link": REGISTRY["link"].config(), "ping": REGISTRY["ping"].config()},
+        description="Check kind -> its settings; a kind that is absent does not run",
+    )
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _typed_checks(cls, raw: Any) -> Any:
+        """Validate each entry with its own kind's model, keeping the key path in errors."""
+        if not isinstance(raw, dict):
+            return raw
+        typed: dict[str, CheckConfig] = {}
+        errors: list[InitErrorDetails] = []
+        for kind, settings in raw.items():
+            spec = REGISTRY.get(kind)
+            if spec is None:
+                errors.append(InitErrorDetails(
+                    type=PydanticCustomError("unknown_check", "unknown check kind; known kinds: {known}",
+                                             {"known": ", ".join(sorted(REGISTRY))}),
+                    loc=(kind,), input=kind))
+                continue
+            try:
+                typed[kind] = spec.config.model_validate(settings or {})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    errors.append(InitErrorDetails(
+                        type=PydanticCustomError(err["type"], err["msg"]),
+                        loc=(kind, *err["loc"]), input=err.get("input")))
+        if errors:
+            raise ValidationError.from_exception_data("checks", errors)
+        return typed
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> AgentConfig:
+        if self.mqtt.tls and (self.mqtt.tls.cert_file is None) != (self.mqtt.tls.key_file is None):
+            raise ValueError("mqtt.tls: cert_file and key_file must be given together")
+        return self
+
+
+def load(path: Path | str) -> AgentConfig:
+    return load_model(path, AgentConfig)

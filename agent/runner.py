@@ -1,0 +1,145 @@
+"""Run a line check: every configured check inside one envelope.
+
+The runner owns what checks must not each reimplement: the deadline, timing, exception capture,
+identity and clock stamps, the overall verdict. One failing check never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent import clock
+from agent.checks import REGISTRY
+from agent.checks.base import CheckConfig, CheckContext, LineInfo, Measurement
+from agent.config import AgentConfig
+from agent.netinfo import default_route
+from linecheck import __version__
+from linecheck.wire import (
+    CheckResult,
+    Finding,
+    ResultEnvelope,
+    Status,
+    Trigger,
+    Verdict,
+    new_result_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# A check that overruns its deadline is abandoned (threads cannot be killed); it gets this much
+# grace to notice ctx.deadline itself before the runner records a timeout.
+GRACE_S = 2.0
+
+
+def line_info(cfg: AgentConfig) -> LineInfo:
+    wan: str | None = cfg.line.wan_interface
+    if wan == "auto":
+        route = default_route()
+        wan = route.interface if route else None
+    return LineInfo(wan_interface=wan, lan_interfaces=list(cfg.line.lan_interfaces),
+                    plan_down_mbps=cfg.line.plan_down_mbps, plan_up_mbps=cfg.line.plan_up_mbps,
+                    test_server=cfg.line.test_server)
+
+
+class CheckState:
+    """Per-check state kept between runs (e.g. carrier flap counters), in data_dir/check-state.json."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.data: dict[str, dict[str, Any]] = {}
+        if path and path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable check state %s", path)
+
+    def for_kind(self, kind: str) -> dict[str, Any]:
+        return self.data.setdefault(kind, {})
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)
+
+
+def run_one(kind: str, cfg: CheckConfig, line: LineInfo, state: dict[str, Any],
+            progress: Callable[[str], None]) -> tuple[list[CheckResult], list[Finding]]:
+    """Run one check under its deadline; return its result records and the findings it concluded."""
+    spec = REGISTRY[kind]
+    started = time.monotonic()
+    ctx = CheckContext(line=line, state=state, deadline=started + cfg.timeout_s, progress=progress)
+    outcome: list[Measurement] | None = None
+    failure: BaseException | None = None
+
+    def target() -> None:
+        nonlocal outcome, failure
+        try:
+            got = spec.run(cfg, ctx)
+            outcome = got if isinstance(got, list) else [got]
+        except BaseException as exc:  # noqa: BLE001 - any crash becomes an `error` record
+            failure = exc
+
+    worker = threading.Thread(target=target, name=f"check-{kind}", daemon=True)
+    worker.start()
+    worker.join(cfg.timeout_s + GRACE_S)
+    duration = round(time.monotonic() - started, 3)
+    if worker.is_alive():
+        return [CheckResult(kind=kind, status=Status.ERROR, reason=f"timed out after {cfg.timeout_s:g} s",
+                            duration_s=duration)], []
+    if failure is not None:
+        log.warning("check %s raised", kind, exc_info=failure)
+        return [CheckResult(kind=kind, status=Status.ERROR,
+                            reason=f"check crashed: {type(failure).__name__}: {failure}"[:2000],
+                            duration_s=duration)], []
+    assert outcome is not None
+    if not outcome:
+        return [CheckResult(kind=kind, status=Status.SKIPPED, reason="nothing to check", duration_s=duration)], []
+    results = [CheckResult(kind=kind, status=m.status, reason=None if m.status is Status.OK else m.reason,
+                           metrics=m.metrics, duration_s=duration, target=m.target) for m in outcome]
+    return results, [f for m in outcome for f in m.findings]
+
+
+def verdict_of(checks: list[CheckResult], findings: list[Finding]) -> Verdict:
+    if findings or any(c.status in (Status.FAILED, Status.DEGRADED) for c in checks):
+        return Verdict.PROBLEMS
+    if any(c.status is Status.OK for c in checks):
+        return Verdict.HEALTHY
+    return Verdict.UNKNOWN
+
+
+def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
+                   trigger_info: dict[str, Any] | None = None,
+                   on_check: Callable[[str, str], None] = lambda _k, _msg: None) -> ResultEnvelope:
+    """Run the configured checks (or `only` these kinds) and build an envelope with seq unset (0)."""
+    state = CheckState(cfg.data_dir / "check-state.json" if cfg.data_dir.is_dir() else None)
+    line = line_info(cfg)
+    started_at = utcnow()
+    checks: list[CheckResult] = []
+    findings: list[Finding] = []
+    for kind, check_cfg in cfg.checks.items():
+        if only is not None and kind not in only:
+            continue
+        on_check(kind, REGISTRY[kind].title)
+        results, found = run_one(kind, check_cfg, line, state.for_kind(kind),
+                                          lambda msg, k=kind: on_check(k, msg))
+        checks.extend(results)
+        findings.extend(found)
+    try:
+        state.save()
+    except OSError as exc:
+        log.warning("cannot save check state: %s", exc)
+    return ResultEnvelope.model_construct(
+        schema_=1, result_id=new_result_id(), agent_id=cfg.agent_id, seq=0, line_id=cfg.line_id,
+        site_id=cfg.site_id, trigger=trigger, trigger_info=dict(trigger_info or {}),
+        started_at=started_at, ended_at=utcnow(), clock=clock.state(), agent_version=__version__,
+        checks=checks, verdict=verdict_of(checks, findings), findings=findings,
+    )

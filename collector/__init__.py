@@ -1,0 +1,1 @@
+"""The linecheck collector: ingests agents' results, stores them, raises tickets, verifies promises."""

@@ -1,0 +1,49 @@
+"""The collector's config file (YAML), as typed models. See config/collector.example.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from linecheck.configfile import Strict, load_model
+
+
+class MQTTConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(default="linecheck-collector", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    shared_group: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Join this $share group so several collectors split the fleet's results")
+
+
+class IngestConfig(Strict):
+    batch_max: int = Field(default=500, ge=1, le=10000, description="Messages committed in one transaction")
+    batch_wait_s: float = Field(default=0.05, ge=0, le=5, description="Wait this long to fill a batch")
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger messages are quarantined")
+    queue_max: int = Field(default=20000, ge=100, description="Messages received but not yet committed")
+
+
+class CollectorConfig(Strict):
+    database: str = Field(default="sqlite:///linecheck.db",
+                          description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://user@host/db")
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    @field_validator("database")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def load(path: Path | str) -> CollectorConfig:
+    return load_model(path, CollectorConfig)

@@ -1,0 +1,126 @@
+"""The collector's tables, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Results are keyed by (agent_id, result_id), so a re-sent result inserts nothing the second time,
+whichever collector receives it. Checks, metrics and findings hang off that key, so one batch
+needs no round trip to learn generated ids.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("max_seq", BigInteger, nullable=False, default=0),
+    Column("result_count", BigInteger, nullable=False, default=0),
+    Column("status", String(16)),  # online / offline, from the agent's retained status topic
+    Column("status_at", DateTime(timezone=True)),
+)
+
+results = Table(
+    "results", metadata,
+    Column("agent_id", String(64), nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("clock_synced", Integer),
+    Column("agent_version", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # the envelope as received, for evidence and re-processing
+    PrimaryKeyConstraint("agent_id", "result_id"),
+    Index("ix_results_line_started", "line_id", "started_at"),
+    Index("ix_results_agent_seq", "agent_id", "seq"),
+    Index("ix_results_received", "received_at"),
+)
+
+checks = Table(
+    "checks", metadata,
+    Column("agent_id", String(64), nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("target", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("duration_s", Float, nullable=False),
+    PrimaryKeyConstraint("agent_id", "result_id", "idx"),
+    ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
+                         ondelete="CASCADE"),
+    Index("ix_checks_line_kind_started", "line_id", "kind", "started_at"),
+)
+
+metrics = Table(
+    "metrics", metadata,
+    Column("agent_id", String(64), nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value", Float),  # null = not measured (never stored as 0)
+    PrimaryKeyConstraint("agent_id", "result_id", "idx", "name"),
+    ForeignKeyConstraint(["agent_id", "result_id", "idx"], ["checks.agent_id", "checks.result_id", "checks.idx"],
+                         ondelete="CASCADE"),
+)
+
+findings = Table(
+    "findings", metadata,
+    Column("agent_id", String(64), nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("check_kind", String(40)),
+    Column("location", String(40)),
+    Column("message", Text, nullable=False),
+    PrimaryKeyConstraint("agent_id", "result_id", "idx"),
+    ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
+                         ondelete="CASCADE"),
+    Index("ix_findings_line_code", "line_id", "code", "started_at"),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("agent_id", String(64)),  # from the topic, when it names a valid agent
+    Column("reason", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # kept as received (truncated past the size limit)
+    Column("payload_bytes", Integer, nullable=False),
+    Index("ix_quarantine_received", "received_at"),
+)

@@ -1,0 +1,180 @@
+"""`linecheck-stack`: the whole system on one machine, on embedded defaults.
+
+Starts a private broker (mosquitto when installed, else the embedded amqtt broker), the
+collector on SQLite and an agent that checks this machine's own line, all writing into one
+work directory. Prints where to look, then runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PORT = 18830  # not 1883: a system broker may already own it
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(preferred: int) -> int:
+    if preferred and _port_free(preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the broker exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the broker did not listen on 127.0.0.1:{port} within {timeout:g} s")
+
+
+def start_broker(workdir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if mosquitto:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            "# written by linecheck-stack: a private broker for the local demo\n"
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 60\n"
+            "message_size_limit 262144\nmax_queued_messages 100000\n"
+            f"log_dest file {workdir}/mosquitto.log\n" + ("user root\n" if _is_root() else ""))
+        cmd = [mosquitto, "-c", str(conf)]
+    elif shutil.which("amqtt"):
+        conf = workdir / "amqtt.yaml"
+        conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+                        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
+        cmd = [shutil.which("amqtt") or "amqtt", "-c", str(conf)]
+    else:
+        raise RuntimeError("no MQTT broker: install mosquitto (apt-get install mosquitto) "
+                           "or the embedded fallback (pip install 'linecheck[embedded-broker]')")
+    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _is_root() -> bool:
+    import os
+    return os.geteuid() == 0
+
+
+def write_configs(workdir: Path, port: int, interval_s: int) -> tuple[Path, Path]:
+    collector = workdir / "collector.yaml"
+    collector.write_text(f"# written by linecheck-stack\ndatabase: sqlite:///{workdir}/linecheck.db\n"
+                         f"mqtt: {{host: 127.0.0.1, port: {port}, client_id: demo-collector}}\n")
+    agent = workdir / "agent.yaml"
+    agent.write_text(
+        "# written by linecheck-stack: an agent checking this machine's own line\n"
+        "agent_id: local-gw\nline_id: local-line\nsite_id: local-site\n"
+        f"data_dir: {workdir}/agent\n"
+        f"mqtt: {{host: 127.0.0.1, port: {port}}}\n"
+        f"schedule: {{interval_s: {interval_s}, jitter_s: 5, first_delay_s: 3}}\n"
+        "checks:\n  link: {}\n  ping: {targets: [gateway], count: 5}\n")
+    return collector, agent
+
+
+def stored_results(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="linecheck-stack", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--workdir", default=".linecheck-demo", help="where configs, database, spool and logs go")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="broker port (a free one if taken)")
+    p.add_argument("--interval", type=int, default=300, help="seconds between the agent's scheduled checks")
+    p.add_argument("--until-stored", type=int, default=0, metavar="N",
+                   help="exit 0 once N results are stored (for smoke tests); default: run until Ctrl-C")
+    p.add_argument("--timeout", type=float, default=120, help="with --until-stored: give up after this long")
+    args = p.parse_args(argv)
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port(args.port)
+    collector_cfg, agent_cfg = write_configs(workdir, port, args.interval)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        broker = start_broker(workdir, port, workdir / "broker.log")
+        procs.append(("broker", broker))
+        _wait_port(port, 15, broker)
+        # The sibling programs run under this interpreter, whether installed or run from the tree.
+        for name, module, cfg in (("collector", "collector.cli", collector_cfg), ("agent", "agent.cli", agent_cfg)):
+            argv_ = [sys.executable, "-m", module, "serve" if name == "collector" else "run", "--config", str(cfg)]
+            log = (workdir / f"{name}.log").open("ab")
+            procs.append((name, subprocess.Popen(argv_, stdout=log, stderr=subprocess.STDOUT)))
+        print(f"""linecheck local stack is running (work directory {workdir})
+  broker     127.0.0.1:{port}            log: {workdir}/broker.log
+  collector  SQLite {workdir}/linecheck.db   log: {workdir}/collector.log
+  agent      local-gw, checks every ~{args.interval} s   log: {workdir}/agent.log
+Where to look:
+  stored results   .venv/bin/linecheck-collector results --config {collector_cfg}
+  check now        .venv/bin/linecheck-agent check --config {agent_cfg}
+Ctrl-C stops everything.""", flush=True)
+        started = time.monotonic()
+        seen = 0
+        while not stopping:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"linecheck-stack: {name} exited with code {proc.returncode}; see {workdir}/{name}.log",
+                          file=sys.stderr)
+                    return 1
+            count = stored_results(workdir / "linecheck.db")
+            if count != seen:
+                print(f"  {count} result(s) stored", flush=True)
+                seen = count
+            if args.until_stored and count >= args.until_stored:
+                return 0
+            if args.until_stored and time.monotonic() - started > args.timeout:
+                print(f"linecheck-stack: fewer than {args.until_stored} results after {args.timeout:g} s",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except RuntimeError as exc:
+        print(f"linecheck-stack: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for _, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in reversed(procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The wire format: what an agent publishes and what the collector answers.
+
+Both sides import this module; nothing else defines message shapes. Version 1 of the
+result envelope is `schema: 1`. A change that old collectors cannot read bumps the number.
+`docs/result.schema.json` is generated from `ResultEnvelope` (see `linecheck.schema`) and a
+test keeps it in sync.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+
+SCHEMA_VERSION = 1
+
+# Mosquitto rejects '+' and '#' in usernames but not '/', which would let an id escape its
+# topic subtree; so ids are restricted at enrolment and again on every message.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+# Metric names carry their unit as a suffix (rtt_avg_ms, down_mbps); see linecheck/metrics.csv.
+METRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+class Status(StrEnum):
+    """Outcome of one check. Ordered from best to worst by `Status.rank`."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    ERROR = "error"  # the check itself broke (bug, missing tool): says nothing about the line
+    SKIPPED = "skipped"  # not run: not applicable, not permitted, deferred by a gate
+
+    @property
+    def rank(self) -> int:
+        return {"ok": 0, "skipped": 0, "degraded": 1, "error": 1, "failed": 2}[self.value]
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    RESUME_AFTER_IDLE = "resume_after_idle"
+    IDLE_WATCHDOG = "idle_watchdog"
+    MANUAL = "manual"
+    REMOTE = "remote"
+    RETEST = "retest"
+
+
+class Verdict(StrEnum):
+    HEALTHY = "healthy"
+    PROBLEMS = "problems"
+    UNKNOWN = "unknown"  # nothing could be measured (every check errored or was skipped)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# Strict: a boolean or a numeric string is a bug in the check, not a number.
+MetricValue = StrictFloat | StrictInt | None
+
+
+class CheckResult(_Strict):
+    """One check's outcome. A metric the check could not measure is null, never zero."""
+
+    kind: str = Field(pattern=METRIC_NAME_PATTERN, max_length=40)
+    status: Status
+    reason: str | None = Field(default=None, max_length=2000, description="Human text; null when ok")
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    duration_s: float = Field(ge=0)
+    target: str | None = Field(default=None, max_length=255, description="What was probed, if one thing")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
+        for name, value in metrics.items():
+            if not re.match(METRIC_NAME_PATTERN, name) or len(name) > 64:
+                raise ValueError(f"metric name {name!r} must be lower_snake_case with a unit suffix")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"metric {name!r} is {value}; use null for what was not measured")
+        return metrics
+
+
+class Finding(_Strict):
+    """A problem the agent concluded from its checks, with a stable code the collector's rules use."""
+
+    code: str = Field(pattern=METRIC_NAME_PATTERN, max_length=64)
+    severity: Literal["warning", "critical"]
+    check: str | None = Field(default=None, max_length=40)
+    where: str | None = Field(
+        default=None, max_length=40, description="Localisation: wan, cpe, lan, wifi, dns, service, agent"
+    )
+    message: str = Field(max_length=1000, description="One plain-language sentence (English)")
+    detail: dict[str, MetricValue | str] = Field(default_factory=dict)
+
+
+class ClockState(_Strict):
+    """Whether the agent's clock can be trusted (kernel NTP state via adjtimex)."""
+
+    synced: bool | None = None
+    source: str | None = Field(default=None, max_length=64)
+    max_error_ms: float | None = None
+
+
+class ResultEnvelope(_Strict):
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    result_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    agent_id: Ident
+    seq: int = Field(ge=1, description="Per-agent, strictly increasing, survives restarts")
+    line_id: Ident
+    site_id: Ident
+    trigger: Trigger
+    trigger_info: dict[str, MetricValue | str] = Field(
+        default_factory=dict, description="e.g. idle_s for resume_after_idle, command_id for remote"
+    )
+    started_at: datetime
+    ended_at: datetime
+    clock: ClockState = Field(default_factory=ClockState)
+    agent_version: str = Field(max_length=40)
+    checks: list[CheckResult] = Field(max_length=200)
+    verdict: Verdict = Verdict.UNKNOWN
+    findings: list[Finding] = Field(default_factory=list, max_length=200)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("started_at", "ended_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamps must carry a UTC offset")
+        return value.astimezone(UTC)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> ResultEnvelope:
+        return cls.model_validate_json(payload)
+
+
+class Receipt(_Strict):
+    """Sent by the collector on the agent's receipt topic only after the database commit."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    result_ids: list[str] = Field(max_length=1000)
+    status: Literal["stored", "duplicate", "quarantined"] = "stored"
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Command(_Strict):
+    """A remote request to an agent (check now, retest). Expired commands are ignored."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    command_id: str = Field(max_length=64)
+    action: Literal["check_now", "retest"]
+    checks: list[str] | None = None
+    expires_at: datetime
+    reason: str | None = Field(default=None, max_length=500)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- topics -------------------------------------------------------------------------------------
+# Every agent's topics live under its own id, so a broker ACL pattern (%u / %c) can confine it.
+TOPIC_ROOT = "linecheck/v1"
+
+
+def results_topic(agent_id: str) -> str:
+    return f"{TOPIC_ROOT}/agents/{agent_id}/results"
+
+
+def receipts_topic(agent_id: str) -> str:
+    return f"{TOPIC_ROOT}/agents/{agent_id}/receipts"
+
+
+def status_topic(agent_id: str) -> str:
+    return f"{TOPIC_ROOT}/agents/{agent_id}/status"
+
+
+def commands_topic(agent_id: str) -> str:
+    return f"{TOPIC_ROOT}/agents/{agent_id}/commands"
+
+
+ALL_RESULTS = f"{TOPIC_ROOT}/agents/+/results"
+ALL_STATUS = f"{TOPIC_ROOT}/agents/+/status"
+
+
+def agent_from_topic(topic: str) -> str | None:
+    """The agent id a topic belongs to, or None if the topic is not an agent topic."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] + "/" + parts[1] == TOPIC_ROOT and parts[2] == "agents":
+        return parts[3] if valid_id(parts[3]) else None
+    return None
+
+
+# --- ids ----------------------------------------------------------------------------------------
+
+
+def new_result_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds then randomness, so ids sort by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a (12 bits)
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b
+    return str(uuid.UUID(int=value))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

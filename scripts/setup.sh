@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for linecheck: Debian packages (when root), a virtualenv, the project.
+#   scripts/setup.sh          what the local stack needs (mosquitto, iproute2)
+#   scripts/setup.sh --test   plus what the test suite needs (iperf3, nginx, chromium, ...)
+# Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(mosquitto iproute2)
+extras=()
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base)
+  extras=(dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || echo "setup: warning: could not install ${missing[*]}; tests needing them will skip"
+  else
+    echo "setup: not root: not installing ${missing[*]} (the stack falls back to an embedded broker;"
+    echo "       tests that need them skip with a reason)"
+  fi
+fi
+# A Debian-installed mosquitto starts a system broker on :1883; the stack runs its own, so that is fine.
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+spec="."
+((${#extras[@]})) && spec=".[${extras[*]}]"
+stamp=".venv/.linecheck-installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras[*]:-base}"
+if [[ ! -f "$stamp" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  if ! command -v mosquitto >/dev/null; then spec="${spec%]}"; [[ "$spec" == "." ]] && spec=".[embedded-broker]" || spec="$spec,embedded-broker]"; fi
+  .venv/bin/python -m pip install -q -e "$spec"
+  touch "$stamp"
+fi

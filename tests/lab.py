@@ -1,0 +1,131 @@
+"""The line lab: an emulated broadband line between a "gateway" and a "carrier" network namespace.
+
+    [gw ns]  wan0 198.18.0.2/24  ==== veth ====  cr0 198.18.0.1/24  [carrier ns]
+             default via .1                      lo: 198.18.1.1/32 (the "test server" address)
+
+Shaping uses `tc tbf` (this kernel has no netem): the download rate is shaped on the carrier
+side's egress, the upload rate on the gateway's. Names carry the pid and a counter so labs of
+parallel test runs never collide. Everything is torn down on exit, even after a failure.
+Addresses are in 198.18.0.0/15 (RFC 2544 benchmarking); nothing leaves the namespaces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+GW_ADDR = "198.18.0.2"
+CARRIER_ADDR = "198.18.0.1"
+SERVER_ADDR = "198.18.1.1"  # on the carrier's loopback: one routed hop beyond the access link
+_counter = itertools.count()
+CLONE_NEWNET = 0x40000000
+
+
+def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True)
+
+
+class LineLab:
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}x{next(_counter)}"
+        self.gw = f"lcgw{tag}"
+        self.carrier = f"lccr{tag}"
+        self.gw_if = "wan0"
+        self.carrier_if = "cr0"
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> LineLab:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        for ns in (self.gw, self.carrier):
+            _run(["ip", "netns", "add", ns])
+            self.sh(ns, "ip link set lo up")
+        tmp = f"lcv{os.getpid() % 100000}{next(_counter)}"
+        _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+        _run(["ip", "link", "set", tmp, "netns", self.gw, "name", self.gw_if])
+        _run(["ip", "link", "set", tmp + "p", "netns", self.carrier, "name", self.carrier_if])
+        self.sh(self.gw, f"ip addr add {GW_ADDR}/24 dev {self.gw_if}; ip link set {self.gw_if} up; "
+                         f"ip route add default via {CARRIER_ADDR}")
+        self.sh(self.carrier, f"ip addr add {CARRIER_ADDR}/24 dev {self.carrier_if}; "
+                              f"ip link set {self.carrier_if} up; ip addr add {SERVER_ADDR}/32 dev lo; "
+                              "sysctl -qw net.ipv4.ip_forward=1")
+        # Unprivileged ICMP sockets for every group, as a gateway image would configure it.
+        for ns in (self.gw, self.carrier):
+            self.sh(ns, "sysctl -qw net.ipv4.ping_group_range='0 2147483647'")
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        for ns in (self.gw, self.carrier):
+            _run(["ip", "netns", "del", ns], check=False)
+
+    # --- running things inside -----------------------------------------------------------------
+    def sh(self, ns: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(["ip", "netns", "exec", ns, "sh", "-ec", script], check=check)
+
+    def run(self, ns: str, argv: Sequence[str], check: bool = False, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                              check=check, timeout=timeout, env=env)
+
+    def popen(self, ns: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kwargs)  # type: ignore[call-overload]
+        self._procs.append(proc)
+        return proc
+
+    @contextmanager
+    def inside(self, ns: str) -> Iterator[None]:
+        """Move the calling thread into `ns` (setns is per thread) for sockets opened in the block.
+
+        Only sockets opened inside the block live in the namespace. /proc/net and /sys still show
+        the process's namespace, so run whole programs with `run`/`popen` instead.
+        """
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns failed")
+            try:
+                yield
+            finally:
+                libc.setns(own, CLONE_NEWNET)
+        finally:
+            os.close(own)
+            os.close(target)
+
+    # --- line faults and shaping ---------------------------------------------------------------
+    def shape(self, down_mbit: float | None, up_mbit: float | None) -> None:
+        """tbf on each side's egress; None removes the shaping in that direction."""
+        for ns, dev, rate in ((self.carrier, self.carrier_if, down_mbit), (self.gw, self.gw_if, up_mbit)):
+            if rate is None:
+                self.sh(ns, f"tc qdisc del dev {dev} root", check=False)
+                continue
+            # Burst of ~4 ms at rate (at least 32 kB) keeps short-term accuracy; 50 ms queue limit.
+            burst = max(32 * 1024, int(rate * 1e6 / 8 * 0.004))
+            self.sh(ns, f"tc qdisc replace dev {dev} root tbf rate {rate}mbit burst {burst} latency 50ms")
+
+    def link(self, up: bool) -> None:
+        """Cut or restore the line on the carrier side: the gateway sees its carrier go away."""
+        self.sh(self.carrier, f"ip link set {self.carrier_if} {'up' if up else 'down'}")
+
+    def set_mtu(self, ns: str, mtu: int) -> None:
+        dev = self.gw_if if ns == self.gw else self.carrier_if
+        self.sh(ns, f"ip link set {dev} mtu {mtu}")
