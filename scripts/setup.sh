@@ -39,8 +39,14 @@ spec="."
 ((${#extras[@]})) && spec=".[${extras[*]}]"
 stamp=".venv/.linecheck-installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras[*]:-base}"
 if [[ ! -f "$stamp" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  if ! command -v mosquitto >/dev/null; then spec="${spec%]}"; [[ "$spec" == "." ]] && spec=".[embedded-broker]" || spec="$spec,embedded-broker]"; fi
-  .venv/bin/python -m pip install -q -e "$spec"
+  if ! command -v mosquitto >/dev/null; then
+    spec="${spec%]}"; [[ "$spec" == "." ]] && spec=".[embedded-broker]" || spec="$spec,embedded-broker]"
+  fi
+  echo "setup: installing linecheck into .venv (log: .venv/install.log)"
+  # pip and setuptools are chatty about things users cannot act on: keep it in a log, show it on failure.
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -e "$spec"; } \
+      > .venv/install.log 2>&1; then
+    tail -30 .venv/install.log; echo "setup: pip install failed (full log: .venv/install.log)"; exit 1
+  fi
   touch "$stamp"
 fi
