@@ -1,0 +1,1 @@
+"""linecheck-testserver: the carrier-side measurement server (HTTP throughput + UDP reflector)."""
