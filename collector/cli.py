@@ -1,4 +1,4 @@
-"""`linecheck-collector`: serve (ingest), results (latest stored results), init-db."""
+"""`linecheck-collector`: serve (ingest), results (latest stored results), init-db, registry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 from sqlalchemy import select
 
+from collector import cli_registry
 from collector import config as collector_config
 from collector import schema as t
 from linecheck.configfile import ConfigError
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="print the latest stored results")
     res.add_argument("--config", required=True)
     res.add_argument("--limit", type=int, default=20)
+    cli_registry.add_parsers(sub)
     return p
 
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _serve(cfg)
+    if args.command == "registry":
+        return cli_registry.run(args, cfg)
     if args.command == "init-db":
         from collector.store import Store
 

@@ -1,8 +1,15 @@
-"""The collector's tables, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+"""The collector's tables as they are NOW, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Queries use these definitions. Migrations (collector/migrations.py) build the same shape step by
+step with their own frozen DDL; tests/test_store_schema.py fails when the two drift apart.
 
 Results are keyed by (agent_id, result_id), so a re-sent result inserts nothing the second time,
 whichever collector receives it. Checks, metrics and findings hang off that key, so one batch
 needs no round trip to learn generated ids.
+
+The fleet registry: tenants (carriers and enterprises; an enterprise's parent is its carrier) own
+sites and lines; an agent is an enrolled identity on one line. Tenants are the isolation unit:
+a carrier sees its own lines and those of its enterprise customers (`registry.tenant_scope`).
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Float,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -31,17 +40,63 @@ schema_version = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
+tenants = Table(
+    "tenants", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # carrier | enterprise
+    Column("parent_id", String(64), ForeignKey("tenants.tenant_id")),  # an enterprise's carrier
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_tenants_parent", "parent_id"),
+)
+
+sites = Table(
+    "sites", metadata,
+    Column("site_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("name", String(200)),
+    Column("address", Text),
+    Column("district", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sites_tenant", "tenant_id"),
+)
+
+lines = Table(
+    "lines", metadata,
+    Column("line_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("site_id", String(64), ForeignKey("sites.site_id"), nullable=False),
+    Column("name", String(200)),
+    Column("district", String(64)),  # carriers report per district and segment
+    Column("segment", String(64)),  # e.g. sme, retail, dedicated
+    Column("plan_down_mbps", Float),  # the subscribed rate now in force; rules compare against it
+    Column("plan_up_mbps", Float),
+    Column("account_since", Date),  # upload promises rise with account age
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_lines_tenant", "tenant_id"),
+    Index("ix_lines_site", "site_id"),
+    Index("ix_lines_district_segment", "district", "segment"),
+)
+
+# Agents appear here when they first report (ingest) or when the registry enrols them, whichever
+# comes first; so first_seen/last_seen are null for an enrolled agent that never reported.
 agents = Table(
     "agents", metadata,
     Column("agent_id", String(64), primary_key=True),
     Column("line_id", String(64), nullable=False),
     Column("site_id", String(64), nullable=False),
-    Column("first_seen", DateTime(timezone=True), nullable=False),
-    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("first_seen", DateTime(timezone=True)),
+    Column("last_seen", DateTime(timezone=True)),
     Column("max_seq", BigInteger, nullable=False, default=0),
     Column("result_count", BigInteger, nullable=False, default=0),
     Column("status", String(16)),  # online / offline, from the agent's retained status topic
     Column("status_at", DateTime(timezone=True)),
+    Column("enrolled_at", DateTime(timezone=True)),  # set by the registry; null = only seen reporting
+    Column("report_interval_s", Integer),  # the agent's schedule; silence past it means agent_offline
+    Index("ix_agents_line", "line_id"),
 )
 
 results = Table(

@@ -1,22 +1,46 @@
-"""Storage: open the database named by the DSN, migrate it, and write ingest batches in one transaction."""
+"""Storage: open the database named by the DSN, migrate it, and write ingest batches in one transaction.
+
+Side effects of new results (rules → tickets → notification outbox) run as ingest hooks INSIDE the
+same transaction, so a result is never stored without its consequences and a receipt is only sent
+after both are committed.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
+from collector import migrations as m
 from collector import schema as t
 from linecheck.wire import ResultEnvelope
 
-# Ordered migrations: index i brings the schema from version i to i+1. Never edit a shipped one.
+log = logging.getLogger(__name__)
+
+# Ordered migrations: index i brings the schema from version i to i+1. Never edit a shipped one;
+# append (see collector/migrations.py for why each carries its own DDL).
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    lambda conn: t.metadata.create_all(conn, tables=[
-        t.agents, t.results, t.checks, t.metrics, t.findings, t.quarantine]),
+    m.v1_foundation,
+    m.v2_registry,
 ]
+
+# A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
+# (never duplicates) and the batch's receive time. What it writes commits with the results.
+IngestHook = Callable[[Connection, Sequence[ResultEnvelope], datetime], None]
+
+# PostgreSQL deadlock / serialization failure: the whole batch is retried (it is idempotent).
+_RETRY_SQLSTATES = {"40P01", "40001"}
+_RETRIES = 5
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def make_engine(url: str) -> Engine:
@@ -64,35 +88,74 @@ class Quarantined:
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, hooks: Sequence[IngestHook] = ()):
         self.engine = make_engine(url)
+        self.hooks: list[IngestHook] = list(hooks)
         migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def add_hook(self, hook: IngestHook) -> None:
+        """Run `hook(conn, fresh_envelopes, received_at)` inside every ingest transaction that stored something."""
+        self.hooks.append(hook)
+
     def ingest(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined] = (),
                received_at: datetime | None = None) -> set[tuple[str, str]]:
         """Store a batch in one transaction. Returns the (agent_id, result_id) pairs that were new."""
         now = received_at or datetime.now(UTC)
+        for attempt in range(_RETRIES):
+            try:
+                return self._ingest_once(envelopes, bad, now)
+            except DBAPIError as exc:
+                # Two collectors writing the same lines can deadlock on PostgreSQL; one of them is
+                # told so and simply tries again (nothing was committed).
+                if not _retryable(exc) or attempt == _RETRIES - 1:
+                    raise
+                log.info("ingest batch retried after %s", getattr(exc.orig, "sqlstate", "?"))
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _ingest_once(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined],
+                     now: datetime) -> set[tuple[str, str]]:
         with self.engine.begin() as conn:
             new = self._new_keys(conn, envelopes)
             fresh = [e for e in envelopes if (e.agent_id, e.result_id) in new]
             if fresh:
                 self._write_results(conn, fresh, now)
+                for hook in self.hooks:
+                    self._run_hook(conn, hook, fresh, now)
             if bad:
                 conn.execute(t.quarantine.insert(), [
                     {"received_at": now, "topic": q.topic, "agent_id": q.agent_id, "reason": q.reason[:2000],
                      "payload": q.payload, "payload_bytes": len(q.payload)} for q in bad])
         return new
 
+    @staticmethod
+    def _run_hook(conn: Connection, hook: IngestHook, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
+        # A savepoint isolates a failing hook: the results still commit (and are receipted) and the
+        # hook's work is re-derived from the stored results on the next batch. Database conflicts
+        # (deadlock, serialization) are not bugs: they abort the batch so that it is retried whole.
+        try:
+            with conn.begin_nested():
+                hook(conn, fresh, now)
+        except DBAPIError as exc:
+            if _retryable(exc):
+                raise
+            log.exception("ingest hook %s failed; results stored without its side effects",
+                          getattr(hook, "__qualname__", hook))
+        except Exception:
+            log.exception("ingest hook %s failed; results stored without its side effects",
+                          getattr(hook, "__qualname__", hook))
+
     def _new_keys(self, conn: Connection, envelopes: Sequence[ResultEnvelope]) -> set[tuple[str, str]]:
         keys = {(e.agent_id, e.result_id) for e in envelopes}
         if not keys:
             return set()
         ids = [rid for _, rid in keys]
-        seen = set(conn.execute(select(t.results.c.agent_id, t.results.c.result_id)
-                                .where(t.results.c.result_id.in_(ids))).tuples())
+        rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id)
+                            .where(t.results.c.result_id.in_(ids))).all()
+        seen = {(r.agent_id, r.result_id) for r in rows}
         return keys - seen
 
     def _write_results(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
@@ -136,6 +199,7 @@ class Store:
             conn.execute(stmt_row.on_conflict_do_update(
                 index_elements=[t.agents.c.agent_id],
                 set_={"line_id": e.line_id, "site_id": e.site_id, "last_seen": now,
+                      "first_seen": func.coalesce(t.agents.c.first_seen, now),  # enrolled, first report
                       "max_seq": greatest(t.agents.c.max_seq, e.seq),
                       "result_count": t.agents.c.result_count + counts[agent_id]}))
 

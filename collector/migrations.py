@@ -1,0 +1,160 @@
+"""Schema migrations, in order. Each brings the database from version i to i+1 with its OWN frozen DDL.
+
+A migration must never read collector/schema.py: that module describes the schema as it is now,
+and a migration written against it would build a different schema tomorrow. tests/test_store_schema.py
+migrates an empty database on SQLite and PostgreSQL and compares the result with schema.py
+(alembic's compare_metadata), so a forgotten migration or a drifted definition fails a test.
+
+Alembic's `Operations` does the dialect work (SQLite cannot ALTER a column: batch mode rebuilds the
+table). To change the schema: append a function here, register it in store.MIGRATIONS, change
+schema.py to match. Never edit a landed migration.
+"""
+
+from __future__ import annotations
+
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy import ForeignKey as FK
+
+
+def ops(conn: Connection) -> Operations:
+    return Operations(MigrationContext.configure(conn))
+
+
+def _ts(name: str, nullable: bool = True) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def v1_foundation(conn: Connection) -> None:
+    """Results, checks, metrics, findings, agents, quarantine (the foundation's tables, frozen)."""
+    md = MetaData()
+    Table("agents", md,
+          Column("agent_id", String(64), primary_key=True),
+          Column("line_id", String(64), nullable=False),
+          Column("site_id", String(64), nullable=False),
+          _ts("first_seen", False), _ts("last_seen", False),
+          Column("max_seq", BigInteger, nullable=False),
+          Column("result_count", BigInteger, nullable=False),
+          Column("status", String(16)), _ts("status_at"))
+    Table("results", md,
+          Column("agent_id", String(64), nullable=False),
+          Column("result_id", String(36), nullable=False),
+          Column("seq", BigInteger, nullable=False),
+          Column("line_id", String(64), nullable=False),
+          Column("site_id", String(64), nullable=False),
+          Column("trigger", String(32), nullable=False),
+          _ts("started_at", False), _ts("ended_at", False), _ts("received_at", False),
+          Column("verdict", String(16), nullable=False),
+          Column("clock_synced", Integer),
+          Column("agent_version", String(40), nullable=False),
+          Column("payload", Text, nullable=False),
+          PrimaryKeyConstraint("agent_id", "result_id"),
+          Index("ix_results_line_started", "line_id", "started_at"),
+          Index("ix_results_agent_seq", "agent_id", "seq"),
+          Index("ix_results_received", "received_at"))
+    Table("checks", md,
+          Column("agent_id", String(64), nullable=False),
+          Column("result_id", String(36), nullable=False),
+          Column("idx", Integer, nullable=False),
+          Column("line_id", String(64), nullable=False),
+          _ts("started_at", False),
+          Column("kind", String(40), nullable=False),
+          Column("target", String(255)),
+          Column("status", String(16), nullable=False),
+          Column("reason", Text),
+          Column("duration_s", Float, nullable=False),
+          PrimaryKeyConstraint("agent_id", "result_id", "idx"),
+          ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
+                               ondelete="CASCADE"),
+          Index("ix_checks_line_kind_started", "line_id", "kind", "started_at"))
+    Table("metrics", md,
+          Column("agent_id", String(64), nullable=False),
+          Column("result_id", String(36), nullable=False),
+          Column("idx", Integer, nullable=False),
+          Column("name", String(64), nullable=False),
+          Column("value", Float),
+          PrimaryKeyConstraint("agent_id", "result_id", "idx", "name"),
+          ForeignKeyConstraint(["agent_id", "result_id", "idx"],
+                               ["checks.agent_id", "checks.result_id", "checks.idx"], ondelete="CASCADE"))
+    Table("findings", md,
+          Column("agent_id", String(64), nullable=False),
+          Column("result_id", String(36), nullable=False),
+          Column("idx", Integer, nullable=False),
+          Column("line_id", String(64), nullable=False),
+          _ts("started_at", False),
+          Column("code", String(64), nullable=False),
+          Column("severity", String(16), nullable=False),
+          Column("check_kind", String(40)),
+          Column("location", String(40)),
+          Column("message", Text, nullable=False),
+          PrimaryKeyConstraint("agent_id", "result_id", "idx"),
+          ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
+                               ondelete="CASCADE"),
+          Index("ix_findings_line_code", "line_id", "code", "started_at"))
+    Table("quarantine", md,
+          Column("id", Integer, primary_key=True, autoincrement=True),
+          _ts("received_at", False),
+          Column("topic", String(255), nullable=False),
+          Column("agent_id", String(64)),
+          Column("reason", Text, nullable=False),
+          Column("payload", LargeBinary, nullable=False),
+          Column("payload_bytes", Integer, nullable=False),
+          Index("ix_quarantine_received", "received_at"))
+    md.create_all(conn)
+
+
+def v2_registry(conn: Connection) -> None:
+    """The fleet registry: tenants, sites, lines; agents may be enrolled before they report."""
+    op = ops(conn)
+    op.create_table("tenants",
+                    Column("tenant_id", String(64), primary_key=True),
+                    Column("name", String(200), nullable=False),
+                    Column("kind", String(16), nullable=False),
+                    Column("parent_id", String(64), FK("tenants.tenant_id")),
+                    _ts("created_at", False), _ts("updated_at", False))
+    op.create_index("ix_tenants_parent", "tenants", ["parent_id"])
+    op.create_table("sites",
+                    Column("site_id", String(64), primary_key=True),
+                    Column("tenant_id", String(64), FK("tenants.tenant_id"), nullable=False),
+                    Column("name", String(200)),
+                    Column("address", Text),
+                    Column("district", String(64)),
+                    _ts("created_at", False), _ts("updated_at", False))
+    op.create_index("ix_sites_tenant", "sites", ["tenant_id"])
+    op.create_table("lines",
+                    Column("line_id", String(64), primary_key=True),
+                    Column("tenant_id", String(64), FK("tenants.tenant_id"), nullable=False),
+                    Column("site_id", String(64), FK("sites.site_id"), nullable=False),
+                    Column("name", String(200)),
+                    Column("district", String(64)),
+                    Column("segment", String(64)),
+                    Column("plan_down_mbps", Float),
+                    Column("plan_up_mbps", Float),
+                    Column("account_since", Date),
+                    _ts("created_at", False), _ts("updated_at", False))
+    op.create_index("ix_lines_tenant", "lines", ["tenant_id"])
+    op.create_index("ix_lines_site", "lines", ["site_id"])
+    op.create_index("ix_lines_district_segment", "lines", ["district", "segment"])
+    with op.batch_alter_table("agents") as batch:
+        batch.alter_column("first_seen", existing_type=DateTime(timezone=True), nullable=True)
+        batch.alter_column("last_seen", existing_type=DateTime(timezone=True), nullable=True)
+        batch.add_column(_ts("enrolled_at"))
+        batch.add_column(Column("report_interval_s", Integer))
+    op.create_index("ix_agents_line", "agents", ["line_id"])
