@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
     check.add_argument("--no-spool", action="store_true",
                        help="do not queue the result for the collector (seq is then a placeholder)")
+    enroll = sub.add_parser("enroll", help="enrol this gateway with a one-time token from the carrier")
+    enroll.add_argument("--collector", required=True, help="the collector's enrolment URL (https://...)")
+    enroll.add_argument("--token", required=True, help="the one-time token: <agent id>.<secret>")
+    enroll.add_argument("--config-out", required=True, help="where to write the agent's config")
+    enroll.add_argument("--data-dir", default="/var/lib/linecheck")
+    enroll.add_argument("--ca-file", help="CA certificate to trust for the collector's HTTPS")
+    enroll.add_argument("--allow-http", action="store_true", help=argparse.SUPPRESS)  # tests on loopback only
     run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
     run.add_argument("--config", required=True)
     run.add_argument("--log-level", default="INFO")
@@ -67,11 +74,28 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_HEALTHY if envelope.verdict is Verdict.HEALTHY else EXIT_PROBLEMS
 
 
+def _enroll(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.enroll import EnrolFailed, enroll
+
+    try:
+        path = enroll(args.collector, args.token, Path(args.config_out), Path(args.data_dir),
+                      Path(args.ca_file) if args.ca_file else None, allow_http=args.allow_http)
+    except EnrolFailed as exc:
+        print(f"linecheck-agent: enrolment failed: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(f"enrolled; config written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
             return _check(args)
+        if args.command == "enroll":
+            return _enroll(args)
         cfg = agent_config.load(args.config)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from agent.daemon import serve

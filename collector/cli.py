@@ -27,7 +27,66 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--config", required=True)
     res.add_argument("--limit", type=int, default=20)
     cli_registry.add_parsers(sub)
+    _add_security_commands(sub)
     return p
+
+
+def _add_security_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    bc = sub.add_parser("broker-config", help="generate Mosquitto config, ACL and certificates for the fleet")
+    bc.add_argument("--config", required=True)
+    bc.add_argument("--out", required=True, help="directory for mosquitto.conf, acl, certificates")
+    bc.add_argument("--hostname", action="append", required=True,
+                    help="name or address agents use to reach the broker (repeatable)")
+    bc.add_argument("--port", type=int, default=8883)
+    bc.add_argument("--bind", default="0.0.0.0")
+    bc.add_argument("--collectors", type=int, default=1, help="collector identities to issue")
+    bc.add_argument("--run-as", default="mosquitto", help="user mosquitto drops to")
+    tok = sub.add_parser("enrol-token", help="issue a one-time enrolment token for a gateway")
+    tok.add_argument("--config", required=True)
+    tok.add_argument("--agent", required=True, help="the agent id the gateway will have")
+    tok.add_argument("--line", required=True)
+    tok.add_argument("--site", required=True)
+    rv = sub.add_parser("revoke", help="revoke an agent's certificates and rewrite the CRL")
+    rv.add_argument("--config", required=True)
+    rv.add_argument("--agent", required=True)
+    rv.add_argument("--reason", default="revoked by operator")
+    rv.add_argument("--broker-dir", help="a broker-config output directory whose ACL to rewrite")
+
+
+def _security(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from collector import brokerconf, enrolment
+    from collector.pki import FleetCA
+    from collector.store import Store
+
+    ca = FleetCA.open_or_create(cfg.enrolment.ca_dir)
+    store = Store(cfg.database)
+    try:
+        if args.command == "broker-config":
+            files = brokerconf.generate(args.out, ca, args.hostname, port=args.port, bind=args.bind,
+                                        revoked_serials=tuple(enrolment.revoked_serials(store.engine)),
+                                        revoked_agents=tuple(enrolment.revoked_agents(store.engine)),
+                                        collectors=args.collectors, run_as=args.run_as)
+            print(f"wrote {files.config} and {files.acl}; collector identities: {', '.join(files.collectors)}")
+        elif args.command == "enrol-token":
+            issued = enrolment.issue_token(store.engine, args.agent, args.line, args.site,
+                                           ttl=timedelta(hours=cfg.enrolment.token_ttl_h))
+            print(issued.token)
+            print(f"valid once, until {issued.expires_at:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+        else:
+            count = enrolment.revoke(store.engine, ca, args.agent, args.reason)
+            print(f"revoked {count} certificate(s) of {args.agent}; CRL {ca.crl_path} rewritten")
+            if args.broker_dir:
+                acl = brokerconf.write_acl(args.broker_dir, sorted(enrolment.revoked_agents(store.engine)))
+                print(f"ACL {acl} rewritten")
+            print("reload the broker (kill -HUP <mosquitto pid>) so it reads the new CRL and ACL")
+    except enrolment.EnrolmentError as exc:
+        print(f"linecheck-collector: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
 
 
 def _serve(cfg: collector_config.CollectorConfig) -> int:
@@ -71,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(cfg)
     if args.command == "registry":
         return cli_registry.run(args, cfg)
+    if args.command in ("broker-config", "enrol-token", "revoke"):
+        return _security(cfg, args)
     if args.command == "init-db":
         from collector.store import Store
 

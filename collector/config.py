@@ -12,7 +12,7 @@ from linecheck.configfile import Strict, load_model
 class MQTTConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str = Field(default="linecheck-collector", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    client_id: str = Field(default="linecheck-collector", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     username: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
@@ -31,11 +31,19 @@ class IngestConfig(Strict):
     queue_max: int = Field(default=20000, ge=100, description="Messages received but not yet committed")
 
 
+class EnrolmentConfig(Strict):
+    ca_dir: Path = Field(default=Path("ca"), description="Fleet CA key and certificate (keep it owner-only)")
+    broker_host: str = Field(default="127.0.0.1", description="Broker address given to enrolled agents")
+    broker_port: int = Field(default=8883, ge=1, le=65535, description="The broker's TLS listener")
+    token_ttl_h: float = Field(default=24, gt=0, le=24 * 30, description="How long an enrolment token stays valid")
+
+
 class CollectorConfig(Strict):
     database: str = Field(default="sqlite:///linecheck.db",
                           description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://user@host/db")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
 
     @field_validator("database")
     @classmethod

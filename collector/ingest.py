@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from collector.config import CollectorConfig
+from collector.enrolment import revoked_agents
 from collector.store import Quarantined, Store
 from linecheck.wire import (
     ALL_RESULTS,
@@ -88,6 +89,8 @@ class Ingestor:
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest.queue_max)
         self.stop_event = threading.Event()
         self.client = self._make_client()
+        self.revoked: set[str] = set()
+        self._revoked_read_at = -1e9
         self.stored = 0
         self.duplicates = 0
         self.quarantined = 0
@@ -152,12 +155,21 @@ class Ingestor:
                 break
         return batch
 
+    def _refresh_revoked(self, every_s: float = 30.0) -> None:
+        if time.monotonic() - self._revoked_read_at >= every_s:
+            self.revoked = revoked_agents(self.store.engine)
+            self._revoked_read_at = time.monotonic()
+
     def process(self, batch: list[Inbound]) -> None:
         good: list[ResultEnvelope] = []
         bad: list[Quarantined] = []
         receipts: dict[str, dict[str, list[str]]] = {}
+        self._refresh_revoked()
         for item in batch:
             v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
+            if v.envelope is not None and v.agent_id in self.revoked:
+                # The broker refuses revoked certificates; this catches what it accepted before the revocation.
+                v = Verdict(None, f"agent {v.agent_id!r} is revoked", v.agent_id, v.result_id)
             if v.envelope is not None:
                 good.append(v.envelope)
             else:

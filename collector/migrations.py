@@ -158,3 +158,21 @@ def v2_registry(conn: Connection) -> None:
         batch.add_column(_ts("enrolled_at"))
         batch.add_column(Column("report_interval_s", Integer))
     op.create_index("ix_agents_line", "agents", ["line_id"])
+
+
+def v3_enrolment(conn: Connection) -> None:
+    """One-time enrolment tokens (hashed) and the certificates issued to agents (for revocation)."""
+    op = ops(conn)
+    op.create_table("enrolment_tokens",
+                    Column("token_hash", String(64), primary_key=True),
+                    Column("agent_id", String(64), nullable=False),
+                    Column("line_id", String(64), nullable=False),
+                    Column("site_id", String(64), nullable=False),
+                    _ts("created_at", False), _ts("expires_at", False), _ts("used_at"),
+                    Column("created_by", String(64)))
+    op.create_table("agent_certificates",
+                    Column("serial", String(40), primary_key=True),
+                    Column("agent_id", String(64), nullable=False),
+                    _ts("issued_at", False), _ts("not_after", False), _ts("revoked_at"),
+                    Column("revoked_reason", Text))
+    op.create_index("ix_agent_certificates_agent", "agent_certificates", ["agent_id"])

@@ -179,3 +179,28 @@ quarantine = Table(
     Column("payload_bytes", Integer, nullable=False),
     Index("ix_quarantine_received", "received_at"),
 )
+
+# --- enrolment and agent identity (security) ----------------------------------------------------
+
+enrolment_tokens = Table(
+    "enrolment_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the token; the token itself is never stored
+    Column("agent_id", String(64), nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    Column("created_by", String(64)),
+)
+
+agent_certificates = Table(
+    "agent_certificates", metadata,
+    Column("serial", String(40), primary_key=True),  # hex: serials exceed 64-bit integers
+    Column("agent_id", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("not_after", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_reason", Text),
+    Index("ix_agent_certificates_agent", "agent_id"),
+)

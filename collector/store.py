@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v1_foundation,
     m.v2_registry,
+    m.v3_enrolment,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
