@@ -217,6 +217,8 @@ def test_enrolment_end_to_end_then_revocation(fleet: Fleet, enrol_server: str, t
     with agent_cfg.open("a") as f:
         f.write("schedule: {interval_s: 3600, jitter_s: 0, first_delay_s: 0}\nchecks:\n  link: {window_s: 0.1}\n")
     collector = start("collector.cli", "serve", "--config", str(ccfg), log=tmp_path / "collector.log")
+    # The collector's first session must exist before the agent publishes, or the broker has no one to queue for.
+    wait_for(lambda: "collector connected" in (tmp_path / "collector.log").read_text(), 20, "the collector")
     agent = start("agent.cli", "run", "--config", str(agent_cfg), log=tmp_path / "agent.log")
     try:
         wait_for(lambda: _stored(db, "enrolled-gw") == 1, 30, "the enrolled agent's result")
