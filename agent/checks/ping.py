@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import ProbeThresholds, judge_probes
 from agent.netinfo import default_route
-from linecheck.wire import Finding, Status
+from linecheck.wire import Status
 
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
@@ -40,6 +41,7 @@ class PingConfig(CheckConfig):
     loss_degraded_pct: float = Field(default=1.0, ge=0, le=100)
     loss_failed_pct: float = Field(default=20.0, ge=0, le=100)
     rtt_degraded_ms: float = Field(default=100.0, gt=0)
+    jitter_degraded_ms: float = Field(default=30.0, gt=0, description="Mean RTT change between echoes")
     timeout_s: float = 60.0
 
 
@@ -93,9 +95,9 @@ def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, pa
                 packet = header + body
                 if method == "raw":  # the kernel fills id and checksum only for datagram sockets
                     packet = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(packet), ident, seq) + body
+                sent_at[seq] = time.monotonic()  # before sendto: the reply can beat its return
                 with contextlib.suppress(OSError):  # unreachable network etc.: counts as a lost echo
                     sock.sendto(packet, (address, 0))
-                sent_at[seq] = time.monotonic()
                 next_send += interval_s
                 if seq == count:
                     end = time.monotonic() + reply_timeout_s
@@ -158,33 +160,9 @@ def resolve_target(target: str, ctx: CheckContext) -> str:
 
 
 def judge(cfg: PingConfig, target: str, metrics: dict[str, float | int | None]) -> Measurement:
-    loss = metrics["loss_pct"]
-    avg = metrics["rtt_avg_ms"]
-    if metrics["received_count"] == 0:
-        return Measurement(Status.FAILED, f"no reply from {target} ({metrics['sent_count']} echoes sent)",
-                           metrics, target,
-                           [Finding(code="target_unreachable", severity="critical", check="ping", where="wan",
-                                    message=f"{target} does not answer ping.", detail={"target": target})])
-    assert loss is not None and avg is not None
-    if loss >= cfg.loss_failed_pct:
-        return Measurement(Status.FAILED, f"{loss:g}% packet loss to {target}", metrics, target,
-                           [Finding(code="packet_loss", severity="critical", check="ping", where="wan",
-                                    message=f"{loss:g}% of packets to {target} are lost.",
-                                    detail={"target": target, "loss_pct": loss})])
-    problems, findings = [], []
-    if loss >= cfg.loss_degraded_pct:
-        problems.append(f"{loss:g}% packet loss")
-        findings.append(Finding(code="packet_loss", severity="warning", check="ping", where="wan",
-                                message=f"{loss:g}% of packets to {target} are lost.",
-                                detail={"target": target, "loss_pct": loss}))
-    if avg >= cfg.rtt_degraded_ms:
-        problems.append(f"average RTT {avg:.1f} ms")
-        findings.append(Finding(code="high_latency", severity="warning", check="ping", where="wan",
-                                message=f"Round trips to {target} take {avg:.0f} ms on average.",
-                                detail={"target": target, "rtt_avg_ms": avg}))
-    if problems:
-        return Measurement(Status.DEGRADED, f"{target}: " + ", ".join(problems), metrics, target, findings)
-    return Measurement(Status.OK, None, metrics, target)
+    limits = ProbeThresholds(cfg.loss_degraded_pct, cfg.loss_failed_pct, cfg.rtt_degraded_ms, cfg.jitter_degraded_ms)
+    status, reason, found = judge_probes("ping", target, metrics, limits, what="ping echoes")
+    return Measurement(status, reason, metrics, target, found)
 
 
 def run(cfg: PingConfig, ctx: CheckContext) -> list[Measurement]:
