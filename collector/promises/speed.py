@@ -1,0 +1,362 @@
+"""Speed verdicts: did the line get the promised rate? Down and up judged separately, on valid tests only.
+
+A test is valid for a direction when it measured that direction and nothing local limited it.
+Excluded, each with its reason and counted in the evidence:
+  - not_measured: the test failed or gave no figure ("unavailable" is not "slow");
+  - wan_port_below_promise: the gateway's WAN port negotiated below the promised rate;
+  - gateway_cpu_saturated: the gateway's CPU was at or above the declared limit during the test;
+  - cross_traffic_high: the office's own traffic was too high to trust the figure.
+The first two local-equipment reasons can make the verdict `limited_by_local_equipment`.
+A valid test passes when its figure (the line capacity estimate where the agent gives one, else
+the test's own rate) reaches `rate_fraction` of the rate promised at the time of the test.
+stats.py decides whether the pass share is known well enough (Wilson bound at the declared
+confidence). Everything here is pure: no database, no clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from collector.promises.criterion import SpeedCriterion
+from collector.promises.model import Outcome, SpeedPromise, worst
+from collector.promises.stats import Side, decisive_sample_size, side, wilson_bounds
+from collector.promises.verdict import Verdict, jsonable
+
+Direction = Literal["down", "up"]
+DIRECTIONS: tuple[Direction, ...] = ("down", "up")
+
+# Metric names from the agent's throughput and link checks (linecheck/metrics.csv). The capacity
+# estimate counts the office's other traffic on the WAN port during the test; it is what the line
+# can carry, so it is preferred to the test's own rate.
+FIGURES: dict[Direction, tuple[str, ...]] = {
+    "down": ("capacity_down_mbps", "down_mbps"),
+    "up": ("capacity_up_mbps", "up_mbps"),
+}
+
+
+class Exclusion(StrEnum):
+    NOT_MEASURED = "not_measured"
+    WAN_PORT = "wan_port_below_promise"
+    CPU = "gateway_cpu_saturated"
+    CROSS_TRAFFIC = "cross_traffic_high"
+
+    @property
+    def local_equipment(self) -> bool:
+        return self in (Exclusion.WAN_PORT, Exclusion.CPU)
+
+
+@dataclass(frozen=True)
+class SpeedSample:
+    """One throughput test as the verdict needs it (built from stored metrics by `sample_from_metrics`)."""
+
+    result_id: str
+    at: datetime  # start of the test, timezone-aware
+    down_mbps: float | None = None
+    up_mbps: float | None = None
+    down_source: str | None = None  # which metric gave the figure
+    up_source: str | None = None
+    wan_speed_mbps: float | None = None  # negotiated WAN port speed (link check)
+    cpu_max_pct: float | None = None  # peak gateway CPU during the test
+    cross_traffic_high: bool = False
+    status: str = "ok"  # the throughput check's status
+    reason: str | None = None  # the check's reason when it could not measure
+
+    def figure(self, direction: Direction) -> tuple[float | None, str | None]:
+        if direction == "down":
+            return self.down_mbps, self.down_source
+        return self.up_mbps, self.up_source
+
+
+def sample_from_metrics(result_id: str, at: datetime, throughput: Mapping[str, float | None],
+                        link: Mapping[str, float | None] | None = None, status: str = "ok",
+                        reason: str | None = None) -> SpeedSample:
+    """A sample from one result's throughput (and link) check metrics; capacity first, else the test rate."""
+    link = link or {}
+    figures: dict[str, tuple[float | None, str | None]] = {}
+    for direction, names in FIGURES.items():
+        figures[direction] = next(((float(v), n) for n in names if (v := throughput.get(n)) is not None),
+                                  (None, None))
+    wan = link.get("wan_speed_mbps", throughput.get("wan_speed_mbps"))
+    cpu = throughput.get("cpu_max_pct")
+    flag = throughput.get("cross_traffic_high_flag")
+    return SpeedSample(
+        result_id=result_id, at=at, down_mbps=figures["down"][0], down_source=figures["down"][1],
+        up_mbps=figures["up"][0], up_source=figures["up"][1],
+        wan_speed_mbps=None if wan is None else float(wan), cpu_max_pct=None if cpu is None else float(cpu),
+        cross_traffic_high=bool(flag), status=status, reason=reason)
+
+
+@dataclass(frozen=True)
+class TestJudgement:
+    """One test in one direction: its figure against the promise in force then, or why it was excluded."""
+
+    result_id: str
+    at: datetime
+    direction: Direction
+    peak: bool
+    promised_mbps: float
+    threshold_mbps: float
+    value_mbps: float | None
+    source: str | None
+    excluded: Exclusion | None
+    detail: str | None  # why excluded, in words
+    passed: bool | None  # None when excluded
+    wan_speed_mbps: float | None = None
+    cpu_max_pct: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.value_mbps is None else self.value_mbps / self.promised_mbps
+
+
+@dataclass(frozen=True)
+class ShareEstimate:
+    """Pass share of a set of valid tests, its confidence bounds, and what it decides."""
+
+    label: str  # all / peak / off_peak
+    valid: int
+    passed: int
+    share: float | None
+    lower: float | None
+    upper: float | None
+    median_ratio: float | None  # median of measured / promised
+    outcome: Outcome  # delivered / not_delivered / inconclusive (local limits are judged per direction)
+    tests_needed: int | None  # more valid tests that would settle it at the current share; None: settled,
+    #                           or the share sits exactly on the threshold and more tests cannot settle it
+
+
+@dataclass(frozen=True)
+class DirectionVerdict:
+    direction: Direction
+    promised_mbps: float  # in force at the evaluation time
+    threshold_mbps: float
+    outcome: Outcome
+    reason: str
+    decided_on: str  # all / peak
+    all: ShareEstimate
+    peak: ShareEstimate
+    off_peak: ShareEstimate
+    excluded: dict[str, int]
+    local_excluded: int
+    fixes: list[str]
+    tests: list[TestJudgement] = field(repr=False)
+
+
+def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: Direction,
+               crit: SpeedCriterion) -> tuple[Exclusion | None, str | None]:
+    if value is None:
+        return Exclusion.NOT_MEASURED, s.reason or f"the test gave no {direction}load figure ({s.status})"
+    if s.wan_speed_mbps is not None and s.wan_speed_mbps < promised:
+        return Exclusion.WAN_PORT, (f"WAN port negotiated {s.wan_speed_mbps:g} Mbit/s, "
+                                    f"below the promised {promised:g}")
+    if s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
+        return Exclusion.CPU, f"gateway CPU at {s.cpu_max_pct:g}% during the test"
+    if s.cross_traffic_high:
+        return Exclusion.CROSS_TRAFFIC, "office traffic during the test was too high to trust the figure"
+    return None, None
+
+
+def judge_tests(direction: Direction, promise: SpeedPromise, samples: Sequence[SpeedSample],
+                crit: SpeedCriterion, account_since: date | None) -> list[TestJudgement]:
+    zone = crit.zone
+    out: list[TestJudgement] = []
+    for s in sorted(samples, key=lambda x: x.at):
+        local = s.at.astimezone(zone)
+        down, up = promise.rates_at(local.date(), account_since)
+        promised = down if direction == "down" else up
+        if promised is None:
+            continue
+        threshold = promised * crit.rate_fraction
+        value, source = s.figure(direction)
+        excluded, detail = _exclusion(s, value, promised, direction, crit)
+        out.append(TestJudgement(
+            result_id=s.result_id, at=s.at, direction=direction, peak=crit.peak_hours.contains(local),
+            promised_mbps=promised, threshold_mbps=threshold, value_mbps=value, source=source,
+            excluded=excluded, detail=detail,
+            passed=None if excluded or value is None else value >= threshold,
+            wan_speed_mbps=s.wan_speed_mbps, cpu_max_pct=s.cpu_max_pct))
+    return out
+
+
+def estimate(label: str, tests: Sequence[TestJudgement], crit: SpeedCriterion) -> ShareEstimate:
+    valid = [t for t in tests if t.excluded is None]
+    n = len(valid)
+    s = crit.required_share
+    if n == 0:
+        # Nothing to estimate from: the count that would show delivery if every test passed.
+        floor = max(crit.min_valid_tests, decisive_sample_size(1.0, s, crit.confidence) or 0)
+        return ShareEstimate(label, 0, 0, None, None, None, None, Outcome.INCONCLUSIVE, floor)
+    k = sum(1 for t in valid if t.passed)
+    share = k / n
+    bounds = wilson_bounds(k, n, crit.confidence)
+    assert bounds is not None
+    ratios = [t.ratio for t in valid if t.ratio is not None]
+    where = side(k, n, s, crit.confidence)
+    if where is not Side.STRADDLES and n >= crit.min_valid_tests:
+        outcome = Outcome.DELIVERED if where is Side.ABOVE else Outcome.NOT_DELIVERED
+        needed: int | None = None
+    else:
+        outcome = Outcome.INCONCLUSIVE
+        total = decisive_sample_size(share, s, crit.confidence)
+        needed = None if total is None else max(crit.min_valid_tests, total) - n
+    return ShareEstimate(label, n, k, share, bounds[0], bounds[1],
+                         statistics.median(ratios) if ratios else None, outcome, needed)
+
+
+_FIX = {
+    Exclusion.WAN_PORT: ("The gateway's WAN port negotiated only {port:g} Mbit/s in {n} test(s), below the promised "
+                         "{promised:g} Mbit/s: check the cable between the optical terminal and the gateway "
+                         "(Cat5e or better, undamaged, firmly seated) and that both ports are gigabit ports."),
+    Exclusion.CPU: ("The gateway's CPU was saturated ({cpu:g}%) in {n} test(s): it cannot route the promised rate. "
+                    "Switch off CPU-heavy features (traffic inspection, VPN, logging) or replace the gateway "
+                    "with one rated for {promised:g} Mbit/s."),
+}
+
+
+def _fixes(tests: Sequence[TestJudgement], crit: SpeedCriterion, promised: float) -> list[str]:
+    out = []
+    ports = [t for t in tests if t.excluded is Exclusion.WAN_PORT]
+    if ports:
+        slowest = min(t.wan_speed_mbps for t in ports if t.wan_speed_mbps is not None)
+        out.append(_FIX[Exclusion.WAN_PORT].format(port=slowest, n=len(ports), promised=promised))
+    cpus = [t for t in tests if t.excluded is Exclusion.CPU]
+    if cpus:
+        hottest = max(t.cpu_max_pct for t in cpus if t.cpu_max_pct is not None)
+        out.append(_FIX[Exclusion.CPU].format(cpu=hottest, n=len(cpus), promised=promised))
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def _reason(direction: Direction, outcome: Outcome, est: ShareEstimate, crit: SpeedCriterion, promised: float,
+            excluded: Counter[str], local: int) -> str:
+    word = "Download" if direction == "down" else "Upload"
+    thr = promised * crit.rate_fraction
+    excl = f" ({sum(excluded.values())} excluded: " + ", ".join(f"{n} {r}" for r, n in sorted(excluded.items())) + ")" \
+        if excluded else ""
+    subset = "" if est.label == "all" else f" in peak hours ({crit.peak_hours.label()})"
+    base = (f"{word}: {est.passed} of {est.valid} valid tests{subset} reached {thr:g} Mbit/s "
+            f"({crit.rate_fraction:.0%} of the promised {promised:g}){excl}")
+    conf = f"{crit.confidence:.0%}"
+    required = f"(required {_pct(crit.required_share)})"
+    if outcome is Outcome.DELIVERED:
+        return f"{base}; at {conf} confidence at least {_pct(est.lower)} of tests do {required}."
+    if outcome is Outcome.NOT_DELIVERED:
+        return f"{base}; at {conf} confidence at most {_pct(est.upper)} of tests do {required}."
+    if outcome is Outcome.LIMITED:
+        return (f"{base}; {local} test(s) were limited by equipment at the office, so the line itself cannot "
+                "be judged until that is fixed.")
+    if est.valid == 0:
+        return f"{word}: no valid test yet{excl}; at least {est.tests_needed} are needed."
+    if est.tests_needed is None:
+        return (f"{base}; the pass share {_pct(est.share)} sits exactly on the required "
+                f"{_pct(crit.required_share)}, so more tests at this share cannot settle it.")
+    if est.valid < crit.min_valid_tests and est.tests_needed == crit.min_valid_tests - est.valid:
+        return f"{base}; {est.tests_needed} more valid test(s) are needed (minimum {crit.min_valid_tests})."
+    return (f"{base}; at {conf} confidence the share lies between {_pct(est.lower)} and {_pct(est.upper)}: "
+            f"about {est.tests_needed} more valid test(s) at this pass share would settle it.")
+
+
+def judge_direction(direction: Direction, promise: SpeedPromise, samples: Sequence[SpeedSample],
+                    crit: SpeedCriterion, account_since: date | None, now: datetime) -> DirectionVerdict | None:
+    down, up = promise.rates_at(now.astimezone(crit.zone).date(), account_since)
+    promised = down if direction == "down" else up
+    if promised is None:
+        return None  # nothing promised in this direction
+    tests = judge_tests(direction, promise, samples, crit, account_since)
+    est_all = estimate("all", tests, crit)
+    est_peak = estimate("peak", [t for t in tests if t.peak], crit)
+    est_off = estimate("off_peak", [t for t in tests if not t.peak], crit)
+    deciding = est_all if crit.decide_on == "all" else est_peak
+    excluded = Counter(t.excluded.value for t in tests if t.excluded)
+    local = sum(1 for t in tests if t.excluded and t.excluded.local_equipment)
+    outcome = deciding.outcome
+    if outcome is Outcome.INCONCLUSIVE and local and local / (local + est_all.valid) >= crit.local_limit_share:
+        outcome = Outcome.LIMITED
+    fixes = _fixes(tests, crit, promised) if outcome is Outcome.LIMITED else []
+    return DirectionVerdict(
+        direction=direction, promised_mbps=promised, threshold_mbps=promised * crit.rate_fraction,
+        outcome=outcome, reason=_reason(direction, outcome, deciding, crit, promised, excluded, local),
+        decided_on=crit.decide_on, all=est_all, peak=est_peak, off_peak=est_off, excluded=dict(excluded),
+        local_excluded=local, fixes=fixes, tests=tests)
+
+
+@dataclass(frozen=True)
+class SpeedVerdict:
+    promise: SpeedPromise
+    outcome: Outcome
+    summary: str
+    directions: list[DirectionVerdict]
+    window_start: datetime
+    window_end: datetime
+    judgeable_from: datetime
+    in_grace: bool
+    criterion: SpeedCriterion
+
+    def direction(self, which: Direction) -> DirectionVerdict:
+        return next(d for d in self.directions if d.direction == which)
+
+    @property
+    def down(self) -> DirectionVerdict:
+        return self.direction("down")
+
+    @property
+    def up(self) -> DirectionVerdict:
+        return self.direction("up")
+
+    def as_verdict(self) -> Verdict:
+        detail = {
+            "criterion": self.criterion.model_dump(mode="json"),
+            "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
+            "promise": self.promise.model_dump(mode="json"),
+            "directions": {d.direction: jsonable(d) for d in self.directions},
+        }
+        ratio = self.directions[0].all.median_ratio if self.directions else None
+        return Verdict(promise_id=self.promise.id, line_id=self.promise.line_id, kind="speed", outcome=self.outcome,
+                       summary=self.summary, evaluated_at=self.window_end, judgeable_from=self.judgeable_from,
+                       in_grace=self.in_grace, detail=detail,
+                       fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio)
+
+
+def window_for(promise: SpeedPromise, crit: SpeedCriterion, now: datetime, grace_days: int
+               ) -> tuple[datetime, datetime, bool]:
+    """(window start, judgeable from, in grace). In the grace window the verdict is provisional and counts
+    tests since the promise took effect; afterwards only tests after the grace window count, because the
+    carrier was allowed to fix the line until then."""
+    judgeable = promise.judgeable_from(crit.zone, grace_days)
+    in_grace = now < judgeable
+    since = promise.effective_at(crit.zone) if in_grace else judgeable
+    return max(since, now - timedelta(days=crit.window_days)), judgeable, in_grace
+
+
+def evaluate_speed(promise: SpeedPromise, samples: Sequence[SpeedSample], crit: SpeedCriterion, now: datetime,
+                   grace_days: int = 30, account_since: date | None = None) -> SpeedVerdict:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    start, judgeable, in_grace = window_for(promise, crit, now, grace_days)
+    inside = [s for s in samples if start <= s.at <= now]
+    directions = [d for which in DIRECTIONS
+                  if (d := judge_direction(which, promise, inside, crit, account_since, now)) is not None]
+    outcome = worst([d.outcome for d in directions])
+    if outcome is Outcome.DELIVERED:
+        head = "Promised speed delivered."
+    elif outcome is Outcome.NOT_DELIVERED:
+        head = "Promised speed NOT delivered."
+    elif outcome is Outcome.LIMITED:
+        head = "Cannot judge the line: equipment at the office limits the tests."
+    else:
+        head = "Not enough evidence yet."
+    if in_grace:
+        head += f" (Provisional: within the grace window until {judgeable.date().isoformat()}.)"
+    summary = " ".join([head, *[d.reason for d in directions]])
+    return SpeedVerdict(promise=promise, outcome=outcome, summary=summary, directions=directions,
+                        window_start=start, window_end=now, judgeable_from=judgeable, in_grace=in_grace,
+                        criterion=crit)

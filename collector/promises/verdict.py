@@ -1,0 +1,74 @@
+"""The judged state of one promise, in one shape for every kind: what reports, tickets and storage use.
+
+`detail` holds the kind's evidence as plain JSON values (the tests counted, the exclusions, the
+criterion, the confidence bounds, the billing rows), so a stored verdict renders the same report as
+a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+from collector.promises.model import Outcome
+
+
+@dataclass
+class Verdict:
+    promise_id: str
+    line_id: str
+    kind: str
+    outcome: Outcome
+    summary: str  # one plain sentence a customer or technician can read
+    evaluated_at: datetime
+    judgeable_from: datetime  # due date + grace window
+    in_grace: bool  # provisional: consequences wait until the grace window has passed
+    detail: dict[str, Any] = field(default_factory=dict)
+    fixes: list[str] = field(default_factory=list)  # customer-side actions (local equipment)
+    delivered_ratio: float | None = None  # measured / promised (median), for fleet medians
+
+    @property
+    def actionable(self) -> bool:
+        """Past the grace window with a verdict that calls for a ticket."""
+        return not self.in_grace and self.outcome in (Outcome.NOT_DELIVERED, Outcome.LIMITED)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promise_id": self.promise_id, "line_id": self.line_id, "kind": self.kind,
+            "outcome": self.outcome.value, "summary": self.summary,
+            "evaluated_at": self.evaluated_at.isoformat(), "judgeable_from": self.judgeable_from.isoformat(),
+            "in_grace": self.in_grace, "detail": self.detail, "fixes": self.fixes,
+            "delivered_ratio": self.delivered_ratio,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        return cls(promise_id=d["promise_id"], line_id=d["line_id"], kind=d["kind"], outcome=Outcome(d["outcome"]),
+                   summary=d["summary"], evaluated_at=datetime.fromisoformat(d["evaluated_at"]),
+                   judgeable_from=datetime.fromisoformat(d["judgeable_from"]), in_grace=d["in_grace"],
+                   detail=d.get("detail", {}), fixes=list(d.get("fixes", [])),
+                   delivered_ratio=d.get("delivered_ratio"))
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, enums and datetimes into plain JSON values (recursively)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(jsonable(value), ensure_ascii=False, sort_keys=True)
