@@ -1,0 +1,175 @@
+"""wifi: the gateway's own WiFi — per interface (mode, SSID, band, channel, width, tx power, channel
+load, neighbouring networks) and per connected station (signal, PHY rates, MCS/NSS, idle time,
+retries), judged against configurable thresholds. No wireless interface: `skipped`.
+
+Everything comes from `iw` (and /proc/net/wireless for client interfaces) through the seam in
+agent/wifi/source.py; the parsers and the judgement are pure (agent/wifi/).
+"""
+
+from __future__ import annotations
+
+from agent.checks.base import CheckContext, CheckSpec, Measurement
+from agent.wifi import assess
+from agent.wifi.iw import in_use_survey, parse_dev, parse_info, parse_link, parse_station_dump, parse_survey_dump
+from agent.wifi.model import Interface, Station, band_of
+from agent.wifi.proc import parse_proc_net_wireless
+from agent.wifi.scan import parse_scan
+from agent.wifi.settings import WifiConfig
+from agent.wifi.source import CapturedIw, IwCommand, IwSource
+from linecheck.wire import Finding, Status
+
+
+def source_for(cfg: WifiConfig) -> IwSource:
+    return CapturedIw(cfg.capture_dir) if cfg.capture_dir else IwCommand(cfg.iw_path)
+
+
+def _interfaces(cfg: WifiConfig, src: IwSource) -> tuple[list[Interface], list[Measurement]]:
+    """The wireless interfaces to check, and measurements for those that cannot be checked."""
+    problems: list[Measurement] = []
+    listed: list[Interface] = []
+    if src.available():
+        out = src.run("dev")
+        if out.ok:
+            listed = parse_dev(out.stdout)
+        else:
+            problems.append(Measurement(Status.ERROR, f"iw dev failed: {out.error}"))
+    names = [i.name for i in listed]
+    if cfg.interfaces == "auto":
+        # interfaces the kernel calls wireless but iw cannot see (iw missing, or too old)
+        missing = [n for n in src.sysfs_wireless() if n not in names]
+        return listed, problems + [_no_iw(n, src) for n in missing]
+    chosen: list[Interface] = []
+    for name in cfg.interfaces:
+        found = next((i for i in listed if i.name == name), None)
+        if found is None and src.available():
+            info = src.run("dev", name, "info")
+            found = parse_info(info.stdout) if info.ok else None
+        if found is None:
+            if name in src.sysfs_wireless():
+                problems.append(_no_iw(name, src))
+            else:
+                problems.append(Measurement(Status.ERROR, f"{name} is not a wireless interface (iw and "
+                                                          "/sys/class/net do not list it)", target=name))
+            continue
+        chosen.append(found)
+    return chosen, problems
+
+
+def _no_iw(name: str, src: IwSource) -> Measurement:
+    """A wireless interface without usable iw: what /proc/net/wireless still tells."""
+    metrics = {}
+    proc = {p.iface: p for p in parse_proc_net_wireless(src.proc_net_wireless() or "")}.get(name)
+    if proc is not None:
+        metrics = {"signal_dbm": proc.level_dbm, "noise_dbm": proc.noise_dbm,
+                   "missed_beacons_count": proc.missed_beacon}
+    return Measurement(Status.ERROR, f"{name} is wireless but `iw` is not installed or failed: install the "
+                                     "'iw' package to check it", metrics, target=name)
+
+
+def _scan(cfg: WifiConfig, src: IwSource, iface: Interface) -> list | None:
+    """Networks heard around `iface`, or None when no scan was possible (a reason is not needed:
+    the metrics stay null). A refused fresh scan falls back to the cached results."""
+    if not cfg.scan:
+        return None
+    attempts = [("dev", iface.name, "scan", "ap-force")] if iface.is_ap and cfg.scan_ap_force else []
+    if not iface.is_ap:
+        attempts.append(("dev", iface.name, "scan"))
+    attempts.append(("dev", iface.name, "scan", "dump"))
+    for args in attempts:
+        out = src.run(*args)
+        if out.ok:
+            return parse_scan(out.stdout)
+    return None
+
+
+def _uplink_station(src: IwSource, iface: Interface, stations: list[Station]) -> Station | None:
+    """On a client interface the one station is the AP; fall back to `iw link`, then /proc."""
+    if stations:
+        return stations[0]
+    link = src.run("dev", iface.name, "link")
+    if link.ok:
+        parsed = parse_link(link.stdout)
+        if parsed.connected and parsed.bssid:
+            return Station(mac=parsed.bssid, iface=iface.name, signal_dbm=parsed.signal_dbm,
+                           tx_bitrate=parsed.tx_bitrate, rx_bitrate=parsed.rx_bitrate,
+                           tx_packets=parsed.tx_packets, rx_packets=parsed.rx_packets)
+        return None
+    proc = {p.iface: p for p in parse_proc_net_wireless(src.proc_net_wireless() or "")}.get(iface.name)
+    if proc is not None and proc.level_dbm is not None:
+        return Station(mac="unknown", iface=iface.name, signal_dbm=int(proc.level_dbm))
+    return None
+
+
+def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: CheckContext,
+                    own_bssids: set[str], previous: dict[str, dict]) -> list[Measurement]:
+    """One result for the interface, then one per station (weakest first, at most max_stations)."""
+    ctx.progress(f"wifi {iface.name}")
+    label = cfg.label_for(iface.name)
+    target = f"{iface.name} ({iface.ssid})" if iface.ssid else iface.name
+    if iface.freq_mhz is None and iface.is_ap:
+        return [Measurement(Status.SKIPPED, f"{iface.name} is not operating (no channel: interface down "
+                                            "or no access point running)", target=target)]
+    dump = src.run("dev", iface.name, "station", "dump")
+    stations = parse_station_dump(dump.stdout) if dump.ok else []
+    survey_out = src.run("dev", iface.name, "survey", "dump")
+    survey = in_use_survey(parse_survey_dump(survey_out.stdout), iface.freq_mhz) if survey_out.ok else None
+    bsses = _scan(cfg, src, iface)
+
+    state_surveys = ctx.state.setdefault("survey", {})
+    state_stations = ctx.state.setdefault("stations", {})
+    metrics = assess.interface_metrics(iface, stations, survey, state_surveys.get(iface.name), bsses, cfg,
+                                       own_bssids)
+    if survey is not None:
+        state_surveys[iface.name] = {"freq": survey.freq_mhz, "active": survey.active_ms, "busy": survey.busy_ms,
+                                     "rx": survey.rx_ms, "tx": survey.tx_ms}
+    band = band_of(iface.freq_mhz) if iface.freq_mhz else None
+    out: list[Measurement] = []
+
+    if not iface.is_ap and (iface.type or "").lower() == "managed":
+        uplink = _uplink_station(src, iface, stations)
+        if uplink is None:
+            verdict = assess.Verdict(Status.FAILED, [f"{iface.name} is not connected to any network"], [
+                Finding(code="wifi_not_connected", severity="critical", check="wifi", where="wifi",
+                               message=f"The gateway's WiFi interface {iface.name} is not connected.",
+                               detail={"interface": iface.name})])
+            return [Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings)]
+        stations = [uplink]
+
+    verdict = assess.judge_interface(iface, metrics, cfg, label)
+    if not dump.ok:
+        verdict.problems.append(f"station dump failed: {dump.error}")
+    out.append(Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings))
+
+    # weakest first, so the stations that matter are the ones kept under max_stations
+    ordered = sorted(stations, key=lambda s: s.signal_dbm if s.signal_dbm is not None else 0)
+    for st in ordered[:cfg.max_stations]:
+        m = assess.station_metrics(st, previous.get(st.mac), cfg)
+        st_label = cfg.label_for(st.mac) or label
+        v = assess.judge_station(m, cfg, iface=iface.name, mac=st.mac, label=st_label, band_ghz=band,
+                                 uplink=not iface.is_ap)
+        st_target = f"{iface.name} {st.mac}" + (f" ({st_label})" if st_label else "")
+        out.append(Measurement(v.status, v.reason, m, st_target, v.findings))
+    for st in stations:
+        state_stations[st.mac] = {"tx_packets": st.tx_packets, "tx_retries": st.tx_retries}
+    return out
+
+
+def run(cfg: WifiConfig, ctx: CheckContext) -> list[Measurement]:
+    src = source_for(cfg)
+    interfaces, problems = _interfaces(cfg, src)
+    if not interfaces and not problems:
+        where = "in the captures" if cfg.capture_dir else "on this machine"
+        return [Measurement(Status.SKIPPED, f"no wireless interface {where} (iw dev and /sys/class/net list none)")]
+    own = {i.addr for i in interfaces if i.addr}
+    out = list(problems)
+    stations_before = dict(ctx.state.get("stations", {}))
+    ctx.state["stations"] = {}  # rebuilt from the stations seen now: those that left are forgotten
+    for iface in interfaces:
+        if ctx.remaining() <= 0:
+            out.append(Measurement(Status.ERROR, "deadline reached before this interface", target=iface.name))
+            continue
+        out.extend(check_interface(cfg, src, iface, ctx, own, stations_before))
+    return out
+
+
+SPEC = CheckSpec(kind="wifi", config=WifiConfig, run=run, title="WiFi (signal, rates, channel load)")
