@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 from collector.promises.criterion import SpeedCriterion
-from collector.promises.model import Outcome, SpeedPromise, worst
+from collector.promises.model import Outcome, PromiseBase, SpeedPromise, worst
 from collector.promises.stats import Side, decisive_sample_size, side, wilson_bounds
 from collector.promises.verdict import Verdict, jsonable
 
@@ -184,7 +184,18 @@ def judge_tests(direction: Direction, promise: SpeedPromise, samples: Sequence[S
     return out
 
 
-def estimate(label: str, tests: Sequence[TestJudgement], crit: SpeedCriterion) -> ShareEstimate:
+class Judged(Protocol):
+    """What an estimate needs of a test: speed tests and WiFi room tests both provide it."""
+
+    @property
+    def excluded(self) -> Exclusion | None: ...
+    @property
+    def passed(self) -> bool | None: ...
+    @property
+    def ratio(self) -> float | None: ...
+
+
+def estimate(label: str, tests: Sequence[Judged], crit: SpeedCriterion) -> ShareEstimate:
     valid = [t for t in tests if t.excluded is None]
     n = len(valid)
     s = crit.required_share
@@ -326,7 +337,7 @@ class SpeedVerdict:
                        fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio)
 
 
-def window_for(promise: SpeedPromise, crit: SpeedCriterion, now: datetime, grace_days: int
+def window_for(promise: PromiseBase, crit: SpeedCriterion, now: datetime, grace_days: int
                ) -> tuple[datetime, datetime, bool]:
     """(window start, judgeable from, in grace). In the grace window the verdict is provisional and counts
     tests since the promise took effect; afterwards only tests after the grace window count, because the
