@@ -7,6 +7,10 @@ Shaping uses `tc tbf` (this kernel has no netem): the download rate is shaped on
 side's egress, the upload rate on the gateway's. Names carry the pid and a counter so labs of
 parallel test runs never collide. Everything is torn down on exit, even after a failure.
 Addresses are in 198.18.0.0/15 (RFC 2544 benchmarking); nothing leaves the namespaces.
+
+Optional extras (tests call them): more server addresses (`add_address`), a resolv.conf for
+programs run in a namespace (`set_resolv_conf`), IPv6 in 2001:2::/48 (`enable_ipv6`), and a chain
+of routers behind the carrier for multi-hop paths (`add_router_chain`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,6 +27,10 @@ from contextlib import contextmanager
 GW_ADDR = "198.18.0.2"
 CARRIER_ADDR = "198.18.0.1"
 SERVER_ADDR = "198.18.1.1"  # on the carrier's loopback: one routed hop beyond the access link
+FAR_ADDR = "198.18.21.1"  # on the last router of add_router_chain()
+GW6_ADDR = "2001:2::2"  # enable_ipv6(): 2001:2::/48 is the IPv6 benchmarking range (RFC 5180)
+CARRIER6_ADDR = "2001:2::1"
+SERVER6_ADDR = "2001:2:0:1::1"
 _counter = itertools.count()
 CLONE_NEWNET = 0x40000000
 
@@ -38,6 +47,7 @@ class LineLab:
         self.gw_if = "wan0"
         self.carrier_if = "cr0"
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._extra_ns: list[str] = []  # router chain namespaces (add_router_chain)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> LineLab:
@@ -73,8 +83,9 @@ class LineLab:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-        for ns in (self.gw, self.carrier):
+        for ns in (self.gw, self.carrier, *self._extra_ns):
             _run(["ip", "netns", "del", ns], check=False)
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
     # --- running things inside -----------------------------------------------------------------
     def sh(self, ns: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,4 +139,59 @@ class LineLab:
 
     def set_mtu(self, ns: str, mtu: int) -> None:
         dev = self.gw_if if ns == self.gw else self.carrier_if
+        self.sh(ns, f"ip link set {dev} mtu {mtu}")
+
+    # --- extra services and topology (additive) -------------------------------------------------
+    def add_address(self, ns: str, address: str) -> str:
+        """Another address on `ns`'s loopback (a second server beyond the access link)."""
+        prefix = 128 if ":" in address else 32
+        self.sh(ns, f"ip addr add {address}/{prefix} dev lo" + (" nodad" if ":" in address else ""))
+        return address
+
+    def set_resolv_conf(self, ns: str, text: str) -> None:
+        """The /etc/resolv.conf that programs started with `run`/`popen` in `ns` see.
+
+        `ip netns exec` bind-mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf; threads moved
+        with `inside` do not get it.
+        """
+        os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+        with open(f"/etc/netns/{ns}/resolv.conf", "w") as fh:
+            fh.write(text)
+
+    def enable_ipv6(self) -> tuple[str, str]:
+        """IPv6 on the access link (2001:2::/64, RFC 5180 benchmarking) with a default route, and a
+        server address beyond the carrier. Returns (gateway's address, server address)."""
+        for ns in (self.gw, self.carrier):
+            self.sh(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0")
+        self.sh(self.carrier, f"ip -6 addr add {CARRIER6_ADDR}/64 dev {self.carrier_if} nodad; "
+                              f"ip -6 addr add {SERVER6_ADDR}/128 dev lo nodad; "
+                              "sysctl -qw net.ipv6.conf.all.forwarding=1")
+        self.sh(self.gw, f"ip -6 addr add {GW6_ADDR}/64 dev {self.gw_if} nodad; "
+                         f"ip -6 route add default via {CARRIER6_ADDR} dev {self.gw_if}")
+        return GW6_ADDR, SERVER6_ADDR
+
+    def add_router_chain(self, hops: int) -> str:
+        """`hops` router namespaces behind the carrier, each one more routed hop, with a far server
+        address on the last one. Returns that address (a traceroute from the gateway sees the carrier
+        and then each router). Link i is 198.18.20.(4i)/30; the far server is 198.18.21.1."""
+        prev_ns = self.carrier
+        for i in range(hops):
+            ns = f"{self.carrier}r{i}"
+            _run(["ip", "netns", "add", ns])
+            self._extra_ns.append(ns)
+            self.sh(ns, "ip link set lo up; sysctl -qw net.ipv4.ip_forward=1")
+            left, right = f"198.18.20.{4 * i + 1}", f"198.18.20.{4 * i + 2}"
+            tmp = f"lcc{os.getpid() % 100000}{next(_counter)}"
+            _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+            _run(["ip", "link", "set", tmp, "netns", prev_ns, "name", f"ch{i}a"])
+            _run(["ip", "link", "set", tmp + "p", "netns", ns, "name", f"ch{i}b"])
+            self.sh(prev_ns, f"ip addr add {left}/30 dev ch{i}a; ip link set ch{i}a up; "
+                             f"ip route add {FAR_ADDR}/32 via {right}")
+            self.sh(ns, f"ip addr add {right}/30 dev ch{i}b; ip link set ch{i}b up; ip route add default via {left}")
+            prev_ns = ns
+        self.sh(prev_ns, f"ip addr add {FAR_ADDR}/32 dev lo")
+        return FAR_ADDR
+
+    def set_link_mtu(self, ns: str, dev: str, mtu: int) -> None:
+        """MTU of any device in any lab namespace (set_mtu covers only the access link)."""
         self.sh(ns, f"ip link set {dev} mtu {mtu}")

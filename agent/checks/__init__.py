@@ -6,7 +6,9 @@ list its metrics in linecheck/metrics.csv and give it a sample in config/. See d
 
 from __future__ import annotations
 
-from agent.checks import link, ping, udp_latency, wifi
+from agent.checks import dns, link, ping, udp_latency, wifi
 from agent.checks.base import CheckSpec
 
-REGISTRY: dict[str, CheckSpec] = {spec.kind: spec for spec in (link.SPEC, ping.SPEC, udp_latency.SPEC, wifi.SPEC)}
+REGISTRY: dict[str, CheckSpec] = {
+    spec.kind: spec for spec in (link.SPEC, ping.SPEC, udp_latency.SPEC, dns.SPEC, wifi.SPEC)
+}

@@ -1,0 +1,192 @@
+"""dns: resolution time and result per resolver (the system's, from /etc/resolv.conf, plus configured
+ones), for A and AAAA, with a timeout, SERVFAIL and NXDOMAIN told apart.
+
+Each resolver is asked directly (not through the stub's failover), so a dead second resolver is
+seen even while the first one works. The rcode classifies the failure; no error strings are matched.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+from pydantic import Field, field_validator
+
+from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import finding
+from linecheck.wire import Finding, MetricValue, Status
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+class DnsConfig(CheckConfig):
+    resolvers: list[str] = Field(
+        default_factory=lambda: ["system"], min_length=1,
+        description="'system' = every nameserver in /etc/resolv.conf; or IP, IP:PORT, [IPv6]:PORT")
+    names: list[str] = Field(default_factory=lambda: ["www.baidu.com"], min_length=1,
+                             description="Names that must resolve")
+    types: list[str] = Field(default_factory=lambda: ["A", "AAAA"], min_length=1)
+    query_timeout_s: float = Field(default=2.0, gt=0, le=30, description="Per query: longer is a timeout")
+    slow_ms: float = Field(default=500.0, gt=0, description="Mean answer time at or above this: degraded")
+    timeout_s: float = 30.0
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        bad = [t for t in types if t not in ("A", "AAAA")]
+        if bad:
+            raise ValueError(f"types: only A and AAAA are checked, got {', '.join(bad)}")
+        return types
+
+
+@dataclass(frozen=True)
+class Answer:
+    name: str
+    rdtype: str
+    error: str | None  # None, timeout, nxdomain, servfail, refused, error
+    time_ms: float | None
+    addresses: tuple[str, ...] = ()
+    text: str = ""
+
+
+def parse_resolv_conf(text: str) -> list[str]:
+    """Nameserver addresses from resolv.conf content (dnspython's parser; scope ids kept)."""
+    resolver = dns.resolver.Resolver(configure=False)
+    try:
+        resolver.read_resolv_conf(io.StringIO(text))
+    except dns.resolver.NoResolverConfiguration:
+        return []
+    return [str(ns) for ns in resolver.nameservers]
+
+
+def split_server(spec: str) -> tuple[str, int]:
+    """'1.2.3.4' -> (1.2.3.4, 53); '1.2.3.4:5353'; '[2001:db8::1]:53'; '2001:db8::1'."""
+    if spec.startswith("["):
+        host, _, port = spec[1:].partition("]")
+        return host, int(port.lstrip(":") or 53)
+    if spec.count(":") == 1:
+        host, port = spec.split(":")
+        return host, int(port)
+    return spec, 53
+
+
+def query(server: str, port: int, name: str, rdtype: str, timeout_s: float) -> Answer:
+    q = dns.message.make_query(name, rdtype)
+    started = time.monotonic()
+    try:
+        response, _tcp = dns.query.udp_with_fallback(q, server, timeout=timeout_s, port=port)
+    except dns.exception.Timeout:
+        return Answer(name, rdtype, "timeout", None, text=f"no answer within {timeout_s:g} s")
+    except (OSError, dns.exception.DNSException) as exc:
+        return Answer(name, rdtype, "error", None, text=f"{type(exc).__name__}: {exc}")
+    elapsed = round((time.monotonic() - started) * 1000.0, 3)
+    rcode = response.rcode()
+    if rcode == dns.rcode.NOERROR:
+        want = dns.rdatatype.from_text(rdtype)
+        addrs = tuple(r.to_text() for rrset in response.answer if rrset.rdtype == want for r in rrset)
+        return Answer(name, rdtype, None, elapsed, addrs)
+    error = {dns.rcode.NXDOMAIN: "nxdomain", dns.rcode.SERVFAIL: "servfail", dns.rcode.REFUSED: "refused"}
+    return Answer(name, rdtype, error.get(rcode, "error"), elapsed, text=dns.rcode.to_text(rcode))
+
+
+_EXPLAIN = {
+    "timeout": "timeout: {name} {rdtype} got no answer ({text})",
+    "nxdomain": "nxdomain: the resolver says {name} does not exist (NXDOMAIN)",
+    "servfail": "servfail: the resolver failed to resolve {name} {rdtype} (SERVFAIL)",
+    "refused": "refused: the resolver refuses to answer {name} (REFUSED)",
+    "error": "error: {name} {rdtype}: {text}",
+}
+_SENTENCE = {
+    "timeout": "The DNS server {resolver} does not answer: web addresses cannot be looked up through it.",
+    "nxdomain": "The DNS server {resolver} claims {name} does not exist.",
+    "servfail": "The DNS server {resolver} answers with a failure (SERVFAIL) for {name}.",
+    "refused": "The DNS server {resolver} refuses to answer this office.",
+    "error": "Looking up {name} through {resolver} fails.",
+}
+
+
+def summarise(answers: list[Answer]) -> dict[str, MetricValue]:
+    def mean_ms(rdtype: str) -> float | None:
+        times = [a.time_ms for a in answers if a.rdtype == rdtype and a.error is None and a.time_ms is not None]
+        return round(statistics.fmean(times), 3) if times else None
+
+    ok = [a for a in answers if a.error is None]
+    return {
+        "queries_count": len(answers),
+        "answered_count": len(ok),
+        "failed_count": len(answers) - len(ok),
+        "a_time_ms": mean_ms("A"),
+        "aaaa_time_ms": mean_ms("AAAA"),
+        "time_max_ms": max((a.time_ms for a in ok if a.time_ms is not None), default=None),
+        "addresses_count": sum(len(a.addresses) for a in ok),
+    }
+
+
+def judge(resolver: str, answers: list[Answer], slow_ms: float) -> Measurement:
+    metrics = summarise(answers)
+    failed = [a for a in answers if a.error]
+    if failed:
+        first = failed[0]
+        reason = "; ".join(dict.fromkeys(_EXPLAIN[a.error].format(name=a.name, rdtype=a.rdtype, text=a.text)
+                                         for a in failed if a.error))
+        kinds = sorted({a.error for a in failed if a.error})
+        f = finding("dns_failure", "warning", "dns",
+                    _SENTENCE[first.error or "error"].format(resolver=resolver, name=first.name),
+                    {"resolver": resolver, "name": first.name, "rdtype": first.rdtype, "error": first.error or "error",
+                     "errors": ",".join(kinds)})
+        return Measurement(Status.FAILED, f"{resolver}: {reason}", metrics, resolver, [f])
+    times = [a.time_ms for a in answers if a.time_ms is not None]
+    if times and statistics.fmean(times) >= slow_ms:
+        return Measurement(Status.DEGRADED, f"{resolver}: answers take {statistics.fmean(times):.0f} ms on average",
+                           metrics, resolver)
+    return Measurement(Status.OK, None, metrics, resolver)
+
+
+def run(cfg: DnsConfig, ctx: CheckContext) -> list[Measurement]:
+    servers: list[str] = []
+    notes: list[Measurement] = []
+    for spec in cfg.resolvers:
+        if spec != "system":
+            servers.append(spec)
+            continue
+        try:
+            found = parse_resolv_conf(RESOLV_CONF.read_text())
+        except OSError as exc:
+            found = []
+            notes.append(Measurement(Status.SKIPPED, f"cannot read {RESOLV_CONF}: {exc}", target="system"))
+        if not found and not notes:
+            notes.append(Measurement(Status.SKIPPED, f"{RESOLV_CONF} lists no nameserver", target="system"))
+        servers.extend(found)
+    out: list[Measurement] = list(notes)
+    for spec in dict.fromkeys(servers):  # a resolver listed twice is asked once
+        host, port = split_server(spec)
+        ctx.progress(f"resolving through {spec}")
+        answers = []
+        for name in cfg.names:
+            for rdtype in cfg.types:
+                if ctx.remaining() <= 0:
+                    break
+                answers.append(query(host, port, name, rdtype, min(cfg.query_timeout_s, ctx.remaining())))
+        out.append(judge(spec, answers, cfg.slow_ms))
+    _escalate_if_all_failed(out)
+    return out
+
+
+def _escalate_if_all_failed(out: list[Measurement]) -> None:
+    """With every resolver failing nothing resolves at all: that is critical, one failing is a warning."""
+    asked = [m for m in out if m.status is not Status.SKIPPED]
+    if asked and all(m.status is Status.FAILED for m in asked):
+        for m in asked:
+            m.findings = [Finding.model_validate(f.model_dump() | {"severity": "critical"}) for f in m.findings]
+
+
+SPEC = CheckSpec(kind="dns", config=DnsConfig, run=run, title="DNS resolution")
