@@ -38,7 +38,7 @@ CASES = {
     "agent_bad_id.yaml": (agent_config.load, "agent_id: String should match pattern"),
     "agent_unknown_key.yaml": (agent_config.load, "mqtt.hots: unknown key"),
     "agent_bad_port.yaml": (agent_config.load, "mqtt.port: Input should be less than or equal to 65535"),
-    "agent_unknown_check.yaml": (agent_config.load, "checks.pnig: unknown check kind; known kinds: link"),
+    "agent_unknown_check.yaml": (agent_config.load, "checks.pnig: unknown check kind; known kinds: "),
     "agent_bad_check_setting.yaml": (agent_config.load,
                                      "checks.ping.count: Input should be greater than or equal to 1"),
     "agent_check_unknown_key.yaml": (agent_config.load, "checks.link.windw_s: unknown key"),
