@@ -42,10 +42,64 @@ class MQTTConfig(Strict):
     )
 
 
+class GateConfig(Strict):
+    """Cross-traffic gate: automatic throughput tests wait while the office uses the line."""
+
+    enabled: bool = True
+    threshold_kbps: float = Field(default=200.0, gt=0, description="Other WAN traffic (down+up) above this: defer")
+    sample_s: float = Field(default=2.0, gt=0, le=60, description="Window over which the WAN rate is measured")
+    retry_s: float = Field(default=30.0, gt=0, le=3600, description="Wait between measurements while deferred")
+    max_wait_s: float = Field(default=600.0, ge=0, description="Give up after this long: throughput is skipped")
+
+
 class ScheduleConfig(Strict):
     interval_s: float = Field(default=3600.0, ge=10, description="Mean time between scheduled checks")
     jitter_s: float = Field(default=600.0, ge=0, description="Random extra delay so a fleet never runs in lockstep")
     first_delay_s: float = Field(default=120.0, ge=0, description="Quiet period after start before the first check")
+    windows: list[str] = Field(default_factory=list,
+                               description="Local-time windows 'HH:MM-HH:MM' for scheduled checks; empty = any time")
+    throughput_kinds: list[str] = Field(default_factory=lambda: ["throughput"],
+                                        description="Data-heavy check kinds: gated, budgeted, run less often")
+    throughput_interval_s: float = Field(default=86400.0, ge=0,
+                                         description="At most one scheduled throughput test per this long")
+    daily_data_budget_mb: float | None = Field(default=2000.0, gt=0,
+                                               description="Throughput data per local day; null = no limit")
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        from agent.scheduler import parse_window  # the scheduler owns the window format
+
+        for w in windows:
+            parse_window(w)
+        return windows
+
+
+class IdleConfig(Strict):
+    """Long-idle detection: the office stood empty, so check the line the moment it comes back."""
+
+    enabled: bool = True
+    period_s: float = Field(default=3 * 86400.0, ge=60, description="Quiet this long = idle")
+    wan_threshold_kbps: float = Field(default=200.0, gt=0, description="WAN traffic below this is quiet")
+    lan_threshold_kbps: float = Field(default=200.0, gt=0,
+                                      description="LAN traffic (line.lan_interfaces) below this is quiet")
+    sample_s: float = Field(default=60.0, ge=1, le=3600, description="Traffic sampling interval")
+    min_power_off_s: float = Field(default=300.0, ge=0,
+                                   description="A reboot after a quiet period resumes only if off this long")
+    resume_delay_s: float = Field(default=60.0, ge=0, description="Settle time before the resume check")
+    watchdog_interval_s: float = Field(default=86400.0, ge=60, description="Light check this often while idle")
+    watchdog_checks: list[str] = Field(default_factory=lambda: ["link", "ping"],
+                                       description="Kinds the watchdog runs (those configured under checks)")
+    pause_schedule: bool = Field(default=True, description="No scheduled checks while idle (the watchdog runs)")
+
+
+class CommandsConfig(Strict):
+    """Remote-triggered checks received on the agent's own command topic."""
+
+    enabled: bool = True
+    max_ttl_s: float = Field(default=86400.0, gt=0,
+                             description="Refuse commands that claim to stay valid longer than this")
 
 
 class AgentConfig(Strict):
@@ -56,6 +110,8 @@ class AgentConfig(Strict):
     line: LineConfig = Field(default_factory=LineConfig)
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    idle: IdleConfig = Field(default_factory=IdleConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     checks: dict[str, CheckConfig] = Field(
         default_factory=lambda: {"link": REGISTRY["link"].config(), "ping": REGISTRY["ping"].config()},
         description="Check kind -> its settings; a kind that is absent does not run",

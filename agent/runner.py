@@ -118,8 +118,13 @@ def verdict_of(checks: list[CheckResult], findings: list[Finding]) -> Verdict:
 
 def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
                    trigger_info: dict[str, Any] | None = None,
+                   skip: dict[str, str] | None = None,
                    on_check: Callable[[str, str], None] = lambda _k, _msg: None) -> ResultEnvelope:
-    """Run the configured checks (or `only` these kinds) and build an envelope with seq unset (0)."""
+    """Run the configured checks (or `only` these kinds) and build an envelope with seq unset (0).
+
+    Kinds in `skip` are not run but recorded as `skipped` with the given reason (e.g. the
+    scheduler's cross-traffic gate or data budget), so the gap is visible in the result.
+    """
     state = CheckState(cfg.data_dir / "check-state.json" if cfg.data_dir.is_dir() else None)
     line = line_info(cfg)
     started_at = utcnow()
@@ -127,6 +132,9 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
     findings: list[Finding] = []
     for kind, check_cfg in cfg.checks.items():
         if only is not None and kind not in only:
+            continue
+        if skip and kind in skip:
+            checks.append(CheckResult(kind=kind, status=Status.SKIPPED, reason=skip[kind][:2000], duration_s=0.0))
             continue
         on_check(kind, REGISTRY[kind].title)
         results, found = run_one(kind, check_cfg, line, state.for_kind(kind),

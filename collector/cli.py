@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--limit", type=int, default=20)
     cli_registry.add_parsers(sub)
     _add_security_commands(sub)
+    _add_command_parser(sub)
     return p
 
 
@@ -89,6 +90,31 @@ def _security(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -
     return 0
 
 
+def _add_command_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cmd = sub.add_parser("command", help="ask an agent to check its line now (remote-triggered check)")
+    cmd.add_argument("--config", required=True)
+    cmd.add_argument("--agent", required=True, metavar="ID", help="the agent's id")
+    cmd.add_argument("action", choices=["check_now", "retest"])
+    cmd.add_argument("--check", action="append", metavar="KIND", help="run only this check kind (repeatable)")
+    cmd.add_argument("--ttl", type=float, default=3600.0, metavar="S",
+                     help="the agent ignores the command after this many seconds (default 3600)")
+    cmd.add_argument("--reason", help="free text recorded with the result, e.g. a ticket number")
+
+
+def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.commands import CommandError, make_command, send_command
+
+    command = make_command(args.action, args.check, args.ttl, args.reason)
+    try:
+        send_command(cfg, args.agent, command)
+    except CommandError as exc:
+        print(f"linecheck-collector: command not sent: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {command.action} {command.command_id} to {args.agent}, valid until "
+          f"{command.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
 def _serve(cfg: collector_config.CollectorConfig) -> int:
     from collector.ingest import Ingestor
     from collector.store import Store
@@ -132,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_registry.run(args, cfg)
     if args.command in ("broker-config", "enrol-token", "revoke"):
         return _security(cfg, args)
+    if args.command == "command":
+        return _command(cfg, args)
     if args.command == "init-db":
         from collector.store import Store
 

@@ -1,0 +1,55 @@
+"""One line check at a time on this gateway, across processes.
+
+Two checks at once would measure each other, and the idle tracker must not mistake the agent's
+own check traffic for the office coming back. The daemon and `linecheck-agent check` both hold
+an flock on data_dir/check.lock while checking, and touch it at start and end, so the daemon can
+tell "a check ran since my last traffic sample" even for a manual check in another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def holding(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold the check lock; `on_wait` is called once if another process holds it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.utime(fd)
+        try:
+            yield
+        finally:
+            os.utime(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def busy_since(path: Path, since: float) -> bool:
+    """Whether a check is running now, or one started or ended at or after `since` (wall clock)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        if os.fstat(fd).st_mtime >= since:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
