@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 from agent.commands import CommandInbox
 from agent.config import CommandsConfig
 from agent.spool import Spool
+from collector.brokerconf import acl_text
 from collector.commands import make_command
 from linecheck.wire import Command, ResultEnvelope, Trigger, commands_topic, status_topic, utcnow
 from tests.helpers import collector_config, start, stop, wait_for
@@ -205,10 +206,8 @@ def test_broker_acl_stops_a_forged_command_from_another_identity(tmp_path: Path)
     for user, pw in passwords.items():
         (tmp_path / f"{user}.pw").write_text(pw)
     acl = workdir / "acl"
-    # Each agent may only touch its own subtree (the %u pattern); only the collector writes commands.
-    acl.write_text("pattern read linecheck/v1/agents/%u/commands\npattern read linecheck/v1/agents/%u/receipts\n"
-                   "pattern write linecheck/v1/agents/%u/results\npattern readwrite linecheck/v1/agents/%u/status\n"
-                   "user linecheck-collector\ntopic readwrite linecheck/v1/#\n")
+    # The fleet's generated ACL: each agent only its own subtree; only the collector writes commands.
+    acl.write_text(acl_text(["linecheck-collector"], []))
     extra = f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n"
     with running_broker(workdir, extra) as b:
         cfg = agent_yaml(tmp_path, b.port, f", username: {AGENT}, password_file: {tmp_path}/{AGENT}.pw")
