@@ -32,6 +32,17 @@ CODES: dict[str, tuple[str, str]] = {
     "http_failure": ("wan", "An HTTP(S) URL could not be fetched, or answered with an error status."),
     "service_suspended": ("service", "The line is cut off at the carrier: web traffic is redirected to a "
                                      "portal, DNS is hijacked to a portal, or only the portal is reachable."),
+    # WiFi and LAN (agent/checks/wifi.py, the LAN throughput test, agent/localise.py; docs/wifi.md)
+    "wifi_weak": ("wifi", "A WiFi station's signal (or a room test's station) is at or below the weak threshold."),
+    "wifi_low_rate": ("wifi", "A WiFi station's PHY rate is low although its signal is adequate."),
+    "wifi_channel_busy": ("wifi", "The WiFi channel is busy (any transmitter heard) most of the time."),
+    "wifi_interference": ("wifi", "Strong neighbouring networks overlap our channel, or frames to a station with "
+                                  "an adequate signal are retried often."),
+    "wifi_not_connected": ("wifi", "The gateway's WiFi client interface is not connected."),
+    "wifi_throughput_low": ("wifi", "A room's WiFi test to the gateway is slow although the station's radio "
+                                    "figures look fine (the device may be the limit)."),
+    "lan_throughput_low": ("lan", "A room's test to the gateway is slow and the device is not a WiFi station "
+                                  "of this gateway (cable, switch or another access point)."),
 }
 
 

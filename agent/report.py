@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from agent.localise import where_summary
 from linecheck.wire import ResultEnvelope, Status, Verdict
 
 _STYLE = {Status.OK: "green", Status.DEGRADED: "yellow", Status.FAILED: "red", Status.ERROR: "magenta",
@@ -18,6 +19,9 @@ def render(envelope: ResultEnvelope, console: Console) -> None:
     head, sub = _VERDICT[envelope.verdict]
     console.print(f"{head} — line {envelope.line_id}, agent {envelope.agent_id}, "
                   f"{envelope.started_at:%Y-%m-%d %H:%M:%S} UTC. {sub}")
+    where = where_summary(envelope.findings)
+    if where:
+        console.print(f"  Where the fault is: [bold]{where}[/]")
     for f in envelope.findings:
         console.print(f"  [{'red' if f.severity == 'critical' else 'yellow'}]●[/] {f.message}")
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))

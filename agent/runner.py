@@ -18,6 +18,7 @@ from agent import clock
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig, CheckContext, LineInfo, Measurement
 from agent.config import AgentConfig
+from agent.localise import localise
 from agent.netinfo import default_route
 from linecheck import __version__
 from linecheck.wire import (
@@ -141,6 +142,8 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
                                           lambda msg, k=kind: on_check(k, msg))
         checks.extend(results)
         findings.extend(found)
+    # which of the findings is the cause: WAN, port, LAN, WiFi room, DNS or service (agent/localise.py)
+    findings = localise(checks, findings, cfg.checks.get("wifi"))  # type: ignore[arg-type]
     try:
         state.save()
     except OSError as exc:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.checks.base import CheckContext, LineInfo, Measurement
-from agent.checks.wifi import run
-from agent.wifi.settings import WifiConfig
+from agent.checks.wifi import WifiConfig, run
 from agent.wifi.source import CapturedIw, IwCommand, sysfs_wireless_interfaces
 from linecheck.catalogue import unlisted
 from linecheck.wire import Status

@@ -8,11 +8,13 @@ wifi_not_connected. All carry where="wifi".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.wifi.model import Bss, Interface, Station, Survey, band_of, channel_of
-from agent.wifi.settings import WifiConfig
 from linecheck.wire import Finding, MetricValue, Status
+
+if TYPE_CHECKING:  # the config lives with the check, which imports this module
+    from agent.checks.wifi import WifiConfig
 
 Metrics = dict[str, MetricValue]
 
