@@ -14,7 +14,8 @@ import queue
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -41,6 +42,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
+    arrived: float = field(default_factory=time.monotonic)  # for the receipt-latency metric
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Ingestor:
         self.stored = 0
         self.duplicates = 0
         self.quarantined = 0
+        # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
+        self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
 
     def _make_client(self) -> mqtt.Client:
         m = self.cfg.mqtt
@@ -193,6 +197,9 @@ class Ingestor:
                 self.client.publish(receipts_topic(agent_id), payload, qos=1)
         for item in batch:
             self.client.ack(item.mid, item.qos)
+        if self.on_batch is not None:
+            done = time.monotonic()
+            self.on_batch(len(new), len(good) - len(new), len(bad), [done - item.arrived for item in batch])
 
     def run(self) -> None:
         self.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)

@@ -176,3 +176,31 @@ def v3_enrolment(conn: Connection) -> None:
                     _ts("issued_at", False), _ts("not_after", False), _ts("revoked_at"),
                     Column("revoked_reason", Text))
     op.create_index("ix_agent_certificates_agent", "agent_certificates", ["agent_id"])
+
+
+def v4_console_access(conn: Connection) -> None:
+    """Console and API access: users with a role and tenant, hashed API tokens and sessions, assignments."""
+    op = ops(conn)
+    op.create_table("users",
+                    Column("user_id", String(64), primary_key=True),
+                    Column("display_name", String(200)),
+                    Column("role", String(24), nullable=False),
+                    Column("tenant_id", String(64), FK("tenants.tenant_id")),
+                    Column("password_hash", Text),
+                    Column("language", String(8)),
+                    _ts("created_at", False), _ts("disabled_at"))
+    op.create_index("ix_users_tenant", "users", ["tenant_id"])
+    op.create_table("api_tokens",
+                    Column("token_id", String(24), primary_key=True),
+                    Column("user_id", String(64), FK("users.user_id", ondelete="CASCADE"), nullable=False),
+                    Column("kind", String(16), nullable=False),
+                    Column("name", String(200)),
+                    Column("secret_hash", String(64), nullable=False),
+                    _ts("created_at", False), _ts("expires_at"), _ts("last_used_at"), _ts("revoked_at"))
+    op.create_index("ix_api_tokens_user", "api_tokens", ["user_id"])
+    op.create_table("user_lines",
+                    Column("user_id", String(64), FK("users.user_id", ondelete="CASCADE"), nullable=False),
+                    Column("line_id", String(64), nullable=False),
+                    _ts("assigned_at", False),
+                    PrimaryKeyConstraint("user_id", "line_id"))
+    op.create_index("ix_user_lines_line", "user_lines", ["line_id"])

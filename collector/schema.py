@@ -204,3 +204,45 @@ agent_certificates = Table(
     Column("revoked_reason", Text),
     Index("ix_agent_certificates_agent", "agent_id"),
 )
+
+# --- console and API access (collector/api/accounts.py) -------------------------------------------
+# A user belongs to one tenant (null = the collector's operator, who sees every tenant) and has
+# one role. Secrets are never stored: passwords as scrypt hashes, tokens as SHA-256 of their
+# random part (tokens have 256 bits of entropy, so a fast hash is enough; passwords do not).
+
+users = Table(
+    "users", metadata,
+    Column("user_id", String(64), primary_key=True),  # the login name
+    Column("display_name", String(200)),
+    Column("role", String(24), nullable=False),  # carrier_admin | carrier_viewer | technician | enterprise
+    Column("tenant_id", String(64), ForeignKey("tenants.tenant_id")),  # null = the operator (all tenants)
+    Column("password_hash", Text),  # null: token-only (service) account, cannot log in to the console
+    Column("language", String(8)),  # zh-CN | en; null = from the browser
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+    Index("ix_users_tenant", "tenant_id"),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_id", String(24), primary_key=True),  # the public part, shown in listings
+    Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # api | session (console login)
+    Column("name", String(200)),
+    Column("secret_hash", String(64), nullable=False),  # sha256 hex of the secret part
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_api_tokens_user", "user_id"),
+)
+
+# Which lines a technician works on (the lines of their tickets are added by the tickets' assignee).
+user_lines = Table(
+    "user_lines", metadata,
+    Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("user_id", "line_id"),
+    Index("ix_user_lines_line", "line_id"),
+)

@@ -29,6 +29,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v1_foundation,
     m.v2_registry,
     m.v3_enrolment,
+    m.v4_console_access,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch

@@ -1,0 +1,90 @@
+"""The collector's HTTP application: API (/api/v1, OpenAPI at /api/openapi.json), console (/console), /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from sqlalchemy import Engine, text
+
+from collector.api import routes_exports, routes_fleet, routes_ops
+from collector.api.accounts import Accounts
+from collector.api.deps import route_roles
+from collector.api.remote import CommandSender
+from collector.metrics import CONTENT_TYPE, CollectorMetrics
+
+API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_ops.router, routes_exports.router]
+
+
+def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,
+               extra_routers: Sequence[APIRouter] = (), console: bool = True, secure_cookies: bool = False,
+               metrics_token: str | None = None) -> FastAPI:
+    app = FastAPI(title="linecheck collector API", version="1",
+                  description="Fleet, lines, results, tickets and promises of a linecheck collector. "
+                              "Authenticate with `Authorization: Bearer lc_...` (see docs/api.md). "
+                              "Every list is paged (`page`, `per_page` ≤ 200).",
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+    app.state.engine = engine
+    app.state.accounts = Accounts(engine)
+    app.state.commands = commands
+    app.state.metrics = metrics or CollectorMetrics(engine)
+    app.state.secure_cookies = secure_cookies
+    for router in [*API_ROUTERS, *extra_routers]:
+        app.include_router(router)
+    if console:
+        from collector.web.console import router as console_router
+        from collector.web.console import static_app
+
+        app.include_router(console_router)
+        app.mount("/console/static", static_app(), name="console-static")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console/" if console else "/api/docs")
+
+    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)
+    def healthz(request: Request) -> PlainTextResponse:
+        """Liveness and database reachability (no authentication)."""
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return PlainTextResponse("database unreachable\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}}, 401: {"description": "metrics token required"}})
+    def prometheus(request: Request) -> Response:
+        """Prometheus exposition (no authentication unless `http.metrics_token_file` is set)."""
+        if metrics_token and request.headers.get("authorization") != f"Bearer {metrics_token}":
+            return PlainTextResponse("metrics token required\n", status_code=401)
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+    _publish_roles(app)
+    return app
+
+
+def _publish_roles(app: FastAPI) -> None:
+    """Put each route's allowed roles into the OpenAPI document (x-roles) and declare bearer auth."""
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            roles = route_roles(route)
+            if roles is not None:
+                route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": list(roles),
+                                       "security": [{"bearer": []}]}
+                route.description = (route.description or "") + f"\n\nRoles: {', '.join(roles)}."
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API token: lc_<id>_<secret>"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

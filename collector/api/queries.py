@@ -1,0 +1,251 @@
+"""The read side shared by the API and the console: every query takes a Scope and pages in SQL.
+
+Nothing here loads the whole fleet: lists are paged by the database, and per-line figures
+(latest verdict, agents online) are computed only for the lines of the page being shown.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Select, String, and_, case, cast, func, literal, null, or_, select
+
+from collector import schema as t
+from collector.api.pagination import PageParams, paginate
+from collector.api.scope import Scope
+
+HEALTH = ("healthy", "problems", "unknown", "no_data")
+# How long after its last report an agent with no status message still counts as online.
+ONLINE_GRACE = timedelta(hours=2)
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# --- lines ---------------------------------------------------------------------------------------
+
+
+def fleet_lines(scope: Scope) -> Select:  # type: ignore[type-arg]
+    """Registered lines in scope; for the operator also lines that report but are not registered."""
+    lines = t.lines.c
+    registered = select(lines.line_id, lines.tenant_id, lines.site_id, lines.name, lines.district, lines.segment,
+                        lines.plan_down_mbps, lines.plan_up_mbps).where(scope.lines_clause(lines.line_id))
+    if not scope.everything:
+        return registered
+    a = t.agents.c
+    unregistered = (select(a.line_id, cast(null(), String).label("tenant_id"), func.min(a.site_id).label("site_id"),
+                           cast(null(), String).label("name"), cast(null(), String).label("district"),
+                           cast(null(), String).label("segment"), literal(None).label("plan_down_mbps"),
+                           literal(None).label("plan_up_mbps"))
+                    .where(a.line_id.not_in(select(lines.line_id))).group_by(a.line_id))
+    return registered.union_all(unregistered)
+
+
+def _latest(column: Any, line_col: Any) -> Any:
+    r = t.results.c
+    return (select(column).where(r.line_id == line_col).order_by(r.started_at.desc()).limit(1)
+            .correlate_except(t.results).scalar_subquery())
+
+
+def list_lines(conn: Connection, scope: Scope, params: PageParams, q: str | None = None,
+               tenant: str | None = None, district: str | None = None, status: str | None = None,
+               segment: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    f = fleet_lines(scope).subquery("f")
+    verdict = func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data")
+    stmt = select(f, verdict.label("health"),
+                  _latest(t.results.c.started_at, f.c.line_id).label("last_result_at"))
+    if q:
+        stmt = stmt.where(or_(f.c.line_id.ilike(_like(q), escape="\\"), f.c.name.ilike(_like(q), escape="\\"),
+                              f.c.site_id.ilike(_like(q), escape="\\")))
+    if tenant:
+        stmt = stmt.where(f.c.tenant_id == tenant)
+    if district:
+        stmt = stmt.where(f.c.district == district)
+    if segment:
+        stmt = stmt.where(f.c.segment == segment)
+    if status:
+        stmt = stmt.where(verdict == status)
+    rows, total = paginate(conn, stmt.order_by(f.c.line_id), params)
+    _add_agent_state(conn, rows)
+    return rows, total
+
+
+def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    ids = [r["line_id"] for r in rows]
+    agents: dict[str, list[dict[str, Any]]] = {}
+    if ids:
+        for a in conn.execute(select(t.agents).where(t.agents.c.line_id.in_(ids))).mappings():
+            agents.setdefault(a["line_id"], []).append(agent_view(dict(a)))
+    for r in rows:
+        mine = agents.get(r["line_id"], [])
+        r["agents_online"] = sum(1 for a in mine if a["online"])
+        r["agents"] = len(mine)
+        r["last_result_at"] = aware(r.get("last_result_at"))
+
+
+def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] | None:
+    if not scope.can_see_line(conn, line_id):
+        return None
+    reg = conn.execute(select(t.lines).where(t.lines.c.line_id == line_id)).mappings().first()
+    agents = [agent_view(dict(a)) for a in conn.execute(
+        select(t.agents).where(t.agents.c.line_id == line_id).order_by(t.agents.c.agent_id)).mappings()]
+    if reg is None and not agents:
+        return None
+    latest = conn.execute(select(t.results).where(t.results.c.line_id == line_id)
+                          .order_by(t.results.c.started_at.desc()).limit(1)).mappings().first()
+    detail: dict[str, Any] = {"line_id": line_id, "registered": reg is not None, "agents": agents,
+                              "latest": result_view(dict(latest)) if latest else None}
+    for key in ("tenant_id", "site_id", "name", "district", "segment", "plan_down_mbps", "plan_up_mbps"):
+        detail[key] = reg[key] if reg else None
+    if reg is None and agents:
+        detail["site_id"] = agents[0]["site_id"]
+    detail["health"] = latest["verdict"] if latest else "no_data"
+    return detail
+
+
+def result_view(row: dict[str, Any], with_payload: bool = True) -> dict[str, Any]:
+    out = {k: row[k] for k in ("agent_id", "result_id", "seq", "line_id", "site_id", "trigger", "verdict",
+                               "agent_version")}
+    for k in ("started_at", "ended_at", "received_at"):
+        out[k] = aware(row[k])
+    out["clock_synced"] = None if row["clock_synced"] is None else bool(row["clock_synced"])
+    if with_payload:
+        envelope = json.loads(row["payload"])
+        out["checks"] = envelope.get("checks", [])
+        out["findings"] = envelope.get("findings", [])
+    return out
+
+
+def line_results(conn: Connection, line_id: str, params: PageParams,
+                 since: datetime | None = None) -> tuple[list[dict[str, Any]], int]:
+    r = t.results.c
+    stmt = select(r.agent_id, r.result_id, r.seq, r.line_id, r.site_id, r.trigger, r.verdict, r.agent_version,
+                  r.started_at, r.ended_at, r.received_at, r.clock_synced).where(r.line_id == line_id)
+    if since:
+        stmt = stmt.where(r.started_at >= since)
+    rows, total = paginate(conn, stmt.order_by(r.started_at.desc()), params)
+    return [result_view(row, with_payload=False) for row in rows], total
+
+
+def line_findings(conn: Connection, line_id: str, params: PageParams) -> tuple[list[dict[str, Any]], int]:
+    f = t.findings.c
+    stmt = (select(f.agent_id, f.result_id, f.started_at, f.code, f.severity, f.check_kind, f.location, f.message)
+            .where(f.line_id == line_id).order_by(f.started_at.desc(), f.idx))
+    rows, total = paginate(conn, stmt, params)
+    for row in rows:
+        row["started_at"] = aware(row["started_at"])
+    return rows, total
+
+
+def one_result(conn: Connection, scope: Scope, agent_id: str, result_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(t.results).where(t.results.c.agent_id == agent_id,
+                                               t.results.c.result_id == result_id,
+                                               scope.lines_clause(t.results.c.line_id))).mappings().first()
+    return result_view(dict(row)) if row else None
+
+
+MAX_POINTS = 5000
+
+
+def line_series(conn: Connection, line_id: str, names: list[str], since: datetime) -> dict[str, list[tuple]]:
+    """Metric values of one line over time, oldest first: {name: [(started_at, value), ...]}."""
+    c, m = t.checks.c, t.metrics.c
+    stmt = (select(c.started_at, m.name, m.value)
+            .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx))
+            .where(c.line_id == line_id, c.started_at >= since, m.name.in_(names))
+            .order_by(c.started_at).limit(MAX_POINTS))
+    series: dict[str, list[tuple]] = {n: [] for n in names}
+    for started_at, name, value in conn.execute(stmt):
+        series[name].append((aware(started_at), value))
+    return series
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+def agent_view(a: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    last_seen = aware(a.get("last_seen"))
+    status = a.get("status")
+    if status is None:  # no retained status message: judge by the last report
+        online = last_seen is not None and now - last_seen < ONLINE_GRACE
+    else:
+        online = status == "online"
+    return {"agent_id": a["agent_id"], "line_id": a["line_id"], "site_id": a["site_id"], "online": online,
+            "status": status, "status_at": aware(a.get("status_at")), "first_seen": aware(a.get("first_seen")),
+            "last_seen": last_seen, "max_seq": a.get("max_seq") or 0, "result_count": a.get("result_count") or 0,
+            # Results the agent numbered but the collector does not hold: still in its spool or lost.
+            "seq_backlog": max(0, (a.get("max_seq") or 0) - (a.get("result_count") or 0)),
+            "spool_backlog": a.get("spool_backlog")}
+
+
+def list_agents(conn: Connection, scope: Scope, params: PageParams, status: str | None = None,
+                q: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    a = t.agents.c
+    stmt = select(t.agents).where(scope.agents_clause())
+    if status == "online":
+        stmt = stmt.where(a.status == "online")
+    elif status == "offline":
+        stmt = stmt.where(or_(a.status == "offline", a.status.is_(None)))
+    if q:
+        stmt = stmt.where(or_(a.agent_id.ilike(_like(q), escape="\\"), a.line_id.ilike(_like(q), escape="\\")))
+    rows, total = paginate(conn, stmt.order_by(a.agent_id), params)
+    return [agent_view(r) for r in rows], total
+
+
+# --- quarantine ----------------------------------------------------------------------------------
+
+
+def list_quarantine(conn: Connection, scope: Scope, params: PageParams,
+                    agent_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    q = t.quarantine.c
+    stmt = (select(q.id, q.received_at, q.topic, q.agent_id, q.reason, q.payload_bytes)
+            .where(scope.quarantine_clause()).order_by(q.id.desc()))
+    if agent_id:
+        stmt = stmt.where(q.agent_id == agent_id)
+    rows, total = paginate(conn, stmt, params)
+    for row in rows:
+        row["received_at"] = aware(row["received_at"])
+    return rows, total
+
+
+def quarantined(conn: Connection, scope: Scope, item_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(t.quarantine).where(t.quarantine.c.id == item_id, scope.quarantine_clause())
+                       ).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    out["received_at"] = aware(out["received_at"])
+    raw = bytes(out.pop("payload"))
+    out["payload_text"] = raw.decode("utf-8", errors="replace")
+    return out
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+
+def overview(conn: Connection, scope: Scope) -> dict[str, Any]:
+    f = fleet_lines(scope).subquery("f")
+    verdict = func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data")
+    by_health = {h: 0 for h in HEALTH}
+    for health, n in conn.execute(select(verdict, func.count()).group_by(verdict)):
+        by_health[health] = int(n)
+    a = t.agents.c
+    online = case((a.status == "online", 1), else_=0)
+    agents_total, agents_online = conn.execute(
+        select(func.count(), func.coalesce(func.sum(online), 0)).where(scope.agents_clause())).one()
+    since = datetime.now(UTC) - timedelta(hours=24)
+    results_24h = conn.execute(select(func.count()).select_from(t.results).where(
+        t.results.c.received_at >= since, scope.lines_clause(t.results.c.line_id))).scalar_one()
+    return {"lines": sum(by_health.values()), "health": by_health, "agents": int(agents_total),
+            "agents_online": int(agents_online), "results_24h": int(results_24h)}

@@ -1,0 +1,80 @@
+"""CSV exports, streamed in chunks so an export of a large fleet never sits in memory at once."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Engine, Select, select
+
+from collector import schema as t
+from collector.api import queries
+from collector.api.accounts import Principal
+from collector.api.deps import ALL_ROLES, allow
+from collector.api.scope import Scope, scope_for
+
+router = APIRouter(prefix="/api/v1/exports")
+Anyone = Annotated[Principal, Depends(allow(*ALL_ROLES))]
+CHUNK = 1000
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}, "description": "CSV"}}
+
+
+def _stream(engine: Engine, stmt: Select, columns: list[str]) -> Iterator[str]:  # type: ignore[type-arg]
+    """One server-side cursor, read in chunks: linear in the export's size, bounded in memory."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    yield buf.getvalue()
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(stmt)
+        for rows in result.mappings().partitions(CHUNK):
+            buf.seek(0)
+            buf.truncate()
+            for r in rows:
+                writer.writerow(["" if r[c] is None else _cell(r[c]) for c in columns])
+            yield buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
+
+
+def _csv(body: Iterator[str], name: str) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/lines.csv", tags=["exports"], response_class=StreamingResponse, responses=CSV_RESPONSE)
+def lines_csv(who: Anyone, request: Request) -> StreamingResponse:
+    """The caller's lines with registry data (no per-line health: that is the lines endpoint's job)."""
+    engine = request.app.state.engine
+    stmt = queries.fleet_lines(scope_for(engine, who))
+    cols = ["line_id", "tenant_id", "site_id", "name", "district", "segment", "plan_down_mbps", "plan_up_mbps"]
+    return _csv(_stream(engine, stmt.order_by("line_id"), cols), "lines.csv")
+
+
+@router.get("/results.csv", tags=["exports"], response_class=StreamingResponse, responses=CSV_RESPONSE)
+def results_csv(who: Anyone, request: Request,
+                days: Annotated[int, Query(ge=1, le=366)] = 7,
+                line_id: Annotated[str | None, Query(max_length=64)] = None) -> StreamingResponse:
+    """Results of the caller's lines over the last `days` days, one row per check and metric."""
+    engine = request.app.state.engine
+    scope: Scope = scope_for(engine, who)
+    c, m = t.checks.c, t.metrics.c
+    since = datetime.now(UTC) - timedelta(days=days)
+    stmt = (select(c.started_at, c.line_id, c.agent_id, c.result_id, c.kind, c.target, c.status,
+                   m.name.label("metric"), m.value)
+            .join(t.metrics, (m.agent_id == c.agent_id) & (m.result_id == c.result_id) & (m.idx == c.idx))
+            .where(c.started_at >= since, scope.lines_clause(c.line_id)))
+    if line_id:
+        stmt = stmt.where(c.line_id == line_id)
+    cols = ["started_at", "line_id", "agent_id", "result_id", "kind", "target", "status", "metric", "value"]
+    stmt = stmt.order_by(c.started_at, c.agent_id, c.result_id, c.idx, m.name)
+    return _csv(_stream(engine, stmt, cols), "results.csv")

@@ -1,0 +1,102 @@
+"""Prometheus metrics of one collector process, served at /metrics.
+
+Counters and the receipt-latency histogram are fed by this process's ingest worker (`observe_batch`),
+so with several collectors each one reports its own share (sum them in Prometheus). Fleet-wide
+gauges (quarantine size, agents online, open tickets by class) are read from the database at
+scrape time: every collector reports the same figure, so take max(), not sum().
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from collector import schema as t
+
+log = logging.getLogger(__name__)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _DatabaseGauges(Collector):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("linecheck_database_up", "1 when the last scrape could read the database")
+        try:
+            gauges = list(self._read())
+        except Exception:  # a scrape must answer even when the database does not
+            log.exception("metrics: cannot read the database")
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from gauges
+
+    def _read(self) -> Iterator[Metric]:
+        with self.engine.connect() as conn:
+            quarantined = conn.execute(select(func.count()).select_from(t.quarantine)).scalar_one()
+            states = dict(conn.execute(select(func.coalesce(t.agents.c.status, "unknown"), func.count())
+                                       .group_by(func.coalesce(t.agents.c.status, "unknown"))).tuples().all())
+            stored = conn.execute(select(func.coalesce(func.sum(t.agents.c.result_count), 0))).scalar_one()
+            tickets = _open_tickets(conn)
+        q = GaugeMetricFamily("linecheck_quarantine_messages", "Messages held in quarantine (refused at ingest)")
+        q.add_metric([], float(quarantined))
+        yield q
+        agents = GaugeMetricFamily("linecheck_agents", "Agents by last reported state", labels=["state"])
+        for state in sorted({"online", "offline", "unknown", *states}):
+            agents.add_metric([state], float(states.get(state, 0)))
+        yield agents
+        online = GaugeMetricFamily("linecheck_agents_online", "Agents whose last status message says online")
+        online.add_metric([], float(states.get("online", 0)))
+        yield online
+        results = GaugeMetricFamily("linecheck_results_stored", "Results stored (all collectors)")
+        results.add_metric([], float(stored))
+        yield results
+        if tickets is not None:
+            open_ = GaugeMetricFamily("linecheck_tickets_open", "Open repair tickets by fault class",
+                                      labels=["fault_class"])
+            for fault, n in sorted(tickets.items()):
+                open_.add_metric([fault], float(n))
+            yield open_
+
+
+def _open_tickets(conn) -> dict[str, int] | None:  # type: ignore[no-untyped-def]
+    """Open tickets by class, once the tickets table exists (collector/tickets.py)."""
+    tickets = getattr(t, "tickets", None)
+    if tickets is None or "fault_class" not in tickets.c or "state" not in tickets.c:
+        return None
+    closed = ("resolved", "verified")
+    stmt = (select(tickets.c.fault_class, func.count()).where(tickets.c.state.not_in(closed))
+            .group_by(tickets.c.fault_class))
+    return {str(k): int(v) for k, v in conn.execute(stmt)}
+
+
+class CollectorMetrics:
+    def __init__(self, engine: Engine):
+        self.registry = CollectorRegistry()
+        self.messages = Counter("linecheck_ingest_messages", "Result messages handled by this collector, by outcome",
+                                ["outcome"], registry=self.registry)
+        for outcome in ("stored", "duplicate", "quarantined"):
+            self.messages.labels(outcome)  # present at 0 before the first message, so rate() works
+        self.receipt_latency = Histogram(
+            "linecheck_receipt_latency_seconds",
+            "From a message's arrival to its receipt being published (validation + commit + publish)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.registry.register(_DatabaseGauges(engine))
+
+    def observe_batch(self, stored: int, duplicates: int, quarantined: int, latencies_s: Sequence[float]) -> None:
+        self.messages.labels("stored").inc(stored)
+        self.messages.labels("duplicate").inc(duplicates)
+        self.messages.labels("quarantined").inc(quarantined)
+        for latency in latencies_s:
+            self.receipt_latency.observe(latency)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
