@@ -12,6 +12,7 @@ from sqlalchemy import select
 from collector import cli_registry
 from collector import config as collector_config
 from collector import schema as t
+from collector.api import cli_users
 from linecheck.configfile import ConfigError
 
 
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_registry.add_parsers(sub)
     _add_security_commands(sub)
     _add_command_parser(sub)
+    cli_users.add_parsers(sub)
     return p
 
 
@@ -121,11 +123,31 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
 
     store = Store(cfg.database)
     ingestor = Ingestor(cfg, store)
+    http = _start_http(cfg, store, ingestor)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: ingestor.stop())
-    ingestor.run()
-    store.close()
+    try:
+        ingestor.run()
+    finally:
+        if http is not None:
+            http.stop()
+        store.close()
     return 0
+
+
+def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: object) -> object | None:
+    """The API, console and /metrics in this process (collector/api/server.py), unless disabled."""
+    if not cfg.http.enabled:
+        return None
+    from collector.api.remote import mqtt_sender
+    from collector.api.server import start_http
+    from collector.metrics import CollectorMetrics
+
+    metrics = CollectorMetrics(store.engine)  # type: ignore[attr-defined]
+    ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
+    client = ingestor.client  # type: ignore[attr-defined]
+    sender = mqtt_sender(lambda topic, payload: client.publish(topic, payload, qos=1))
+    return start_http(cfg.http, store, commands=sender, metrics=metrics)  # type: ignore[arg-type]
 
 
 def _results(cfg: collector_config.CollectorConfig, limit: int) -> int:
@@ -160,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return _security(cfg, args)
     if args.command == "command":
         return _command(cfg, args)
+    if args.command == "user":
+        return cli_users.run(args, cfg)
     if args.command == "init-db":
         from collector.store import Store
 

@@ -36,6 +36,26 @@ class EnrolmentConfig(Strict):
     broker_host: str = Field(default="127.0.0.1", description="Broker address given to enrolled agents")
     broker_port: int = Field(default=8883, ge=1, le=65535, description="The broker's TLS listener")
     token_ttl_h: float = Field(default=24, gt=0, le=24 * 30, description="How long an enrolment token stays valid")
+class HTTPConfig(Strict):
+    """The HTTP API, console and /metrics, served by `linecheck-collector serve` beside ingest."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Listen address; 0.0.0.0 only behind a TLS proxy")
+    port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port (logged at start)")
+    timezone: str = Field(default="Asia/Shanghai", description="Time zone the console shows times in")
+    secure_cookies: bool = Field(default=False, description="Set when the console is served over HTTPS")
+    metrics_token_file: Path | None = Field(default=None, description="If set, /metrics wants this bearer token")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name such as Asia/Shanghai or UTC") from None
+        return name
 
 
 class CollectorConfig(Strict):
@@ -44,6 +64,7 @@ class CollectorConfig(Strict):
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
+    http: HTTPConfig = Field(default_factory=HTTPConfig)
 
     @field_validator("database")
     @classmethod

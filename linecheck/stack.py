@@ -37,17 +37,17 @@ def _free_port(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str = "the broker") -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"the broker exited with code {proc.returncode}")
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"the broker did not listen on 127.0.0.1:{port} within {timeout:g} s")
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
 def start_broker(workdir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -77,10 +77,11 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def write_configs(workdir: Path, port: int, interval_s: int) -> tuple[Path, Path]:
+def write_configs(workdir: Path, port: int, interval_s: int, http_port: int = 0) -> tuple[Path, Path]:
     collector = workdir / "collector.yaml"
     collector.write_text(f"# written by linecheck-stack\ndatabase: sqlite:///{workdir}/linecheck.db\n"
-                         f"mqtt: {{host: 127.0.0.1, port: {port}, client_id: demo-collector}}\n")
+                         f"mqtt: {{host: 127.0.0.1, port: {port}, client_id: demo-collector}}\n"
+                         f"http: {{host: 127.0.0.1, port: {http_port}}}\n")
     agent = workdir / "agent.yaml"
     agent.write_text(
         "# written by linecheck-stack: an agent checking this machine's own line\n"
@@ -90,6 +91,46 @@ def write_configs(workdir: Path, port: int, interval_s: int) -> tuple[Path, Path
         f"schedule: {{interval_s: {interval_s}, jitter_s: 5, first_delay_s: 3}}\n"
         "checks:\n  link: {}\n  ping: {targets: [gateway], count: 5}\n")
     return collector, agent
+
+
+DEMO_USER = "demo"
+DEMO_REGISTRY = """# written by linecheck-stack: the local line in the fleet registry, so the console can show it
+tenants:
+  - {{tenant_id: demo-carrier, name: Demo carrier, kind: carrier}}
+  - {{tenant_id: demo-office, name: This office, kind: enterprise, parent_id: demo-carrier}}
+sites:
+  - {{site_id: local-site, tenant_id: demo-office, name: This machine, district: Local}}
+lines:
+  - {{line_id: local-line, tenant_id: demo-office, site_id: local-site, name: This machine's line, segment: sme}}
+agents:
+  - {{agent_id: local-gw, line_id: local-line, report_interval_s: {interval}}}
+"""
+
+
+def prepare_console(workdir: Path, collector_cfg: Path, interval_s: int) -> tuple[str, str]:
+    """On first start: register the local line and create the console login. Returns (user, password)."""
+    login = workdir / "console-login.txt"
+    if login.exists():
+        user, password = login.read_text().split()[:2]
+        return user, password
+    import secrets
+
+    registry_file = workdir / "registry.yaml"
+    registry_file.write_text(DEMO_REGISTRY.format(interval=interval_s))
+    password = secrets.token_urlsafe(12)
+    secret = workdir / "console-password"
+    secret.touch(mode=0o600)
+    secret.write_text(password)
+    for argv in (["registry", "import", "--config", str(collector_cfg), str(registry_file)],
+                 ["user", "add", "--config", str(collector_cfg), DEMO_USER, "--role", "carrier_admin",
+                  "--name", "Demo operator", "--password-file", str(secret)]):
+        out = subprocess.run([sys.executable, "-m", "collector.cli", *argv], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"console setup failed: {out.stderr.strip() or out.stdout.strip()}")
+    secret.unlink()
+    login.touch(mode=0o600)
+    login.write_text(f"{DEMO_USER} {password}\n")
+    return DEMO_USER, password
 
 
 def stored_results(db: Path) -> int:
@@ -106,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="linecheck-stack", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--workdir", default=".linecheck-demo", help="where configs, database, spool and logs go")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="broker port (a free one if taken)")
+    p.add_argument("--http-port", type=int, default=8080, help="console and API port (a free one if taken)")
     p.add_argument("--interval", type=int, default=300, help="seconds between the agent's scheduled checks")
     p.add_argument("--until-stored", type=int, default=0, metavar="N",
                    help="exit 0 once N results are stored (for smoke tests); default: run until Ctrl-C")
@@ -115,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port = _free_port(args.port)
-    collector_cfg, agent_cfg = write_configs(workdir, port, args.interval)
+    http_port = _free_port(args.http_port)
+    collector_cfg, agent_cfg = write_configs(workdir, port, args.interval, http_port)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -129,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         broker = start_broker(workdir, port, workdir / "broker.log")
         procs.append(("broker", broker))
         _wait_port(port, 15, broker)
+        user, password = prepare_console(workdir, collector_cfg, args.interval)
         # The sibling programs run under this interpreter, whether installed or run from the tree.
         for name, module, cfg in (("collector", "collector.cli", collector_cfg), ("agent", "agent.cli", agent_cfg)):
             argv_ = [sys.executable, "-m", module, "serve" if name == "collector" else "run", "--config", str(cfg)]
             log = (workdir / f"{name}.log").open("ab")
             procs.append((name, subprocess.Popen(argv_, stdout=log, stderr=subprocess.STDOUT)))
+        _wait_port(http_port, 30, procs[1][1], "the collector's HTTP server")
         print(f"""linecheck local stack is running (work directory {workdir})
+  console    http://127.0.0.1:{http_port}/console/   user {user}  password {password}
+             (kept in {workdir}/console-login.txt; API docs http://127.0.0.1:{http_port}/api/docs)
   broker     127.0.0.1:{port}            log: {workdir}/broker.log
   collector  SQLite {workdir}/linecheck.db   log: {workdir}/collector.log
   agent      local-gw, checks every ~{args.interval} s   log: {workdir}/agent.log

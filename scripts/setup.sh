@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(mosquitto iproute2)
 extras=()
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base)
+  packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base fonts-wqy-microhei)
   extras=(dev)
 fi
 

@@ -11,6 +11,9 @@ import pytest
 from tests.lab import LineLab
 from tests.mosquitto import Broker, running_broker
 
+# Fixtures of the API and console tests (fleet, client, sender) live in their own module.
+pytest_plugins = ["tests.api_support"]
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:

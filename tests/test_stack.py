@@ -20,3 +20,4 @@ def test_local_stack_stores_a_result(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 result(s) stored" in out.stdout
     assert "linecheck-collector results --config" in out.stdout
+    assert "/console/   user demo  password " in out.stdout  # the console, where, and how to sign in

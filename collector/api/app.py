@@ -34,6 +34,7 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     app.state.metrics = metrics or CollectorMetrics(engine)
     app.state.secure_cookies = secure_cookies
     for router in [*API_ROUTERS, *extra_routers]:
+        _publish_roles(router.routes)
         app.include_router(router)
     if console:
         from collector.web.console import router as console_router
@@ -64,20 +65,23 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
             return PlainTextResponse("metrics token required\n", status_code=401)
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
-    _publish_roles(app)
+    _declare_bearer(app)
     return app
 
 
-def _publish_roles(app: FastAPI) -> None:
-    """Put each route's allowed roles into the OpenAPI document (x-roles) and declare bearer auth."""
-    for route in app.routes:
+def _publish_roles(routes: Sequence[Any]) -> None:
+    """Put each route's allowed roles into the OpenAPI document (x-roles) and its description."""
+    for route in routes:
         if isinstance(route, APIRoute):
             roles = route_roles(route)
             if roles is not None:
                 route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": list(roles),
                                        "security": [{"bearer": []}]}
-                route.description = (route.description or "") + f"\n\nRoles: {', '.join(roles)}."
+                if "Roles:" not in (route.description or ""):
+                    route.description = (route.description or "") + f"\n\nRoles: {', '.join(roles)}."
 
+
+def _declare_bearer(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,

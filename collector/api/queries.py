@@ -177,10 +177,8 @@ def agent_view(a: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     now = now or datetime.now(UTC)
     last_seen = aware(a.get("last_seen"))
     status = a.get("status")
-    if status is None:  # no retained status message: judge by the last report
-        online = last_seen is not None and now - last_seen < ONLINE_GRACE
-    else:
-        online = status == "online"
+    # Without a status message (an agent that never sent one), judge by the last report.
+    online = (last_seen is not None and now - last_seen < ONLINE_GRACE) if status is None else status == "online"
     return {"agent_id": a["agent_id"], "line_id": a["line_id"], "site_id": a["site_id"], "online": online,
             "status": status, "status_at": aware(a.get("status_at")), "first_seen": aware(a.get("first_seen")),
             "last_seen": last_seen, "max_seq": a.get("max_seq") or 0, "result_count": a.get("result_count") or 0,
@@ -189,14 +187,23 @@ def agent_view(a: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
             "spool_backlog": a.get("spool_backlog")}
 
 
+def online_clause(now: datetime | None = None) -> Any:
+    """The SQL twin of agent_view's `online`."""
+    a = t.agents.c
+    since = (now or datetime.now(UTC)) - ONLINE_GRACE
+    # Written so that it is never NULL: NOT(online) must be exactly the offline agents.
+    return or_(func.coalesce(a.status, "") == "online",
+               and_(a.status.is_(None), a.last_seen.is_not(None), func.coalesce(a.last_seen >= since, False)))
+
+
 def list_agents(conn: Connection, scope: Scope, params: PageParams, status: str | None = None,
                 q: str | None = None) -> tuple[list[dict[str, Any]], int]:
     a = t.agents.c
     stmt = select(t.agents).where(scope.agents_clause())
     if status == "online":
-        stmt = stmt.where(a.status == "online")
+        stmt = stmt.where(online_clause())
     elif status == "offline":
-        stmt = stmt.where(or_(a.status == "offline", a.status.is_(None)))
+        stmt = stmt.where(~online_clause())
     if q:
         stmt = stmt.where(or_(a.agent_id.ilike(_like(q), escape="\\"), a.line_id.ilike(_like(q), escape="\\")))
     rows, total = paginate(conn, stmt.order_by(a.agent_id), params)
@@ -236,12 +243,12 @@ def quarantined(conn: Connection, scope: Scope, item_id: int) -> dict[str, Any] 
 
 def overview(conn: Connection, scope: Scope) -> dict[str, Any]:
     f = fleet_lines(scope).subquery("f")
-    verdict = func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data")
+    per_line = select(func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data").label("health")
+                      ).select_from(f).subquery("h")
     by_health = {h: 0 for h in HEALTH}
-    for health, n in conn.execute(select(verdict, func.count()).group_by(verdict)):
+    for health, n in conn.execute(select(per_line.c.health, func.count()).group_by(per_line.c.health)):
         by_health[health] = int(n)
-    a = t.agents.c
-    online = case((a.status == "online", 1), else_=0)
+    online = case((online_clause(), 1), else_=0)
     agents_total, agents_online = conn.execute(
         select(func.count(), func.coalesce(func.sum(online), 0)).where(scope.agents_clause())).one()
     since = datetime.now(UTC) - timedelta(hours=24)

@@ -1,0 +1,63 @@
+"""Run the HTTP app (API, console, /metrics) with uvicorn in a thread of the collector process.
+
+One process per collector keeps deployment simple: ingest and HTTP share the database engine,
+the metrics registry and the MQTT connection (remote commands go out through it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from zoneinfo import ZoneInfo
+
+import uvicorn
+from fastapi import FastAPI
+
+from collector.api.app import create_app
+from collector.api.remote import CommandSender
+from collector.config import HTTPConfig
+from collector.metrics import CollectorMetrics
+from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class HTTPServer:
+    def __init__(self, app: FastAPI, host: str, port: int):
+        self.app = app
+        # lifespan off: the app holds no resources of its own; the store is the caller's.
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="off", server_header=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the HTTP server did not start (port in use?)")
+            if time.monotonic() > end:
+                raise RuntimeError("the HTTP server did not start in time")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = None,
+               metrics: CollectorMetrics | None = None) -> HTTPServer:
+    token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
+    app = create_app(store.engine, commands=commands, metrics=metrics, secure_cookies=cfg.secure_cookies,
+                     metrics_token=token)
+    app.state.timezone = ZoneInfo(cfg.timezone)
+    server = HTTPServer(app, cfg.host, cfg.port)
+    server.start()
+    log.info("console at http://%s:%s/console/  API docs at /api/docs  metrics at /metrics", cfg.host, server.port)
+    return server

@@ -1,0 +1,347 @@
+"""Console pages (/console): sign-in, fleet, line detail with charts, agents, quarantine, API tokens.
+
+Pages render on the server from the same scoped queries as the API, so a console user sees
+exactly what their API token would. Sessions are tokens of kind "session" (hashed like API
+tokens) in an HttpOnly cookie; every form carries a CSRF token derived from the session.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Connection, func, select
+
+from collector import schema as t
+from collector.api import queries
+from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
+from collector.api.deps import SESSION_COOKIE
+from collector.api.pagination import PageParams
+from collector.api.scope import Scope
+from collector.web import charts, i18n
+
+HERE = Path(__file__).parent
+router = APIRouter(prefix="/console", include_in_schema=False)
+env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                  trim_blocks=True, lstrip_blocks=True)
+# Pages for parts that other modules provide appear once those modules are there.
+env.globals["features"] = {name for name in ("tickets", "promises") if name in t.metadata.tables}
+LANG_COOKIE = "lc_lang"
+PER_PAGE = 25
+ACTORS = (Role.CARRIER_ADMIN, Role.TECHNICIAN, Role.ENTERPRISE)
+
+
+def static_app() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+# --- plumbing ------------------------------------------------------------------------------------
+
+
+def _session(request: Request) -> tuple[Principal, str] | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    who = request.app.state.accounts.resolve(token)
+    return (who, token) if who is not None and who.kind == "session" else None
+
+
+def _lang(request: Request, who: Principal | None = None) -> str:
+    asked = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    if asked in i18n.LANGUAGES:
+        return asked  # type: ignore[return-value]
+    if who is not None and who.language in i18n.LANGUAGES:
+        return who.language  # type: ignore[return-value]
+    return i18n.pick(request.headers.get("accept-language"))
+
+
+def _tz(request: Request) -> ZoneInfo:
+    return getattr(request.app.state, "timezone", None) or ZoneInfo("UTC")
+
+
+def _render(request: Request, template: str, who: Principal | None, session: str | None = None,
+            status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    lang = _lang(request, who)
+    tz = _tz(request)
+
+    def when(ts: datetime | None) -> str:
+        return "—" if ts is None else queries.aware(ts).astimezone(tz).strftime("%Y-%m-%d %H:%M")  # type: ignore[union-attr]
+
+    def link(**changes: Any) -> str:
+        params = dict(request.query_params)
+        params.pop("lang", None)
+        params.update({k: v for k, v in changes.items()})
+        params = {k: v for k, v in params.items() if v not in (None, "")}
+        return f"{request.url.path}?{urlencode(params)}" if params else request.url.path
+
+    body = env.get_template(template).render(
+        request=request, me=who, t=i18n.translator(lang), lang=lang, other_lang="en" if lang == "zh-CN" else "zh-CN",
+        csrf=csrf_token(session) if session else "", when=when, link=link, tzname=str(tz), path=request.url.path,
+        **ctx)
+    response = HTMLResponse(body, status_code=status_code)
+    if request.query_params.get("lang") in i18n.LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
+    return response
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303)
+
+
+def _csrf_ok(session: str, sent: str) -> bool:
+    return hmac.compare_digest(csrf_token(session), sent or "")
+
+
+def _page(request: Request, name: str = "page") -> PageParams:
+    try:
+        page = max(1, min(1_000_000, int(request.query_params.get(name, "1"))))
+    except ValueError:
+        page = 1
+    return PageParams(page, PER_PAGE)
+
+
+def _pager(params: PageParams, total: int) -> dict[str, int]:
+    return {"page": params.page, "pages": max(1, -(-total // params.per_page)), "total": total}
+
+
+def _conn(request: Request) -> Connection:
+    return request.app.state.engine.connect()  # type: ignore[no-any-return]
+
+
+# --- sign-in -------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/console/") -> HTMLResponse:
+    return _render(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+def _safe_next(target: str) -> str:
+    # Only paths inside the console: never an open redirect to another site.
+    return target if target.startswith("/console/") and not target.startswith("/console//") else "/console/"
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, user: str = Form(..., max_length=64), password: str = Form(..., max_length=200),
+          next: str = Form("/console/")) -> Response:
+    token = request.app.state.accounts.login(user, password)
+    if token is None:
+        return _render(request, "login.html", None, status_code=401, next=_safe_next(next), error="login_failed")
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+                        samesite="lax", secure=bool(request.app.state.secure_cookies), path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    found = _session(request)
+    if found and _csrf_ok(found[1], csrf):
+        request.app.state.accounts.revoke(found[0].token_id)
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- fleet ---------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def fleet(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    q = request.query_params
+    filters = {k: (q.get(k) or None) for k in ("q", "tenant", "district", "status", "segment")}
+    if filters["status"] not in (None, *queries.HEALTH):
+        filters["status"] = None
+    params = _page(request)
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        rows, total = queries.list_lines(conn, scope, params, **{k: v[:64] if v else v for k, v in filters.items()})
+        ctx = {"overview": queries.overview(conn, scope), "tenants": _tenants(conn, scope),
+               "districts": _districts(conn, scope), "by_district": _health_by_district(conn, scope)}
+    return _render(request, "fleet.html", who, session, rows=rows, paging=_pager(params, total), filters=filters,
+                   health_values=queries.HEALTH, **ctx)
+
+
+def _tenants(conn: Connection, scope: Scope) -> list[tuple[str, str]]:
+    stmt = select(t.tenants.c.tenant_id, t.tenants.c.name).where(scope.tenant_clause(t.tenants.c.tenant_id))
+    return [tuple(r) for r in conn.execute(stmt.order_by(t.tenants.c.name).limit(500))]  # type: ignore[misc]
+
+
+def _districts(conn: Connection, scope: Scope) -> list[str]:
+    stmt = (select(t.lines.c.district).where(t.lines.c.district.is_not(None), scope.lines_clause(t.lines.c.line_id))
+            .group_by(t.lines.c.district).order_by(t.lines.c.district).limit(500))
+    return list(conn.execute(stmt).scalars())
+
+
+def _health_by_district(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    f = queries.fleet_lines(scope).subquery("f")
+    health = func.coalesce(queries._latest(t.results.c.verdict, f.c.line_id), "no_data")
+    per_line = select(f.c.district, health.label("health")).select_from(f).subquery("h")
+    stmt = (select(per_line.c.district, per_line.c.health, func.count()).group_by(per_line.c.district,
+                                                                                  per_line.c.health))
+    table: dict[str | None, dict[str, Any]] = {}
+    for district, h, n in conn.execute(stmt):
+        row = table.setdefault(district, {"district": district, "total": 0, **{k: 0 for k in queries.HEALTH}})
+        row[h] = int(n)
+        row["total"] += int(n)
+    return sorted(table.values(), key=lambda r: (r["district"] is None, r["district"] or ""))[:100]
+
+
+# --- one line ------------------------------------------------------------------------------------
+
+CHART_DAYS = 30
+
+
+@router.get("/lines/{line_id}", response_class=HTMLResponse)
+def line(request: Request, line_id: str) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    history_params = _page(request, "hpage")
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        detail = queries.line_detail(conn, scope, line_id)
+        if detail is None:
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        history, history_total = queries.line_results(conn, line_id, history_params)
+        findings, _ = queries.line_findings(conn, line_id, PageParams(1, 10))
+        since = datetime.now(UTC) - timedelta(days=CHART_DAYS)
+        series = queries.line_series(conn, line_id, ["down_mbps", "up_mbps", "rtt_avg_ms", "loss_pct"], since)
+    tr = i18n.translator(_lang(request, who))
+    tz = _tz(request)
+    empty = tr("no_chart_data")
+    refs = []
+    if detail["plan_down_mbps"]:
+        refs.append(charts.Reference(detail["plan_down_mbps"], f"{tr('plan_down')} {detail['plan_down_mbps']:g}"))
+    if detail["plan_up_mbps"]:
+        refs.append(charts.Reference(detail["plan_up_mbps"], f"{tr('plan_up')} {detail['plan_up_mbps']:g}",
+                                     "#b45309"))
+    svg = [
+        charts.render(charts.Chart(tr("throughput_vs_plan"), "Mbit/s",
+                                   [charts.Series(tr("download"), series["down_mbps"]),
+                                    charts.Series(tr("upload"), series["up_mbps"], "#d97706")], refs), tz, empty),
+        charts.render(charts.Chart(tr("latency"), "ms", [charts.Series(tr("rtt"), series["rtt_avg_ms"], "#15803d")]),
+                      tz, empty),
+        charts.render(charts.Chart(tr("loss"), "%", [charts.Series(tr("loss"), series["loss_pct"], "#dc2626")]),
+                      tz, empty),
+    ]
+    return _render(request, "line.html", who, session, line=detail, history=history,
+                   history_pager=_pager(history_params, history_total), findings=findings, charts=svg,
+                   can_act=who.role in ACTORS, msg=request.query_params.get("msg"))
+
+
+@router.post("/lines/{line_id}/check")
+def check_now(request: Request, line_id: str, csrf: str = Form(""), action: str = Form("check_now")) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    if who.role not in ACTORS or action not in ("check_now", "retest"):
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    with _conn(request) as conn:
+        if not Scope.of(conn, who).can_see_line(conn, line_id):
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        agent_ids = list(conn.execute(select(t.agents.c.agent_id).where(t.agents.c.line_id == line_id)).scalars())
+    sender = request.app.state.commands
+    if sender is None:
+        msg = "command_unavailable"
+    elif not agent_ids:
+        msg = "no_agent"
+    else:
+        for agent_id in agent_ids:
+            sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console")
+        msg = "command_sent"
+    return RedirectResponse(f"/console/lines/{line_id}?msg={msg}", status_code=303)
+
+
+# --- agents, quarantine --------------------------------------------------------------------------
+
+
+@router.get("/agents", response_class=HTMLResponse)
+def agents(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    status = request.query_params.get("status")
+    status = status if status in ("online", "offline") else None
+    q = (request.query_params.get("q") or "")[:64] or None
+    params = _page(request)
+    with _conn(request) as conn:
+        rows, total = queries.list_agents(conn, Scope.of(conn, who), params, status=status, q=q)
+    return _render(request, "agents.html", who, session, rows=rows, paging=_pager(params, total),
+                   filters={"status": status, "q": q})
+
+
+@router.get("/quarantine", response_class=HTMLResponse)
+def quarantine(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if who.role != Role.CARRIER_ADMIN:
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    params = _page(request)
+    item = None
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        rows, total = queries.list_quarantine(conn, scope, params)
+        show = request.query_params.get("show")
+        if show and show.isdigit():
+            item = queries.quarantined(conn, scope, int(show))
+    return _render(request, "quarantine.html", who, session, rows=rows, paging=_pager(params, total), item=item)
+
+
+# --- API tokens ----------------------------------------------------------------------------------
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    return _render(request, "account.html", who, session, tokens=request.app.state.accounts.tokens(who.user_id),
+                   created=None)
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def create_token(request: Request, csrf: str = Form(""), name: str = Form(..., min_length=1, max_length=200)
+                 ) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    accounts = request.app.state.accounts
+    _, token = accounts.issue_token(who.user_id, name=name, ttl=timedelta(days=90))
+    return _render(request, "account.html", who, session, tokens=accounts.tokens(who.user_id), created=token)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_token(request: Request, token_id: str, csrf: str = Form("")) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    request.app.state.accounts.revoke(token_id, user_id=who.user_id)
+    return RedirectResponse("/console/account", status_code=303)

@@ -1,0 +1,46 @@
+"""Headless Chromium (Debian's chromium + chromedriver) driven by Selenium, for console tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def missing() -> str | None:
+    """Why the browser cannot run here, or None."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists() and not shutil.which(Path(path).name):
+            return f"{path} is not installed (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def chromium(width: int = 1366, height: int = 900, lang: str = "en"):  # type: ignore[no-untyped-def]
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 f"--window-size={width},{height}", f"--lang={lang}", "--disable-dev-shm-usage"):
+        opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"intl.accept_languages": lang})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """Full-page screenshot into tests/artifacts/NAME.png (the page's whole height, not just the window)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, min(max(int(height) + 120, 600), 4000))
+    path = ARTIFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
