@@ -139,15 +139,13 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
     """The API, console and /metrics in this process (collector/api/server.py), unless disabled."""
     if not cfg.http.enabled:
         return None
-    from collector.api.remote import mqtt_sender
+    from collector.api.remote import broker_sender
     from collector.api.server import start_http
     from collector.metrics import CollectorMetrics
 
     metrics = CollectorMetrics(store.engine)  # type: ignore[attr-defined]
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
-    client = ingestor.client  # type: ignore[attr-defined]
-    sender = mqtt_sender(lambda topic, payload: client.publish(topic, payload, qos=1))
-    return start_http(cfg.http, store, commands=sender, metrics=metrics)  # type: ignore[arg-type]
+    return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics)  # type: ignore[arg-type]
 
 
 def _results(cfg: collector_config.CollectorConfig, limit: int) -> int:

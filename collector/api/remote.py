@@ -1,34 +1,31 @@
-"""Remote "check now" / "retest": a command on each of the line's agents' command topics.
+"""Remote "check now" / "retest" from the API and console: who may ask is decided there, delivery here.
 
-The API only decides who may ask and for which line; sending goes through a `CommandSender`
-so the collector's MQTT connection (or the scheduler's command module) does the delivery.
+Delivery is collector/commands.py (retained QoS 1 command with an expiry on the agent's command
+topic, under the collector's broker identity). The API sees only a `CommandSender`, so tests of
+access rules need no broker; tests/test_api_serve.py checks the real path over Mosquitto.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from linecheck.wire import Command, commands_topic
+from collector.config import CollectorConfig
 
-COMMAND_TTL = timedelta(minutes=15)
+COMMAND_TTL_S = 15 * 60.0  # a check asked for in the console is stale after a quarter of an hour
 
 
 class CommandSender(Protocol):
     def __call__(self, agent_id: str, action: str, checks: list[str] | None, reason: str | None) -> str:
-        """Send one command to one agent; returns its command id."""
+        """Send one command to one agent; returns its command id. Raises RuntimeError if not sent."""
         ...
 
 
-def mqtt_sender(publish: Callable[[str, bytes], object]) -> CommandSender:
-    """A sender over an MQTT client's publish (topic, payload); QoS and retries are the client's."""
+def broker_sender(cfg: CollectorConfig) -> CommandSender:
+    from collector.commands import make_command, send_command
 
     def send(agent_id: str, action: str, checks: list[str] | None, reason: str | None) -> str:
-        command = Command(command_id=f"cmd-{secrets.token_hex(8)}", action=action,  # type: ignore[arg-type]
-                          checks=checks, expires_at=datetime.now(UTC) + COMMAND_TTL, reason=reason)
-        publish(commands_topic(agent_id), command.model_dump_json(by_alias=True).encode())
+        command = make_command(action, checks, COMMAND_TTL_S, reason)
+        send_command(cfg, agent_id, command)
         return command.command_id
 
     return send

@@ -67,7 +67,10 @@ def send_command(who: Actor, conn: Conn, request: Request, line_id: str, body: C
     if not agent_ids:
         raise HTTPException(409, f"line {line_id!r} has no agent to run the check")
     reason = body.reason or f"{body.action} requested by {who.user_id}"
-    sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason)} for a in agent_ids]
+    try:
+        sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason)} for a in agent_ids]
+    except RuntimeError as exc:  # collector.commands.CommandError: the broker did not take it
+        raise HTTPException(503, f"command not sent: {exc}") from None
     return {"line_id": line_id, "action": body.action, "commands": sent}
 
 

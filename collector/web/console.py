@@ -264,9 +264,12 @@ def check_now(request: Request, line_id: str, csrf: str = Form(""), action: str 
     elif not agent_ids:
         msg = "no_agent"
     else:
-        for agent_id in agent_ids:
-            sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console")
-        msg = "command_sent"
+        try:
+            for agent_id in agent_ids:
+                sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console")
+            msg = "command_sent"
+        except RuntimeError:
+            msg = "command_unavailable"
     return RedirectResponse(f"/console/lines/{line_id}?msg={msg}", status_code=303)
 
 
