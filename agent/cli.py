@@ -57,16 +57,20 @@ def _check(args: argparse.Namespace) -> int:
         # Not delivered, so no sequence number is consumed; a time-based placeholder keeps seq >= 1.
         envelope = envelope.model_copy(update={"seq": int(time.time() * 1000)})
     else:
-        from agent.spool import Spool
+        from agent.spool import SpoolRefused, open_spool
 
         try:
-            spool = Spool(cfg.data_dir / "spool.sqlite", cfg.mqtt.max_payload_bytes)
+            spool = open_spool(cfg)
         except (OSError, sqlite3.Error) as exc:
             print(f"linecheck-agent: cannot open the spool in {cfg.data_dir} ({exc}); "
                   "run as the agent's user or pass --no-spool", file=sys.stderr)
             return EXIT_UNUSABLE
-        envelope = spool.enqueue(envelope)
-        spool.close()
+        try:
+            envelope = spool.enqueue(envelope, report_health=False)
+        except SpoolRefused as exc:
+            print(f"linecheck-agent: result not queued for the collector: {exc}", file=sys.stderr)
+        finally:
+            spool.close()
     if args.json:
         sys.stdout.write(envelope.model_dump_json(by_alias=True, indent=2) + "\n")
     else:

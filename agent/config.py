@@ -35,8 +35,13 @@ class MQTTConfig(Strict):
     password_file: Path | None = Field(default=None, description="File holding the password (not the password)")
     tls: TLSConfig | None = None
     keepalive_s: int = Field(default=60, ge=5, le=3600)
-    max_inflight: int = Field(default=20, ge=1, le=1000)
+    max_inflight: int = Field(default=20, ge=1, le=1000,
+                              description="Results published and not yet receipted by the collector, at most")
     resend_after_s: float = Field(default=60.0, gt=0, description="Re-publish a result not receipted by then")
+    resend_max_s: float = Field(default=3600.0, gt=0,
+                                description="The re-send wait doubles per attempt up to this (collector down for long)")
+    reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect wait ceiling (full jitter)")
+    reconnect_max_s: float = Field(default=300.0, gt=0, description="Reconnect wait ceiling after repeated failures")
     max_payload_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Must not exceed the broker's message_size_limit"
     )
@@ -50,6 +55,16 @@ class GateConfig(Strict):
     sample_s: float = Field(default=2.0, gt=0, le=60, description="Window over which the WAN rate is measured")
     retry_s: float = Field(default=30.0, gt=0, le=3600, description="Wait between measurements while deferred")
     max_wait_s: float = Field(default=600.0, ge=0, description="Give up after this long: throughput is skipped")
+
+
+class SpoolConfig(Strict):
+    max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024,
+                           description="Result bytes held for the collector; beyond, healthy results are "
+                                       "compacted to summaries first, then the least valuable dropped")
+    max_age_days: float = Field(default=90.0, gt=0, description="Unsent results older than this are dropped")
+    min_free_bytes: int = Field(default=1024 * 1024, ge=0,
+                                description="Leave this much free on the spool's filesystem; the spool shrinks "
+                                            "to keep it")
 
 
 class ScheduleConfig(Strict):
@@ -112,6 +127,7 @@ class AgentConfig(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     idle: IdleConfig = Field(default_factory=IdleConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     checks: dict[str, CheckConfig] = Field(
         default_factory=lambda: {"link": REGISTRY["link"].config(), "ping": REGISTRY["ping"].config()},
         description="Check kind -> its settings; a kind that is absent does not run",
@@ -148,6 +164,11 @@ class AgentConfig(Strict):
     def _credentials_complete(self) -> AgentConfig:
         if self.mqtt.tls and (self.mqtt.tls.cert_file is None) != (self.mqtt.tls.key_file is None):
             raise ValueError("mqtt.tls: cert_file and key_file must be given together")
+        if self.spool.max_bytes < 4 * self.mqtt.max_payload_bytes:
+            raise ValueError(f"spool.max_bytes ({self.spool.max_bytes}) must hold at least 4 results of "
+                             f"mqtt.max_payload_bytes ({self.mqtt.max_payload_bytes})")
+        if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
+            raise ValueError("mqtt.reconnect_max_s must not be below mqtt.reconnect_min_s")
         return self
 
 

@@ -23,7 +23,7 @@ from agent.idle import IdleTracker
 from agent.publisher import Publisher
 from agent.runner import run_line_check
 from agent.scheduler import CrossTrafficGate, Scheduler
-from agent.spool import PayloadTooLarge, Spool
+from agent.spool import SpoolRefused, open_spool
 from agent.traffic import Rates, TrafficMonitor
 from linecheck.wire import ResultEnvelope, Trigger, commands_topic
 
@@ -34,7 +34,7 @@ class Agent:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.spool = Spool(cfg.data_dir / "spool.sqlite", cfg.mqtt.max_payload_bytes)
+        self.spool = open_spool(cfg)
         self.publisher = Publisher(cfg, self.spool)
         self.stop_event = threading.Event()
         self.lock_path = cfg.data_dir / "check.lock"
@@ -59,7 +59,7 @@ class Agent:
                                       trigger_info={**(trigger_info or {}), **plan.trigger_info})
         try:
             stored = self.spool.enqueue(envelope)
-        except PayloadTooLarge as exc:
+        except SpoolRefused as exc:  # too large, or no disk left: counted, reported
             log.error("%s", exc)
             return None
         self.scheduler.record(stored)

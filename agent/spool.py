@@ -1,21 +1,39 @@
 """The durable spool: every result stays on disk until the collector's receipt says it is stored.
 
-SQLite in WAL mode with synchronous=FULL, so a committed result survives kill -9 and power loss.
-The per-agent sequence number is allocated in the same transaction as the insert, so it is
-strictly increasing across restarts and never reused even after results are deleted.
+SQLite in WAL mode with synchronous=FULL, so a committed result survives kill -9 and power loss
+(in WAL mode, NORMAL may roll back the last commits on power loss). The per-agent sequence number
+is allocated in the same transaction as the insert, so it is strictly increasing across restarts
+and never reused, even after results are deleted.
+
+The spool is bounded by bytes, by age and by the free space of its filesystem. When over a bound
+it gives up the least valuable data first: healthy results are compacted to verdict summaries
+before results with problems, summaries are dropped only when compaction is not enough, and the
+newest result is never dropped. Every compaction and drop is counted, and the counts travel to
+the collector in the `agent` pseudo-check of the next result (see `agent_check`).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from linecheck.wire import ResultEnvelope
+from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict
 
-SCHEMA = """
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+log = logging.getLogger(__name__)
+
+SPOOL_SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = the foundation's spool (no eviction columns)
+
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     seq INTEGER PRIMARY KEY,
@@ -26,10 +44,39 @@ CREATE TABLE IF NOT EXISTS results (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 """
+_SCHEMA_V2 = """
+ALTER TABLE results ADD COLUMN value_rank INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS ix_results_eviction ON results(compacted, value_rank, seq);
+CREATE TABLE IF NOT EXISTS evictions (
+    seq INTEGER PRIMARY KEY,
+    result_id TEXT NOT NULL,
+    action TEXT NOT NULL,  -- compacted | dropped
+    cause TEXT NOT NULL,   -- bytes | age | disk
+    at REAL NOT NULL
+);
+"""
+_COUNTERS = ("next_seq", "receipted", "compacted", "evicted", "refused", "reported_compacted", "reported_evicted")
+
+# Keep this many eviction records (the counters are kept forever); enough to audit a bad month.
+EVICTION_LOG_ROWS = 10_000
+# A clock before 2020 was never set (gateways without an RTC boot in 1970): no age judgement.
+PLAUSIBLE_EPOCH = 1_577_836_800.0
+# Reserve for SQLite's own growth (pages, WAL) beyond the payload bytes it counts.
+DISK_SLACK_BYTES = 256 * 1024
+AGENT_CHECK = "agent"
 
 
-class PayloadTooLarge(ValueError):
+class SpoolRefused(Exception):
+    """A result the spool would not take; it has no seq and will not be delivered."""
+
+
+class PayloadTooLarge(SpoolRefused, ValueError):
     """A result bigger than the broker accepts: refused at enqueue so it can never wedge the queue."""
+
+
+class SpoolFull(SpoolRefused):
+    """The filesystem is full even after evicting everything evictable."""
 
 
 @dataclass(frozen=True)
@@ -39,45 +86,287 @@ class Pending:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class SpoolStats:
+    backlog_count: int
+    payload_bytes: int
+    oldest_created_at: float | None
+    next_seq: int
+    receipted: int
+    compacted: int
+    evicted: int
+    refused: int
+
+
+def value_rank(envelope: ResultEnvelope) -> int:
+    """0 = healthy or unknown (given up first), 1 = problems found (kept longest)."""
+    return 1 if envelope.findings or envelope.verdict is Verdict.PROBLEMS else 0
+
+
+def summarize(payload: bytes) -> bytes:
+    """The verdict summary kept when a result must shrink: identity, times, verdict, findings and
+    each check's status survive; metrics, reasons beyond 200 characters and finding details go.
+    The summary is itself a valid envelope, flagged by `spool_compacted_flag` in its agent check."""
+    env = ResultEnvelope.from_json(payload)
+    checks: list[CheckResult] = []
+    agent_metrics: dict[str, float | int | None] = {}
+    for c in env.checks:
+        if c.kind == AGENT_CHECK:
+            agent_metrics = dict(c.metrics)
+            continue
+        checks.append(c.model_copy(update={"metrics": {}, "reason": c.reason[:200] if c.reason else None}))
+    agent_metrics["spool_compacted_flag"] = 1
+    checks.append(CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=agent_metrics,
+                              reason="compacted in the agent's spool to stay within its bounds: "
+                                     "metrics and details were dropped, verdict and findings kept"))
+    findings = [f.model_copy(update={"detail": {}}) for f in env.findings]
+    return env.model_copy(update={"checks": checks, "findings": findings}).to_json()
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 class Spool:
-    def __init__(self, path: Path | str, max_payload_bytes: int = 256 * 1024):
+    def __init__(self, path: Path | str, max_payload_bytes: int = 256 * 1024, *,
+                 max_bytes: int = 16 * 1024 * 1024, max_age_s: float = 90 * 86400.0,
+                 min_free_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_payload_bytes = max_payload_bytes
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.min_free_bytes = min_free_bytes
+        self.clock = clock  # the agent's wall clock (created_at, age bound); injectable for simulations
+        self.refused_unsaved = 0  # refusals we could not even count on disk (disk full)
         # One connection shared by the scheduler and the publisher threads, guarded by a lock:
         # writes are small and rare, and this keeps SQLite's locking out of the picture.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', 1)")
+            # Checkpoint often and truncate the WAL afterwards, so the spool's footprint on a small
+            # flash stays near its payload bound instead of keeping a 4 MB WAL around.
+            self._db.execute("PRAGMA wal_autocheckpoint=100")
+            self._db.execute("PRAGMA journal_size_limit=1048576")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version >= SPOOL_SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()  # another opener may have won
+            if version < SPOOL_SCHEMA_VERSION:
+                for statement in (_SCHEMA_V1 + _SCHEMA_V2).split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                                     [(k, 1 if k == "next_seq" else 0) for k in _COUNTERS])
+                self._db.execute(f"PRAGMA user_version={SPOOL_SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def enqueue(self, envelope: ResultEnvelope) -> ResultEnvelope:
-        """Give the envelope its seq, store it durably, and return it as stored."""
+    # --- writing ----------------------------------------------------------------------------------
+    def enqueue(self, envelope: ResultEnvelope, report_health: bool = True) -> ResultEnvelope:
+        """Give the envelope its seq (and the `agent` pseudo-check), store it durably, return it as stored.
+
+        Raises PayloadTooLarge for a result above max_payload_bytes and SpoolFull when the disk has
+        no room even after eviction; both are counted in `spool_refused_count`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                (seq,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-                stamped = envelope.model_copy(update={"seq": seq})
-                payload = ResultEnvelope.model_validate(stamped.model_dump(by_alias=True)).to_json()
-                if len(payload) > self.max_payload_bytes:
-                    raise PayloadTooLarge(
-                        f"result {envelope.result_id} is {len(payload)} bytes, above the "
-                        f"{self.max_payload_bytes}-byte limit (mqtt.max_payload_bytes)")
-                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
-                self._db.execute("INSERT INTO results(seq, result_id, payload, created_at) VALUES (?,?,?,?)",
-                                 (seq, stamped.result_id, payload, time.time()))
-                self._db.execute("COMMIT")
-            except BaseException:
+                return self._enqueue_locked(envelope, report_health)
+            except sqlite3.Error as exc:
+                if not _is_disk_full(exc):
+                    raise
+                log.warning("spool: disk full while storing %s; evicting and retrying", envelope.result_id)
+            # The filesystem is fuller than disk_usage said (another writer, reserved blocks):
+            # give back room, then try once more.
+            try:
+                self._shrink_for_disk()
+                return self._enqueue_locked(envelope, report_health)
+            except sqlite3.Error as exc:
+                if not _is_disk_full(exc):
+                    raise
+                self._count_refused()
+                raise SpoolFull(f"result {envelope.result_id} refused: the spool's filesystem "
+                                f"({self.path.parent}) is full even after eviction") from exc
+
+    def _enqueue_locked(self, envelope: ResultEnvelope, report_health: bool) -> ResultEnvelope:
+        now = self.clock()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._counter("next_seq")
+            checks = list(envelope.checks)
+            if report_health:
+                checks.append(self._agent_check(now))
+            stamped = envelope.model_copy(update={"seq": seq, "checks": checks})
+            payload = ResultEnvelope.model_validate(stamped.model_dump(by_alias=True)).to_json()
+            if len(payload) > self.max_payload_bytes:
                 self._db.execute("ROLLBACK")
-                raise
+                self._count_refused()
+                raise PayloadTooLarge(
+                    f"result {envelope.result_id} is {len(payload)} bytes, above the "
+                    f"{self.max_payload_bytes}-byte limit (mqtt.max_payload_bytes)")
+            limit = self._limit(self._payload_bytes())
+            self._set("next_seq", seq + 1)
+            self._db.execute(
+                "INSERT INTO results(seq, result_id, payload, created_at, value_rank) VALUES (?,?,?,?,?)",
+                (seq, stamped.result_id, payload, now, value_rank(stamped)))
+            if report_health:
+                self._set("reported_compacted", self._counter("compacted"))
+                self._set("reported_evicted", self._counter("evicted"))
+            self._enforce_bounds(now, limit, protect_seq=seq)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         return stamped
+
+    def _count_refused(self) -> None:
+        try:
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key='refused'", (1 + self.refused_unsaved,))
+            self.refused_unsaved = 0
+        except sqlite3.Error:
+            self.refused_unsaved += 1  # reported from memory until the disk has room again
+
+    def _agent_check(self, now: float) -> CheckResult:
+        """The spool's own health, reported in every result so evictions reach the collector."""
+        backlog, size, oldest = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0), min(created_at) FROM results").fetchone()
+        compacted, evicted = self._counter("compacted"), self._counter("evicted")
+        new_compacted = compacted - self._counter("reported_compacted")
+        new_evicted = evicted - self._counter("reported_evicted")
+        metrics: dict[str, float | int | None] = {
+            "spool_backlog_count": backlog,
+            "spool_bytes": size,
+            "spool_limit_bytes": self._limit(size),
+            "spool_oldest_age_s": None if oldest is None else round(max(0.0, now - oldest), 3),
+            "spool_evicted_count": evicted,
+            "spool_compacted_count": compacted,
+            "spool_refused_count": self._counter("refused") + self.refused_unsaved,
+        }
+        if new_compacted or new_evicted:
+            return CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=metrics,
+                               reason=f"spool bounds reached since the last report: {new_evicted} results "
+                                      f"dropped, {new_compacted} compacted to verdict summaries")
+        return CheckResult(kind=AGENT_CHECK, status=Status.OK, duration_s=0.0, metrics=metrics)
+
+    # --- bounds -----------------------------------------------------------------------------------
+    def _limit(self, current_bytes: int) -> int:
+        """max_bytes, lowered so the filesystem keeps min_free_bytes (plus slack for SQLite) free.
+
+        Room = what the spool holds + SQLite's free pages (reused before the file grows) + the
+        filesystem's free space, less the reserve."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return self.max_bytes
+        (pages,) = self._db.execute("PRAGMA freelist_count").fetchone()
+        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        room = current_bytes + pages * page_size + free - self.min_free_bytes - DISK_SLACK_BYTES
+        return max(0, min(self.max_bytes, room))
+
+    def _enforce_bounds(self, now: float, limit: int, protect_seq: int) -> None:
+        if now >= PLAUSIBLE_EPOCH:
+            old = self._db.execute(
+                "SELECT seq, result_id FROM results WHERE created_at < ? AND created_at >= ? AND seq != ? "
+                "ORDER BY seq", (now - self.max_age_s, PLAUSIBLE_EPOCH, protect_seq)).fetchall()
+            self._drop(old, "age", now)
+        total = self._payload_bytes()
+        if total <= limit:
+            return
+        cause = "bytes" if limit >= self.max_bytes else "disk"
+        total = self._compact_until(total, limit, cause, now)
+        if total <= limit:
+            return
+        victims = []
+        for seq, rid, size in self._db.execute(
+                "SELECT seq, result_id, length(payload) FROM results WHERE seq != ? "
+                "ORDER BY value_rank, seq", (protect_seq,)).fetchall():
+            if total <= limit:
+                break
+            victims.append((seq, rid))
+            total -= size
+        self._drop(victims, cause, now)
+
+    def _compact_until(self, total: int, limit: int, cause: str, now: float) -> int:
+        candidates = self._db.execute(
+            "SELECT seq, result_id FROM results WHERE compacted = 0 ORDER BY value_rank, seq").fetchall()
+        for seq, rid in candidates:
+            if total <= limit:
+                break
+            (payload,) = self._db.execute("SELECT payload FROM results WHERE seq = ?", (seq,)).fetchone()
+            try:
+                summary = summarize(bytes(payload))
+            except ValueError:  # unreadable (should not happen): leave it to the drop pass
+                continue
+            saved = len(payload) - len(summary)
+            if saved <= 0:
+                self._db.execute("UPDATE results SET compacted = 1 WHERE seq = ?", (seq,))
+                continue
+            self._db.execute("UPDATE results SET payload = ?, compacted = 1 WHERE seq = ?", (summary, seq))
+            self._record(seq, rid, "compacted", cause, now)
+            self._db.execute("UPDATE meta SET value = value + 1 WHERE key='compacted'")
+            total -= saved
+        return total
+
+    def _drop(self, victims: list[tuple[int, str]], cause: str, now: float) -> None:
+        if not victims:
+            return
+        self._db.executemany("DELETE FROM results WHERE seq = ?", [(seq,) for seq, _ in victims])
+        for seq, rid in victims:
+            self._record(seq, rid, "dropped", cause, now)
+        self._db.execute("UPDATE meta SET value = value + ? WHERE key='evicted'", (len(victims),))
+        log.warning("spool: dropped %d unsent results (%s bound)", len(victims), cause)
+
+    def _record(self, seq: int, rid: str, action: str, cause: str, now: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO evictions(seq, result_id, action, cause, at) VALUES (?,?,?,?,?)",
+                         (seq, rid, action, cause, now))
+        self._db.execute("DELETE FROM evictions WHERE seq <= ? - ?", (seq, EVICTION_LOG_ROWS))
+
+    def _shrink_for_disk(self) -> None:
+        """After SQLITE_FULL: give SQLite room by dropping a quarter of what is held (least valuable
+        first). The WAL is emptied first and the drops go in small transactions, because on a full
+        disk even a DELETE needs WAL space and one big transaction would fail like the insert did."""
+        self._checkpoint()
+        total = self._payload_bytes()
+        target = total * 3 // 4
+        victims: list[tuple[int, str]] = []
+        for seq, rid, size in self._db.execute(
+                "SELECT seq, result_id, length(payload) FROM results ORDER BY value_rank, seq").fetchall():
+            if total <= target:
+                break
+            victims.append((seq, rid))
+            total -= size
+        now = self.clock()
+        for i in range(0, len(victims), 25):
+            with self._transaction():
+                self._drop(victims[i:i + 25], "disk", now)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # a reader holds the WAL: the next checkpoint will do
+            log.debug("spool checkpoint skipped: %s", exc)
+
+    # --- reading and receipts ---------------------------------------------------------------------
+    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Pending]:
+        """The oldest `limit` results not in `exclude` (the publisher's in-flight set)."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, result_id, payload FROM results ORDER BY seq LIMIT ?",
+                                    (limit + len(exclude),)).fetchall()
+        return [Pending(seq, rid, bytes(p)) for seq, rid, p in rows if rid not in exclude][:limit]
 
     def due(self, limit: int, resend_after_s: float, now: float | None = None) -> list[Pending]:
         """Results never sent, or sent longer ago than resend_after_s without a receipt; oldest first."""
@@ -89,21 +378,27 @@ class Spool:
         return [Pending(seq, rid, bytes(payload)) for seq, rid, payload in rows]
 
     def mark_sent(self, result_ids: list[str], now: float | None = None) -> None:
+        """Record the publication (for diagnostics: sent_at, attempts); delivery state lives in the publisher."""
+        if not result_ids:
+            return
         now = time.time() if now is None else now
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.executemany("UPDATE results SET sent_at=?, attempts=attempts+1 WHERE result_id=?",
                                  [(now, rid) for rid in result_ids])
 
     def unsend_all(self) -> None:
-        """After a reconnect nothing is in flight any more: make everything due again."""
         with self._lock:
             self._db.execute("UPDATE results SET sent_at=NULL")
 
     def acknowledge(self, result_ids: list[str]) -> int:
         """The collector has committed these: forget them. Returns how many were still here."""
-        with self._lock:
+        if not result_ids:
+            return 0
+        with self._lock, self._transaction():
             cur = self._db.executemany("DELETE FROM results WHERE result_id=?", [(r,) for r in result_ids])
-            return cur.rowcount
+            gone = max(cur.rowcount, 0)
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key='receipted'", (gone,))
+        return gone
 
     def count(self) -> int:
         with self._lock:
@@ -111,4 +406,49 @@ class Spool:
 
     def next_seq(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            return self._counter("next_seq")
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            backlog, size, oldest = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0), min(created_at) FROM results").fetchone()
+            return SpoolStats(backlog, size, oldest, self._counter("next_seq"), self._counter("receipted"),
+                              self._counter("compacted"), self._counter("evicted"),
+                              self._counter("refused") + self.refused_unsaved)
+
+    def evictions(self) -> list[tuple[int, str, str, str]]:
+        """(seq, result_id, action, cause) of the most recent compactions and drops, oldest first."""
+        with self._lock:
+            return self._db.execute("SELECT seq, result_id, action, cause FROM evictions ORDER BY seq").fetchall()
+
+    # --- small helpers (caller holds the lock) -----------------------------------------------------
+    def _counter(self, key: str) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+    def _set(self, key: str, value: int) -> None:
+        self._db.execute("UPDATE meta SET value=? WHERE key=?", (value, key))
+
+    def _payload_bytes(self) -> int:
+        return int(self._db.execute("SELECT coalesce(sum(length(payload)), 0) FROM results").fetchone()[0])
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one fsync for a batch of statements."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def open_spool(cfg: AgentConfig, clock: Callable[[], float] = time.time) -> Spool:
+    """The agent's spool in data_dir, with the bounds from its config."""
+    return Spool(cfg.data_dir / "spool.sqlite", cfg.mqtt.max_payload_bytes, max_bytes=cfg.spool.max_bytes,
+                 max_age_s=cfg.spool.max_age_days * 86400.0, min_free_bytes=cfg.spool.min_free_bytes, clock=clock)

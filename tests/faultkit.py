@@ -1,0 +1,242 @@
+"""Fault-injection kit: synthetic sequence-numbered results, and the programs the fault suite kills.
+
+`python -m tests.faultkit agent ...` is a real agent delivery stack (the agent's Spool and Publisher,
+unchanged) fed with synthetic results at a chosen pace and on a simulated clock, so 14 days offline
+take seconds. `python -m tests.faultkit collector ...` is the real collector (Store + Ingestor) with
+an optional ingest hook that announces and stretches each commit, so a test can kill -9 it *inside*
+the transaction. The counts of a run come from the two databases (see `tally`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from linecheck.wire import CheckResult, Finding, ResultEnvelope, Status, Trigger, Verdict, new_result_id
+
+DAY_S = 86400.0
+
+
+def make_envelope(agent_id: str, n: int = 0, *, problems: bool = False, pad: int = 0,
+                  at: float | None = None) -> ResultEnvelope:
+    """A plausible ping result (seq unset); `problems` adds a finding, `pad` bytes of reason text."""
+    started = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    metrics: dict[str, float | int | None] = {"sent_count": 10, "received_count": 8 if problems else 10,
+                                             "loss_pct": 20.0 if problems else 0.0, "rtt_avg_ms": 3.0 + n % 7,
+                                             "rtt_min_ms": 2.5, "rtt_max_ms": 9.0, "rtt_mdev_ms": 0.4,
+                                             "jitter_ms": 0.3}
+    check = CheckResult(kind="ping", status=Status.FAILED if problems else Status.OK, duration_s=2.0,
+                        metrics=metrics, target="198.18.0.1",
+                        reason=("20% loss " + "x" * pad)[:2000] if problems or pad else None)
+    findings = [Finding(code="packet_loss", severity="critical", check="ping", where="wan",
+                        message="One in five packets to the gateway was lost.", detail={"loss_pct": 20.0})
+                ] if problems else []
+    return ResultEnvelope(result_id=new_result_id(int(started.timestamp() * 1000)), agent_id=agent_id, seq=1,
+                          line_id=f"{agent_id}-line", site_id="fault-site", trigger=Trigger.SCHEDULE,
+                          started_at=started, ended_at=started, agent_version="faultkit", checks=[check],
+                          verdict=Verdict.PROBLEMS if problems else Verdict.HEALTHY, findings=findings)
+
+
+# --- watching the broker ------------------------------------------------------------------------
+
+
+class Watcher:
+    """A plain MQTT subscriber that records what passes, for tests to assert on (and to answer with)."""
+
+    def __init__(self, port: int, *topics: str, client_id: str = "watcher"):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("watcher could not subscribe")
+
+    def _on_message(self, _c: object, _u: object, msg: object) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))  # type: ignore[attr-defined]
+
+    def payloads(self, suffix: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- counting -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    sent: int  # results the agent committed to its spool (seq allocated)
+    receipted: int  # results the agent removed from its spool on a collector receipt
+    stored: int  # distinct results of the agent in the collector's database
+    lost: int  # committed, never stored and not deliberately evicted
+    duplicates_stored: int  # rows beyond one per seq (must be 0)
+    evicted: int  # dropped by the spool's bounds (deliberate, counted)
+
+    def line(self, name: str) -> str:
+        return (f"{name}: sent={self.sent} receipted={self.receipted} stored={self.stored} lost={self.lost} "
+                f"duplicates_stored={self.duplicates_stored} evicted={self.evicted}")
+
+
+def _ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def spool_counts(spool: Path) -> tuple[int, int, set[int]]:
+    """(sent, receipted, seqs dropped by eviction) read from an agent's spool file."""
+    with _ro(spool) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        dropped = {s for (s,) in db.execute("SELECT seq FROM evictions WHERE action='dropped'")}
+    return meta["next_seq"] - 1, meta.get("receipted", 0), dropped
+
+
+def stored_seqs(db_path: Path, agent_id: str) -> list[int]:
+    if not db_path.exists():
+        return []
+    with _ro(db_path) as db:
+        try:
+            return [s for (s,) in db.execute("SELECT seq FROM results WHERE agent_id=?", (agent_id,))]
+        except sqlite3.OperationalError:  # not migrated yet
+            return []
+
+
+def tally(spool: Path, db_path: Path, agent_id: str) -> Tally:
+    sent, receipted, dropped = spool_counts(spool)
+    seqs = stored_seqs(db_path, agent_id)
+    distinct = set(seqs)
+    lost = set(range(1, sent + 1)) - distinct - dropped
+    return Tally(sent, receipted, len(distinct), len(lost), len(seqs) - len(distinct), len(dropped))
+
+
+# --- the synthetic agent ------------------------------------------------------------------------
+
+
+class SimClock:
+    """The agent's wall clock, advanced by `step_s` per result: weeks pass in seconds."""
+
+    def __init__(self, start: float, step_s: float):
+        self.now = start
+        self.step_s = step_s
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def tick(self) -> float:
+        with self._lock:
+            self.now += self.step_s
+            return self.now
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    from agent import config as agent_config
+    from agent.publisher import Publisher
+    from agent.spool import SpoolRefused, open_spool
+
+    cfg = agent_config.load(args.config)
+    clock = SimClock(time.time() - args.count * args.step_s if args.step_s else time.time(), args.step_s)
+    spool = open_spool(cfg, clock=clock if args.step_s else time.time)
+    publisher = Publisher(cfg, spool)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    publisher.start()
+    pump = threading.Thread(target=publisher.run, args=(stop, 0.5), daemon=True)
+    pump.start()
+    made = 0
+    while made < args.count and not stop.is_set():
+        made += 1
+        at = clock.tick() if args.step_s else time.time()
+        problems = bool(args.problem_every) and made % args.problem_every == 0
+        env = make_envelope(cfg.agent_id, made, problems=problems, pad=args.pad, at=at)
+        try:
+            stored = spool.enqueue(env)
+        except SpoolRefused as exc:
+            print(f"refused {exc}", flush=True)
+        else:
+            print(f"spooled {stored.seq}", flush=True)
+            if args.duplicate:  # the same message twice on the wire: the collector must store it once
+                publisher.client.publish(f"linecheck/v1/agents/{cfg.agent_id}/results", stored.to_json(), qos=1)
+        publisher.wake.set()
+        if args.interval_s:
+            stop.wait(args.interval_s)
+    print("all spooled", flush=True)
+    while not stop.is_set() and not (args.exit_when_empty and spool.count() == 0):
+        stop.wait(0.1)
+    stop.set()
+    pump.join(5)
+    publisher.stop()
+    spool.close()
+    print("agent done", flush=True)
+    return 0
+
+
+# --- the collector, with a commit that can be caught in the act ---------------------------------
+
+
+def run_collector(args: argparse.Namespace) -> int:
+    from collector import config as collector_config
+    from collector.ingest import Ingestor
+    from collector.store import Store
+
+    cfg = collector_config.load(args.config)
+    store = Store(cfg.database)
+    if args.commit_pause_s:
+        def announce_and_stall(_conn: object, fresh: object, *_: object) -> None:
+            # Inside the ingest transaction: results written, not committed. The test waits for
+            # this line and kills us here.
+            print(f"in-commit {len(fresh)}", flush=True)  # type: ignore[arg-type]
+            time.sleep(args.commit_pause_s)
+
+        store.hooks.append(announce_and_stall)  # type: ignore[arg-type]
+    ingestor = Ingestor(cfg, store)
+    signal.signal(signal.SIGTERM, lambda *_: ingestor.stop())
+    ingestor.run()
+    store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.faultkit")
+    sub = p.add_subparsers(dest="role", required=True)
+    a = sub.add_parser("agent")
+    a.add_argument("--config", required=True)
+    a.add_argument("--count", type=int, default=100, help="results to produce")
+    a.add_argument("--interval-s", type=float, default=0.0, help="real seconds between results")
+    a.add_argument("--step-s", type=float, default=0.0, help="simulated agent-clock seconds per result")
+    a.add_argument("--pad", type=int, default=0, help="bytes of padding per result")
+    a.add_argument("--problem-every", type=int, default=0, help="every n-th result has a finding")
+    a.add_argument("--duplicate", action="store_true", help="publish every result a second time")
+    a.add_argument("--exit-when-empty", action="store_true", help="exit once every result is receipted")
+    c = sub.add_parser("collector")
+    c.add_argument("--config", required=True)
+    c.add_argument("--commit-pause-s", type=float, default=0.0, help="stall inside each ingest transaction")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_agent(args) if args.role == "agent" else run_collector(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
