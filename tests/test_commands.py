@@ -172,7 +172,8 @@ def test_remote_check_end_to_end_runs_once_and_ignores_expired(broker: Broker, t
         first = send_cli(ccfg, "--agent", AGENT, "check_now", "--reason", "ticket T-1")
         (env,) = wait_for(lambda: by_command(tmp_path, first), 30, "the remote check's result")
         assert env.trigger is Trigger.REMOTE and env.trigger_info["command_reason"] == "ticket T-1"
-        assert {c.kind for c in env.checks} == {"link", "ping"}
+        # (plus the spool's `agent` pseudo-check, which every spooled result carries)
+        assert {c.kind for c in env.checks} == {"link", "ping", "agent"}
 
         # The same command again (a redelivery), then an expired one, then a fresh retest.
         original = next(iter(by_command(tmp_path, first)))
@@ -182,7 +183,7 @@ def test_remote_check_end_to_end_runs_once_and_ignores_expired(broker: Broker, t
         publish_raw(broker.port, commands_topic(AGENT), expired.model_dump_json(by_alias=True).encode())
         retest = send_cli(ccfg, "--agent", AGENT, "retest", "--check", "link", "--ttl", "120")
         (again,) = wait_for(lambda: by_command(tmp_path, retest), 30, "the retest's result")
-        assert again.trigger is Trigger.RETEST and [c.kind for c in again.checks] == ["link"]
+        assert again.trigger is Trigger.RETEST and [c.kind for c in again.checks] == ["link", "agent"]
         assert by_command(tmp_path, first) == [original]  # ran once
         assert by_command(tmp_path, expired.command_id) == []
         log = (tmp_path / "agent.log").read_text()
