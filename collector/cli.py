@@ -145,7 +145,13 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
 
     metrics = CollectorMetrics(store.engine)  # type: ignore[attr-defined]
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
-    return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics)  # type: ignore[arg-type]
+    try:
+        return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics)  # type: ignore[arg-type]
+    except RuntimeError as exc:
+        # Ingest is what agents depend on (their spools wait for receipts): it keeps running.
+        logging.getLogger("collector").error("HTTP API and console NOT available on %s:%s: %s",
+                                             cfg.http.host, cfg.http.port, exc)
+        return None
 
 
 def _results(cfg: collector_config.CollectorConfig, limit: int) -> int:

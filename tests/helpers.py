@@ -39,7 +39,8 @@ def collector_config(tmp: Path, port: int, database: str | None = None, **mqtt: 
     path = tmp / "collector.yaml"
     db = database or f"sqlite:///{tmp}/collector.db"
     extra = "".join(f", {k}: {v}" for k, v in mqtt.items())
-    path.write_text(f"database: {db}\nmqtt: {{host: 127.0.0.1, port: {port}{extra}}}\n")
+    # http on port 0: a free port, so parallel test runs never fight over the default 8080.
+    path.write_text(f"database: {db}\nmqtt: {{host: 127.0.0.1, port: {port}{extra}}}\nhttp: {{port: 0}}\n")
     return path
 
 

@@ -37,7 +37,7 @@ class HTTPServer:
         end = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError("the HTTP server did not start (port in use?)")
+                raise RuntimeError("the HTTP server did not start (is the port in use?)")
             if time.monotonic() > end:
                 raise RuntimeError("the HTTP server did not start in time")
             time.sleep(0.02)
