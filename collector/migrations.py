@@ -204,3 +204,7 @@ def v4_console_access(conn: Connection) -> None:
                     _ts("assigned_at", False),
                     PrimaryKeyConstraint("user_id", "line_id"))
     op.create_index("ix_user_lines_line", "user_lines", ["line_id"])
+def v5_clock_flag(conn: Connection) -> None:
+    """results.clock_flag: timestamps the collector found implausible (see collector/timeflags.py)."""
+    with ops(conn).batch_alter_table("results") as batch:
+        batch.add_column(Column("clock_flag", String(24)))

@@ -114,6 +114,7 @@ results = Table(
     Column("clock_synced", Integer),
     Column("agent_version", String(40), nullable=False),
     Column("payload", Text, nullable=False),  # the envelope as received, for evidence and re-processing
+    Column("clock_flag", String(24)),  # future / unset_clock / ends_before_start: see collector/timeflags.py
     PrimaryKeyConstraint("agent_id", "result_id"),
     Index("ix_results_line_started", "line_id", "started_at"),
     Index("ix_results_agent_seq", "agent_id", "seq"),

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from collector import migrations as m
 from collector import schema as t
+from collector.timeflags import clock_flag
 from linecheck.wire import ResultEnvelope
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v2_registry,
     m.v3_enrolment,
     m.v4_console_access,
+    m.v5_clock_flag,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
@@ -167,6 +169,7 @@ class Store:
             "site_id": e.site_id, "trigger": e.trigger.value, "started_at": e.started_at,
             "ended_at": e.ended_at, "received_at": now, "verdict": e.verdict.value,
             "clock_synced": None if e.clock.synced is None else int(e.clock.synced),
+            "clock_flag": clock_flag(e.started_at, e.ended_at, now),
             "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in fresh])
         check_rows, metric_rows, finding_rows = [], [], []
         for e in fresh:

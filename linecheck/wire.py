@@ -119,7 +119,8 @@ class ResultEnvelope(_Strict):
     schema_: Literal[1] = Field(default=1, alias="schema")
     result_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
     agent_id: Ident
-    seq: int = Field(ge=1, description="Per-agent, strictly increasing, survives restarts")
+    # Bounded to a signed 64-bit integer: every database stores it as BIGINT (found by fuzzing).
+    seq: int = Field(ge=1, lt=2**63, description="Per-agent, strictly increasing, survives restarts")
     line_id: Ident
     site_id: Ident
     trigger: Trigger

@@ -45,6 +45,7 @@ def test_valid_envelope_round_trips() -> None:
     ({"agent_id": "a/b"}, "agent_id"),
     ({"agent_id": "a+"}, "agent_id"),
     ({"seq": 0}, "seq"),
+    ({"seq": 2**63}, "seq"),
     ({"trigger": "whenever"}, "trigger"),
     ({"started_at": "2026-11-22T01:00:00"}, "UTC offset"),
     ({"result_id": "not-a-uuid"}, "result_id"),
