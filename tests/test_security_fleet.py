@@ -207,11 +207,10 @@ def test_enrolment_end_to_end_then_revocation(fleet: Fleet, enrol_server: str, t
 
     # The enrolled agent delivers a real result over TLS to a collector using its own identity.
     identity, (ccert, ckey) = next(iter(fleet.files.collectors.items()))
-    db = tmp_path / "collector.db"
     ccfg = tmp_path / "collector.yaml"
     ccfg.write_text(f"database: sqlite:///{fleet.root}/collector.db\n"
                     f"mqtt: {{host: 127.0.0.1, port: {fleet.port}, client_id: {identity}, "
-                    f"ca_file: {fleet.ca.cert_path}, cert_file: {ccert}, key_file: {ckey}}}\n")
+                    f"ca_file: {fleet.ca.cert_path}, cert_file: {ccert}, key_file: {ckey}}}\nhttp: {{port: 0}}\n")
     db = fleet.root / "collector.db"
     agent_cfg = out / "agent.yaml"
     with agent_cfg.open("a") as f:
