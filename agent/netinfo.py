@@ -21,12 +21,15 @@ def parse_proc_net_route(text: str) -> Route | None:
         cols = line.split()
         if len(cols) < 8 or cols[1] != "00000000" or cols[7] != "00000000":
             continue
-        flags = int(cols[3], 16)
+        try:
+            flags = int(cols[3], 16)
+            gw_raw = int(cols[2], 16)
+            metric = int(cols[6])
+            gateway = socket.inet_ntoa(struct.pack("<I", gw_raw)) if flags & 0x2 and gw_raw else None
+        except (ValueError, struct.error):  # a line we cannot read is not a route we can use
+            continue
         if not flags & 0x1:  # RTF_UP
             continue
-        gw_raw = int(cols[2], 16)
-        gateway = socket.inet_ntoa(struct.pack("<I", gw_raw)) if flags & 0x2 and gw_raw else None
-        metric = int(cols[6])
         if best is None or metric < best[0]:
             best = (metric, Route(cols[0], gateway))
     return best[1] if best else None

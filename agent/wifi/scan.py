@@ -38,7 +38,8 @@ def parse_scan(text: str) -> list[Bss]:
             current.ssid = unescape_ssid(stripped[5:].strip())
         elif stripped.startswith("DS Parameter set: channel") or (
                 stripped.startswith("* primary channel:") and current.primary_channel is None):
-            current.primary_channel = int(stripped.rsplit(" ", 1)[1])
+            num = re.search(r"\d+$", stripped)  # a garbled line leaves the channel unknown, not a crash
+            current.primary_channel = int(num.group()) if num else None
         elif stripped.startswith("last seen:") and "ago" in stripped:
             num = re.search(r"\d+", stripped)
             current.last_seen_ms = int(num.group()) if num else None
