@@ -9,6 +9,7 @@ waits for replies with select(), never a fixed sleep.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import select
 import socket
@@ -26,6 +27,8 @@ from linecheck.wire import Status
 
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
 
 
 class PingConfig(CheckConfig):
@@ -61,14 +64,16 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def open_icmp_socket() -> tuple[socket.socket, str]:
-    """An ICMP socket, unprivileged if the kernel allows it. Raises PermissionError if neither works."""
+def open_icmp_socket(family: int = socket.AF_INET) -> tuple[socket.socket, str]:
+    """An ICMP (or ICMPv6) socket, unprivileged if the kernel allows it. Raises PermissionError if
+    neither works."""
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
     try:
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP), "dgram"
+        return socket.socket(family, socket.SOCK_DGRAM, proto), "dgram"
     except PermissionError:
         pass
     try:
-        return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), "raw"
+        return socket.socket(family, socket.SOCK_RAW, proto), "raw"
     except PermissionError:
         raise PermissionError(
             "ICMP not permitted: add the agent's group to net.ipv4.ping_group_range or grant CAP_NET_RAW"
@@ -77,7 +82,10 @@ def open_icmp_socket() -> tuple[socket.socket, str]:
 
 def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, payload_bytes: int,
          deadline: float) -> EchoStats:
-    sock, method = open_icmp_socket()
+    """Echo `address` (IPv4, or IPv6 when it contains ':') `count` times."""
+    v6 = ":" in address
+    sock, method = open_icmp_socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    request, reply_type = (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY) if v6 else (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
     ident = os.getpid() & 0xFFFF
     sent_at: dict[int, float] = {}
     rtts: dict[int, float] = {}
@@ -91,10 +99,11 @@ def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, pa
             if seq < count and now >= next_send:
                 seq += 1
                 body = struct.pack("!d", time.time()).ljust(payload_bytes, b"\x5a")
-                header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+                header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
                 packet = header + body
-                if method == "raw":  # the kernel fills id and checksum only for datagram sockets
-                    packet = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(packet), ident, seq) + body
+                # The kernel fills id and checksum for datagram sockets, and the ICMPv6 checksum always.
+                if method == "raw" and not v6:
+                    packet = struct.pack("!BBHHH", request, 0, checksum(packet), ident, seq) + body
                 sent_at[seq] = time.monotonic()  # before sendto: the reply can beat its return
                 with contextlib.suppress(OSError):  # unreachable network etc.: counts as a lost echo
                     sock.sendto(packet, (address, 0))
@@ -109,22 +118,31 @@ def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, pa
                 continue
             while True:
                 try:
-                    data, (src, _) = sock.recvfrom(65535)
+                    data, peer = sock.recvfrom(65535)
                 except BlockingIOError:
                     break
                 got = time.monotonic()
-                if method == "raw":
+                if method == "raw" and not v6:  # raw IPv4 sockets deliver the IP header too
                     data = data[(data[0] & 0x0F) * 4:]
-                if len(data) < 8 or src != address:
+                if len(data) < 8 or not _same_address(peer[0], address):
                     continue
                 kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
-                if kind != ICMP_ECHO_REPLY or (method == "raw" and rid != ident):
+                if kind != reply_type or (method == "raw" and rid != ident):
                     continue
                 if rseq in sent_at and rseq not in rtts:  # duplicates are ignored
                     rtts[rseq] = (got - sent_at[rseq]) * 1000.0
     finally:
         sock.close()
     return EchoStats(sent=len(sent_at), rtts_ms=[rtts[s] for s in sorted(rtts)], method=method)
+
+
+def _same_address(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return False
 
 
 def summarise(stats: EchoStats) -> dict[str, float | int | None]:

@@ -1,0 +1,142 @@
+"""http: DNS, connect, TLS handshake and time to first byte, and the status, for configured URLs.
+
+Each phase is timed separately on the standard library's own client (socket, ssl, http.client),
+so a slow resolver, a slow TCP path and a slow TLS server are told apart. Redirects are not
+followed: the first answer is what is measured (a redirect to a portal is `service_state`'s
+business). `fetch` is shared with service_state.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import finding
+from linecheck.wire import MetricValue, Status
+
+
+class HttpConfig(CheckConfig):
+    urls: list[str] = Field(default_factory=lambda: ["https://www.baidu.com/"], min_length=1,
+                            description="http:// or https:// URLs fetched with GET")
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per URL, all phases together")
+    ttfb_degraded_ms: float = Field(default=1000.0, gt=0, description="Time to first byte at or above this: degraded")
+    ca_file: str | None = Field(default=None, description="Extra CA bundle (PEM) to trust, e.g. the carrier's")
+    max_body_bytes: int = Field(default=1_000_000, ge=0, description="Read at most this much of the body")
+    timeout_s: float = 60.0
+
+
+@dataclass
+class Fetch:
+    url: str
+    error: str | None = None  # phase and cause when the fetch did not complete
+    status_code: int | None = None
+    location: str | None = None
+    body: bytes = b""
+    dns_ms: float | None = None
+    connect_ms: float | None = None
+    tls_ms: float | None = None
+    ttfb_ms: float | None = None
+    total_ms: float | None = None
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000.0, 3)
+
+
+def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int = 1_000_000) -> Fetch:
+    """GET `url` once, timing each phase. Never raises for network trouble: `error` says what failed."""
+    parts = urlsplit(url)
+    out = Fetch(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        out.error = "not an http(s) URL"
+        return out
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    started = time.monotonic()
+    try:
+        t = time.monotonic()
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        out.dns_ms = _ms(t)
+    except OSError as exc:
+        out.error = f"dns: {exc}"
+        return out
+    family, _type, proto, _canon, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    try:
+        sock.settimeout(timeout_s)
+        t = time.monotonic()
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            out.error = f"connect: {exc}" if str(exc) else f"connect: {type(exc).__name__}"
+            return out
+        out.connect_ms = _ms(t)
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+            t = time.monotonic()
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except (ssl.SSLError, OSError) as exc:
+                out.error = f"tls: {exc}"
+                return out
+            out.tls_ms = _ms(t)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        conn.sock = sock  # the connection is already made (and timed); http.client only speaks HTTP on it
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        t = time.monotonic()
+        try:
+            conn.request("GET", path, headers={"Host": parts.netloc, "User-Agent": "linecheck-agent",
+                                               "Connection": "close"})
+            response = conn.getresponse()  # returns once the status line and headers are in
+            out.ttfb_ms = _ms(t)
+            out.status_code = response.status
+            out.location = response.getheader("Location")
+            out.body = response.read(max_body)
+        except (OSError, http.client.HTTPException) as exc:
+            out.error = f"http: {type(exc).__name__}: {exc}"
+            return out
+        out.total_ms = _ms(started)
+        return out
+    finally:
+        sock.close()
+
+
+def metrics_of(f: Fetch) -> dict[str, MetricValue]:
+    return {"dns_ms": f.dns_ms, "connect_ms": f.connect_ms, "tls_handshake_ms": f.tls_ms, "ttfb_ms": f.ttfb_ms,
+            "total_ms": f.total_ms, "status_code": f.status_code,
+            "body_bytes": len(f.body) if f.status_code is not None else None}
+
+
+def judge(cfg: HttpConfig, f: Fetch) -> Measurement:
+    metrics = metrics_of(f)
+    if f.error:
+        return Measurement(Status.FAILED, f"{f.url}: {f.error}", metrics, f.url,
+                           [finding("http_failure", "warning", "http", f"{f.url} cannot be fetched ({f.error}).",
+                                    {"url": f.url, "error": f.error.split(":")[0]})])
+    assert f.status_code is not None
+    if f.status_code >= 400:
+        return Measurement(Status.FAILED, f"{f.url}: HTTP {f.status_code}", metrics, f.url,
+                           [finding("http_failure", "warning", "http", f"{f.url} answers with error {f.status_code}.",
+                                    {"url": f.url, "status_code": f.status_code})])
+    if f.ttfb_ms is not None and f.ttfb_ms >= cfg.ttfb_degraded_ms:
+        return Measurement(Status.DEGRADED, f"{f.url}: first byte after {f.ttfb_ms:.0f} ms", metrics, f.url)
+    return Measurement(Status.OK, None, metrics, f.url)
+
+
+def run(cfg: HttpConfig, ctx: CheckContext) -> list[Measurement]:
+    out = []
+    for url in cfg.urls:
+        ctx.progress(f"GET {url}")
+        budget = min(cfg.request_timeout_s, max(0.1, ctx.remaining()))
+        out.append(judge(cfg, fetch(url, budget, cfg.ca_file, cfg.max_body_bytes)))
+    return out
+
+
+SPEC = CheckSpec(kind="http", config=HttpConfig, run=run, title="HTTP(S) timing")
