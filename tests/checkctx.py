@@ -24,9 +24,8 @@ def run_agent(lab: Any, checks_yaml: str, *, line_yaml: str = "{}", as_nobody: b
     """`linecheck-agent check --json` inside the lab's gateway namespace (optionally as `nobody`
     without capabilities); returns the envelope. Fails the test on a crash or an unusable exit."""
     import json
-    import sys
-
     import shutil
+    import sys
     import tempfile
     from pathlib import Path
 

@@ -23,7 +23,7 @@ def test_http_and_https_phases_on_loopback(tmp_path: Path) -> None:
         cfg = HttpConfig(urls=[f"http://127.0.0.1:{plain.port}/", f"https://127.0.0.1:{tls.port}/",
                                f"http://127.0.0.1:{plain.port}/status/503"], ca_file=str(cert[0]))
         ok, secure, broken = http_check.run(cfg, make_ctx())
-    assert ok.status is Status.OK and ok.metrics["status_code"] == 200 and ok.metrics["tls_handshake_ms"] is None
+    assert ok.status is Status.OK and ok.metrics["status_num"] == 200 and ok.metrics["tls_handshake_ms"] is None
     assert secure.status is Status.OK, secure.reason
     assert secure.metrics["tls_handshake_ms"] > 0 and secure.metrics["ttfb_ms"] > 0
     assert secure.metrics["body_bytes"] == len(b"<html><body>linecheck lab</body></html>")
@@ -72,7 +72,7 @@ def test_portal_redirect_is_service_suspended(lab: LineLab) -> None:
     [f] = m.findings
     assert (f.code, f.where, f.severity) == ("service_suspended", "service", "critical")
     assert f.detail == {"mode": "http_redirect", "portal": portal_url}
-    assert m.metrics["suspended_flag"] == 1 and m.metrics["http_status_code"] == 302
+    assert m.metrics["suspended_flag"] == 1 and m.metrics["http_status_num"] == 302
 
 
 @pytest.mark.lab

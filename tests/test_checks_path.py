@@ -12,7 +12,7 @@ from agent.checks.pmtu import PmtuConfig
 from agent.checks.traceroute import TracerouteConfig
 from linecheck.wire import Status
 from tests.checkctx import by_kind, make_ctx, run_agent
-from tests.lab import CARRIER_ADDR, SERVER_ADDR, SERVER6_ADDR, LineLab
+from tests.lab import CARRIER_ADDR, SERVER6_ADDR, SERVER_ADDR, LineLab
 
 PROC = Path(__file__).parent / "data" / "proc"
 
@@ -21,8 +21,10 @@ def test_if_inet6_captures() -> None:
     lab = parse_if_inet6((PROC / "if_inet6.lab_gateway").read_text())
     assert [(a.address, a.prefix_len, a.interface, a.usable) for a in lab] == [("2001:2::2", 64, "wan0", True)]
     assert parse_if_inet6((PROC / "if_inet6.container_ula").read_text()) == []  # ULA and link-local only
-    tentative = "20010db8000000000000000000000001 02 40 00 40     eth0\n24003200000000000000000000000009 02 40 00 00  eth0\n"
-    assert [(a.address, a.usable) for a in parse_if_inet6(tentative)] == [("2400:3200::9", True)]
+    lines = ("20010db8000000000000000000000001 02 40 00 00  eth0\n"  # documentation prefix: not global
+             "24003200000000000000000000000001 02 40 00 40  eth0\n"  # tentative (DAD running)
+             "24003200000000000000000000000009 02 40 00 00  eth0\n")
+    assert [(a.address, a.usable) for a in parse_if_inet6(lines)] == [("2400:3200::1", False), ("2400:3200::9", True)]
 
 
 def test_ipv6_default_route_captures() -> None:

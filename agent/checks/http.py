@@ -110,7 +110,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
 
 def metrics_of(f: Fetch) -> dict[str, MetricValue]:
     return {"dns_ms": f.dns_ms, "connect_ms": f.connect_ms, "tls_handshake_ms": f.tls_ms, "ttfb_ms": f.ttfb_ms,
-            "total_ms": f.total_ms, "status_code": f.status_code,
+            "total_ms": f.total_ms, "status_num": f.status_code,
             "body_bytes": len(f.body) if f.status_code is not None else None}
 
 

@@ -55,12 +55,12 @@ def _resolve(name: str) -> list[str]:
 
 
 def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
-    metrics: dict[str, MetricValue] = {"suspended_flag": None, "http_status_code": None, "redirect_flag": None,
+    metrics: dict[str, MetricValue] = {"suspended_flag": None, "http_status_num": None, "redirect_flag": None,
                                        "dns_hijack_flag": None}
     target = cfg.probe_url
     ctx.progress(f"GET {cfg.probe_url}")
     probe: Fetch = fetch(cfg.probe_url, min(cfg.request_timeout_s, max(0.1, ctx.remaining())), max_body=65536)
-    metrics["http_status_code"] = probe.status_code
+    metrics["http_status_num"] = probe.status_code
     if probe.status_code is not None:
         redirected = 300 <= probe.status_code < 400 and bool(probe.location)
         metrics["redirect_flag"] = int(redirected)
