@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from agent import config as agent_config
-from agent.report import render
+from agent.i18n import LANGS, Texts, detect_lang
+from agent.report import render, render_html
 from linecheck.configfile import ConfigError
-from linecheck.wire import Trigger, Verdict
+from linecheck.wire import ResultEnvelope, Trigger, Verdict
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
@@ -27,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
     check.add_argument("--no-spool", action="store_true",
                        help="do not queue the result for the collector (seq is then a placeholder)")
+    check.add_argument("--lang", choices=sorted(LANGS), default=detect_lang(),
+                       help="language of the report (default from the locale: zh for zh_*, else en)")
+    check.add_argument("--save-report", metavar="FILE.html",
+                       help="also write a standalone HTML report (to hand over to the customer)")
     enroll = sub.add_parser("enroll", help="enrol this gateway with a one-time token from the carrier")
     enroll.add_argument("--collector", required=True, help="the collector's enrolment URL (https://...)")
     enroll.add_argument("--token", required=True, help="the one-time token: <agent id>.<secret>")
@@ -48,11 +56,7 @@ def _check(args: argparse.Namespace) -> int:
               f"(configured: {', '.join(cfg.checks)})", file=sys.stderr)
         return EXIT_UNUSABLE
     console = Console(stderr=True, quiet=args.json)
-    with console.status("checking the line…") as status:
-        from agent.runner import run_line_check
-
-        envelope = run_line_check(cfg, Trigger.MANUAL, only=args.only,
-                                  on_check=lambda kind, msg: status.update(f"[bold]{kind}[/]: {msg}"))
+    envelope = _run_with_progress(cfg, args, console)
     if args.no_spool:
         # Not delivered, so no sequence number is consumed; a time-based placeholder keeps seq >= 1.
         envelope = envelope.model_copy(update={"seq": int(time.time() * 1000)})
@@ -74,8 +78,47 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(envelope.model_dump_json(by_alias=True, indent=2) + "\n")
     else:
-        render(envelope, Console())
+        render(envelope, Console(), args.lang)
+    if args.save_report:
+        try:
+            Path(args.save_report).write_text(render_html(envelope, args.lang), encoding="utf-8")
+        except OSError as exc:
+            print(f"linecheck-agent: cannot write the report {args.save_report}: {exc.strerror}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        console.print(Texts(args.lang).ui("saved_report", path=args.save_report), highlight=False, soft_wrap=True)
     return EXIT_HEALTHY if envelope.verdict is Verdict.HEALTHY else EXIT_PROBLEMS
+
+
+def _run_with_progress(cfg: agent_config.AgentConfig, args: argparse.Namespace, console: Console) -> ResultEnvelope:
+    """Run the line check with a progress bar (on stderr; silent with --json) under the check lock."""
+    from agent import checklock
+    from agent.runner import run_line_check
+
+    t = Texts(args.lang)
+    kinds = [k for k in cfg.checks if not args.only or k in args.only]
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(Progress(*columns, console=console, transient=True))
+        task = progress.add_task(t.ui("progress_checking"), total=len(kinds))
+        # Hold the agent's check lock so the daemon neither overlaps nor mistakes us for the office;
+        # without a writable data_dir (e.g. --no-spool as another user) run without it.
+        with contextlib.suppress(OSError):
+            stack.enter_context(checklock.holding(
+                cfg.data_dir / "check.lock",
+                on_wait=lambda: progress.update(task, description=t.ui("progress_waiting"))))
+        current: list[str] = []
+
+        def on_check(kind: str, message: str) -> None:
+            if not current or current[-1] != kind:
+                if current:
+                    progress.advance(task)
+                current.append(kind)
+            progress.update(task, description=f"[bold]{t.check(kind)}[/]: {message}")
+
+        envelope = run_line_check(cfg, Trigger.MANUAL, only=args.only, on_check=on_check)
+        progress.update(task, completed=len(kinds), description=t.ui("progress_done"))
+    return envelope
 
 
 def _enroll(args: argparse.Namespace) -> int:
