@@ -1,4 +1,4 @@
-"""`linecheck-collector`: serve (ingest), results (latest stored results), init-db, registry."""
+"""`linecheck-collector`: serve (ingest), results (latest stored results), init-db, registry, tickets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 from sqlalchemy import select
 
-from collector import cli_registry
+from collector import cli_registry, cli_tickets
 from collector import config as collector_config
 from collector import schema as t
 from collector.api import cli_users
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--config", required=True)
     res.add_argument("--limit", type=int, default=20)
     cli_registry.add_parsers(sub)
+    cli_tickets.add_parsers(sub)
     _add_security_commands(sub)
     _add_command_parser(sub)
     cli_users.add_parsers(sub)
@@ -118,17 +119,24 @@ def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) ->
 
 
 def _serve(cfg: collector_config.CollectorConfig) -> int:
+    from collector.background import Background
     from collector.ingest import Ingestor
+    from collector.rules import RuleEngine
     from collector.store import Store
 
     store = Store(cfg.database)
+    rules = RuleEngine(cfg.rules)
+    store.add_hook(rules.on_ingest)  # rules → tickets in the ingest transaction
     ingestor = Ingestor(cfg, store)
     http = _start_http(cfg, store, ingestor)
+    background = Background(store, rules, ingestor.client)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: ingestor.stop())
+    background.start()
     try:
         ingestor.run()
     finally:
+        background.stop()
         if http is not None:
             http.stop()
         store.close()
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(cfg)
     if args.command == "registry":
         return cli_registry.run(args, cfg)
+    if args.command == "tickets":
+        return cli_tickets.run(args, cfg)
     if args.command in ("broker-config", "enrol-token", "revoke"):
         return _security(cfg, args)
     if args.command == "command":

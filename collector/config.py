@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from collector.rules import RulesConfig
 from linecheck.configfile import Strict, load_model
 
 
@@ -63,6 +64,7 @@ class CollectorConfig(Strict):
                           description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://user@host/db")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
 

@@ -30,6 +30,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy import ForeignKey as FK
 
@@ -208,3 +210,98 @@ def v5_clock_flag(conn: Connection) -> None:
     """results.clock_flag: timestamps the collector found implausible (see collector/timeflags.py)."""
     with ops(conn).batch_alter_table("results") as batch:
         batch.add_column(Column("clock_flag", String(24)))
+
+
+def v6_tickets(conn: Connection) -> None:
+    """Tickets with events and evidence, remote commands (re-tests), notification outbox and log, daily metrics."""
+    op = ops(conn)
+    open_states = text("state IN ('open', 'acknowledged', 'dispatched')")
+    outstanding = text("state IN ('pending', 'sent')")
+    op.create_table("tickets",
+                    Column("ticket_id", Integer, primary_key=True, autoincrement=True),
+                    Column("line_id", String(64), nullable=False),
+                    Column("fault_class", String(40), nullable=False),
+                    Column("state", String(16), nullable=False),
+                    Column("severity", String(16), nullable=False),
+                    Column("location", String(40)),
+                    Column("summary", Text, nullable=False),
+                    Column("tenant_id", String(64)),
+                    Column("site_id", String(64)),
+                    Column("agent_id", String(64)),
+                    Column("opened_by", String(64), nullable=False),
+                    Column("assignee", String(64)),
+                    Column("detail", Text),
+                    _ts("opened_at", False), _ts("updated_at", False), _ts("acknowledged_at"),
+                    _ts("dispatched_at"), _ts("resolved_at"), _ts("verified_at"))
+    op.create_index("uq_tickets_open_line_class", "tickets", ["line_id", "fault_class"], unique=True,
+                    sqlite_where=open_states, postgresql_where=open_states)
+    op.create_index("ix_tickets_tenant_state", "tickets", ["tenant_id", "state", "opened_at"])
+    op.create_index("ix_tickets_line_opened", "tickets", ["line_id", "opened_at"])
+    op.create_index("ix_tickets_state_opened", "tickets", ["state", "opened_at"])
+    op.create_table("ticket_events",
+                    Column("event_id", Integer, primary_key=True, autoincrement=True),
+                    Column("ticket_id", Integer, FK("tickets.ticket_id", ondelete="CASCADE"), nullable=False),
+                    _ts("at", False),
+                    Column("kind", String(24), nullable=False),
+                    Column("from_state", String(16)),
+                    Column("to_state", String(16)),
+                    Column("actor", String(64), nullable=False),
+                    Column("note", Text),
+                    Column("result_id", String(36)))
+    op.create_index("ix_ticket_events_ticket", "ticket_events", ["ticket_id", "event_id"])
+    op.create_index("ix_ticket_events_kind_at", "ticket_events", ["kind", "at"])
+    op.create_table("ticket_evidence",
+                    Column("ticket_id", Integer, FK("tickets.ticket_id", ondelete="CASCADE"), nullable=False),
+                    Column("agent_id", String(64), nullable=False),
+                    Column("result_id", String(36), nullable=False),
+                    Column("role", String(16), nullable=False),
+                    _ts("added_at", False),
+                    PrimaryKeyConstraint("ticket_id", "agent_id", "result_id", "role"))
+    op.create_index("ix_ticket_evidence_result", "ticket_evidence", ["agent_id", "result_id"])
+    op.create_table("commands",
+                    Column("command_id", String(64), primary_key=True),
+                    Column("agent_id", String(64), nullable=False),
+                    Column("action", String(16), nullable=False),
+                    Column("checks", Text),
+                    Column("reason", Text),
+                    Column("line_id", String(64)),
+                    Column("fault_class", String(40)),
+                    Column("state", String(16), nullable=False),
+                    _ts("created_at", False), _ts("expires_at", False), _ts("sent_at"), _ts("answered_at"),
+                    Column("answer_result_id", String(36)))
+    op.create_index("uq_commands_outstanding_retest", "commands", ["line_id", "fault_class"], unique=True,
+                    sqlite_where=outstanding, postgresql_where=outstanding)
+    op.create_index("ix_commands_state_created", "commands", ["state", "created_at"])
+    op.create_table("notifications",
+                    Column("notification_id", Integer, primary_key=True, autoincrement=True),
+                    Column("event_id", Integer, FK("ticket_events.event_id", ondelete="CASCADE"), nullable=False),
+                    Column("target", String(100), nullable=False),
+                    Column("state", String(16), nullable=False),
+                    Column("attempts", Integer, nullable=False),
+                    _ts("next_attempt_at", False), _ts("created_at", False), _ts("delivered_at"),
+                    Column("last_error", Text),
+                    UniqueConstraint("event_id", "target", name="uq_notifications_event_target"))
+    op.create_index("ix_notifications_due", "notifications", ["state", "next_attempt_at"])
+    op.create_table("notification_attempts",
+                    Column("attempt_id", Integer, primary_key=True, autoincrement=True),
+                    Column("notification_id", Integer, FK("notifications.notification_id", ondelete="CASCADE"),
+                           nullable=False),
+                    _ts("at", False),
+                    Column("outcome", String(16), nullable=False),
+                    Column("status_code", Integer),
+                    Column("error", Text),
+                    Column("duration_ms", Float))
+    op.create_index("ix_notification_attempts_notification", "notification_attempts",
+                    ["notification_id", "attempt_id"])
+    op.create_table("daily_metrics",
+                    Column("day", Date, nullable=False),
+                    Column("line_id", String(64), nullable=False),
+                    Column("kind", String(40), nullable=False),
+                    Column("name", String(64), nullable=False),
+                    Column("samples", Integer, nullable=False),
+                    Column("total", Float, nullable=False),
+                    Column("minimum", Float),
+                    Column("maximum", Float),
+                    Column("results", Integer, nullable=False),
+                    Column("failed", Integer, nullable=False),
+                    PrimaryKeyConstraint("day", "line_id", "kind", "name"))

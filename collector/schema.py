@@ -30,6 +30,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -246,4 +248,139 @@ user_lines = Table(
     Column("assigned_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("user_id", "line_id"),
     Index("ix_user_lines_line", "line_id"),
+
+
+# --- rules, tickets, remote commands, notifications (collector/rules.py, tickets.py, notify/) ----
+
+# States a ticket can be "open" in: at most one such ticket per line and fault class, enforced by
+# the partial unique index below, so two collectors evaluating the same line cannot both open one.
+OPEN_STATES = ("open", "acknowledged", "dispatched")
+_OPEN = "state IN ('open', 'acknowledged', 'dispatched')"
+OPEN_PREDICATE = text(_OPEN)  # literal: PostgreSQL infers a partial index for ON CONFLICT only from literals
+
+tickets = Table(
+    "tickets", metadata,
+    Column("ticket_id", Integer, primary_key=True, autoincrement=True),
+    Column("line_id", String(64), nullable=False),
+    Column("fault_class", String(40), nullable=False),
+    Column("state", String(16), nullable=False),  # open → acknowledged → dispatched → resolved → verified
+    Column("severity", String(16), nullable=False),  # warning | critical
+    Column("location", String(40)),  # wan | cpe | lan | wifi | dns | service | agent
+    Column("summary", Text, nullable=False),
+    Column("tenant_id", String(64)),  # copied from the registry when opened: tenant scoping without a join
+    Column("site_id", String(64)),
+    Column("agent_id", String(64)),
+    Column("opened_by", String(64), nullable=False),  # rule | promise | a user id
+    Column("assignee", String(64)),  # a technician's user id (console)
+    Column("detail", Text),  # JSON: rule, thresholds, window, re-test outcome
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("verified_at", DateTime(timezone=True)),
+    Index("uq_tickets_open_line_class", "line_id", "fault_class", unique=True,
+          sqlite_where=text(_OPEN), postgresql_where=text(_OPEN)),
+    Index("ix_tickets_tenant_state", "tenant_id", "state", "opened_at"),
+    Index("ix_tickets_line_opened", "line_id", "opened_at"),
+    Index("ix_tickets_state_opened", "state", "opened_at"),
+)
+
+ticket_events = Table(
+    "ticket_events", metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.ticket_id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(24), nullable=False),  # opened | acknowledged | dispatched | resolved | verified | note
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("actor", String(64), nullable=False),  # rule | promise | sweep | a user id
+    Column("note", Text),
+    Column("result_id", String(36)),
+    Index("ix_ticket_events_ticket", "ticket_id", "event_id"),
+    Index("ix_ticket_events_kind_at", "kind", "at"),
+)
+
+# The results a ticket rests on. No foreign key: retention keeps these results, but a ticket's
+# evidence list must survive even an operator's manual purge.
+ticket_evidence = Table(
+    "ticket_evidence", metadata,
+    Column("ticket_id", Integer, ForeignKey("tickets.ticket_id", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", String(64), nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("role", String(16), nullable=False),  # trigger | retest | resolve | verify | attached
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("ticket_id", "agent_id", "result_id", "role"),
+    Index("ix_ticket_evidence_result", "agent_id", "result_id"),
+)
+
+# Remote commands to agents (an outbox: written in the deciding transaction, published after it).
+# A re-test is tied to the line and fault class that asked for it; at most one is outstanding.
+_OUTSTANDING = "state IN ('pending', 'sent')"
+OUTSTANDING_PREDICATE = text(_OUTSTANDING)
+commands = Table(
+    "commands", metadata,
+    Column("command_id", String(64), primary_key=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),  # check_now | retest (linecheck.wire.Command)
+    Column("checks", Text),  # JSON list of check kinds; null = all
+    Column("reason", Text),
+    Column("line_id", String(64)),
+    Column("fault_class", String(40)),  # for a re-test: which rule is waiting on it
+    Column("state", String(16), nullable=False),  # pending → sent → confirmed | refuted | expired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("answered_at", DateTime(timezone=True)),  # when the answering result was taken (agent clock)
+    Column("answer_result_id", String(36)),
+    Index("uq_commands_outstanding_retest", "line_id", "fault_class", unique=True,
+          sqlite_where=text(_OUTSTANDING), postgresql_where=text(_OUTSTANDING)),
+    Index("ix_commands_state_created", "state", "created_at"),
+)
+
+# One row per ticket event and notification target; the unique key makes fan-out idempotent
+# across collectors. Attempts are logged in notification_attempts (the delivery log).
+notifications = Table(
+    "notifications", metadata,
+    Column("notification_id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, ForeignKey("ticket_events.event_id", ondelete="CASCADE"), nullable=False),
+    Column("target", String(100), nullable=False),  # webhook:<name> | mail:<name>
+    Column("state", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    UniqueConstraint("event_id", "target", name="uq_notifications_event_target"),
+    Index("ix_notifications_due", "state", "next_attempt_at"),
+)
+
+notification_attempts = Table(
+    "notification_attempts", metadata,
+    Column("attempt_id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", Integer, ForeignKey("notifications.notification_id", ondelete="CASCADE"),
+           nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered | retry | dead
+    Column("status_code", Integer),  # HTTP status or SMTP reply code
+    Column("error", Text),
+    Column("duration_ms", Float),
+    Index("ix_notification_attempts_notification", "notification_id", "attempt_id"),
+)
+
+# Retention: raw results older than retention.raw_days are folded into these daily figures per
+# line, check kind and metric (then deleted, unless a ticket cites them as evidence).
+daily_metrics = Table(
+    "daily_metrics", metadata,
+    Column("day", Date, nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("samples", Integer, nullable=False),  # non-null values
+    Column("total", Float, nullable=False),  # sum, so averages merge across batches
+    Column("minimum", Float),
+    Column("maximum", Float),
+    Column("results", Integer, nullable=False),  # results carrying this check kind that day
+    Column("failed", Integer, nullable=False),  # of those, how many with the check failed
+    PrimaryKeyConstraint("day", "line_id", "kind", "name"),
 )

@@ -32,6 +32,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v3_enrolment,
     m.v4_console_access,
     m.v5_clock_flag,
+    m.v6_tickets,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch

@@ -1,0 +1,446 @@
+"""Debounced rules: results in, tickets out. Declarative, configured under `rules:` (docs/rules.md).
+
+For each line and fault class the engine looks at the line's most recent results that *observe*
+the class (a result observes it when it carries one of the class's check kinds, ran, and the class
+is not masked — e.g. packet loss means nothing while the line is down). Each observation is a
+breach or healthy. A ticket opens when at least M of the last N observations breach and the newest
+one does (a fault that already cleared opens nothing). For re-test classes (speed, loss) it first
+asks the agent for a re-test (a remote command) and opens only when the re-test breaches too; a
+healthy re-test discards the window. An open ticket resolves after K consecutive healthy
+observations newer than its last breach. `agent_offline` is separate: a periodic sweep notices
+an agent silent for longer than its schedule allows (the line may be fine; the agent is not talking).
+
+Everything runs inside the ingest transaction (an ingest hook), serialised per line on PostgreSQL
+with an advisory lock, so several collectors evaluating one line see each other's results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from sqlalchemy import Connection, func, select
+
+from collector import command_queue as cmds
+from collector import schema as t
+from collector import tickets
+from linecheck.configfile import Strict
+from linecheck.wire import ResultEnvelope, Status, Trigger
+
+log = logging.getLogger(__name__)
+
+_LOCK_SPACE = 7412  # pg_advisory_xact_lock(space, key): one lock per line, shared by all collectors
+_SEVERITY_RANK = {"warning": 1, "critical": 2}
+
+
+class Condition(Strict):
+    """A metric threshold; the first non-null metric of `metrics` in an observing check is compared."""
+
+    metrics: list[str] = Field(min_length=1, description="e.g. [capacity_down_mbps, down_mbps]: first measured wins")
+    above: float | None = Field(default=None, description="breach when the value is at or above this")
+    below: float | None = Field(default=None, description="breach when the value is below this")
+    below_plan_pct: float | None = Field(default=None, gt=0, le=100,
+                                         description="breach when the value is below this % of the line's plan")
+    plan: Literal["down", "up"] | None = Field(default=None, description="which plan below_plan_pct refers to")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Condition:
+        given = [k for k in ("above", "below", "below_plan_pct") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of above, below, below_plan_pct (got {given or 'none'})")
+        if (self.below_plan_pct is None) != (self.plan is None):
+            raise ValueError("plan (down or up) goes with below_plan_pct, and only with it")
+        return self
+
+
+class Rule(Strict):
+    """One fault class. Unset M/N/K fall back to the `rules:` defaults."""
+
+    enabled: bool = True
+    title: str = Field(default="", max_length=80, description="Human name used in ticket summaries")
+    findings: list[str] = Field(default_factory=list, description="agent finding codes that count as a breach")
+    min_severity: Literal["warning", "critical"] = "warning"
+    conditions: list[Condition] = Field(default_factory=list, description="metric thresholds that count as a breach")
+    observed_by: list[str] = Field(default_factory=list,
+                                   description="check kinds whose presence makes a result count; [] = every result")
+    masked_by: list[str] = Field(default_factory=list,
+                                 description="classes that, breaching in the same result, make it not count")
+    breaches: int | None = Field(default=None, ge=1, le=100, description="M: breaches needed ...")
+    window: int | None = Field(default=None, ge=1, le=100, description="N: ... among the last N observations")
+    heal_after: int | None = Field(default=None, ge=1, le=100, description="K: healthy observations that resolve")
+    retest: bool = Field(default=False, description="ask the agent to re-test before opening")
+    retest_checks: list[str] | None = Field(default=None, description="checks the re-test runs; default observed_by")
+    severity: Literal["warning", "critical"] = "critical"
+    where: str | None = Field(default=None, description="localisation when no finding says (wan, cpe, lan, ...)")
+
+
+def _rule(title: str, codes: list[str], observed_by: list[str], **kw: Any) -> Rule:
+    return Rule(title=title, findings=codes, observed_by=observed_by, **kw)
+
+
+# The documented defaults (docs/rules.md). A key under rules.classes changes only what it names.
+DEFAULT_RULES: dict[str, Rule] = {
+    "line_down": _rule("Line down", ["line_down"], ["link"], breaches=2, window=3, heal_after=2, where="wan"),
+    "packet_loss": _rule("Packet loss", ["packet_loss"], ["ping", "udp_latency"], masked_by=["line_down"],
+                         retest=True, where="wan"),
+    "high_latency": _rule("High latency", ["high_latency"], ["ping", "udp_latency"],
+                          masked_by=["line_down", "packet_loss"], severity="warning", where="wan"),
+    "speed_below_plan": Rule(
+        title="Speed below plan", findings=["speed_below_plan"], observed_by=["throughput"],
+        conditions=[Condition(metrics=["capacity_down_mbps", "down_mbps"], below_plan_pct=50, plan="down"),
+                    Condition(metrics=["capacity_up_mbps", "up_mbps"], below_plan_pct=50, plan="up")],
+        masked_by=["line_down", "wan_link_degraded"], retest=True, severity="warning", where="wan"),
+    "dns_failure": _rule("DNS failure", ["dns_failure"], ["dns"], masked_by=["line_down"], where="dns"),
+    "wan_link_degraded": _rule("WAN port degraded", ["wan_link_degraded"], ["link"], masked_by=["line_down"],
+                               severity="warning", where="cpe"),
+    "wifi_weak": _rule("Weak WiFi", ["wifi_weak"], ["wifi"], severity="warning", where="wifi"),
+    "service_suspended": _rule("Service suspended", ["service_suspended"], [], breaches=1, window=1,
+                               heal_after=1, where="service"),
+}
+
+
+class AgentOfflineRule(Strict):
+    enabled: bool = True
+    grace_factor: float = Field(default=2.0, ge=1, description="silent for this many report intervals = offline")
+    default_interval_s: int = Field(default=3600, ge=10, description="when the registry gives no report_interval_s")
+    min_silence_s: int = Field(default=300, ge=0, description="never call an agent offline sooner than this")
+    severity: Literal["warning", "critical"] = "warning"
+
+
+class RulesConfig(Strict):
+    enabled: bool = True
+    breaches: int = Field(default=3, ge=1, le=100, description="default M")
+    window: int = Field(default=5, ge=1, le=100, description="default N")
+    heal_after: int = Field(default=3, ge=1, le=100, description="default K")
+    retest_timeout_s: float = Field(default=900, ge=10, le=86400, description="a re-test not answered by then expires")
+    sweep_interval_s: float = Field(default=60, ge=1, le=3600, description="how often agent_offline is checked")
+    classes: dict[str, Rule] = Field(default_factory=dict, description="per class: changes to the defaults, or new")
+    agent_offline: AgentOfflineRule = Field(default_factory=AgentOfflineRule)
+
+    @model_validator(mode="after")
+    def _check_merged(self) -> RulesConfig:
+        for name, rule in self.effective().items():
+            if not rule.findings and not rule.conditions:
+                raise ValueError(f"classes.{name}: a rule needs findings or conditions (or both)")
+            m, n = rule.breaches or self.breaches, rule.window or self.window
+            if m > n:
+                raise ValueError(f"classes.{name}: breaches (M={m}) cannot exceed window (N={n})")
+            unknown = [c for c in rule.masked_by if c not in self.effective()]
+            if unknown:
+                raise ValueError(f"classes.{name}.masked_by: unknown class(es) {unknown}")
+        return self
+
+    def effective(self) -> dict[str, Rule]:
+        """Defaults with the configured changes applied (only the keys a user wrote override)."""
+        merged = dict(DEFAULT_RULES)
+        for name, patch in self.classes.items():
+            base = DEFAULT_RULES.get(name)
+            merged[name] = patch if base is None else base.model_copy(
+                update={k: getattr(patch, k) for k in patch.model_fields_set})
+        return merged
+
+
+@dataclass(frozen=True)
+class Observation:
+    agent_id: str
+    result_id: str
+    started_at: datetime
+    breach: bool
+    where: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    down: float | None
+    up: float | None
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.1f}".rstrip("0").rstrip(".")
+
+
+class RuleEngine:
+    """Evaluates rules for the lines of each ingest batch (`on_ingest`) and sweeps for silent agents."""
+
+    def __init__(self, cfg: RulesConfig):
+        self.cfg = cfg
+        self.rules = {k: r for k, r in cfg.effective().items() if r.enabled}
+        self._parsed: OrderedDict[tuple[str, str], ResultEnvelope] = OrderedDict()  # parse each payload once
+
+    def m(self, rule: Rule) -> int:
+        return rule.breaches or self.cfg.breaches
+
+    def n(self, rule: Rule) -> int:
+        return rule.window or self.cfg.window
+
+    def k(self, rule: Rule) -> int:
+        return rule.heal_after or self.cfg.heal_after
+
+    # --- one result, one class --------------------------------------------------------------------
+    def _breach(self, rule: Rule, e: ResultEnvelope, plan: Plan) -> tuple[str | None, str] | None:
+        """(where, what) when this result breaches the rule, else None."""
+        for f in e.findings:
+            if f.code in rule.findings and _SEVERITY_RANK[f.severity] >= _SEVERITY_RANK[rule.min_severity]:
+                return f.where or rule.where, f.message
+        for c in self._observing_checks(rule, e):
+            for cond in rule.conditions:
+                value, name = self._value(cond, c.metrics)
+                limit = self._limit(cond, plan)
+                if value is None or limit is None:
+                    continue
+                if (cond.above is not None and value >= limit) or (cond.above is None and value < limit):
+                    what = f"{name} {_fmt(value)} {'≥' if cond.above is not None else '<'} {_fmt(limit)}"
+                    if cond.below_plan_pct is not None:
+                        what += f" ({_fmt(cond.below_plan_pct)}% of the {cond.plan} plan)"
+                    return rule.where, what + (f" ({c.kind} {c.target})" if c.target else f" ({c.kind})")
+        return None
+
+    @staticmethod
+    def _value(cond: Condition, metrics: dict[str, Any]) -> tuple[float | None, str]:
+        for name in cond.metrics:
+            if metrics.get(name) is not None:
+                return float(metrics[name]), name
+        return None, cond.metrics[0]
+
+    @staticmethod
+    def _limit(cond: Condition, plan: Plan) -> float | None:
+        if cond.below_plan_pct is not None:
+            rate = plan.down if cond.plan == "down" else plan.up
+            return None if rate is None else rate * cond.below_plan_pct / 100
+        return cond.above if cond.above is not None else cond.below
+
+    @staticmethod
+    def _observing_checks(rule: Rule, e: ResultEnvelope) -> list[Any]:
+        return [c for c in e.checks if (not rule.observed_by or c.kind in rule.observed_by)
+                and c.status not in (Status.ERROR, Status.SKIPPED)]
+
+    def observe(self, name: str, e: ResultEnvelope, plan: Plan) -> Observation | None:
+        """Breach, healthy, or None when this result says nothing about the class."""
+        rule = self.rules[name]
+        for other in rule.masked_by:
+            if other in self.rules and self._breach(self.rules[other], e, plan):
+                return None
+        hit = self._breach(rule, e, plan)
+        if hit:
+            return Observation(e.agent_id, e.result_id, e.started_at, True, hit[0], hit[1])
+        checks = self._observing_checks(rule, e)
+        if not checks:
+            return None
+        if not rule.findings and not any(
+                self._value(cond, c.metrics)[0] is not None and self._limit(cond, plan) is not None
+                for c in checks for cond in rule.conditions):
+            return None  # e.g. the throughput test failed, or the plan is unknown: unavailable is not slow
+        return Observation(e.agent_id, e.result_id, e.started_at, False)
+
+    # --- the ingest hook --------------------------------------------------------------------------
+    def on_ingest(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
+        if not self.cfg.enabled:
+            return
+        for e in fresh:
+            self._remember(e)
+        line_ids = sorted({e.line_id for e in fresh})
+        self.lock_lines(conn, line_ids)
+        plans = self._plans(conn, line_ids)
+        for line_id in line_ids:
+            mine = [e for e in fresh if e.line_id == line_id]
+            self._agent_reported(conn, line_id, mine, now)
+            self._answer_retests(conn, line_id, mine, plans[line_id], now)
+            for name in self.rules:
+                self._evaluate(conn, line_id, name, plans[line_id], now)
+
+    @staticmethod
+    def lock_lines(conn: Connection, line_ids: Sequence[str]) -> None:
+        """Serialise rule work per line across collectors (sorted: a stable order, no deadlock)."""
+        if conn.dialect.name != "postgresql":
+            return  # SQLite: the ingest transaction already holds the single write lock
+        for line_id in sorted(line_ids):
+            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_SPACE, zlib.crc32(line_id.encode()) - 2**31)))
+
+    @staticmethod
+    def _plans(conn: Connection, line_ids: Sequence[str]) -> dict[str, Plan]:
+        rows = conn.execute(select(t.lines.c.line_id, t.lines.c.plan_down_mbps, t.lines.c.plan_up_mbps)
+                            .where(t.lines.c.line_id.in_(list(line_ids))))
+        plans = {r.line_id: Plan(r.plan_down_mbps, r.plan_up_mbps) for r in rows}
+        return {line_id: plans.get(line_id, Plan(None, None)) for line_id in line_ids}
+
+    def _remember(self, e: ResultEnvelope) -> None:
+        self._parsed[(e.agent_id, e.result_id)] = e
+        while len(self._parsed) > 50_000:
+            self._parsed.popitem(last=False)
+
+    def _recent(self, conn: Connection, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
+        """The line's newest results carrying one of the rule's check kinds or findings, newest first."""
+        if rule.observed_by:
+            by_check = (select(t.checks.c.agent_id, t.checks.c.result_id, t.checks.c.started_at)
+                        .where(t.checks.c.line_id == line_id, t.checks.c.kind.in_(rule.observed_by))
+                        .order_by(t.checks.c.started_at.desc()).limit(limit * 4))
+            found = {(r.agent_id, r.result_id): r.started_at for r in conn.execute(by_check)}
+            if rule.findings:  # a finding counts even when the check that would observe it is absent
+                by_finding = (select(t.findings.c.agent_id, t.findings.c.result_id, t.findings.c.started_at)
+                              .where(t.findings.c.line_id == line_id, t.findings.c.code.in_(rule.findings))
+                              .order_by(t.findings.c.started_at.desc()).limit(limit))
+                found.update({(r.agent_id, r.result_id): r.started_at for r in conn.execute(by_finding)})
+            keys = sorted(found, key=lambda k: _aware(found[k]), reverse=True)[:limit]
+        else:
+            stmt = (select(t.results.c.agent_id, t.results.c.result_id)
+                    .where(t.results.c.line_id == line_id).order_by(t.results.c.started_at.desc()).limit(limit))
+            keys = [(r.agent_id, r.result_id) for r in conn.execute(stmt)]
+        missing = [k for k in keys if k not in self._parsed]
+        if missing:
+            rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id, t.results.c.payload).where(
+                t.results.c.line_id == line_id, t.results.c.result_id.in_([r for _, r in missing])))
+            for row in rows:
+                self._remember(ResultEnvelope.from_json(row.payload))
+        return [self._parsed[k] for k in keys if k in self._parsed]
+
+    def _observations(self, conn: Connection, line_id: str, name: str, plan: Plan,
+                      limit: int) -> list[Observation]:
+        rule = self.rules[name]
+        found = [self.observe(name, e, plan) for e in self._recent(conn, line_id, rule, limit)]
+        return [o for o in found if o is not None]
+
+    def _evaluate(self, conn: Connection, line_id: str, name: str, plan: Plan, now: datetime) -> None:
+        rule = self.rules[name]
+        m, n, k = self.m(rule), self.n(rule), self.k(rule)
+        obs = self._observations(conn, line_id, name, plan, limit=2 * max(n, k) + 5)
+        open_ticket = tickets.open_ticket_for(conn, line_id, name)
+        if open_ticket is not None:
+            self._maybe_resolve(conn, open_ticket, obs[:k], k, now)
+            return
+        cutoff = self._refuted_at(conn, line_id, name)
+        window = [o for o in obs if cutoff is None or _aware(o.started_at) > cutoff][:n]
+        breaches = [o for o in window if o.breach]
+        if not window or not window[0].breach or len(breaches) < m:
+            return
+        if not rule.retest:
+            self._open(conn, line_id, name, breaches, len(window), now)
+            return
+        if cmds.outstanding(conn, line_id, name):
+            return  # a re-test is on its way; its result decides
+        latest = window[0]
+        command_id = cmds.queue(
+            conn, agent_id=latest.agent_id, action="retest", ttl_s=self.cfg.retest_timeout_s,
+            checks=rule.retest_checks or rule.observed_by or None, line_id=line_id, fault_class=name,
+            reason=f"{rule.title or name}: {len(breaches)} of the last {len(window)} results breached", now=now)
+        if command_id:
+            log.info("line %s: %s breached %d/%d; re-test %s requested from %s", line_id, name, len(breaches),
+                     len(window), command_id, latest.agent_id)
+
+    def _maybe_resolve(self, conn: Connection, ticket: Any, newest: list[Observation], k: int, now: datetime) -> None:
+        detail = json.loads(ticket.detail) if ticket.detail else {}
+        last_breach = datetime.fromisoformat(detail["last_breach_at"]) if "last_breach_at" in detail else None
+        healthy = [o for o in newest if not o.breach and (last_breach is None or _aware(o.started_at) > last_breach)]
+        if len(newest) < k or len(healthy) < k:
+            return
+        tickets.resolve_open(conn, ticket.line_id, ticket.fault_class, "rule",
+                             f"{k} consecutive healthy result(s)",
+                             [(o.agent_id, o.result_id) for o in reversed(healthy)], now)
+        log.info("line %s: %s resolved after %d healthy results", ticket.line_id, ticket.fault_class, k)
+
+    def _open(self, conn: Connection, line_id: str, name: str, breaches: list[Observation], window: int,
+              now: datetime, retest: Observation | None = None) -> None:
+        rule = self.rules[name]
+        latest = retest or breaches[0]
+        summary = (f"{rule.title or name} on line {line_id}: {len(breaches)} of the last {window} results "
+                   f"breached{' and the re-test confirmed' if retest else ''} — {latest.detail}")
+        detail = {"rule": name, "breaches": self.m(rule), "window": self.n(rule), "heal_after": self.k(rule),
+                  "observed": [len(breaches), window],
+                  "last_breach_at": max(_aware(o.started_at) for o in [*breaches, *([retest] if retest else [])])
+                  .isoformat(), "retest_result_id": retest.result_id if retest else None}
+        opened = tickets.open_ticket(
+            conn, line_id=line_id, fault_class=name, summary=summary[:1000], severity=rule.severity,
+            location=latest.where or rule.where, evidence=[(o.agent_id, o.result_id) for o in reversed(breaches)],
+            agent_id=latest.agent_id, detail=detail, now=now)
+        if retest:
+            tickets.add_evidence(conn, opened.ticket_id, [(retest.agent_id, retest.result_id)], "retest", now)
+        if opened.created:
+            log.warning("ticket #%d opened: %s", opened.ticket_id, summary)
+
+    @staticmethod
+    def _refuted_at(conn: Connection, line_id: str, name: str) -> datetime | None:
+        at = conn.execute(select(func.max(t.commands.c.answered_at)).where(
+            t.commands.c.line_id == line_id, t.commands.c.fault_class == name,
+            t.commands.c.state == "refuted")).scalar()
+        return _aware(at) if at else None
+
+    def _answer_retests(self, conn: Connection, line_id: str, mine: list[ResultEnvelope], plan: Plan,
+                        now: datetime) -> None:
+        answers = [e for e in mine if e.trigger == Trigger.RETEST]
+        if not answers:
+            return
+        for command in cmds.outstanding(conn, line_id):
+            if command.fault_class not in self.rules:
+                continue
+            for e in sorted(answers, key=lambda x: x.started_at):
+                asked = e.trigger_info.get("command_id")
+                if asked is not None and asked != command.command_id:
+                    continue
+                o = self.observe(command.fault_class, e, plan)
+                if o is None:
+                    continue  # this result did not test what was asked
+                cmds.answer(conn, command.command_id, "confirmed" if o.breach else "refuted", e.result_id,
+                            e.started_at)
+                if o.breach:
+                    rule = self.rules[command.fault_class]
+                    obs = self._observations(conn, line_id, command.fault_class, plan, 2 * self.n(rule) + 5)
+                    window = [x for x in obs if x.result_id != e.result_id][: self.n(rule)]
+                    self._open(conn, line_id, command.fault_class, [x for x in window if x.breach] or [o],
+                               len(window), now, retest=o)
+                else:
+                    log.info("line %s: re-test %s refuted %s; no ticket", line_id, command.command_id,
+                             command.fault_class)
+                break
+
+    def _agent_reported(self, conn: Connection, line_id: str, mine: list[ResultEnvelope], now: datetime) -> None:
+        if not mine:
+            return
+        latest = max(mine, key=lambda e: e.started_at)
+        tickets.resolve_open(conn, line_id, "agent_offline", "rule", f"agent {latest.agent_id} reported again",
+                             [(latest.agent_id, latest.result_id)], now)
+
+    # --- the periodic sweep -----------------------------------------------------------------------
+    def sweep(self, conn: Connection, now: datetime | None = None) -> dict[str, int]:
+        """Expire unanswered re-tests; open agent_offline for silent agents (call from every collector)."""
+        now = now or datetime.now(UTC)
+        expired = cmds.expire(conn, now)
+        opened = 0
+        off = self.cfg.agent_offline
+        if not (self.cfg.enabled and off.enabled):
+            return {"expired": expired, "agent_offline": 0}
+        rows = conn.execute(select(t.agents.c.agent_id, t.agents.c.line_id, t.agents.c.last_seen,
+                                   t.agents.c.enrolled_at, t.agents.c.report_interval_s)).all()
+        for r in rows:
+            seen = r.last_seen or r.enrolled_at
+            if seen is None:
+                continue
+            interval = r.report_interval_s or off.default_interval_s
+            allowed = max(interval * off.grace_factor, off.min_silence_s)
+            silent = (now - _aware(seen)).total_seconds()
+            if silent <= allowed or tickets.open_ticket_for(conn, r.line_id, "agent_offline") is not None:
+                continue
+            self.lock_lines(conn, [r.line_id])
+            never = r.last_seen is None
+            summary = (f"Agent {r.agent_id} on line {r.line_id} " +
+                       ("was enrolled but has never reported" if never else "has not reported") +
+                       f" for {timedelta(seconds=int(silent))} (expected every {timedelta(seconds=interval)})")
+            last = conn.execute(select(t.results.c.result_id).where(t.results.c.agent_id == r.agent_id)
+                                .order_by(t.results.c.started_at.desc()).limit(1)).scalar()
+            got = tickets.open_ticket(conn, line_id=r.line_id, fault_class="agent_offline", summary=summary,
+                                      severity=off.severity, location="agent", agent_id=r.agent_id,
+                                      evidence=[(r.agent_id, last)] if last else [], now=now,
+                                      detail={"rule": "agent_offline", "silent_s": int(silent),
+                                              "allowed_s": int(allowed)})
+            opened += got.created
+        return {"expired": expired, "agent_offline": opened}

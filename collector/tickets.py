@@ -1,0 +1,202 @@
+"""Repair tickets: open, move through the lifecycle, attach evidence; every change is an event.
+
+    open → acknowledged → dispatched → resolved → verified
+      └──────────────┴────────────┴──► resolved      (a fault can clear at any point)
+
+At most one ticket per line and fault class is open (open, acknowledged or dispatched): a partial
+unique index enforces it, and `open_ticket` inserts with ON CONFLICT DO NOTHING on that index, so
+two collectors deciding at the same moment end with one ticket, and the loser learns its id.
+Every function works inside the caller's transaction (rules run inside the ingest transaction).
+
+The promise ledger and the console use the same API: `open_ticket`/`resolve_open` by fault class
+with evidence, `transition`, `verify`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from collector import schema as t
+
+OPEN_STATES = t.OPEN_STATES
+STATES = ("open", "acknowledged", "dispatched", "resolved", "verified")
+NEXT: dict[str, tuple[str, ...]] = {
+    "open": ("acknowledged", "dispatched", "resolved"),
+    "acknowledged": ("dispatched", "resolved"),
+    "dispatched": ("resolved",),
+    "resolved": ("verified",),
+    "verified": (),
+}
+_STAMP = {"acknowledged": "acknowledged_at", "dispatched": "dispatched_at", "resolved": "resolved_at",
+          "verified": "verified_at"}
+
+
+class TicketError(Exception):
+    """A request the ticket's state does not allow (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    ticket_id: int
+    created: bool  # False: a ticket for this line and class was already open (possibly by another collector)
+
+
+Evidence = tuple[str, str]  # (agent_id, result_id)
+
+
+def _insert(conn: Connection, table: t.Table):  # type: ignore[no-untyped-def]
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: str, severity: str = "critical",
+                location: str | None = None, evidence: Iterable[Evidence] = (), opened_by: str = "rule",
+                agent_id: str | None = None, detail: dict[str, Any] | None = None,
+                now: datetime | None = None) -> Opened:
+    """Open a ticket unless one is open for this line and class; either way attach the evidence."""
+    now = now or datetime.now(UTC)
+    line = conn.execute(select(t.lines.c.tenant_id, t.lines.c.site_id).where(t.lines.c.line_id == line_id)).first()
+    stmt = _insert(conn, t.tickets).values(
+        line_id=line_id, fault_class=fault_class, state="open", severity=severity, location=location,
+        summary=summary, tenant_id=line.tenant_id if line else None, site_id=line.site_id if line else None,
+        agent_id=agent_id, opened_by=opened_by, detail=json.dumps(detail, default=str) if detail else None,
+        opened_at=now, updated_at=now,
+    ).on_conflict_do_nothing(index_elements=["line_id", "fault_class"], index_where=t.OPEN_PREDICATE)
+    ticket_id = conn.execute(stmt.returning(t.tickets.c.ticket_id)).scalar()
+    created = ticket_id is not None
+    if not created:
+        ticket_id = conn.execute(select(t.tickets.c.ticket_id).where(
+            t.tickets.c.line_id == line_id, t.tickets.c.fault_class == fault_class,
+            t.tickets.c.state.in_(OPEN_STATES))).scalar_one()
+    else:
+        _event(conn, ticket_id, "opened", None, "open", opened_by, summary, now=now)
+    add_evidence(conn, ticket_id, evidence, "trigger", now)
+    return Opened(ticket_id, created)
+
+
+def open_ticket_for(conn: Connection, line_id: str, fault_class: str) -> Row[Any] | None:
+    return conn.execute(select(t.tickets).where(
+        t.tickets.c.line_id == line_id, t.tickets.c.fault_class == fault_class,
+        t.tickets.c.state.in_(OPEN_STATES))).first()
+
+
+def transition(conn: Connection, ticket_id: int, to_state: str, actor: str, note: str | None = None,
+               result_id: str | None = None, now: datetime | None = None) -> Row[Any]:
+    """Move a ticket one step along its lifecycle (row-locked, so concurrent moves serialise)."""
+    if to_state not in STATES:
+        raise TicketError(f"unknown state {to_state!r}; expected one of {', '.join(STATES)}")
+    now = now or datetime.now(UTC)
+    stmt = select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise TicketError(f"no ticket #{ticket_id}")
+    if to_state not in NEXT[row.state]:
+        allowed = ", ".join(NEXT[row.state]) or "nothing (final)"
+        raise TicketError(f"ticket #{ticket_id} is {row.state}; it can move to {allowed}, not {to_state}")
+    conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id)
+                 .values(state=to_state, updated_at=now, **{_STAMP[to_state]: now}))
+    _event(conn, ticket_id, to_state, row.state, to_state, actor, note, result_id, now)
+    return conn.execute(select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)).one()
+
+
+def resolve_open(conn: Connection, line_id: str, fault_class: str, actor: str, note: str | None = None,
+                 evidence: Sequence[Evidence] = (), now: datetime | None = None) -> int | None:
+    """Resolve the open ticket of this line and class, if any. Returns its id."""
+    row = open_ticket_for(conn, line_id, fault_class)
+    if row is None:
+        return None
+    now = now or datetime.now(UTC)
+    add_evidence(conn, row.ticket_id, evidence, "resolve", now)
+    transition(conn, row.ticket_id, "resolved", actor, note, evidence[-1][1] if evidence else None, now)
+    return int(row.ticket_id)
+
+
+def verify(conn: Connection, ticket_id: int, agent_id: str, result_id: str, actor: str,
+           healthy: bool | None = None, note: str | None = None, now: datetime | None = None) -> Row[Any]:
+    """Close a resolved ticket with a technician's post-repair check as evidence.
+
+    The check must be a stored result of the ticket's line, started after the ticket opened, and
+    healthy: by `healthy` when the caller judged it for the fault class (the rules do), else by
+    its overall verdict.
+    """
+    ticket = get(conn, ticket_id)
+    result = conn.execute(select(t.results).where(t.results.c.agent_id == agent_id,
+                                                  t.results.c.result_id == result_id)).first()
+    if result is None:
+        raise TicketError(f"no stored result {result_id} from agent {agent_id}")
+    if result.line_id != ticket.line_id:
+        raise TicketError(f"result {result_id} is from line {result.line_id}, not the ticket's {ticket.line_id}")
+    if _aware(result.started_at) < _aware(ticket.opened_at):
+        raise TicketError(f"result {result_id} was taken before the ticket opened; run a new check")
+    ok = healthy if healthy is not None else result.verdict == "healthy"
+    if not ok:
+        raise TicketError(f"result {result_id} does not show the line healthy; it cannot verify the repair")
+    now = now or datetime.now(UTC)
+    add_evidence(conn, ticket_id, [(agent_id, result_id)], "verify", now)
+    return transition(conn, ticket_id, "verified", actor, note, result_id, now)
+
+
+def add_evidence(conn: Connection, ticket_id: int, evidence: Iterable[Evidence], role: str,
+                 now: datetime | None = None) -> None:
+    rows = [{"ticket_id": ticket_id, "agent_id": a, "result_id": r, "role": role,
+             "added_at": now or datetime.now(UTC)} for a, r in dict.fromkeys(evidence)]
+    if rows:
+        conn.execute(_insert(conn, t.ticket_evidence).values(rows).on_conflict_do_nothing())
+
+
+def note(conn: Connection, ticket_id: int, actor: str, text: str, now: datetime | None = None) -> None:
+    get(conn, ticket_id)
+    _event(conn, ticket_id, "note", None, None, actor, text, now=now or datetime.now(UTC))
+
+
+def _event(conn: Connection, ticket_id: int, kind: str, from_state: str | None, to_state: str | None,
+           actor: str, note_: str | None, result_id: str | None = None, now: datetime | None = None) -> None:
+    conn.execute(t.ticket_events.insert().values(
+        ticket_id=ticket_id, at=now or datetime.now(UTC), kind=kind, from_state=from_state, to_state=to_state,
+        actor=actor, note=note_, result_id=result_id))
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def get(conn: Connection, ticket_id: int) -> Row[Any]:
+    row = conn.execute(select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)).first()
+    if row is None:
+        raise TicketError(f"no ticket #{ticket_id}")
+    return row
+
+
+def listing(conn: Connection, *, scope: set[str] | None = None, states: Sequence[str] | None = None,
+            line_id: str | None = None, fault_class: str | None = None, limit: int = 100) -> list[Row[Any]]:
+    stmt = select(t.tickets).order_by(t.tickets.c.opened_at.desc(), t.tickets.c.ticket_id.desc()).limit(limit)
+    if scope is not None:
+        stmt = stmt.where(t.tickets.c.tenant_id.in_(sorted(scope)))
+    if states:
+        stmt = stmt.where(t.tickets.c.state.in_(list(states)))
+    if line_id:
+        stmt = stmt.where(t.tickets.c.line_id == line_id)
+    if fault_class:
+        stmt = stmt.where(t.tickets.c.fault_class == fault_class)
+    return list(conn.execute(stmt))
+
+
+def events(conn: Connection, ticket_id: int) -> list[Row[Any]]:
+    return list(conn.execute(select(t.ticket_events).where(t.ticket_events.c.ticket_id == ticket_id)
+                             .order_by(t.ticket_events.c.event_id)))
+
+
+def evidence(conn: Connection, ticket_id: int) -> list[Row[Any]]:
+    return list(conn.execute(select(t.ticket_evidence).where(t.ticket_evidence.c.ticket_id == ticket_id)
+                             .order_by(t.ticket_evidence.c.added_at, t.ticket_evidence.c.result_id)))
