@@ -248,7 +248,7 @@ user_lines = Table(
     Column("assigned_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("user_id", "line_id"),
     Index("ix_user_lines_line", "line_id"),
-
+)
 
 # --- rules, tickets, remote commands, notifications (collector/rules.py, tickets.py, notify/) ----
 

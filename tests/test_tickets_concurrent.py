@@ -31,7 +31,7 @@ def test_two_collectors_open_exactly_one_ticket_per_fault(broker: Broker, pg_url
     for name in ("c1", "c2"):
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(f"database: {pg_url}\nmqtt: {{host: 127.0.0.1, port: {broker.port}, client_id: {name}, "
-                       "shared_group: collectors}\n"
+                       "shared_group: collectors}\nhttp: {enabled: false}\n"
                        "ingest: {batch_max: 20, batch_wait_s: 0.01}\n")
         collectors.append((name, start("collector.cli", "serve", "--config", str(cfg), log=tmp_path / f"{name}.log")))
     receipts: Counter[str] = Counter()
