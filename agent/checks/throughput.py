@@ -1,0 +1,108 @@
+"""throughput: download and upload rate, line capacity, cross-traffic and latency under load.
+
+Runs one backend (agent/throughput/backends.py; our engine against the carrier's
+linecheck-testserver by default) within a per-test byte cap and a daily data budget kept in the
+check's state, so a fleet of gateways cannot run up the office's data bill. A test the server
+refused or that broke is a record with a reason and null metrics, never zeros.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.throughput.backends import Settings, measure, parse_server
+from agent.throughput.errors import BackendError, MeasurementFailed
+from agent.throughput.ramp import RampSettings
+from agent.throughput.result import METRICS
+from linecheck.wire import Finding, Status
+
+MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
+
+
+class ThroughputConfig(CheckConfig):
+    server: str | None = Field(
+        default=None,
+        description="Server spec: HOST:PORT or linecheck://, speedtest://HOST:PORT, speedtest://speedtest.net, "
+                    "iperf3://HOST:PORT; default: linecheck://line.test_server")
+    directions: list[Literal["down", "up"]] = Field(default_factory=lambda: ["down", "up"], min_length=1)
+    max_test_bytes: int = Field(default=1_000_000_000, ge=MIN_TEST_BYTES, description="Byte cap of one test")
+    daily_budget_bytes: int = Field(default=5_000_000_000, ge=MIN_TEST_BYTES,
+                                    description="Bytes all tests of one UTC day may use together")
+    max_direction_s: float = Field(default=15.0, gt=0, le=120, description="Time cap per direction")
+    min_measure_s: float = Field(default=1.0, gt=0, le=60, description="Shortest measurement after the ramp-up")
+    max_streams: int = Field(default=16, ge=1, le=64)
+    max_cross_traffic_pct: float = Field(default=50.0, gt=0, le=100,
+                                         description="Cross-traffic above this share of capacity: not trusted")
+    cpu_limited_pct: float = Field(default=95.0, gt=0, le=100,
+                                   description="Gateway CPU at or above this during the test: CPU-limited")
+    slow_pct_of_plan: float = Field(default=50.0, ge=0, le=100,
+                                    description="Capacity below this share of the plan: degraded")
+    token_file: Path | None = Field(default=None, description="File holding the test server's token")
+    timeout_s: float = 90.0
+
+
+def _budget_left(cfg: ThroughputConfig, state: dict) -> int:
+    today = datetime.now(UTC).date().isoformat()
+    if state.get("budget_day") != today:
+        state["budget_day"] = today
+        state["budget_used_bytes"] = 0
+    return cfg.daily_budget_bytes - int(state.get("budget_used_bytes", 0))
+
+
+def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
+    spec_text = cfg.server or (f"linecheck://{ctx.line.test_server}" if ctx.line.test_server else None)
+    if spec_text is None:
+        return Measurement(Status.SKIPPED, "no throughput server: set checks.throughput.server or line.test_server")
+    try:
+        target = parse_server(spec_text).target
+        token = cfg.token_file.read_text().strip() if cfg.token_file else None
+    except BackendError as exc:
+        return Measurement(Status.ERROR, exc.reason, target=spec_text)
+    except OSError as exc:
+        return Measurement(Status.ERROR, f"cannot read token_file {cfg.token_file}: {exc.strerror}", target=spec_text)
+    left = _budget_left(cfg, ctx.state)
+    if left < MIN_TEST_BYTES:
+        return Measurement(Status.SKIPPED, f"daily data budget of {cfg.daily_budget_bytes} bytes is used up",
+                           target=target)
+    per_dir_s = min(cfg.max_direction_s, max(1.0, (ctx.remaining() - 5) / (len(cfg.directions) + 0.5)))
+    settings = Settings(directions=tuple(cfg.directions), max_bytes=min(cfg.max_test_bytes, left),
+                        max_direction_s=per_dir_s, wan_interface=ctx.line.wan_interface, token=token,
+                        max_cross_share=cfg.max_cross_traffic_pct / 100,
+                        ramp=RampSettings(min_measure_s=cfg.min_measure_s, max_streams=cfg.max_streams))
+    ctx.progress(f"measuring against {target}")
+    try:
+        result = measure(spec_text, settings)
+    except MeasurementFailed as exc:
+        status = Status.ERROR if exc.status == "error" else Status.FAILED
+        if type(exc).__name__ == "ServerBusy":
+            status = Status.ERROR  # unavailable is not slow: says nothing about the line
+        return Measurement(status, exc.reason, dict.fromkeys(METRICS), target)
+    ctx.state["budget_used_bytes"] = int(ctx.state.get("budget_used_bytes", 0)) + result.bytes_used
+    return judge(cfg, ctx, result.metrics, result.target, result.notes)
+
+
+def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes: list[str]) -> Measurement:
+    findings: list[Finding] = []
+    problems: list[str] = []
+    if (m.get("cpu_max_pct") or 0) >= cfg.cpu_limited_pct:
+        notes.append(f"gateway CPU reached {m['cpu_max_pct']:g} %: the result may be CPU-limited")
+    if m.get("cross_traffic_high_flag") == 1:
+        notes.append("cross-traffic was too high to trust the capacity estimate")
+    for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
+        got = m.get(f"capacity_{direction}_mbps") or m.get(f"{direction}_mbps")
+        if plan and got is not None and got < plan * cfg.slow_pct_of_plan / 100 and not m.get("cross_traffic_high_flag"):
+            problems.append(f"{direction} {got:g} Mbit/s is below {cfg.slow_pct_of_plan:g} % of the {plan:g} plan")
+            findings.append(Finding(
+                code="throughput_below_plan", severity="warning", check="throughput", where="wan",
+                message=f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
+                detail={"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
+    reason = "; ".join(problems + notes)
+    return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
+
+
+SPEC = CheckSpec(kind="throughput", config=ThroughputConfig, run=run, title="Throughput")

@@ -1,0 +1,1 @@
+"""Throughput measurement: our multi-stream engine, other backends, cross-traffic accounting."""

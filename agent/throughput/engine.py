@@ -1,0 +1,180 @@
+"""linecheck's own throughput engine: multi-stream HTTP against a linecheck-testserver.
+
+Per direction: start a few streams, add more while the rate grows, discard the ramp-up, stop when
+the moving average is stable or at the byte/time cap (ramp.py). Meanwhile a prober measures
+latency on its own connection, and the WAN counters and CPU are sampled (sampler.py) so that
+cross-traffic and capacity can be told apart from the test's own share.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from agent.throughput.errors import MeasurementFailed
+from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
+from agent.throughput.ramp import Controller, Phase, RampSettings
+from agent.throughput.result import ThroughputResult, mbps
+from agent.throughput.sampler import CpuMeter, WanSample, wan_sample
+from agent.throughput.streams import DownloadStream, Stream, UploadStream, connect, raise_for, read_head, \
+    read_small_body
+from testserver.payload import Payload
+
+
+@dataclass
+class EngineOptions:
+    host: str
+    port: int = 8080
+    token: str | None = None
+    directions: tuple[str, ...] = ("down", "up")
+    max_bytes: int = 2 * 1024**3  # per test, both directions together
+    max_direction_s: float = 15.0
+    wan_interface: str | None = None
+    max_cross_share: float = 0.5  # cross-traffic above this share of capacity: result not trusted
+    ramp: RampSettings = field(default_factory=RampSettings)
+
+
+@dataclass
+class DirectionOutcome:
+    rate_bps: float | None
+    bytes_used: int
+    streams: int
+    duration_s: float
+    stop_reason: str
+    ramp_complete: bool
+    loaded_rtts: list[float]
+    wan_payload_bps: float | None  # all WAN payload in this direction over the measurement window
+
+
+def admit(opts: EngineOptions, test_id: str) -> None:
+    """Ask the server for a slot before loading the line (a busy server answers 503 here)."""
+    sock = connect(opts.host, opts.port)
+    sock.settimeout(10)
+    try:
+        auth = f"Authorization: Bearer {opts.token}\r\n" if opts.token else ""
+        sock.sendall(f"GET /download?bytes=1&test={test_id} HTTP/1.1\r\nHost: {opts.host}\r\n{auth}\r\n".encode())
+        buf = memoryview(bytearray(65536))
+        status, headers, early = read_head(sock, buf)
+        raise_for(status, read_small_body(sock, buf, headers, early))
+    except OSError as exc:
+        raise MeasurementFailed(f"server {opts.host}:{opts.port} did not answer: {exc}") from exc
+    finally:
+        sock.close()
+
+
+def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: int, cpu: CpuMeter,
+                  payload: Payload | None) -> DirectionOutcome:
+    stop = threading.Event()
+    streams: list[Stream] = []
+    ctl = Controller(opts.ramp)
+
+    def spawn(n: int) -> None:
+        for _ in range(n):
+            if direction == "down":
+                s: Stream = DownloadStream(opts.host, opts.port, test_id, stop, opts.token)
+            else:
+                s = UploadStream(opts.host, opts.port, test_id, stop, opts.token, payload=payload)
+            s.start()
+            streams.append(s)
+
+    prober = Prober(opts.host, opts.port)
+    wan: list[WanSample | None] = []
+    started = time.monotonic()
+    spawn(ctl.streams)
+    prober.start()
+    ctl.feed(started, 0)
+    wan.append(wan_sample(opts.wan_interface, started))
+    next_cpu = started + 1.0
+    total = 0
+    try:
+        while True:
+            stop.wait(opts.ramp.interval_s)  # the sampling clock of the controller
+            now = time.monotonic()
+            total = sum(s.progress() for s in streams)
+            wan.append(wan_sample(opts.wan_interface, now))
+            if now >= next_cpu:
+                cpu.sample()
+                next_cpu = now + 1.0
+            failed = next((s.error for s in streams if s.error is not None), None)
+            if failed is not None:
+                raise failed
+            spawn(ctl.feed(now, total))
+            if ctl.phase is Phase.DONE:
+                break
+            if total >= byte_cap:
+                ctl.finish("byte cap")
+                break
+            if now - started >= opts.max_direction_s:
+                ctl.finish("time cap")
+                break
+    finally:
+        stop.set()
+        for s in streams:
+            s.halt()
+        prober.stop()
+        for s in streams:
+            s.join(5)
+    idx = ctl.window_indices()
+    rtts: list[float] = []
+    wan_bps = None
+    if idx is not None:
+        a, b = idx
+        t0, t1 = ctl.sample_time(a), ctl.sample_time(b)
+        rtts = prober.between(t0, t1)
+        wa, wb = wan[a], wan[b]
+        if wa is not None and wb is not None and t1 > t0:
+            down, up = wb.payload_since(wa)
+            wan_bps = (down if direction == "down" else up) * 8 / (t1 - t0)
+    return DirectionOutcome(rate_bps=ctl.rate_bps(), bytes_used=total, streams=len(streams),
+                            duration_s=round(time.monotonic() - started, 3), stop_reason=ctl.stop_reason or "stopped",
+                            ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps)
+
+
+def measure(opts: EngineOptions) -> ThroughputResult:
+    """Run the test; raises MeasurementFailed (ServerBusy when refused) when there is no number."""
+    result = ThroughputResult("linecheck", f"linecheck://{opts.host}:{opts.port}")
+    m = result.metrics
+    test_id = uuid.uuid4().hex[:16]
+    cpu = CpuMeter()
+    idle = idle_latency(opts.host, opts.port)
+    med_idle = median(idle)
+    m["latency_idle_ms"] = round(med_idle, 3) if med_idle is not None else None
+    admit(opts, test_id)
+    payload = Payload() if "up" in opts.directions else None
+    loaded: list[float] = []
+    try:
+        for direction in opts.directions:
+            cap = max(1, opts.max_bytes // len(opts.directions))
+            out = run_direction(opts, direction, test_id, cap, cpu, payload)
+            rate = out.rate_bps
+            m[f"{direction}_mbps"] = mbps(rate)
+            m[f"streams_{direction}_count"] = out.streams
+            m[f"bytes_{direction}_bytes"] = out.bytes_used
+            m[f"duration_{direction}_s"] = out.duration_s
+            m[f"stable_{direction}_flag"] = 1 if out.stop_reason == "stable" else 0
+            med = median(out.loaded_rtts)
+            m[f"latency_loaded_{direction}_ms"] = round(med, 3) if med is not None else None
+            loaded += out.loaded_rtts
+            if out.wan_payload_bps is not None and rate is not None:
+                # The test's own bytes are part of the WAN bytes; never report capacity below them.
+                capacity = max(out.wan_payload_bps, rate)
+                m[f"capacity_{direction}_mbps"] = mbps(capacity)
+                m[f"cross_traffic_{direction}_mbps"] = mbps(capacity - rate)
+            note = f"{direction}: {out.stop_reason} after {out.duration_s:g} s with {out.streams} streams"
+            if not out.ramp_complete:
+                note += " (stopped before the rate settled: a lower bound)"
+            result.notes.append(note)
+    finally:
+        if payload is not None:
+            payload.close()
+    shares = [(m[f"cross_traffic_{d}_mbps"] or 0) / m[f"capacity_{d}_mbps"]  # type: ignore[operator]
+              for d in opts.directions if m.get(f"capacity_{d}_mbps")]
+    if shares:
+        m["cross_traffic_high_flag"] = 1 if max(shares) > opts.max_cross_share else 0
+    tm = trimmed_mean(loaded)
+    m["responsiveness_rpm"] = round(60000.0 / tm) if tm else None
+    cpu.sample()
+    m["cpu_max_pct"] = cpu.max_pct
+    return result

@@ -1,0 +1,123 @@
+"""When to add streams, when the ramp-up is over, and when the rate is stable: pure decisions.
+
+Fed one cumulative byte count per interval, the controller
+1. adds streams while the moving average keeps growing (more than `growth` per step),
+2. then discards everything so far (slow start, tbf's initial burst, new streams ramping),
+3. and stops once the moving average of the last intervals is steady: the standard deviation
+   of the last `window` moving averages below `stable_cv` of their mean (the IETF
+   responsiveness draft's criterion), after at least `min_measure_s` of measurement.
+The reported rate is bytes over the whole measurement window, not one interval's figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Phase(Enum):
+    RAMP = "ramp"
+    MEASURE = "measure"
+    DONE = "done"
+
+
+@dataclass
+class RampSettings:
+    interval_s: float = 0.1
+    window: int = 4  # intervals in the moving average, and moving averages in the stability test
+    start_streams: int = 4
+    step_streams: int = 4
+    max_streams: int = 16
+    growth: float = 0.05  # a step that raised the rate by less than this ends the ramp
+    settle_intervals: int = 4  # give new streams this long before judging them
+    stable_cv: float = 0.05
+    min_measure_s: float = 1.0
+
+
+@dataclass
+class Controller:
+    settings: RampSettings = field(default_factory=RampSettings)
+    phase: Phase = Phase.RAMP
+    streams: int = 0
+    stop_reason: str | None = None
+    _times: list[float] = field(default_factory=list)
+    _bytes: list[int] = field(default_factory=list)
+    _rates: list[float] = field(default_factory=list)  # bit/s per interval
+    _mas: list[float] = field(default_factory=list)
+    _since_add: int = 0
+    _rate_before_add: float | None = None
+    measure_start: int | None = None  # index into samples where measurement began
+
+    def __post_init__(self) -> None:
+        self.streams = self.settings.start_streams
+
+    def moving_average(self) -> float | None:
+        w = self.settings.window
+        return sum(self._rates[-w:]) / w if len(self._rates) >= w else None
+
+    def feed(self, t: float, total_bytes: int) -> int:
+        """Record one sample; returns how many streams to add now (0 mostly)."""
+        s = self.settings
+        if self._times:
+            dt = t - self._times[-1]
+            self._rates.append((total_bytes - self._bytes[-1]) * 8 / dt if dt > 0 else 0.0)
+        self._times.append(t)
+        self._bytes.append(total_bytes)
+        ma = self.moving_average()
+        if self.phase is Phase.RAMP:
+            self._since_add += 1
+            if ma is None or self._since_add < s.settle_intervals:
+                return 0
+            grew = self._rate_before_add is None or ma > self._rate_before_add * (1 + s.growth)
+            if grew and self.streams < s.max_streams:
+                add = min(s.step_streams, s.max_streams - self.streams)
+                self.streams += add
+                self._rate_before_add = ma
+                self._since_add = 0
+                return add
+            self.phase = Phase.MEASURE
+            self.measure_start = len(self._times) - 1
+            return 0
+        if self.phase is Phase.MEASURE and ma is not None:
+            self._mas.append(ma)
+            recent = self._mas[-s.window:]
+            if (len(recent) == s.window and self.measured_s() >= s.min_measure_s
+                    and statistics.fmean(recent) > 0
+                    and statistics.pstdev(recent) / statistics.fmean(recent) < s.stable_cv):
+                self.finish("stable")
+        return 0
+
+    def finish(self, reason: str) -> None:
+        if self.phase is not Phase.DONE:
+            self.phase = Phase.DONE
+            self.stop_reason = reason
+
+    def measured_s(self) -> float:
+        if self.measure_start is None:
+            return 0.0
+        return self._times[-1] - self._times[self.measure_start]
+
+    def window_indices(self) -> tuple[int, int] | None:
+        """Sample indices (start, end) of the measurement; when stopped during the ramp (a cap),
+        the last `window` intervals stand in, flagged by `ramp_complete`."""
+        if len(self._times) < 2:
+            return None
+        if self.measure_start is not None and len(self._times) - 1 > self.measure_start:
+            return self.measure_start, len(self._times) - 1
+        return max(0, len(self._times) - 1 - self.settings.window), len(self._times) - 1
+
+    @property
+    def ramp_complete(self) -> bool:
+        return self.measure_start is not None
+
+    def rate_bps(self) -> float | None:
+        idx = self.window_indices()
+        if idx is None:
+            return None
+        a, b = idx
+        dt = self._times[b] - self._times[a]
+        return (self._bytes[b] - self._bytes[a]) * 8 / dt if dt > 0 else None
+
+    def sample_time(self, i: int) -> float:
+        return self._times[i]

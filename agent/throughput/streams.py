@@ -1,0 +1,211 @@
+"""Load-generating HTTP/1.1 connections to a linecheck-testserver, built for speed.
+
+A download stream asks for large bodies on one keep-alive connection and reads them with
+recv_into a preallocated buffer (no allocation per read); an upload stream sends bodies with
+sendfile(2) from the same kind of random in-memory payload the server uses (no copy in Python).
+Each runs in its own thread: the GIL is released inside every syscall, so a few threads move
+more than 10 Gbit/s. Download progress is counted on receipt; upload progress is what the
+server acknowledged (TCP_INFO), read by the sampler, not what sits in the send buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+
+from agent.throughput import tcpinfo
+from agent.throughput.errors import MeasurementFailed, ServerBusy
+from testserver.payload import Payload
+
+RECV_BUFFER = 4 * 1024 * 1024
+REQUEST_BYTES = 256 * 1024 * 1024  # one download/upload request; the connection is reused
+CONNECT_TIMEOUT_S = 5.0
+
+
+class HTTPStatusError(MeasurementFailed):
+    def __init__(self, status: int, body: bytes) -> None:
+        try:
+            doc = json.loads(body)
+            text = f"{doc.get('error', '')}: {doc.get('detail', '')}".strip(": ")
+        except (ValueError, AttributeError):
+            text = body[:200].decode(errors="replace")
+        super().__init__(f"server answered HTTP {status}: {text}" if text else f"server answered HTTP {status}")
+        self.status_code = status
+        self.text = text
+
+
+def raise_for(status: int, body: bytes) -> None:
+    if status == 503:
+        err = HTTPStatusError(status, body)
+        raise ServerBusy(f"server busy: {err.text or 'at its concurrency limit'}")
+    if status != 200:
+        raise HTTPStatusError(status, body)
+
+
+def connect(host: str, port: int) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        raise MeasurementFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    sock.settimeout(None)  # blocking: sendfile needs it; the controller unblocks by shutdown()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_head(sock: socket.socket, buf: memoryview) -> tuple[int, dict[str, str], memoryview]:
+    """Read a response head; returns (status, headers, body bytes already received)."""
+    have = 0
+    while True:
+        n = sock.recv_into(buf[have:], len(buf) - have)
+        if n == 0:
+            raise MeasurementFailed("server closed the connection before answering")
+        have += n
+        end = bytes(buf[: min(have, 65536)]).find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if have >= 65536:
+            raise MeasurementFailed("server sent an oversized response head")
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError) as exc:
+        raise MeasurementFailed(f"not an HTTP response: {lines[0][:80]!r}") from exc
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, buf[end + 4: have]
+
+
+def read_small_body(sock: socket.socket, buf: memoryview, headers: dict[str, str], already: memoryview) -> bytes:
+    length = int(headers.get("content-length", "0"))
+    body = bytearray(already[:length])
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+class Stream(threading.Thread):
+    """One load-generating connection. `error` is set if it stopped for a reason other than stop()."""
+
+    def __init__(self, host: str, port: int, test_id: str, stop: threading.Event, token: str | None) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port, self.test_id, self.stop_event, self.token = host, port, test_id, stop, token
+        self.sock: socket.socket | None = None
+        self.error: MeasurementFailed | None = None
+        self.received = 0  # download body bytes received (updated by this thread only)
+        self._acked_base = 0
+        self.connected = threading.Event()
+
+    def _auth(self) -> str:
+        return f"Authorization: Bearer {self.token}\r\n" if self.token else ""
+
+    def progress(self) -> int:
+        """Bytes delivered so far: received (download) or acknowledged by the server (upload)."""
+        return self.received
+
+    def rtt_ms(self) -> float | None:
+        return tcpinfo.rtt_ms(self.sock) if self.sock else None
+
+    def run(self) -> None:
+        try:
+            self.sock = connect(self.host, self.port)
+            self.connected.set()
+            self.transfer(self.sock)
+        except MeasurementFailed as exc:
+            if not self.stop_event.is_set():
+                self.error = exc
+        except OSError as exc:
+            if not self.stop_event.is_set():
+                self.error = MeasurementFailed(f"connection to {self.host}:{self.port} broke: {exc}")
+        finally:
+            self.connected.set()
+
+    def transfer(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def halt(self) -> None:
+        """Unblock the thread at once (called by the controller after setting the stop event)."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class DownloadStream(Stream):
+    def transfer(self, sock: socket.socket) -> None:
+        buf = memoryview(bytearray(RECV_BUFFER))
+        request = (f"GET /download?bytes={REQUEST_BYTES}&test={self.test_id} HTTP/1.1\r\n"
+                   f"Host: {self.host}\r\n{self._auth()}\r\n").encode()
+        while not self.stop_event.is_set():
+            sock.sendall(request)
+            status, headers, early = read_head(sock, buf)
+            if status != 200:
+                raise_for(status, read_small_body(sock, buf, headers, early))
+            left = int(headers.get("content-length", "0")) - len(early)
+            self.received += len(early)
+            while left > 0:
+                n = sock.recv_into(buf, min(left, RECV_BUFFER))
+                if n == 0:
+                    if self.stop_event.is_set():
+                        return
+                    raise MeasurementFailed("server ended the download early (its byte or time cap?)")
+                self.received += n
+                left -= n
+            if headers.get("connection", "").lower() == "close":
+                raise MeasurementFailed("server closed the connection (its byte or time cap?)")
+
+
+class UploadStream(Stream):
+    def __init__(self, *args: object, payload: Payload, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.payload = payload
+
+    def progress(self) -> int:
+        if self.sock is None:
+            return 0
+        acked = tcpinfo.bytes_acked(self.sock)
+        if acked is None:
+            return self._acked_base
+        self._acked_base = acked
+        return acked
+
+    def transfer(self, sock: socket.socket) -> None:
+        buf = memoryview(bytearray(64 * 1024))
+        head = (f"POST /upload?test={self.test_id} HTTP/1.1\r\nHost: {self.host}\r\n{self._auth()}"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {REQUEST_BYTES}\r\n\r\n").encode()
+        fd = sock.fileno()
+        while not self.stop_event.is_set():
+            sock.sendall(head)
+            sent = 0
+            while sent < REQUEST_BYTES:
+                if self.stop_event.is_set():
+                    return
+                offset = sent % self.payload.size
+                n = min(REQUEST_BYTES - sent, self.payload.size - offset, 4 * 1024 * 1024)
+                try:
+                    done = os.sendfile(fd, self.payload.fd, offset, n)
+                except (BrokenPipeError, ConnectionResetError):
+                    done = 0
+                if done == 0:
+                    if self.stop_event.is_set():
+                        return
+                    # The server may have refused us (busy, cap) and closed: read why.
+                    try:
+                        status, headers, early = read_head(sock, buf)
+                    except (MeasurementFailed, OSError):
+                        raise MeasurementFailed("server closed the upload connection") from None
+                    raise_for(status, read_small_body(sock, buf, headers, early))
+                    raise MeasurementFailed("server ended the upload early (its byte or time cap?)")
+                sent += done
+            status, headers, early = read_head(sock, buf)
+            body = read_small_body(sock, buf, headers, early)
+            raise_for(status, body)
+            if headers.get("connection", "").lower() == "close":
+                raise MeasurementFailed("server closed the connection (its byte or time cap?)")
