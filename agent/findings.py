@@ -43,6 +43,8 @@ CODES: dict[str, tuple[str, str]] = {
                                     "figures look fine (the device may be the limit)."),
     "lan_throughput_low": ("lan", "A room's test to the gateway is slow and the device is not a WiFi station "
                                   "of this gateway (cable, switch or another access point)."),
+    "throughput_below_plan": ("wan", "The line's measured capacity is far below the subscribed plan "
+                                     "(below slow_pct_of_plan, with little cross-traffic)."),
 }
 
 

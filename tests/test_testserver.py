@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from linecheck import stamp
 from tests.helpers import wait_for
 from testserver.cli import byte_size
 from testserver.http import ThroughputServer, ookla_image_bytes
@@ -170,16 +171,26 @@ def test_cli_serves_and_rejects_bad_arguments(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0", "--token-file",
                           str(empty)], capture_output=True, text=True)
     assert bad.returncode == 2 and "empty" in bad.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0",
+                             "--stamp-listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
         assert "http listening on 127.0.0.1:" in line
         port = int(line.split("127.0.0.1:")[1].split()[0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/speedtest/latency.txt")
         assert conn.getresponse().read() == b"test=test\n"
         conn.close()
+        # The same process reflects STAMP probes (testserver/reflector.py).
+        line = proc.stdout.readline()
+        assert "stamp reflector on udp 127.0.0.1:" in line
+        udp_port = int(line.rsplit(":", 1)[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            udp.sendto(stamp.pack_sender(7, stamp.ntp_now()), ("127.0.0.1", udp_port))
+            reply = stamp.unpack_reflected(udp.recv(2048))
+        assert reply.sender_seq == 7
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

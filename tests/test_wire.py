@@ -95,10 +95,10 @@ def test_generated_docs_are_in_sync(name: str) -> None:
 
 def test_catalogue_is_well_formed() -> None:
     units = {"ms", "%", "count", "flag", "bytes", "Mbit/s", "s", "dBm", "MHz", "hops", "ratio", "kB", "pct", "GHz",
-             "number"}
+             "number", "RPM"}
     for (kind, name), spec in catalogue().items():
         assert spec.meaning and spec.unit in units, f"{kind}.{name}: unit {spec.unit!r}"
         suffix = name.rsplit("_", 1)[-1]
         assert suffix in {"ms", "pct", "count", "flag", "bytes", "mbps", "s", "dbm", "mhz", "hops", "ratio",
-                          "kb", "ghz", "num"}, f"{kind}.{name} lacks a unit suffix"
+                          "kb", "ghz", "num", "rpm"}, f"{kind}.{name} lacks a unit suffix"
     assert unlisted("ping", {"loss_pct", "bogus_ms"}) == ["bogus_ms"]

@@ -9,7 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
+from linecheck import stamp
 from testserver.http import ThroughputServer
+from testserver.reflector import Reflector
 from testserver.sessions import Limits
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -46,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                    help="bytes one test may move, e.g. 2G (default 4G)")
     p.add_argument("--idle-s", type=float, default=d.idle_s,
                    help=f"a test idle this long is over (default {d.idle_s:g})")
+    p.add_argument("--stamp-listen", type=host_port, metavar="HOST:PORT",
+                   help=f"UDP address of the STAMP reflector (default: the HTTP host, port {stamp.DEFAULT_PORT})")
+    p.add_argument("--no-stamp", action="store_true", help="do not run the STAMP reflector")
     p.add_argument("--token-file", type=Path, help="require the token in this file on every request")
     p.add_argument("--verbose", action="store_true", help="log every request")
     return p
@@ -75,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"linecheck-testserver: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}",
               file=sys.stderr)
         return 2
+    reflector = None
+    if not args.no_stamp:
+        udp_host, udp_port = args.stamp_listen or (args.listen[0], stamp.DEFAULT_PORT)
+        try:
+            reflector = Reflector(udp_host, udp_port).start()
+        except OSError as exc:
+            server.stop()
+            print(f"linecheck-testserver: cannot bind the STAMP reflector to {udp_host}:{udp_port}: "
+                  f"{exc.strerror} (choose --stamp-listen or --no-stamp)", file=sys.stderr)
+            return 2
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
@@ -83,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"linecheck-testserver: http listening on {host}:{port} "
           f"(max {limits.max_tests} tests, {limits.max_test_s:g} s and {limits.max_test_bytes} bytes each)",
           flush=True)
+    if reflector is not None:
+        print(f"linecheck-testserver: stamp reflector on udp {reflector.host}:{reflector.port}", flush=True)
     stopped.wait()
     server.stop()
+    if reflector is not None:
+        reflector.stop()
     return 0
 
 

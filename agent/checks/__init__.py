@@ -6,7 +6,20 @@ list its metrics in linecheck/metrics.csv and give it a sample in config/. See d
 
 from __future__ import annotations
 
-from agent.checks import dns, gateway, http, ipv6, link, ping, pmtu, service_state, traceroute, udp_latency, wifi
+from agent.checks import (
+    dns,
+    gateway,
+    http,
+    ipv6,
+    link,
+    ping,
+    pmtu,
+    service_state,
+    throughput,
+    traceroute,
+    udp_latency,
+    wifi,
+)
 from agent.checks.base import CheckSpec
 
 REGISTRY: dict[str, CheckSpec] = {
@@ -23,5 +36,6 @@ REGISTRY: dict[str, CheckSpec] = {
         ipv6.SPEC,
         http.SPEC,
         service_state.SPEC,
+        throughput.SPEC,
     )
 }

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import finding
 from agent.throughput.backends import Settings, measure, parse_server
 from agent.throughput.errors import BackendError, MeasurementFailed
 from agent.throughput.ramp import RampSettings
@@ -95,12 +96,13 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
         notes.append("cross-traffic was too high to trust the capacity estimate")
     for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
         got = m.get(f"capacity_{direction}_mbps") or m.get(f"{direction}_mbps")
-        if plan and got is not None and got < plan * cfg.slow_pct_of_plan / 100 and not m.get("cross_traffic_high_flag"):
+        trusted = not m.get("cross_traffic_high_flag")
+        if plan and got is not None and got < plan * cfg.slow_pct_of_plan / 100 and trusted:
             problems.append(f"{direction} {got:g} Mbit/s is below {cfg.slow_pct_of_plan:g} % of the {plan:g} plan")
-            findings.append(Finding(
-                code="throughput_below_plan", severity="warning", check="throughput", where="wan",
-                message=f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
-                detail={"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
+            findings.append(finding(
+                "throughput_below_plan", "warning", "throughput",
+                f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
+                {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
     reason = "; ".join(problems + notes)
     return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
 

@@ -18,8 +18,15 @@ from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput.ramp import Controller, Phase, RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, WanSample, wan_sample
-from agent.throughput.streams import DownloadStream, Stream, UploadStream, connect, raise_for, read_head, \
-    read_small_body
+from agent.throughput.streams import (
+    DownloadStream,
+    Stream,
+    UploadStream,
+    connect,
+    raise_for,
+    read_head,
+    read_small_body,
+)
 from testserver.payload import Payload
 
 
@@ -91,9 +98,11 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
     try:
         while True:
             stop.wait(opts.ramp.interval_s)  # the sampling clock of the controller
-            now = time.monotonic()
+            before = time.monotonic()
             total = sum(s.progress() for s in streams)
-            wan.append(wan_sample(opts.wan_interface, now))
+            w = wan_sample(opts.wan_interface, before)
+            now = (before + time.monotonic()) / 2  # the counters were read within this span
+            wan.append(w)
             if now >= next_cpu:
                 cpu.sample()
                 next_cpu = now + 1.0

@@ -5,11 +5,13 @@ recv_into a preallocated buffer (no allocation per read); an upload stream sends
 sendfile(2) from the same kind of random in-memory payload the server uses (no copy in Python).
 Each runs in its own thread: the GIL is released inside every syscall, so a few threads move
 more than 10 Gbit/s. Download progress is counted on receipt; upload progress is what the
-server acknowledged (TCP_INFO), read by the sampler, not what sits in the send buffer.
+server acknowledged and download progress what the kernel received (TCP_INFO, read by the
+sampler), not what sits in socket buffers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -38,8 +40,8 @@ class HTTPStatusError(MeasurementFailed):
 
 def raise_for(status: int, body: bytes) -> None:
     if status == 503:
-        err = HTTPStatusError(status, body)
-        raise ServerBusy(f"server busy: {err.text or 'at its concurrency limit'}")
+        text = HTTPStatusError(status, body).text or "at its concurrency limit"
+        raise ServerBusy(text if text.startswith("server busy") else f"server busy: {text}")
     if status != 200:
         raise HTTPStatusError(status, body)
 
@@ -99,7 +101,7 @@ class Stream(threading.Thread):
         self.sock: socket.socket | None = None
         self.error: MeasurementFailed | None = None
         self.received = 0  # download body bytes received (updated by this thread only)
-        self._acked_base = 0
+        self._last_count = 0
         self.connected = threading.Event()
 
     def _auth(self) -> str:
@@ -132,13 +134,20 @@ class Stream(threading.Thread):
     def halt(self) -> None:
         """Unblock the thread at once (called by the controller after setting the stop event)."""
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class DownloadStream(Stream):
+    def progress(self) -> int:
+        if self.sock is None:
+            return 0
+        got = tcpinfo.bytes_received(self.sock)
+        if got is None:  # socket closed (keep the last count), or a kernel before 4.1
+            return self._last_count or self.received
+        self._last_count = got
+        return got
+
     def transfer(self, sock: socket.socket) -> None:
         buf = memoryview(bytearray(RECV_BUFFER))
         request = (f"GET /download?bytes={REQUEST_BYTES}&test={self.test_id} HTTP/1.1\r\n"
@@ -172,8 +181,8 @@ class UploadStream(Stream):
             return 0
         acked = tcpinfo.bytes_acked(self.sock)
         if acked is None:
-            return self._acked_base
-        self._acked_base = acked
+            return self._last_count
+        self._last_count = acked
         return acked
 
     def transfer(self, sock: socket.socket) -> None:
