@@ -57,9 +57,10 @@ def agent_check(lab: LineLab, tmp_path: Path, server: str, plan: int | None = No
     return check
 
 
-def assert_goodput(measured: float, rate: float, what: str) -> None:
+def assert_goodput(measured: float, rate: float, what: str, tolerance: float = 0.02) -> None:
     expected = GOODPUT * rate
-    assert abs(measured - expected) <= 0.02 * expected, f"{what}: {measured} Mbit/s, expected {expected:.1f} ± 2 %"
+    assert abs(measured - expected) <= tolerance * expected, \
+        f"{what}: {measured} Mbit/s, expected {expected:.1f} ± {tolerance:.0%}"
 
 
 def test_check_at_100m_is_within_2pct_of_tbf_goodput_both_ways(served: LineLab, tmp_path: Path) -> None:
@@ -92,7 +93,10 @@ def test_engine_at_500m_is_within_2pct_of_tbf_goodput_both_ways(served: LineLab)
 
 def test_capacity_is_found_under_200m_of_cross_traffic(served: LineLab) -> None:
     served.shape(500, 300)
-    served.popen(served.carrier, ["iperf3", "-s", "-B", SERVER_ADDR, "-p", "5301"], stdout=subprocess.DEVNULL)
+    iperf_server = served.popen(served.carrier, ["iperf3", "-s", "-B", SERVER_ADDR, "-p", "5301", "--forceflush"],
+                                stdout=subprocess.PIPE)
+    assert iperf_server.stdout is not None
+    wait_for(lambda: b"Server listening" in iperf_server.stdout.readline(), 10, "iperf3 -s to listen")
     office = served.popen(served.gw, ["iperf3", "-c", SERVER_ADDR, "-p", "5301", "-R", "-b", "200M", "-t", "30",
                                       "--forceflush", "-i", "0.5"], stdout=subprocess.PIPE)
     assert office.stdout is not None
@@ -100,7 +104,8 @@ def test_capacity_is_found_under_200m_of_cross_traffic(served: LineLab) -> None:
     r = engine(served, "--directions", "down")
     assert r["status"] == "ok", r
     m = r["metrics"]
-    assert_goodput(m["capacity_down_mbps"], 500, "capacity with cross-traffic")
+    # 3 % (the benchmark's target): two busy shared cores can leave the line briefly unsaturated.
+    assert_goodput(m["capacity_down_mbps"], 500, "capacity with cross-traffic", 0.03)
     assert m["cross_traffic_down_mbps"] > 20, m  # the office's download is seen, not counted as the test's
     assert m["down_mbps"] < m["capacity_down_mbps"] - 20
 
