@@ -4,8 +4,8 @@ Modes, for names not in `records`:
   nxdomain  NXDOMAIN (the normal answer for an unknown name)
   servfail  SERVFAIL for every query (a broken recursive resolver)
   silent    never answers (a dead or unreachable resolver: the client times out)
-  hijack    answers every A query with `portal` (a suspended line's captive DNS)
-Names in `records` are answered normally in every mode except servfail and silent.
+  hijack    answers every query, known names included, with `portal` (a suspended line's DNS)
+Names in `records` are answered normally in the nxdomain mode. `mode` may be changed while serving.
 """
 
 from __future__ import annotations
@@ -86,9 +86,7 @@ class LabDNS:
         question = query.question[0]
         name = question.name.to_text().lower()
         rdtype = question.rdtype
-        known = self.records.get(name)
-        if known is None and self.mode == "hijack" and self.portal:
-            known = [self.portal]
+        known = [self.portal] if self.mode == "hijack" and self.portal else self.records.get(name)
         if known is None:
             reply.set_rcode(dns.rcode.NXDOMAIN)
             return reply

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -46,6 +47,31 @@ class Fetch:
     total_ms: float | None = None
 
 
+def getaddrinfo(host: str, port: int | None, timeout_s: float) -> list:
+    """socket.getaddrinfo (the system's resolver, as applications see it) within `timeout_s`.
+
+    glibc's resolver has its own timeouts (5 s per try by default) that ignore ours, so it runs in
+    a daemon thread that is abandoned, not waited for, when it overruns.
+    """
+    result: list = []
+    failure: list[OSError] = []
+
+    def resolve() -> None:
+        try:
+            result.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=resolve, name=f"resolve-{host}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer for {host} within {timeout_s:g} s")
+    if failure:
+        raise failure[0]
+    return result
+
+
 def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000.0, 3)
 
@@ -62,7 +88,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
     started = time.monotonic()
     try:
         t = time.monotonic()
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = getaddrinfo(host, port, timeout_s)
         out.dns_ms = _ms(t)
     except OSError as exc:
         out.error = f"dns: {exc}"

@@ -1,15 +1,25 @@
-"""link: is the WAN port up, at what speed and duplex, and is it dropping or erroring?"""
+"""link: is the WAN port up, at what speed and duplex, and is it dropping or erroring? The same for
+the LAN ports the line config lists (one result each, after the WAN's).
+
+Counters are sampled once before and once after a short window for all ports together, so the
+deltas cover the same interval. Carrier flaps come from /sys/class/net/IF/carrier_changes, kept
+between runs in the check's state.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psutil
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import finding
 from agent.netinfo import carrier_changes
-from linecheck.wire import Finding, Status
+from linecheck.wire import Finding, MetricValue, Status
+
+COUNTERS = (("errors_in", "errin"), ("errors_out", "errout"), ("drops_in", "dropin"), ("drops_out", "dropout"))
 
 
 class LinkConfig(CheckConfig):
@@ -18,66 +28,101 @@ class LinkConfig(CheckConfig):
     timeout_s: float = 10.0
 
 
-def run(cfg: LinkConfig, ctx: CheckContext) -> Measurement:
-    iface = ctx.line.wan_interface
-    if not iface:
-        return Measurement(Status.FAILED, "no WAN interface: no default route and none configured",
-                           findings=[Finding(code="line_down", severity="critical", check="link", where="wan",
-                                             message="The gateway has no route to the internet.")])
-    stats = psutil.net_if_stats().get(iface)
-    if stats is None:
-        return Measurement(Status.ERROR, f"WAN interface {iface!r} does not exist", target=iface)
-    before = psutil.net_io_counters(pernic=True).get(iface)
-    if cfg.window_s:
-        time.sleep(min(cfg.window_s, ctx.remaining()))  # counters need an interval to yield a delta
-    after = psutil.net_io_counters(pernic=True).get(iface)
-
-    speed = stats.speed or None  # psutil reports 0 when the driver does not know
+def port_metrics(prefix: str, iface: str, stats: Any, before: Any, after: Any, flaps_now: int | None,
+                 state: dict[str, Any]) -> dict[str, MetricValue]:
+    """Metrics of one port, named `<prefix>_...` (wan_ or lan_)."""
     duplex = {psutil.NIC_DUPLEX_FULL: 1, psutil.NIC_DUPLEX_HALF: 0}.get(stats.duplex)
-    metrics: dict[str, float | int | None] = {
-        "wan_up_flag": 1 if stats.isup else 0,
-        "wan_speed_mbps": speed,
-        "wan_full_duplex_flag": duplex,
-        "wan_mtu_bytes": stats.mtu,
+    metrics: dict[str, MetricValue] = {
+        f"{prefix}_up_flag": 1 if stats.isup else 0,
+        f"{prefix}_speed_mbps": stats.speed or None,  # psutil reports 0 when the driver does not know
+        f"{prefix}_full_duplex_flag": duplex,
+        f"{prefix}_mtu_bytes": stats.mtu,
     }
-    for name, attr in (("errors_in", "errin"), ("errors_out", "errout"),
-                       ("drops_in", "dropin"), ("drops_out", "dropout")):
-        metrics[f"wan_{name}_count"] = (getattr(after, attr) - getattr(before, attr)) if before and after else None
-
-    flaps_now = carrier_changes(iface)
-    flaps_before = ctx.state.get("carrier_changes")
-    metrics["wan_carrier_changes_count"] = (
+    for name, attr in COUNTERS:
+        metrics[f"{prefix}_{name}_count"] = (getattr(after, attr) - getattr(before, attr)) if before and after else None
+    key = "carrier_changes" if prefix == "wan" else f"carrier_changes:{iface}"
+    flaps_before = state.get(key)
+    metrics[f"{prefix}_carrier_changes_count"] = (
         flaps_now - flaps_before if flaps_now is not None and flaps_before is not None and flaps_now >= flaps_before
         else None
     )
     if flaps_now is not None:
-        ctx.state["carrier_changes"] = flaps_now
+        state[key] = flaps_now
+    return metrics
 
-    if not stats.isup:
+
+def _errors(prefix: str, metrics: dict[str, MetricValue]) -> int:
+    return sum(v for name, _a in COUNTERS if isinstance(v := metrics.get(f"{prefix}_{name}_count"), int))
+
+
+def judge_wan(cfg: LinkConfig, ctx: CheckContext, iface: str, metrics: dict[str, MetricValue]) -> Measurement:
+    if not metrics["wan_up_flag"]:
         return Measurement(Status.FAILED, f"WAN interface {iface} is down", metrics, iface,
-                           [Finding(code="line_down", severity="critical", check="link", where="wan",
-                                    message=f"The WAN port {iface} has no link.")])
+                           [finding("line_down", "critical", "link", f"The WAN port {iface} has no link.",
+                                    {"interface": iface})])
     problems: list[str] = []
     findings: list[Finding] = []
-    plan = ctx.line.plan_down_mbps
-    if speed is not None and plan and speed < plan:
+    speed, plan = metrics["wan_speed_mbps"], ctx.line.plan_down_mbps
+    if isinstance(speed, int | float) and plan and speed < plan:
         problems.append(f"WAN port negotiated {speed} Mbit/s, below the {plan:g} Mbit/s plan")
-        findings.append(Finding(
-            code="wan_link_degraded", severity="warning", check="link", where="cpe",
-            message=f"The gateway's WAN port runs at {speed} Mbit/s: the {plan:g} Mbit/s plan cannot reach "
-                    "this office until the cable or port is fixed.",
-            detail={"wan_speed_mbps": speed, "plan_down_mbps": plan}))
-    if duplex == 0:
+        findings.append(finding(
+            "wan_link_degraded", "warning", "link",
+            f"The gateway's WAN port runs at {speed} Mbit/s: the {plan:g} Mbit/s plan cannot reach "
+            "this office until the cable or port is fixed.", {"wan_speed_mbps": speed, "plan_down_mbps": plan}))
+    if metrics["wan_full_duplex_flag"] == 0:
         problems.append("WAN port is in half duplex")
-        findings.append(Finding(code="wan_link_degraded", severity="warning", check="link", where="cpe",
-                                message="The gateway's WAN port runs in half duplex (a cabling or "
-                                        "autonegotiation fault)."))
-    errs = sum(v for k, v in metrics.items() if k.endswith("_count") and "carrier" not in k and v)
+        findings.append(finding("wan_link_degraded", "warning", "link",
+                                "The gateway's WAN port runs in half duplex (a cabling or autonegotiation fault).",
+                                {"interface": iface}))
+    errs = _errors("wan", metrics)
     if errs > cfg.max_errors:
         problems.append(f"{errs} errors/drops on {iface} in {cfg.window_s:g} s")
+        findings.append(finding("wan_link_degraded", "warning", "link",
+                                f"The WAN port {iface} is losing or corrupting frames ({errs} in {cfg.window_s:g} s): "
+                                "check the cable and the port.", {"interface": iface, "errors_count": errs}))
     if problems:
         return Measurement(Status.DEGRADED, "; ".join(problems), metrics, iface, findings)
     return Measurement(Status.OK, None, metrics, iface)
 
 
-SPEC = CheckSpec(kind="link", config=LinkConfig, run=run, title="WAN link")
+def judge_lan(cfg: LinkConfig, iface: str, metrics: dict[str, MetricValue]) -> Measurement:
+    # LAN faults are the office's, not the line's: degraded with the reason, and no line finding.
+    if not metrics["lan_up_flag"]:
+        return Measurement(Status.DEGRADED, f"LAN interface {iface} is down", metrics, iface)
+    problems = []
+    if metrics["lan_full_duplex_flag"] == 0:
+        problems.append(f"LAN port {iface} is in half duplex")
+    errs = _errors("lan", metrics)
+    if errs > cfg.max_errors:
+        problems.append(f"{errs} errors/drops on {iface} in {cfg.window_s:g} s")
+    if problems:
+        return Measurement(Status.DEGRADED, "; ".join(problems), metrics, iface)
+    return Measurement(Status.OK, None, metrics, iface)
+
+
+def run(cfg: LinkConfig, ctx: CheckContext) -> list[Measurement]:
+    iface = ctx.line.wan_interface
+    if not iface:
+        return [Measurement(Status.FAILED, "no WAN interface: no default route and none configured",
+                            findings=[finding("line_down", "critical", "link",
+                                              "The gateway has no route to the internet.")])]
+    all_stats = psutil.net_if_stats()
+    ports = [("wan", iface)] + [("lan", lan) for lan in ctx.line.lan_interfaces if lan != iface]
+    out: dict[str, Measurement] = {}
+    for prefix, name in ports:
+        if name not in all_stats:
+            status = Status.ERROR if prefix == "wan" else Status.DEGRADED
+            out[name] = Measurement(status, f"{prefix.upper()} interface {name!r} does not exist", target=name)
+    present = [(p, n) for p, n in ports if n not in out]
+    before = psutil.net_io_counters(pernic=True)
+    if cfg.window_s and present:
+        time.sleep(min(cfg.window_s, ctx.remaining()))  # counters need an interval to yield a delta
+    after = psutil.net_io_counters(pernic=True)
+    for prefix, name in present:
+        metrics = port_metrics(prefix, name, all_stats[name], before.get(name), after.get(name),
+                               carrier_changes(name), ctx.state)
+        out[name] = judge_wan(cfg, ctx, name, metrics) if prefix == "wan" else judge_lan(cfg, name, metrics)
+    return [out[name] for _p, name in ports]
+
+
+SPEC = CheckSpec(kind="link", config=LinkConfig, run=run, title="WAN and LAN links")

@@ -12,12 +12,10 @@ Any of these is `failed` with `service_suspended` (critical, where=service) and 
 
 from __future__ import annotations
 
-import socket
-
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
-from agent.checks.http import Fetch, fetch
+from agent.checks.http import Fetch, fetch, getaddrinfo
 from agent.findings import finding
 from linecheck.wire import MetricValue, Status
 
@@ -50,8 +48,8 @@ def _suspended(mode: str, portal: str | None, evidence: str, metrics: dict[str, 
                        [finding("service_suspended", "critical", "service_state", sentence, detail)])
 
 
-def _resolve(name: str) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)})
+def _resolve(name: str, timeout_s: float) -> list[str]:
+    return sorted({info[4][0] for info in getaddrinfo(name, None, timeout_s)})
 
 
 def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
@@ -76,7 +74,7 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
     if cfg.dns_name and cfg.dns_expect:
         ctx.progress(f"resolve {cfg.dns_name}")
         try:
-            got = _resolve(cfg.dns_name)
+            got = _resolve(cfg.dns_name, min(cfg.request_timeout_s, max(0.1, ctx.remaining())))
         except OSError:
             got = []  # a resolution failure is the dns check's business, not a hijack
         hijacked = bool(got) and not set(got) & set(cfg.dns_expect)

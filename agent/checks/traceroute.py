@@ -53,11 +53,18 @@ class Hop:
 def trace_scapy(address: str, max_hops: int, timeout_s: float) -> list[Hop]:
     """All TTLs at once; raises PermissionError without CAP_NET_RAW."""
     from scapy.layers.inet import ICMP, IP, UDP  # lazy: see the module docstring
-    from scapy.sendrecv import sr
+    from scapy.supersocket import L3RawSocket
 
     probes = [IP(dst=address, ttl=ttl) / UDP(sport=BASE_PORT + 100 + ttl, dport=BASE_PORT + ttl)
               for ttl in range(1, max_hops + 1)]
-    answered, _unanswered = sr(probes, timeout=timeout_s, verbose=False)
+    # A kernel raw socket, not scapy's default layer-2 sender: the kernel routes and resolves the
+    # next hop itself, where scapy would block on its own ARP lookup for every probe (seconds each
+    # when the line is down).
+    sock = L3RawSocket()
+    try:
+        answered, _unanswered = sock.sr(probes, timeout=timeout_s, verbose=False)
+    finally:
+        sock.close()
     by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
         final = reply.src == address
