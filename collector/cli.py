@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="print the latest stored results")
     res.add_argument("--config", required=True)
     res.add_argument("--limit", type=int, default=20)
+    gaps = sub.add_parser("delivery", help="sequence gaps: results agents numbered that have not arrived")
+    gaps.add_argument("--config", required=True)
+    gaps.add_argument("--agent", metavar="ID", help="one agent in full (default: every agent with gaps)")
     cli_registry.add_parsers(sub)
     cli_tickets.add_parsers(sub)
     _add_security_commands(sub)
@@ -198,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         return _command(cfg, args)
     if args.command == "user":
         return cli_users.run(args, cfg)
+    if args.command == "delivery":
+        from collector.delivery import render
+        from collector.store import Store
+
+        store = Store(cfg.database)
+        print(render(store.engine, args.agent))
+        store.close()
+        return 0
     if args.command == "init-db":
         from collector.store import Store
 

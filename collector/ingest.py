@@ -1,9 +1,13 @@
 """Ingest: MQTT messages in, validated, committed in batches, then receipts out and PUBACKs sent.
 
-paho's network thread only enqueues (`on_message` never blocks on the database). A worker
-thread drains the queue in batches: validate → one transaction → receipts → manual PUBACKs.
-A crash before the commit leaves the messages un-acked at the broker and un-receipted at the
-agent, so they come again; the idempotent insert absorbs the repeat.
+paho's network thread only enqueues (`on_message` never touches the database). A worker thread
+drains the queue in batches: validate → one transaction → receipts → manual PUBACKs. A crash
+before the commit leaves the messages un-acked at the broker and un-receipted at the agent, so
+they come again; the idempotent insert absorbs the repeat.
+
+Bad input never stops ingest: a malformed, oversized, schema-invalid or mis-attributed message is
+quarantined with its reason, and a message the database itself rejects is isolated from its batch
+and quarantined too. A database that is unreachable is waited for (nothing acked, nothing lost).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from collector.config import CollectorConfig
 from collector.enrolment import revoked_agents
@@ -34,6 +41,12 @@ from linecheck.wire import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The database is away (connection lost, locked, disk full): wait and retry the same batch.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
+RECEIPT_MAX_IDS = 1000  # linecheck.wire.Receipt.result_ids max_length
+TOPIC_MAX = 255  # quarantine.topic column
 
 
 @dataclass
@@ -43,6 +56,11 @@ class Inbound:
     mid: int
     qos: int
     arrived: float = field(default_factory=time.monotonic)  # for the receipt-latency metric
+    generation: int = 0  # which broker connection delivered it: a mid is only valid on its own connection
+
+    @property
+    def is_status(self) -> bool:
+        return self.topic.endswith("/status")
 
 
 @dataclass
@@ -84,6 +102,10 @@ def _result_id_of(payload: bytes) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
 
+class _Stopping(Exception):
+    """The collector is stopping while the database is away: leave the batch un-acked."""
+
+
 class Ingestor:
     def __init__(self, cfg: CollectorConfig, store: Store):
         self.cfg = cfg
@@ -96,6 +118,11 @@ class Ingestor:
         self.stored = 0
         self.duplicates = 0
         self.quarantined = 0
+        self.db_retries = 0
+        self.connected = threading.Event()
+        self._generation = 0
+        # Status of agents that have no row yet (their first result is behind the status message).
+        self._pending_status: dict[str, tuple[str, datetime]] = {}
         # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
         self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
 
@@ -109,7 +136,9 @@ class Ingestor:
         if m.ca_file:
             client.tls_set(ca_certs=str(m.ca_file), certfile=str(m.cert_file) if m.cert_file else None,
                            keyfile=str(m.key_file) if m.key_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
 
@@ -121,28 +150,18 @@ class Ingestor:
         if getattr(reason, "is_failure", False):
             log.error("broker refused the collector: %s", reason)
             return
+        self._generation += 1
         client.subscribe([(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
+        self.connected.set()
         log.info("collector connected to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
 
-    def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.endswith("/status"):
-            self._on_status(msg)
-            client.ack(msg.mid, msg.qos)
-            return
-        # Blocks only when queue_max messages are waiting: back-pressure onto the broker.
-        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+    def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
+        self.connected.clear()
+        log.warning("collector disconnected from the broker (%s); paho reconnects", reason)
 
-    def _on_status(self, msg: mqtt.MQTTMessage) -> None:
-        agent_id = agent_from_topic(msg.topic)
-        try:
-            state = json.loads(msg.payload).get("state")
-        except (ValueError, AttributeError):
-            state = None
-        if agent_id and state in ("online", "offline"):
-            try:
-                self.store.set_agent_status(agent_id, state)
-            except Exception:  # status is advisory; never let it stop the network thread
-                log.exception("cannot record status of %s", agent_id)
+    def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        # Blocks only when queue_max messages are waiting: back-pressure onto the broker.
+        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, generation=self._generation))
 
     # --- worker ---------------------------------------------------------------------------------
     def _take_batch(self) -> list[Inbound]:
@@ -161,15 +180,17 @@ class Ingestor:
 
     def _refresh_revoked(self, every_s: float = 30.0) -> None:
         if time.monotonic() - self._revoked_read_at >= every_s:
-            self.revoked = revoked_agents(self.store.engine)
+            self.revoked = self._until_committed(lambda: revoked_agents(self.store.engine))
             self._revoked_read_at = time.monotonic()
 
     def process(self, batch: list[Inbound]) -> None:
+        statuses = [item for item in batch if item.is_status]
+        results = [item for item in batch if not item.is_status]
         good: list[ResultEnvelope] = []
         bad: list[Quarantined] = []
         receipts: dict[str, dict[str, list[str]]] = {}
         self._refresh_revoked()
-        for item in batch:
+        for item in results:
             v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
             if v.envelope is not None and v.agent_id in self.revoked:
                 # The broker refuses revoked certificates; this catches what it accepted before the revocation.
@@ -178,37 +199,135 @@ class Ingestor:
                 good.append(v.envelope)
             else:
                 assert v.reason is not None
-                bad.append(Quarantined(item.topic, v.agent_id, v.reason,
-                                       item.payload[: self.cfg.ingest.max_payload_bytes]))
-                log.warning("quarantined message on %s: %s", item.topic, v.reason)
+                bad.append(self._quarantined(item, v.agent_id, v.reason))
+                log.warning("quarantined message on %s: %s", item.topic[:TOPIC_MAX], v.reason)
                 if v.agent_id and v.result_id:
                     receipts.setdefault(v.agent_id, {}).setdefault("quarantined", []).append(v.result_id)
-        new = self.store.ingest(good, bad)
+        new, rejected = self._commit(good, bad, results)
         for e in good:
-            status = "stored" if (e.agent_id, e.result_id) in new else "duplicate"
+            if (e.agent_id, e.result_id) in rejected:
+                status = "quarantined"
+            else:
+                status = "stored" if (e.agent_id, e.result_id) in new else "duplicate"
             receipts.setdefault(e.agent_id, {}).setdefault(status, []).append(e.result_id)
         self.stored += len(new)
-        self.duplicates += len(good) - len(new)
-        self.quarantined += len(bad)
-        # Only now, after the commit: receipts to agents, then PUBACKs to the broker.
+        self.duplicates += len(good) - len(new) - len(rejected)
+        self.quarantined += len(bad) + len(rejected)
+        self._record_statuses(statuses)
+        # Only now, after the commit: receipts to agents, then PUBACKs to the broker (in receive order).
         for agent_id, by_status in receipts.items():
             for status, ids in by_status.items():
-                payload = Receipt(result_ids=ids, status=status).model_dump_json(by_alias=True)  # type: ignore[arg-type]
-                self.client.publish(receipts_topic(agent_id), payload, qos=1)
+                for i in range(0, len(ids), RECEIPT_MAX_IDS):
+                    payload = Receipt(result_ids=ids[i:i + RECEIPT_MAX_IDS],
+                                      status=status).model_dump_json(by_alias=True)  # type: ignore[arg-type]
+                    self.client.publish(receipts_topic(agent_id), payload, qos=1)
         for item in batch:
-            self.client.ack(item.mid, item.qos)
+            # A mid from an earlier connection would ack some other message now: the broker
+            # redelivers that one instead, and the idempotent insert absorbs it.
+            if item.generation == self._generation:
+                self.client.ack(item.mid, item.qos)
         if self.on_batch is not None:
             done = time.monotonic()
-            self.on_batch(len(new), len(good) - len(new), len(bad), [done - item.arrived for item in batch])
+            self.on_batch(len(new), len(good) - len(new) - len(rejected), len(bad) + len(rejected),
+                          [done - item.arrived for item in results])
+
+    def _quarantined(self, item: Inbound, agent_id: str | None, reason: str) -> Quarantined:
+        return Quarantined(item.topic[:TOPIC_MAX], agent_id, reason, item.payload[: self.cfg.ingest.max_payload_bytes])
+
+    def _commit(self, good: list[ResultEnvelope], bad: list[Quarantined],
+                items: list[Inbound]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Store the batch; returns (new keys, keys the database rejected and that were quarantined)."""
+        try:
+            return self._until_committed(lambda: self.store.ingest(good, bad)), set()
+        except _Stopping:
+            raise
+        except Exception as exc:  # the database refused something in this batch: find it, keep the rest
+            log.warning("batch of %d refused by the database (%s); storing message by message", len(good), exc)
+        new: set[tuple[str, str]] = set()
+        rejected: set[tuple[str, str]] = set()
+        poison = list(bad)
+        by_key = {}
+        for item in items:
+            v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
+            if v.envelope is not None:
+                by_key[(v.envelope.agent_id, v.envelope.result_id)] = item
+        for e in good:
+            key = (e.agent_id, e.result_id)
+            try:
+                new |= self._until_committed(lambda e=e: self.store.ingest([e]))
+            except _Stopping:
+                raise
+            except Exception as exc:
+                reason = f"database refused it: {type(exc).__name__}: {exc}"[:2000]
+                log.error("quarantined result %s of %s: %s", e.result_id, e.agent_id, reason)
+                rejected.add(key)
+                poison.append(self._quarantined(by_key[key], e.agent_id, reason))
+        if poison:
+            try:
+                self._until_committed(lambda: self.store.ingest([], poison))
+            except _Stopping:
+                raise
+            except Exception:  # cannot even keep them as evidence: say so loudly and move on
+                log.exception("could not write %d messages to quarantine; dropping them", len(poison))
+        return new, rejected
+
+    def _until_committed(self, attempt: Callable[[], T]) -> T:
+        """Run `attempt`, waiting out database outages with capped exponential backoff."""
+        delay = 0.5
+        while True:
+            try:
+                return attempt()
+            except TRANSIENT_DB_ERRORS as exc:
+                if self.stop_event.is_set():
+                    raise _Stopping() from exc
+                self.db_retries += 1
+                log.warning("database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0][:200], delay)
+                if self.stop_event.wait(delay):
+                    raise _Stopping() from exc
+                delay = min(delay * 2, 30.0)
+
+    def _record_statuses(self, statuses: list[Inbound]) -> None:
+        now = datetime.now(UTC)
+        for item in statuses:
+            agent_id = agent_from_topic(item.topic)
+            try:
+                state = json.loads(item.payload).get("state")
+            except (ValueError, AttributeError, RecursionError):
+                state = None
+            if agent_id and state in ("online", "offline"):
+                self._pending_status[agent_id] = (state, now)
+            else:
+                log.warning("ignoring malformed status on %s", item.topic[:TOPIC_MAX])
+        for agent_id, (state, at) in list(self._pending_status.items()):
+            try:
+                if self._until_committed(lambda a=agent_id, s=state, at=at: self.store.set_agent_status(a, s, at)):
+                    del self._pending_status[agent_id]
+            except _Stopping:
+                raise
+            except Exception:  # status is advisory; never let it stop ingest
+                log.exception("cannot record status of %s", agent_id)
+                del self._pending_status[agent_id]
+        if len(self._pending_status) > 100_000:  # statuses of agents that never send a result
+            self._pending_status.clear()
 
     def run(self) -> None:
-        self.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+        # connect_async: a collector started before its broker waits for it instead of exiting.
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
         self.client.loop_start()
         try:
             while not self.stop_event.is_set():
                 batch = self._take_batch()
-                if batch:
-                    self.process(batch)
+                while batch and not self.stop_event.is_set():
+                    try:
+                        self.process(batch)
+                        break
+                    except _Stopping:
+                        return
+                    except Exception:
+                        # A bug, not bad input (that is quarantined): the batch stays un-acked, and on
+                        # a live connection the broker would never send it again, so retry it here.
+                        log.exception("ingest of a batch of %d failed; retrying it", len(batch))
+                        self.stop_event.wait(5.0)
         finally:
             self.client.disconnect()
             self.client.loop_stop()

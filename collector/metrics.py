@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from collector import schema as t
+from collector.delivery import missing_totals
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,6 +60,15 @@ class _DatabaseGauges(Collector):
         results = GaugeMetricFamily("linecheck_results_stored", "Results stored (all collectors)")
         results.add_metric([], float(stored))
         yield results
+        missing, gappy = missing_totals(self.engine)
+        gauge = GaugeMetricFamily("linecheck_results_missing",
+                                  "Seq numbers below each agent's latest that have not arrived: in flight, "
+                                  "evicted by the agent's spool (it reports spool_evicted_count), or lost")
+        gauge.add_metric([], float(missing))
+        yield gauge
+        agents_gappy = GaugeMetricFamily("linecheck_agents_with_gaps", "Agents with at least one seq gap")
+        agents_gappy.add_metric([], float(gappy))
+        yield agents_gappy
         if tickets is not None:
             open_ = GaugeMetricFamily("linecheck_tickets_open", "Open repair tickets by fault class",
                                       labels=["fault_class"])

@@ -206,6 +206,8 @@ def v4_console_access(conn: Connection) -> None:
                     _ts("assigned_at", False),
                     PrimaryKeyConstraint("user_id", "line_id"))
     op.create_index("ix_user_lines_line", "user_lines", ["line_id"])
+
+
 def v5_clock_flag(conn: Connection) -> None:
     """results.clock_flag: timestamps the collector found implausible (see collector/timeflags.py)."""
     with ops(conn).batch_alter_table("results") as batch:
@@ -305,3 +307,14 @@ def v6_tickets(conn: Connection) -> None:
                     Column("results", Integer, nullable=False),
                     Column("failed", Integer, nullable=False),
                     PrimaryKeyConstraint("day", "line_id", "kind", "name"))
+
+
+def v7_seq_gaps(conn: Connection) -> None:
+    """Per-agent sequence gaps: ranges of seq numbers not (yet) received, kept up to date at ingest."""
+    op = ops(conn)
+    op.create_table("seq_gaps",
+                    Column("agent_id", String(64), nullable=False),
+                    Column("first_seq", BigInteger, nullable=False),
+                    Column("last_seq", BigInteger, nullable=False),
+                    _ts("detected_at", False),
+                    PrimaryKeyConstraint("agent_id", "first_seq"))

@@ -384,3 +384,14 @@ daily_metrics = Table(
     Column("failed", Integer, nullable=False),  # of those, how many with the check failed
     PrimaryKeyConstraint("day", "line_id", "kind", "name"),
 )
+
+# Ranges of an agent's seq numbers not received (yet): opened when a result arrives past a hole,
+# narrowed or closed when a late result fills it. Maintained in the ingest transaction (delivery.py).
+seq_gaps = Table(
+    "seq_gaps", metadata,
+    Column("agent_id", String(64), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("agent_id", "first_seq"),
+)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from collector import migrations as m
 from collector import schema as t
+from collector.delivery import lock_agents, track_sequences
 from collector.timeflags import clock_flag
 from linecheck.wire import ResultEnvelope
 
@@ -33,6 +34,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v4_console_access,
     m.v5_clock_flag,
     m.v6_tickets,
+    m.v7_seq_gaps,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
@@ -124,10 +126,19 @@ class Store:
     def _ingest_once(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined],
                      now: datetime) -> set[tuple[str, str]]:
         with self.engine.begin() as conn:
+            lock_agents(conn, [e.agent_id for e in envelopes])
             new = self._new_keys(conn, envelopes)
-            fresh = [e for e in envelopes if (e.agent_id, e.result_id) in new]
+            fresh, taken = [], set()
+            for e in envelopes:  # a batch may hold two copies of one result: write it once
+                key = (e.agent_id, e.result_id)
+                if key in new and key not in taken:
+                    taken.add(key)
+                    fresh.append(e)
             if fresh:
-                self._write_results(conn, fresh, now)
+                # Only what this transaction really inserted counts as new (and reaches the hooks).
+                fresh = self._write_results(conn, fresh, now)
+                new = {(e.agent_id, e.result_id) for e in fresh}
+            if fresh:
                 for hook in self.hooks:
                     self._run_hook(conn, hook, fresh, now)
             if bad:
@@ -163,15 +174,20 @@ class Store:
         seen = {(r.agent_id, r.result_id) for r in rows}
         return keys - seen
 
-    def _write_results(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
-        # ON CONFLICT DO NOTHING: another collector may commit the same result between our check and insert.
-        conn.execute(_insert(self.engine, t.results), [{
+    def _write_results(self, conn: Connection, candidates: Sequence[ResultEnvelope],
+                       now: datetime) -> list[ResultEnvelope]:
+        # ON CONFLICT DO NOTHING: another collector may commit the same result between our check and
+        # insert; RETURNING tells which rows were ours, so nothing downstream runs twice.
+        insert_results = _insert(self.engine, t.results).returning(t.results.c.agent_id, t.results.c.result_id)
+        inserted = conn.execute(insert_results, [{
             "agent_id": e.agent_id, "result_id": e.result_id, "seq": e.seq, "line_id": e.line_id,
             "site_id": e.site_id, "trigger": e.trigger.value, "started_at": e.started_at,
             "ended_at": e.ended_at, "received_at": now, "verdict": e.verdict.value,
             "clock_synced": None if e.clock.synced is None else int(e.clock.synced),
             "clock_flag": clock_flag(e.started_at, e.ended_at, now),
-            "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in fresh])
+            "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in candidates])
+        ours = {(r.agent_id, r.result_id) for r in inserted}
+        fresh = [e for e in candidates if (e.agent_id, e.result_id) in ours]
         check_rows, metric_rows, finding_rows = [], [], []
         for e in fresh:
             for i, c in enumerate(e.checks):
@@ -187,7 +203,9 @@ class Store:
         for table, rows in ((t.checks, check_rows), (t.metrics, metric_rows), (t.findings, finding_rows)):
             if rows:
                 conn.execute(_insert(self.engine, table), rows)
+        track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
+        return fresh
 
     def _touch_agents(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
         latest: dict[str, ResultEnvelope] = {}
@@ -209,7 +227,8 @@ class Store:
                       "max_seq": greatest(t.agents.c.max_seq, e.seq),
                       "result_count": t.agents.c.result_count + counts[agent_id]}))
 
-    def set_agent_status(self, agent_id: str, state: str, at: datetime | None = None) -> None:
+    def set_agent_status(self, agent_id: str, state: str, at: datetime | None = None) -> bool:
+        """Record online/offline. False when the agent has no row yet (its first result is still coming)."""
         with self.engine.begin() as conn:
-            conn.execute(t.agents.update().where(t.agents.c.agent_id == agent_id)
-                         .values(status=state, status_at=at or datetime.now(UTC)))
+            return conn.execute(t.agents.update().where(t.agents.c.agent_id == agent_id)
+                                .values(status=state, status_at=at or datetime.now(UTC))).rowcount > 0

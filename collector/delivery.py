@@ -1,0 +1,175 @@
+"""Delivery accounting at the collector: per-agent sequence gaps, kept in the ingest transaction.
+
+Every agent numbers its results 1, 2, 3, ... in its spool (the numbers survive restarts and are
+never reused). A result that arrives past a hole opens a gap; a late result (re-sent after an outage,
+or delivered out of order) narrows or closes it. What remains open is either still on its way, was
+deliberately evicted by the agent's bounded spool (the agent reports how many in the `agent`
+pseudo-check: `spool_evicted_count`), or was lost. `missing - evicted` is the figure to watch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, and_, delete, desc, func, insert, select
+
+from collector import schema as t
+from linecheck.wire import ResultEnvelope
+
+log = logging.getLogger(__name__)
+
+_LOCK_CLASS = 7412  # pg_advisory_xact_lock(class, key) namespace for per-agent ingest order
+
+
+@dataclass(frozen=True)
+class SeqGap:
+    agent_id: str
+    first_seq: int
+    last_seq: int
+    detected_at: datetime
+
+    @property
+    def missing(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(frozen=True)
+class AgentDelivery:
+    """One agent's delivery state as the collector sees it."""
+
+    agent_id: str
+    max_seq: int
+    result_count: int
+    missing_count: int  # seq numbers below max_seq not received
+    gaps: list[SeqGap]
+    status: str | None  # online / offline (retained status topic), None if never seen
+    status_at: datetime | None
+    last_seen: datetime | None
+    spool_evicted_count: int | None  # as reported in the agent's latest result
+    spool_backlog_count: int | None
+
+
+def lock_agents(conn: Connection, agent_ids: Sequence[str]) -> None:
+    """On PostgreSQL, serialise ingest per agent across collectors (gap bookkeeping reads max_seq).
+    SQLite has a single writer already."""
+    if conn.dialect.name != "postgresql":
+        return
+    for agent_id in sorted(set(agent_ids)):  # one order everywhere: no deadlock between collectors
+        conn.execute(select(func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(agent_id))))
+
+
+def track_sequences(conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
+    """Open, narrow and close gaps for the newly stored results. Runs in the ingest transaction,
+    after lock_agents and BEFORE agents.max_seq is raised by this batch."""
+    by_agent: dict[str, set[int]] = defaultdict(set)
+    for e in fresh:
+        by_agent[e.agent_id].add(e.seq)
+    for agent_id in sorted(by_agent):
+        seqs = sorted(by_agent[agent_id])
+        prev_max = conn.execute(select(t.agents.c.max_seq).where(t.agents.c.agent_id == agent_id)).scalar() or 0
+        expected = prev_max + 1
+        opened = []
+        for seq in seqs:
+            if seq <= prev_max:
+                _fill(conn, agent_id, seq, now)
+                continue
+            if seq > expected:
+                opened.append({"agent_id": agent_id, "first_seq": expected, "last_seq": seq - 1, "detected_at": now})
+            expected = seq + 1
+        if opened:
+            conn.execute(insert(t.seq_gaps), opened)
+
+
+def _fill(conn: Connection, agent_id: str, seq: int, now: datetime) -> None:
+    gap = conn.execute(select(t.seq_gaps.c.first_seq, t.seq_gaps.c.last_seq, t.seq_gaps.c.detected_at).where(and_(
+        t.seq_gaps.c.agent_id == agent_id, t.seq_gaps.c.first_seq <= seq, t.seq_gaps.c.last_seq >= seq))).first()
+    if gap is None:
+        # Below max_seq, new result id, not in a gap: the agent's spool was recreated (seq restarted).
+        log.warning("agent %s sent seq %d again under a new result id: was its spool reset?", agent_id, seq)
+        return
+    conn.execute(delete(t.seq_gaps).where(and_(t.seq_gaps.c.agent_id == agent_id,
+                                               t.seq_gaps.c.first_seq == gap.first_seq)))
+    pieces = [(gap.first_seq, seq - 1), (seq + 1, gap.last_seq)]
+    rows = [{"agent_id": agent_id, "first_seq": a, "last_seq": b, "detected_at": gap.detected_at}
+            for a, b in pieces if a <= b]
+    if rows:
+        conn.execute(insert(t.seq_gaps), rows)
+
+
+# --- queries (API, metrics, CLI) ---------------------------------------------------------------
+
+
+def seq_gaps(engine: Engine, agent_id: str | None = None) -> list[SeqGap]:
+    stmt = select(t.seq_gaps).order_by(t.seq_gaps.c.agent_id, t.seq_gaps.c.first_seq)
+    if agent_id is not None:
+        stmt = stmt.where(t.seq_gaps.c.agent_id == agent_id)
+    with engine.connect() as conn:
+        return [SeqGap(r.agent_id, r.first_seq, r.last_seq, r.detected_at) for r in conn.execute(stmt)]
+
+
+def missing_totals(engine: Engine) -> tuple[int, int]:
+    """(seq numbers missing across the fleet, agents with at least one gap) — for /metrics."""
+    with engine.connect() as conn:
+        missing, agents = conn.execute(select(
+            func.coalesce(func.sum(t.seq_gaps.c.last_seq - t.seq_gaps.c.first_seq + 1), 0),
+            func.count(func.distinct(t.seq_gaps.c.agent_id)))).one()
+    return int(missing), int(agents)
+
+
+def agent_delivery(engine: Engine, agent_id: str) -> AgentDelivery | None:
+    gaps = seq_gaps(engine, agent_id)
+    with engine.connect() as conn:
+        agent = conn.execute(select(t.agents).where(t.agents.c.agent_id == agent_id)).first()
+        if agent is None:
+            return None
+        latest = conn.execute(select(t.results.c.result_id).where(t.results.c.agent_id == agent_id)
+                              .order_by(desc(t.results.c.seq)).limit(1)).scalar()
+        reported: dict[str, float | None] = {}
+        if latest is not None:
+            rows = conn.execute(
+                select(t.metrics.c.name, t.metrics.c.value).select_from(t.metrics.join(t.checks, and_(
+                    t.metrics.c.agent_id == t.checks.c.agent_id, t.metrics.c.result_id == t.checks.c.result_id,
+                    t.metrics.c.idx == t.checks.c.idx)))
+                .where(t.checks.c.agent_id == agent_id, t.checks.c.result_id == latest, t.checks.c.kind == "agent"))
+            reported = {name: value for name, value in rows}
+
+    def _int(name: str) -> int | None:
+        value = reported.get(name)
+        return None if value is None else int(value)
+
+    return AgentDelivery(agent_id=agent_id, max_seq=int(agent.max_seq), result_count=int(agent.result_count),
+                         missing_count=sum(g.missing for g in gaps), gaps=gaps, status=agent.status,
+                         status_at=agent.status_at, last_seen=agent.last_seen,
+                         spool_evicted_count=_int("spool_evicted_count"),
+                         spool_backlog_count=_int("spool_backlog_count"))
+
+
+def render(engine: Engine, agent_id: str | None = None) -> str:
+    """Text for `linecheck-collector delivery`: one agent in full, or every agent with gaps."""
+    if agent_id is None:
+        gaps = seq_gaps(engine)
+        if not gaps:
+            return "no sequence gaps: every agent's results up to its latest have arrived"
+        agents = sorted({g.agent_id for g in gaps})
+    else:
+        agents = [agent_id]
+    lines = []
+    for aid in agents:
+        d = agent_delivery(engine, aid)
+        if d is None:
+            lines.append(f"{aid}: no results stored")
+            continue
+        ranges = ", ".join(str(g.first_seq) if g.missing == 1 else f"{g.first_seq}-{g.last_seq}" for g in d.gaps[:20])
+        more = f" (+{len(d.gaps) - 20} more ranges)" if len(d.gaps) > 20 else ""
+        lines.append(f"{aid}: max_seq={d.max_seq} stored={d.result_count} missing={d.missing_count} "
+                     f"status={d.status or 'unknown'} agent_reports evicted={_n(d.spool_evicted_count)} "
+                     f"backlog={_n(d.spool_backlog_count)}" + (f"\n  missing seq: {ranges}{more}" if ranges else ""))
+    return "\n".join(lines)
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
