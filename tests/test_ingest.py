@@ -189,7 +189,15 @@ def _inbound(env: ResultEnvelope, mid: int, topic: str | None = None) -> Inbound
 def test_poison_result_is_isolated_and_quarantined_the_rest_stored(db_url: str) -> None:
     ingestor, wire = _ingestor(db_url)
     ok = [_env("gw-1", n) for n in (1, 2)]
-    poison = _env("gw-1", 3).model_copy(update={"seq": 2 ** 64})  # valid JSON, too big for any database
+    poison = _env("gw-1", 3)
+    if db_url.startswith("postgresql"):
+        # Valid JSON and a valid envelope, but PostgreSQL text cannot hold a NUL character.
+        check = poison.checks[0].model_copy(update={"reason": "bad\x00reason"})
+        poison = poison.model_copy(update={"checks": [check]})
+    else:  # SQLite stores anything the wire format allows: make it refuse this one row
+        with ingestor.store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.seq = 3 "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
     ingestor.process([_inbound(ok[0], 1), _inbound(poison, 2), _inbound(ok[1], 3)])
     assert _rows(ingestor.store, "gw-1") == [1, 2]
     assert wire.status_of(poison.result_id) == ["quarantined"]
