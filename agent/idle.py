@@ -136,6 +136,10 @@ class IdleTracker:
         else:
             prev = _counters_from(st.get("counters"))
             r = rates(prev, counters, now - st["last_seen"]) if prev and counters else None
+            if r is not None:
+                log.debug("traffic sample: wan %.1f kbit/s, lan %s kbit/s over %.0f s: %s", r.wan_kbps,
+                          "-" if r.lan_kbps is None else f"{r.lan_kbps:.1f}", r.seconds,
+                          "own check" if own_traffic else "active" if self._active(r) else "quiet")
             if r is not None and not own_traffic and self._active(r):
                 # Only the quiet seen up to the previous sample counts: after a long gap (agent
                 # stopped) the activity may have been anywhere in it, so the gap proves nothing.

@@ -38,7 +38,7 @@ _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 ON_DEMAND = frozenset({Trigger.MANUAL, Trigger.REMOTE, Trigger.RETEST})  # bypass gate and budget
 # Names a throughput check may use for the data it moved (the first present wins).
 _TOTAL_BYTES = ("bytes_total", "total_bytes", "data_used_bytes", "bytes_used", "used_bytes")
-_PART_BYTES = (("down_bytes", "up_bytes"), ("bytes_down", "bytes_up"), ("rx_bytes", "tx_bytes"))
+_PART_BYTES = (("bytes_down_bytes", "bytes_up_bytes"), ("down_bytes", "up_bytes"), ("bytes_down", "bytes_up"))
 
 
 def parse_window(text: str) -> tuple[int, int]:

@@ -118,6 +118,7 @@ def test_skipped_or_failed_tests_do_not_count_bytes(tmp_path: Path) -> None:
     s.record(envelope(Trigger.SCHEDULE, tp(Status.FAILED)))  # failed and said nothing about bytes
     assert s.plan(Trigger.SCHEDULE, KINDS).skip == {}
     assert bytes_used(tp(down_bytes=5, up_bytes=7)) == 12
+    assert bytes_used(tp(bytes_down_bytes=500, bytes_up_bytes=300, cpu_max_pct=9)) == 800  # the throughput check
     assert bytes_used(tp(bytes_total=9, down_bytes=5)) == 9
     assert bytes_used(tp()) is None
 
