@@ -115,3 +115,24 @@ def test_ipv6_missing_is_degraded_and_gateway_down_is_unreachable(lab: LineLab, 
     [gw] = by_kind(env)["gateway"]
     assert gw["status"] == "failed" and gw["metrics"]["reachable_flag"] == 0
     assert [f["code"] for f in env["findings"]] == ["gateway_unreachable"]
+
+
+def test_parse_recverr_on_captured_ancillary_data() -> None:
+    rows = {}
+    for line in (Path(__file__).parent / "data" / "traceroute" / "ip_recverr.txt").read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        name, level, kind, value = line.split()
+        rows[name] = traceroute.parse_recverr([(int(level), int(kind), bytes.fromhex(value))])
+    assert rows["time_exceeded_hop1"] == (11, CARRIER_ADDR)
+    assert rows["port_unreachable_destination"] == (3, "198.18.21.1")
+    assert traceroute.parse_recverr([(0, 11, b"\0" * 8)]) is None  # truncated: ignored, not a crash
+
+
+def test_importing_the_agent_does_not_load_scapy() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, agent.cli, agent.runner, agent.checks; print(any(m.startswith('scapy') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
