@@ -74,6 +74,7 @@ CHECKS: dict[str, str] = {
     "dns": "DNS",
     "gateway": "Gateway",
     "pmtu": "Path MTU",
+    "traceroute": "Route (traceroute)",
     "ipv6": "IPv6",
     "http": "Web (HTTP)",
     "service_state": "Service state",

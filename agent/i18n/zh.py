@@ -74,6 +74,7 @@ CHECKS: dict[str, str] = {
     "dns": "域名解析",
     "gateway": "网关",
     "pmtu": "路径 MTU",
+    "traceroute": "路由跟踪",
     "ipv6": "IPv6",
     "http": "网页访问（HTTP）",
     "service_state": "业务状态",
