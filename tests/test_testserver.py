@@ -194,3 +194,22 @@ def test_cli_serves_and_rejects_bad_arguments(tmp_path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_example_config_loads_and_bad_keys_are_named(tmp_path) -> None:
+    from pathlib import Path
+
+    from linecheck.configfile import ConfigError
+    from testserver import config
+
+    example = config.load(Path(__file__).resolve().parent.parent / "config" / "testserver.example.yaml")
+    assert example.listen == "0.0.0.0:8080" and example.stamp_listen == "0.0.0.0:8620" and example.max_tests == 4
+    for body, message in (("max_testz: 3\n", "max_testz: unknown key"),
+                          ("listen: nowhere\n", "listen: expected HOST:PORT"),
+                          ("idle_s: 0\n", "idle_s: Input should be greater than 0")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(body)
+        with pytest.raises(ConfigError, match=message):
+            config.load(bad)
+    out = subprocess.run([sys.executable, "-m", "testserver.cli", "--max-tests", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "command line: max_tests: Input should be greater than or equal to 1" in out.stderr

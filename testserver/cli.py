@@ -1,4 +1,8 @@
-"""`linecheck-testserver`: run the carrier-side measurement server in the foreground."""
+"""`linecheck-testserver`: run the carrier-side measurement server in the foreground.
+
+Settings come from `--config FILE` (config/testserver.example.yaml documents every key) and
+command-line options, which override the file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from linecheck import stamp
+from linecheck.configfile import ConfigError, format_validation_error
+from testserver import config as server_config
 from testserver.http import ThroughputServer
 from testserver.reflector import Reflector
 from testserver.sessions import Limits
@@ -25,29 +33,27 @@ def byte_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-def host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 0.0.0.0:8080), got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+def host_port(text: str) -> str:
+    try:
+        server_config.split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
-    d = Limits()
     p = argparse.ArgumentParser(prog="linecheck-testserver",
                                 description="Carrier-side measurement server: HTTP throughput endpoints for "
-                                            "linecheck agents, LibreSpeed and Speedtest Mini clients.")
-    p.add_argument("--listen", type=host_port, default=("0.0.0.0", 8080), metavar="HOST:PORT",
+                                            "linecheck agents, LibreSpeed and Speedtest Mini clients, and the "
+                                            "STAMP reflector. Options override --config.")
+    p.add_argument("--config", type=Path, help="YAML settings (see config/testserver.example.yaml)")
+    p.add_argument("--listen", type=host_port, metavar="HOST:PORT",
                    help="HTTP address (default 0.0.0.0:8080; port 0 picks a free port)")
-    p.add_argument("--max-tests", type=int, default=d.max_tests, help=f"tests at once (default {d.max_tests})")
-    p.add_argument("--max-connections", type=int, default=d.max_connections,
-                   help=f"open connections at once (default {d.max_connections})")
-    p.add_argument("--max-test-s", type=float, default=d.max_test_s,
-                   help=f"seconds one test may last (default {d.max_test_s:g})")
-    p.add_argument("--max-test-bytes", type=byte_size, default=d.max_test_bytes,
-                   help="bytes one test may move, e.g. 2G (default 4G)")
-    p.add_argument("--idle-s", type=float, default=d.idle_s,
-                   help=f"a test idle this long is over (default {d.idle_s:g})")
+    p.add_argument("--max-tests", type=int, help="tests at once (default 4)")
+    p.add_argument("--max-connections", type=int, help="open connections at once (default 128)")
+    p.add_argument("--max-test-s", type=float, help="seconds one test may last (default 60)")
+    p.add_argument("--max-test-bytes", type=byte_size, help="bytes one test may move, e.g. 2G (default 4G)")
+    p.add_argument("--idle-s", type=float, help="a test idle this long is over (default 3)")
     p.add_argument("--stamp-listen", type=host_port, metavar="HOST:PORT",
                    help=f"UDP address of the STAMP reflector (default: the HTTP host, port {stamp.DEFAULT_PORT})")
     p.add_argument("--no-stamp", action="store_true", help="do not run the STAMP reflector")
@@ -56,39 +62,55 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def settings(args: argparse.Namespace) -> server_config.TestServerConfig:
+    """The config file (or defaults) with the command line's options laid over it."""
+    base = server_config.load(args.config) if args.config else server_config.TestServerConfig()
+    overrides = {k: getattr(args, k) for k in ("listen", "max_tests", "max_connections", "max_test_s",
+                                                "max_test_bytes", "idle_s", "stamp_listen", "token_file")
+                 if getattr(args, k) is not None}
+    if args.no_stamp:
+        overrides["stamp"] = False
+    try:
+        return server_config.TestServerConfig.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise format_validation_error("command line", exc) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    for name in ("max_tests", "max_connections", "max_test_s", "idle_s"):
-        if getattr(args, name) <= 0:
-            print(f"linecheck-testserver: --{name.replace('_', '-')} must be > 0", file=sys.stderr)
-            return 2
+    try:
+        cfg = settings(args)
+    except ConfigError as exc:
+        print(f"linecheck-testserver: invalid config\n{exc}", file=sys.stderr)
+        return 2
     token = None
-    if args.token_file:
+    if cfg.token_file:
         try:
-            token = args.token_file.read_text().strip()
+            token = cfg.token_file.read_text().strip()
         except OSError as exc:
-            print(f"linecheck-testserver: --token-file {args.token_file}: {exc.strerror}", file=sys.stderr)
+            print(f"linecheck-testserver: token_file {cfg.token_file}: {exc.strerror}", file=sys.stderr)
             return 2
         if not token:
-            print(f"linecheck-testserver: --token-file {args.token_file}: empty", file=sys.stderr)
+            print(f"linecheck-testserver: token_file {cfg.token_file}: empty", file=sys.stderr)
             return 2
-    limits = Limits(max_tests=args.max_tests, max_connections=args.max_connections, max_test_s=args.max_test_s,
-                    max_test_bytes=args.max_test_bytes, idle_s=args.idle_s, token=token)
+    limits = Limits(max_tests=cfg.max_tests, max_connections=cfg.max_connections, max_test_s=cfg.max_test_s,
+                    max_test_bytes=cfg.max_test_bytes, idle_s=cfg.idle_s, token=token)
+    http_host, http_port = server_config.split_host_port(cfg.listen)
     try:
-        server = ThroughputServer(*args.listen, limits=limits, verbose=args.verbose)
+        server = ThroughputServer(http_host, http_port, limits=limits, verbose=args.verbose)
     except OSError as exc:
-        print(f"linecheck-testserver: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"linecheck-testserver: cannot listen on {cfg.listen}: {exc.strerror}", file=sys.stderr)
         return 2
     reflector = None
-    if not args.no_stamp:
-        udp_host, udp_port = args.stamp_listen or (args.listen[0], stamp.DEFAULT_PORT)
+    if cfg.stamp:
+        udp_host, udp_port = (server_config.split_host_port(cfg.stamp_listen) if cfg.stamp_listen
+                              else (http_host, stamp.DEFAULT_PORT))
         try:
             reflector = Reflector(udp_host, udp_port).start()
         except OSError as exc:
             server.stop()
             print(f"linecheck-testserver: cannot bind the STAMP reflector to {udp_host}:{udp_port}: "
-                  f"{exc.strerror} (choose --stamp-listen or --no-stamp)", file=sys.stderr)
+                  f"{exc.strerror} (set stamp_listen / --stamp-listen, or --no-stamp)", file=sys.stderr)
             return 2
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
