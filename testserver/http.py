@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +42,9 @@ LIBRESPEED_MAX_CHUNKS = 1024
 SINK_BUFFER = 1024 * 1024
 SOCKET_TIMEOUT_S = 30  # a peer silent this long mid-transfer is gone
 _OOKLA_IMAGE = re.compile(r"^/speedtest/random(\d{2,4})x(\d{2,4})\.jpg$")
+# The browser speed test (a LibreSpeed-protocol client); it also names the upload extension, which
+# is what speedtest-cli's --mini mode looks for on the page it is pointed at.
+INDEX_PAGE = resources.files("testserver").joinpath("static/index.html").read_bytes()
 _NO_STORE = "no-store, no-cache, must-revalidate, max-age=0, s-maxage=0"
 
 
@@ -329,10 +333,7 @@ class _Server(ThreadingHTTPServer):
                            "token_required": lim.token is not None}}
 
     def index_page(self) -> bytes:
-        # speedtest-cli's --mini looks for `upload_extension: "php"` in the page it is pointed at.
-        return (b"<!doctype html><title>linecheck-testserver</title><h1>linecheck-testserver</h1>"
-                b"<p>Measurement server for linecheck agents, LibreSpeed and Speedtest Mini clients.</p>"
-                b'<script>var config = {upload_extension: "php"};</script>')
+        return INDEX_PAGE
 
     def server_close(self) -> None:
         super().server_close()
