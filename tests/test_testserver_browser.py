@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from testserver.http import Limits, ThroughputServer
 from tests import browser
 from tests.helpers import wait_for
+from testserver.http import Limits, ThroughputServer
 
 pytestmark = pytest.mark.browser
 
