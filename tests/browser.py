@@ -38,9 +38,13 @@ def chromium(width: int = 1366, height: int = 900, lang: str = "en"):  # type: i
 def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
     """Full-page screenshot into tests/artifacts/NAME.png (the page's whole height, not just the window)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+    # The content's own height (the footer's bottom), not the viewport's: no empty band under short pages.
+    height = driver.execute_script(
+        "const f = document.querySelector('footer'); return f ? f.getBoundingClientRect().bottom + window.scrollY"
+        " + 16 : document.body.scrollHeight")
     width = driver.get_window_size()["width"]
-    driver.set_window_size(width, min(max(int(height) + 120, 600), 4000))
+    # The window's outer size includes the browser's frame; headless adds none worth measuring.
+    driver.set_window_size(width, min(max(int(height), 400), 4000))
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path

@@ -47,12 +47,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, count - 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 0.5:
-        ticks.append(round(v, 10))
-        v += step
+    ticks = [math.floor(lo / step) * step]
+    while ticks[-1] < hi:  # the top tick must cover the largest value, or the line leaves the plot
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 

@@ -1,0 +1,123 @@
+"""The console without a browser: sign-in, CSRF, scoping, paging, languages, charts."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fastapi.testclient import TestClient
+
+from collector import registry
+from collector.web import charts, i18n
+from tests.api_support import RecordingSender
+from tests.fleet_data import PASSWORD, Fleet
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "collector" / "web" / "templates"
+
+
+def login(client: TestClient, user: str, password: str = PASSWORD, **extra: str) -> object:
+    return client.post("/console/login", data={"user": user, "password": password, **extra}, follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def test_pages_need_a_session_and_sign_in_works(client: TestClient) -> None:
+    r = client.get("/console/lines/acme-xuhui-1", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login?next=")
+    assert login(client, "a-admin", "wrong-password-x").status_code == 401
+    assert login(client, "nobody", "wrong-password-x").status_code == 401
+    r = login(client, "a-admin", next="/console/agents")
+    assert r.status_code == 303 and r.headers["location"] == "/console/agents"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert "acme-gw" in client.get("/console/agents").text
+
+
+def test_login_never_redirects_off_site(client: TestClient) -> None:
+    for target in ("https://evil.example/", "//evil.example/console/", "/console//evil.example", "/api/v1/lines"):
+        assert login(client, "a-admin", next=target).headers["location"] == "/console/"
+
+
+def test_forms_need_the_csrf_token_and_logout_ends_the_session(client: TestClient, sender: RecordingSender) -> None:
+    login(client, "a-tech")
+    page = client.get("/console/lines/acme-xuhui-1").text
+    assert client.post("/console/lines/acme-xuhui-1/check", data={"csrf": "0" * 32}).status_code == 403
+    assert sender.sent == []
+    r = client.post("/console/lines/acme-xuhui-1/check", data={"csrf": csrf_of(page), "action": "check_now"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and sender.sent == [("acme-gw", "check_now")]
+    assert "command_sent" in r.headers["location"]
+    client.post("/console/logout", data={"csrf": csrf_of(page)})
+    assert client.get("/console/", follow_redirects=False).status_code == 303
+
+
+def test_viewer_cannot_request_checks_and_nobody_sees_other_tenants(client: TestClient,
+                                                                     sender: RecordingSender) -> None:
+    login(client, "a-viewer")
+    page = client.get("/console/lines/acme-xuhui-1").text
+    assert 'id="check-now"' not in page
+    r = client.post("/console/lines/acme-xuhui-1/check", data={"csrf": csrf_of(page)})
+    assert r.status_code == 403 and sender.sent == []
+    assert client.get("/console/lines/bravo-pudong-1").status_code == 404
+    fleet_page = client.get("/console/").text
+    assert "acme-xuhui-1" in fleet_page and "bravo" not in fleet_page
+    assert client.get("/console/quarantine").status_code == 403
+
+
+def test_fleet_page_is_paged_and_filtered(client: TestClient, fleet: Fleet) -> None:
+    lines = [{"line_id": f"bulk-{i:03d}", "tenant_id": "sh-telecom", "site_id": "tel-jingan"} for i in range(60)]
+    with fleet.engine.begin() as conn:
+        registry.import_registry(conn, registry.Registry.model_validate({"lines": lines}))
+    login(client, "a-admin")
+    page = client.get("/console/").text
+    rows = re.findall(r'class="line-link"', page)
+    assert len(rows) == 25 and "total 63" in page  # 60 + 3 of tenant A: one page, not the fleet
+    last = client.get("/console/", params={"page": 3}).text
+    assert len(re.findall(r'class="line-link"', last)) == 13
+    problems = client.get("/console/", params={"status": "problems"}).text
+    assert re.findall(r'class="line-link">([^<]+)<', problems) == ["acme-xuhui-1"]
+
+
+def test_language_from_browser_then_switch_sticks(client: TestClient) -> None:
+    login(client, "a-ent")
+    zh = client.get("/console/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).text
+    assert '<html lang="zh-CN">' in zh and "线路总览" in zh
+    en = client.get("/console/", params={"lang": "en"}, headers={"Accept-Language": "zh-CN"}).text
+    assert '<html lang="en">' in en and "Fleet" in en
+    again = client.get("/console/", headers={"Accept-Language": "zh-CN"}).text  # the cookie wins now
+    assert '<html lang="en">' in again
+
+
+def test_every_text_used_by_a_template_is_translated() -> None:
+    used = set()
+    for path in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r't\("([a-z_0-9]+)"\)', path.read_text()))
+        used |= set(re.findall(r"t\('([a-z_0-9]+)'\)", path.read_text()))
+    assert used, "no texts found"
+    assert not used - set(i18n.TEXTS), f"texts without a translation: {sorted(used - set(i18n.TEXTS))}"
+    for key, (en, zh) in i18n.TEXTS.items():
+        assert en.strip() and zh.strip(), key
+    assert i18n.pick("en-US,en;q=0.9") == "en" and i18n.pick("zh-TW") == "zh-CN" and i18n.pick(None) == "en"
+
+
+def test_chart_breaks_the_line_at_a_failed_measurement() -> None:
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    points = [(t0 + timedelta(hours=i), v) for i, v in enumerate([480.0, 470.0, None, 465.0, 460.0])]
+    svg = charts.render(charts.Chart("Throughput", "Mbit/s", [charts.Series("down", points)],
+                                     [charts.Reference(500, "plan 500")]), ZoneInfo("UTC"))
+    assert svg.count("<polyline") == 2  # two runs either side of the gap, never a drop to zero
+    assert svg.count("<circle") == 4 and "plan 500" in svg and "stroke-dasharray" not in svg.split("<polyline")[1]
+    zero_y = re.findall(r'<text x="46" y="([0-9.]+)" text-anchor="end" class="tick">0</text>', svg)
+    assert zero_y and all(f",{zero_y[0]}" not in run for run in re.findall(r'points="([^"]+)"', svg))
+    empty = charts.render(charts.Chart("Latency", "ms", [charts.Series("rtt", [])]), ZoneInfo("UTC"), "none yet")
+    assert "none yet" in empty and "<polyline" not in empty
+    for lo, hi in ((0, 487), (0, 7.5), (0, 1), (0, 1040), (3, 41)):
+        ticks = charts.nice_ticks(lo, hi)
+        steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+        assert ticks[0] <= lo and ticks[-1] >= hi and len(steps) == 1 and 2 <= len(ticks) <= 6, (lo, hi, ticks)
