@@ -1,0 +1,193 @@
+"""Write the Grafana dashboards (dashboards/*.json) from the panel definitions below.
+
+    python dashboards/generate.py        # rewrite the JSON files
+    python dashboards/generate.py --check  # exit 1 if a JSON file differs (tests run this)
+
+Panels are SQL against the collector's PostgreSQL schema; tests/test_dashboards.py runs every
+panel's query (Grafana macros expanded) on a migrated database with fixture data, so a schema
+change that breaks a panel fails the suite. Filters: $district and $tenant (multi-value, "All" =
+'__all'). Lines that report but are not registered have no district or tenant: they count under
+"All" only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "linecheck-pg"}
+
+# A line's registry row (may be missing) with the dashboard's filters.
+LINE_FILTER = ("('__all' IN ($district) OR l.district IN ($district)) "
+               "AND ('__all' IN ($tenant) OR l.tenant_id IN ($tenant))")
+LATEST = ("SELECT DISTINCT ON (r.line_id) r.line_id, r.verdict, r.started_at FROM results r "
+          "ORDER BY r.line_id, r.started_at DESC")
+
+
+def variables() -> list[dict[str, Any]]:
+    def var(name: str, label: str, sql: str) -> dict[str, Any]:
+        return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE, "query": sql,
+                "definition": sql, "multi": True, "includeAll": True, "allValue": "'__all'",
+                "current": {"text": "All", "value": "$__all"}, "refresh": 1, "sort": 1}
+
+    return [var("district", "District", "SELECT DISTINCT district FROM lines WHERE district IS NOT NULL"),
+            var("tenant", "Tenant", "SELECT tenant_id FROM tenants ORDER BY tenant_id")]
+
+
+def panel(title: str, kind: str, sql: str, x: int, y: int, w: int = 12, h: int = 8, fmt: str | None = None,
+          unit: str | None = None, description: str = "") -> dict[str, Any]:
+    fmt = fmt or ("time_series" if kind == "timeseries" else "table")
+    p: dict[str, Any] = {
+        "type": kind, "title": title, "description": description, "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": [{"refId": "A", "datasource": DATASOURCE, "rawQuery": True, "editorMode": "code",
+                     "format": fmt, "rawSql": " ".join(sql.split())}],
+        "fieldConfig": {"defaults": {"unit": unit} if unit else {}, "overrides": []},
+        "options": {},
+    }
+    if kind == "stat":
+        p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "colorMode": "value", "graphMode": "none"}
+    return p
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    return {"uid": uid, "title": title, "description": description, "tags": ["linecheck"], "editable": True,
+            "schemaVersion": 39, "version": 1, "time": {"from": "now-7d", "to": "now"}, "timezone": "browser",
+            "refresh": "5m", "templating": {"list": variables()}, "annotations": {"list": []}, "panels": panels}
+
+
+def fleet_health() -> dict[str, Any]:
+    return dashboard("linecheck-fleet-health", "linecheck · Fleet health",
+                     "Health of every line from its latest result, faults found, throughput against plan.", [
+        panel("Lines by health of their latest result", "piechart", f"""
+            SELECT coalesce(x.verdict, 'no data') AS health, count(*) AS lines
+            FROM (SELECT line_id FROM lines UNION SELECT line_id FROM agents) ids
+            LEFT JOIN lines l ON l.line_id = ids.line_id
+            LEFT JOIN ({LATEST}) x ON x.line_id = ids.line_id
+            WHERE {LINE_FILTER} GROUP BY 1 ORDER BY 1""", 0, 0, 8),
+        panel("Agents online", "stat", """
+            SELECT count(*) FILTER (WHERE status = 'online') AS online, count(*) AS agents FROM agents""",
+              8, 0, 4),
+        panel("Results per hour by verdict", "timeseries", f"""
+            SELECT $__timeGroupAlias(r.started_at, 1h), r.verdict AS metric, count(*) AS value
+            FROM results r LEFT JOIN lines l ON l.line_id = r.line_id
+            WHERE $__timeFilter(r.started_at) AND {LINE_FILTER}
+            GROUP BY 1, 2 ORDER BY 1""", 12, 0),
+        panel("Lines with problems now", "table", f"""
+            SELECT x.line_id AS line, l.tenant_id AS tenant, l.district, x.started_at AS "last result",
+                   string_agg(DISTINCT f.code, ', ') AS findings
+            FROM ({LATEST}) x LEFT JOIN lines l ON l.line_id = x.line_id
+            LEFT JOIN findings f ON f.line_id = x.line_id AND f.started_at = x.started_at
+            WHERE x.verdict = 'problems' AND {LINE_FILTER}
+            GROUP BY 1, 2, 3, 4 ORDER BY 4 DESC LIMIT 200""", 0, 8, 12, 10),
+        panel("Findings by code", "barchart", f"""
+            SELECT f.code, count(*) AS findings FROM findings f LEFT JOIN lines l ON l.line_id = f.line_id
+            WHERE $__timeFilter(f.started_at) AND {LINE_FILTER} GROUP BY 1 ORDER BY 2 DESC LIMIT 20""",
+              12, 8, 12, 10),
+        panel("Measured download as a share of plan (median per day, by district)", "timeseries", f"""
+            SELECT $__timeGroupAlias(c.started_at, 1d), coalesce(l.district, '(none)') AS metric,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY m.value / l.plan_down_mbps) AS value
+            FROM metrics m
+            JOIN checks c ON c.agent_id = m.agent_id AND c.result_id = m.result_id AND c.idx = m.idx
+            JOIN lines l ON l.line_id = c.line_id
+            WHERE m.name = 'down_mbps' AND m.value IS NOT NULL AND l.plan_down_mbps > 0
+              AND $__timeFilter(c.started_at) AND {LINE_FILTER}
+            GROUP BY 1, 2 ORDER BY 1""", 0, 18, 24, 9, unit="percentunit"),
+    ])
+
+
+def reopening_wave() -> dict[str, Any]:
+    return dashboard("linecheck-reopening", "linecheck · Reopening wave",
+                     "Lines checked when an office came back after a long idle period, and the faults found.", [
+        panel("Lines checked after idle, per day", "timeseries", f"""
+            SELECT $__timeGroupAlias(r.started_at, 1d), 'lines checked' AS metric,
+                   count(DISTINCT r.line_id) AS value
+            FROM results r LEFT JOIN lines l ON l.line_id = r.line_id
+            WHERE r.trigger IN ('resume_after_idle', 'idle_watchdog') AND $__timeFilter(r.started_at)
+              AND {LINE_FILTER}
+            GROUP BY 1 ORDER BY 1""", 0, 0),
+        panel("Faults found on reopening, per day", "timeseries", f"""
+            SELECT $__timeGroupAlias(r.started_at, 1d), 'lines with problems' AS metric,
+                   count(DISTINCT r.line_id) AS value
+            FROM results r LEFT JOIN lines l ON l.line_id = r.line_id
+            WHERE r.trigger IN ('resume_after_idle', 'idle_watchdog') AND r.verdict = 'problems'
+              AND $__timeFilter(r.started_at) AND {LINE_FILTER}
+            GROUP BY 1 ORDER BY 1""", 12, 0),
+        panel("Share of reopened lines with problems, by district", "barchart", f"""
+            SELECT coalesce(l.district, '(none)') AS district,
+                   count(DISTINCT r.line_id) FILTER (WHERE r.verdict = 'problems')::float
+                     / nullif(count(DISTINCT r.line_id), 0) AS share
+            FROM results r LEFT JOIN lines l ON l.line_id = r.line_id
+            WHERE r.trigger IN ('resume_after_idle', 'idle_watchdog') AND $__timeFilter(r.started_at)
+              AND {LINE_FILTER}
+            GROUP BY 1 ORDER BY 2 DESC""", 0, 8, unit="percentunit"),
+        panel("What was wrong on reopening", "table", f"""
+            SELECT f.code, f.location AS "where", count(DISTINCT f.line_id) AS lines
+            FROM findings f JOIN results r ON r.agent_id = f.agent_id AND r.result_id = f.result_id
+            LEFT JOIN lines l ON l.line_id = f.line_id
+            WHERE r.trigger IN ('resume_after_idle', 'idle_watchdog') AND $__timeFilter(f.started_at)
+              AND {LINE_FILTER}
+            GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 50""", 12, 8),
+    ])
+
+
+def ingest_health() -> dict[str, Any]:
+    return dashboard("linecheck-ingest", "linecheck · Ingest health",
+                     "What reached the collector, how late, what was refused, which agents miss results.", [
+        panel("Results received per hour", "timeseries", """
+            SELECT $__timeGroupAlias(received_at, 1h), 'results' AS metric, count(*) AS value
+            FROM results WHERE $__timeFilter(received_at) GROUP BY 1 ORDER BY 1""", 0, 0),
+        panel("Delivery delay (end of check → stored), p50 and p95", "timeseries", """
+            SELECT $__timeGroupAlias(received_at, 1h),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ended_at)) AS p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ended_at)) AS p95
+            FROM results WHERE $__timeFilter(received_at) GROUP BY 1 ORDER BY 1""", 12, 0, unit="s",
+              description="Large delays are results that waited in an agent's spool (offline, broker down)."),
+        panel("Quarantined messages per hour", "timeseries", """
+            SELECT $__timeGroupAlias(received_at, 1h), split_part(reason, ':', 1) AS metric, count(*) AS value
+            FROM quarantine WHERE $__timeFilter(received_at) GROUP BY 1, 2 ORDER BY 1""", 0, 8),
+        panel("Agents by status", "piechart", """
+            SELECT coalesce(status, 'never reported status') AS status, count(*) AS agents
+            FROM agents GROUP BY 1 ORDER BY 1""", 12, 8, 6),
+        panel("Results with an unsynchronised clock", "stat", """
+            SELECT count(*) FILTER (WHERE clock_synced = 0)::float / nullif(count(*), 0) AS share
+            FROM results WHERE $__timeFilter(received_at)""", 18, 8, 6, unit="percentunit"),
+        panel("Agents missing results (sequence gaps)", "table", """
+            SELECT agent_id, line_id, max_seq AS "highest seq", result_count AS "stored",
+                   max_seq - result_count AS missing, last_seen AS "last seen"
+            FROM agents WHERE max_seq > result_count ORDER BY missing DESC LIMIT 100""", 0, 16, 24, 8,
+              description="Numbered by the agent but not stored here: still spooled, or lost."),
+    ])
+
+
+DASHBOARDS = {"fleet-health.json": fleet_health, "reopening-wave.json": reopening_wave,
+              "ingest-health.json": ingest_health}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(make(), indent=2, ensure_ascii=False) + "\n" for name, make in DASHBOARDS.items()}
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, text in render().items():
+        path = HERE / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)} (run python dashboards/generate.py)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
