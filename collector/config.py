@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from collector.promises.criterion import PromisePolicy
 from collector.rules import RulesConfig
 from linecheck.configfile import Strict, load_model
 
@@ -65,6 +66,8 @@ class CollectorConfig(Strict):
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    promises: PromisePolicy = Field(default_factory=PromisePolicy,
+                                    description="How promises are judged (collector/promises, docs/promises.md)")
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
 

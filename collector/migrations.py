@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Date,
@@ -318,3 +319,41 @@ def v7_seq_gaps(conn: Connection) -> None:
                     Column("last_seq", BigInteger, nullable=False),
                     _ts("detected_at", False),
                     PrimaryKeyConstraint("agent_id", "first_seq"))
+
+
+def v8_promises(conn: Connection) -> None:
+    """The promise ledger: promises per line, imported billing records, the latest verdict per promise."""
+    op = ops(conn)
+    op.create_table("promises",
+                    Column("promise_id", String(64), primary_key=True),
+                    Column("line_id", String(64), nullable=False),
+                    Column("kind", String(32), nullable=False),
+                    Column("effective", Date, nullable=False),
+                    Column("grace_days", Integer),
+                    Column("terms", Text, nullable=False),
+                    Column("note", Text),
+                    _ts("created_at", False), _ts("updated_at", False))
+    op.create_index("ix_promises_line", "promises", ["line_id"])
+    op.create_table("billing_records",
+                    Column("line_id", String(64), nullable=False),
+                    Column("period", String(7), nullable=False),
+                    Column("product", String(64), nullable=False),
+                    Column("amount", Float, nullable=False),
+                    Column("waived", Float, nullable=False),
+                    Column("currency", String(3), nullable=False),
+                    Column("source", String(255)),
+                    _ts("imported_at", False),
+                    PrimaryKeyConstraint("line_id", "period", "product"))
+    op.create_table("promise_verdicts",
+                    Column("promise_id", String(64), primary_key=True),
+                    Column("line_id", String(64), nullable=False),
+                    Column("kind", String(32), nullable=False),
+                    Column("outcome", String(32), nullable=False),
+                    Column("in_grace", Boolean, nullable=False),
+                    Column("summary", Text, nullable=False),
+                    Column("detail", Text, nullable=False),
+                    Column("delivered_ratio", Float),
+                    _ts("evaluated_at", False), _ts("judgeable_from", False), _ts("outcome_since", False),
+                    Column("ticket_id", Integer))
+    op.create_index("ix_promise_verdicts_line", "promise_verdicts", ["line_id"])
+    op.create_index("ix_promise_verdicts_kind_outcome", "promise_verdicts", ["kind", "outcome"])

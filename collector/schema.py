@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -394,4 +395,52 @@ seq_gaps = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("detected_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("agent_id", "first_seq"),
+)
+
+# --- promise ledger (collector/promises) ---------------------------------------------------------
+
+promises = Table(
+    "promises", metadata,
+    Column("promise_id", String(64), primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # speed, wifi_coverage, tariff_reduction, ...
+    Column("effective", Date, nullable=False),
+    Column("grace_days", Integer),  # null = the policy's default for the kind
+    Column("terms", Text, nullable=False),  # the whole promise as JSON (collector.promises.model)
+    Column("note", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_promises_line", "line_id"),
+)
+
+billing_records = Table(
+    "billing_records", metadata,
+    Column("line_id", String(64), nullable=False),
+    Column("period", String(7), nullable=False),  # YYYY-MM
+    Column("product", String(64), nullable=False),
+    Column("amount", Float, nullable=False),  # charge at the tariff in force, before waivers
+    Column("waived", Float, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("source", String(255)),  # the imported file
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("line_id", "period", "product"),
+)
+
+# The latest verdict per promise; `outcome_since` says how long it has stood.
+promise_verdicts = Table(
+    "promise_verdicts", metadata,
+    Column("promise_id", String(64), primary_key=True),
+    Column("line_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("in_grace", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON evidence (collector.promises.verdict.Verdict.as_dict)
+    Column("delivered_ratio", Float),
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),
+    Column("judgeable_from", DateTime(timezone=True), nullable=False),
+    Column("outcome_since", DateTime(timezone=True), nullable=False),
+    Column("ticket_id", Integer),  # the ticket the verdict opened, if any
+    Index("ix_promise_verdicts_line", "line_id"),
+    Index("ix_promise_verdicts_kind_outcome", "kind", "outcome"),
 )

@@ -35,6 +35,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v5_clock_flag,
     m.v6_tickets,
     m.v7_seq_gaps,
+    m.v8_promises,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch

@@ -66,6 +66,7 @@ class SpeedSample:
     cross_traffic_high: bool = False
     status: str = "ok"  # the throughput check's status
     reason: str | None = None  # the check's reason when it could not measure
+    agent_id: str = ""  # with result_id: the stored result this came from (ticket evidence)
 
     def figure(self, direction: Direction) -> tuple[float | None, str | None]:
         if direction == "down":
@@ -75,7 +76,7 @@ class SpeedSample:
 
 def sample_from_metrics(result_id: str, at: datetime, throughput: Mapping[str, float | None],
                         link: Mapping[str, float | None] | None = None, status: str = "ok",
-                        reason: str | None = None) -> SpeedSample:
+                        reason: str | None = None, agent_id: str = "") -> SpeedSample:
     """A sample from one result's throughput (and link) check metrics; capacity first, else the test rate."""
     link = link or {}
     figures: dict[str, tuple[float | None, str | None]] = {}
@@ -89,7 +90,7 @@ def sample_from_metrics(result_id: str, at: datetime, throughput: Mapping[str, f
         result_id=result_id, at=at, down_mbps=figures["down"][0], down_source=figures["down"][1],
         up_mbps=figures["up"][0], up_source=figures["up"][1],
         wan_speed_mbps=None if wan is None else float(wan), cpu_max_pct=None if cpu is None else float(cpu),
-        cross_traffic_high=bool(flag), status=status, reason=reason)
+        cross_traffic_high=bool(flag), status=status, reason=reason, agent_id=agent_id)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class TestJudgement:
     passed: bool | None  # None when excluded
     wan_speed_mbps: float | None = None
     cpu_max_pct: float | None = None
+    agent_id: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -180,7 +182,7 @@ def judge_tests(direction: Direction, promise: SpeedPromise, samples: Sequence[S
             promised_mbps=promised, threshold_mbps=threshold, value_mbps=value, source=source,
             excluded=excluded, detail=detail,
             passed=None if excluded or value is None else value >= threshold,
-            wan_speed_mbps=s.wan_speed_mbps, cpu_max_pct=s.cpu_max_pct))
+            wan_speed_mbps=s.wan_speed_mbps, cpu_max_pct=s.cpu_max_pct, agent_id=s.agent_id))
     return out
 
 

@@ -31,6 +31,7 @@ class WifiSample:
     up_mbps: float | None = None  # device -> gateway
     status: str = "ok"
     reason: str | None = None
+    agent_id: str = ""
 
     @property
     def figure(self) -> float | None:
@@ -47,6 +48,7 @@ class RoomTest:
     value_mbps: float | None
     excluded: Exclusion | None
     passed: bool | None
+    agent_id: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -71,7 +73,7 @@ def _room(room: str, minimum: float, samples: Sequence[WifiSample], crit: SpeedC
         value = s.figure
         excluded = Exclusion.NOT_MEASURED if value is None else None
         tests.append(RoomTest(s.result_id, s.at, room, minimum, value, excluded,
-                              None if value is None else value >= threshold))
+                              None if value is None else value >= threshold, s.agent_id))
     est = estimate("all", tests, crit)
     missing = Counter(t.excluded for t in tests)[Exclusion.NOT_MEASURED]
     head = f"Room {room!r}: {est.passed} of {est.valid} tests reached {threshold:g} Mbit/s"
