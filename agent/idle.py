@@ -26,6 +26,7 @@ State (`idle-state.json` in data_dir) is written atomically, on every event and 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class IdleTracker:
         self._clock_synced = clock_synced
         self._saved_at = float("-inf")
         self._handed_out_resume = False  # the pending resume is re-announced once per process
+        self._lock = threading.Lock()
         self.state: dict[str, Any] = load_json(path) if path else {}
         if self.state.get("version") != STATE_VERSION:
             self.state = {}
@@ -98,6 +100,10 @@ class IdleTracker:
     # --- feeding it ----------------------------------------------------------------------------
     def observe(self, counters: Counters | None, own_traffic: bool = False) -> list[IdleEvent]:
         """One sample of the counters. Returns the checks to run now (resume and/or watchdog)."""
+        with self._lock:  # the scheduler thread observes while a command's check may call note_check
+            return self._observe(counters, own_traffic)
+
+    def _observe(self, counters: Counters | None, own_traffic: bool) -> list[IdleEvent]:
         if not self.cfg.enabled:
             return []
         now = self._clock()
@@ -164,13 +170,14 @@ class IdleTracker:
 
     def note_check(self, kind: str | None = None) -> None:
         """A check was spooled. `kind='resume'` completes the pending resume."""
-        now = self._clock()
-        self.state["last_check"] = now
-        if kind == "resume":
-            self.state["pending_resume_idle_s"] = None
-            self.state["last_resume"] = now
-            self._handed_out_resume = False
-        self._save(now, force=True)
+        with self._lock:
+            now = self._clock()
+            self.state["last_check"] = now
+            if kind == "resume":
+                self.state["pending_resume_idle_s"] = None
+                self.state["last_resume"] = now
+                self._handed_out_resume = False
+            self._save(now, force=True)
 
     def release_resume(self) -> None:
         """The resume check could not be spooled: announce it again on the next observation."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self._clock = clock
         self.state: dict[str, Any] = load_json(path) if path else {}
+        self._lock = threading.Lock()
 
     # --- when --------------------------------------------------------------------------------
     def first_run(self, started: float) -> float:
@@ -202,6 +204,10 @@ class Scheduler:
     # --- bookkeeping --------------------------------------------------------------------------
     def record(self, envelope: ResultEnvelope) -> None:
         """A line check finished: count the data its throughput tests moved, remember the times."""
+        with self._lock:  # scheduled and remote checks finish on different threads
+            self._record(envelope)
+
+    def _record(self, envelope: ResultEnvelope) -> None:
         now = self._clock()
         if envelope.trigger is Trigger.SCHEDULE:
             self.state["last_run"] = now
