@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 Where to look:
   stored results   .venv/bin/linecheck-collector results --config {collector_cfg}
   check now        .venv/bin/linecheck-agent check --config {agent_cfg}
+  remote check     .venv/bin/linecheck-collector command --config {collector_cfg} --agent local-gw check_now
 Ctrl-C stops everything.""", flush=True)
         started = time.monotonic()
         seen = 0
