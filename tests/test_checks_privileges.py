@@ -66,3 +66,10 @@ def test_traceroute_scapy_only_skips_and_auto_falls_back(no_icmp: None, monkeypa
     assert m.status is Status.SKIPPED and "CAP_NET_RAW" in m.reason
     summary, *hops = traceroute.run(traceroute.TracerouteConfig(target="127.0.0.1", probe_timeout_s=0.5), make_ctx())
     assert summary.status is Status.OK and summary.metrics["raw_socket_flag"] == 0 and len(hops) == 1
+
+
+def test_ping_accepts_ipv6_literals_on_loopback() -> None:
+    [m] = ping.run(ping.PingConfig(targets=["::1"], count=3, interval_s=0.01), make_ctx())
+    if m.status is Status.SKIPPED:
+        pytest.skip(f"this machine allows no ICMPv6 echo: {m.reason}")
+    assert m.status is Status.OK and m.target == "::1" and m.metrics["received_count"] == 3

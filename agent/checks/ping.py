@@ -174,6 +174,8 @@ def resolve_target(target: str, ctx: CheckContext) -> str:
         if not ctx.line.test_server:
             raise LookupError("line.test_server is not configured")
         target = ctx.line.test_server.split(":")[0]
+    with contextlib.suppress(ValueError):  # an address literal, IPv6 included, needs no lookup
+        return str(ipaddress.ip_address(target))
     return socket.getaddrinfo(target, None, socket.AF_INET)[0][4][0]
 
 
