@@ -44,7 +44,7 @@ class _DatabaseGauges(Collector):
         with self.engine.connect() as conn:
             quarantined = conn.execute(select(func.count()).select_from(t.quarantine)).scalar_one()
             states = dict(conn.execute(select(func.coalesce(t.agents.c.status, "unknown"), func.count())
-                                       .group_by(func.coalesce(t.agents.c.status, "unknown"))).tuples().all())
+                                       .group_by(func.coalesce(t.agents.c.status, "unknown"))).all())
             stored = conn.execute(select(func.coalesce(func.sum(t.agents.c.result_count), 0))).scalar_one()
             tickets = _open_tickets(conn)
         q = GaugeMetricFamily("linecheck_quarantine_messages", "Messages held in quarantine (refused at ingest)")

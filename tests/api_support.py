@@ -39,7 +39,8 @@ def fleet(_seeded: tuple[Path, Fleet], tmp_path: Path) -> Iterator[Fleet]:
     template_path, template = _seeded
     copy = tmp_path / "fleet.db"
     shutil.copyfile(template_path, copy)  # the template is closed and checkpointed: one file holds it all
-    f = Fleet(Store(f"sqlite:///{copy}"), dict(template.tokens), template.results, template.quarantine_ids)
+    f = Fleet(Store(f"sqlite:///{copy}"), dict(template.tokens), template.results, template.quarantine_ids,
+              template.tickets)
     yield f
     f.store.close()
 

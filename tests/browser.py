@@ -43,8 +43,9 @@ def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
         "const f = document.querySelector('footer'); return f ? f.getBoundingClientRect().bottom + window.scrollY"
         " + 16 : document.body.scrollHeight")
     width = driver.get_window_size()["width"]
-    # The window's outer size includes the browser's frame; headless adds none worth measuring.
-    driver.set_window_size(width, min(max(int(height), 400), 4000))
+    # The window's outer size includes the browser's own bars: add what they take from the viewport.
+    frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+    driver.set_window_size(width, min(max(int(height), 400), 4000) + max(0, int(frame)))
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path

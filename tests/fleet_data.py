@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from collector import registry
+from collector import schema as t
 from collector.api.accounts import Accounts
 from collector.store import Quarantined, Store
 from tests.factory import envelope, finding, link_check, ping_check, throughput_check
@@ -69,6 +70,7 @@ class Fleet:
     tokens: dict[str, str] = field(default_factory=dict)  # user id -> API token
     results: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # line -> [(agent, result id)]
     quarantine_ids: dict[str, int] = field(default_factory=dict)  # agent id or "none" -> quarantine row id
+    tickets: dict[str, int] = field(default_factory=dict)  # line id -> its seeded ticket
 
     @property
     def engine(self) -> Engine:
@@ -103,12 +105,25 @@ def seed(url: str, results_per_line: int = 12, now: datetime | None = None) -> F
     store.set_agent_status("acme-gw", "online")
     store.set_agent_status("tel-gw", "online")
     store.set_agent_status("bravo-gw", "offline")
-    from sqlalchemy import select
-
-    from collector import schema as t
     with store.engine.connect() as conn:
         for row in conn.execute(select(t.quarantine.c.id, t.quarantine.c.agent_id)):
             fleet.quarantine_ids[row.agent_id or "none"] = row.id
+    # Tickets: an open one on each carrier's side, and one further along on tenant A's own line.
+    from collector import tickets
+
+    with store.engine.begin() as conn:
+        for line_id, fault, state in (("acme-xuhui-1", "packet_loss", "open"),
+                                      ("tel-jingan-1", "high_latency", "acknowledged"),
+                                      ("bravo-pudong-1", "line_down", "open")):
+            agent_id, rid = fleet.results[line_id][-1]
+            opened = tickets.open_ticket(conn, line_id=line_id, fault_class=fault, location="wan",
+                                         summary=f"{fault} on {line_id}", evidence=[(agent_id, rid)],
+                                         agent_id=agent_id, now=now - timedelta(hours=1))
+            fleet.tickets[line_id] = opened.ticket_id
+            if state != "open":
+                tickets.transition(conn, opened.ticket_id, state, "a-admin", now=now - timedelta(minutes=30))
+        conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == fleet.tickets["bravo-pudong-1"])
+                     .values(assignee="b-tech"))
     accounts = Accounts(store.engine)
     for user_id, (role, tenant, lines) in USERS.items():
         accounts.create_user(user_id, role, tenant, PASSWORD, display_name=user_id)

@@ -57,6 +57,20 @@ def _token_of(fleet: Fleet, side: str, user: str) -> dict[str, Any]:
 
 
 _ids = itertools.count()
+WORKERS = {"carrier_admin", "technician"}
+
+
+def _fresh_ticket(fleet: Fleet, side: str) -> int:
+    """A new open ticket on the side's line, so each call of a state-changing route has one to change."""
+    from collector import tickets
+
+    with fleet.engine.begin() as conn:
+        return tickets.open_ticket(conn, line_id=line(side), fault_class=f"matrix_{next(_ids)}",
+                                   summary="matrix").ticket_id
+
+
+def ticket(fleet: Fleet, side: str, **body: Any) -> dict[str, Any]:
+    return {"path": {"ticket_id": _fresh_ticket(fleet, side)}, "json": body or None}
 
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/me"): Case(ALL, "self", lambda f, s, u: {}),
@@ -85,6 +99,18 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/users"): Case(ADMIN, "forbidden_other", lambda f, s, u: {"json": {
         "user_id": f"m{next(_ids)}", "role": "carrier_viewer",
         "tenant_id": "sh-telecom" if s == "own" else "sh-mobile"}}),
+    ("GET", "/api/v1/tickets"): Case(ALL, "list", lambda f, s, u: {"params": {"line_id": "bravo-pudong-1"}
+                                                                   if s == "other" else {}}),
+    ("GET", "/api/v1/tickets/{ticket_id}"): Case(ALL, "resource", lambda f, s, u: {"path": {"ticket_id": f.tickets[
+        line(s)]}}),
+    ("POST", "/api/v1/tickets/{ticket_id}/transition"): Case(WORKERS, "resource",
+                                                             lambda f, s, u: ticket(f, s, to_state="acknowledged")),
+    ("POST", "/api/v1/tickets/{ticket_id}/notes"): Case(WORKERS, "resource", lambda f, s, u: ticket(f, s, text="hi")),
+    ("POST", "/api/v1/tickets/{ticket_id}/evidence"): Case(WORKERS, "resource", lambda f, s, u: ticket(
+        f, s, agent_id=f.results[line(s)][0][0], result_id=f.results[line(s)][0][1])),
+    ("PUT", "/api/v1/tickets/{ticket_id}/assignee"): Case(ADMIN, "resource",
+                                                          lambda f, s, u: ticket(f, s, assignee="a-tech")),
+    ("GET", "/api/v1/exports/tickets.csv"): Case(ALL, "list", lambda f, s, u: {}),
     ("GET", "/api/v1/exports/lines.csv"): Case(ALL, "list", lambda f, s, u: {}),
     ("GET", "/api/v1/exports/results.csv"): Case(ALL, "list", lambda f, s, u: {
         "params": {"line_id": "bravo-pudong-1"} if s == "other" else {}}),

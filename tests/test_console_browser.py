@@ -45,6 +45,18 @@ def chrome() -> Iterator[object]:
     driver.quit()
 
 
+def wait_id(driver, element_id: str, text: str | None = None):  # type: ignore[no-untyped-def]
+    """The element once the page that has it is loaded (and shows `text`): a click's navigation is async."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 15)
+    if text is not None:
+        wait.until(ec.text_to_be_present_in_element((By.ID, element_id), text))
+    return wait.until(ec.presence_of_element_located((By.ID, element_id)))
+
+
 def shoot(driver: object, name: str) -> None:
     path = browser.screenshot(driver, name)
     assert path.stat().st_size > 10_000  # a rendered page, not a blank
@@ -53,7 +65,8 @@ def shoot(driver: object, name: str) -> None:
         shutil.copyfile(path, DOCS / path.name)
 
 
-def test_sign_in_fleet_line_and_check_now(console: str, chrome, sender: RecordingSender) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_fleet_line_ticket_and_check_now(console: str, chrome, sender: RecordingSender,  # type: ignore[no-untyped-def]
+                                                fleet: Fleet) -> None:
     from selenium.webdriver.common.by import By
 
     d = chrome
@@ -62,14 +75,14 @@ def test_sign_in_fleet_line_and_check_now(console: str, chrome, sender: Recordin
     d.find_element(By.ID, "user").send_keys("a-admin")
     d.find_element(By.ID, "password").send_keys(PASSWORD)
     d.find_element(By.ID, "login-submit").click()
-    table = d.find_element(By.ID, "fleet-table")
+    table = wait_id(d, "fleet-table")
     links = [a.text for a in table.find_elements(By.CLASS_NAME, "line-link")]
     assert links == ["acme-xuhui-1", "acme-xuhui-2", "tel-jingan-1"]  # tenant A only
     assert "problems" in table.text
     shoot(d, "console-fleet")
 
     d.find_element(By.LINK_TEXT, "acme-xuhui-1").click()
-    assert "acme-xuhui-1" in d.find_element(By.ID, "line-title").text
+    wait_id(d, "line-title", "acme-xuhui-1")
     svgs = d.find_elements(By.CSS_SELECTOR, "#charts svg")
     assert len(svgs) == 3
     assert svgs[0].find_elements(By.TAG_NAME, "polyline") and "plan down 500" in svgs[0].text
@@ -77,17 +90,40 @@ def test_sign_in_fleet_line_and_check_now(console: str, chrome, sender: Recordin
     shoot(d, "console-line")
 
     d.find_element(By.ID, "check-now").click()
-    assert "Check requested" in d.find_element(By.ID, "notice").text
+    wait_id(d, "notice", "Check requested")
     assert sender.sent == [("acme-gw", "check_now")]
 
+    # The line's open ticket, on the board, then moved along its lifecycle.
+    d.find_element(By.ID, "nav-tickets").click()
+    board = wait_id(d, "ticket-board")
+    tid = fleet.tickets["acme-xuhui-1"]
+    assert f"#{tid} packet_loss" in d.find_element(By.ID, "col-open").text
+    assert "high_latency" in d.find_element(By.ID, "col-acknowledged").text
+    assert "bravo" not in board.text
+    shoot(d, "console-tickets")
+    d.find_element(By.ID, f"ticket-{tid}").click()
+    wait_id(d, "ticket-state", "open")
+    d.find_element(By.NAME, "note").send_keys("customer called, on it")
+    d.find_element(By.ID, "to-acknowledged").click()
+    wait_id(d, "ticket-state", "acknowledged")
+    events = d.find_element(By.ID, "events").text
+    assert "customer called, on it" in events and "a-admin" in events
+    d.find_element(By.ID, "to-dispatched").click()
+    wait_id(d, "ticket-state", "dispatched")
+    shoot(d, "console-ticket")
+    d.find_element(By.ID, "nav-tickets").click()
+    wait_id(d, "col-dispatched", f"#{tid}")
+
     d.get(console + "/console/agents")
-    assert "acme-gw" in d.find_element(By.ID, "agents-table").text
+    wait_id(d, "agents-table", "acme-gw")
     shoot(d, "console-agents")
 
     d.get(console + "/console/?lang=zh-CN")
+    wait_id(d, "lang-switch", "English")
     assert d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
     assert "线路总览" in d.find_element(By.CSS_SELECTOR, "nav").text
     shoot(d, "console-fleet-zh")
 
     d.find_element(By.ID, "logout").click()
+    wait_id(d, "login-form")
     assert "/console/login" in d.current_url

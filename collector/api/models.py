@@ -30,6 +30,7 @@ class LineRow(BaseModel):
     last_result_at: datetime | None
     agents: int
     agents_online: int
+    open_tickets: int
 
 
 class AgentRow(BaseModel):
@@ -43,7 +44,8 @@ class AgentRow(BaseModel):
     last_seen: datetime | None
     max_seq: int
     result_count: int
-    seq_backlog: int = Field(description="Results numbered by the agent but not stored here (spooled or lost)")
+    missing: int | None = Field(description="Seq numbers below the agent's latest not stored here: in flight, "
+                                            "evicted by its spool, or lost (collector.delivery)")
     spool_backlog: int | None = Field(description="Results waiting in the agent's spool, as it last reported")
 
 
@@ -91,6 +93,7 @@ class LineDetail(BaseModel):
     health: str
     agents: list[AgentRow]
     latest: ResultFull | None
+    open_tickets: list[dict[str, Any]]
 
 
 class SeriesPoint(BaseModel):

@@ -86,11 +86,15 @@ def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if ids:
         for a in conn.execute(select(t.agents).where(t.agents.c.line_id.in_(ids))).mappings():
             agents.setdefault(a["line_id"], []).append(agent_view(dict(a)))
+    c = t.tickets.c
+    tickets_open = dict(conn.execute(select(c.line_id, func.count()).where(
+        c.line_id.in_(ids), c.state.in_(t.OPEN_STATES)).group_by(c.line_id)).all()) if ids else {}
     for r in rows:
         mine = agents.get(r["line_id"], [])
         r["agents_online"] = sum(1 for a in mine if a["online"])
         r["agents"] = len(mine)
         r["last_result_at"] = aware(r.get("last_result_at"))
+        r["open_tickets"] = int(tickets_open.get(r["line_id"], 0))
 
 
 def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] | None:
@@ -99,6 +103,7 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
     reg = conn.execute(select(t.lines).where(t.lines.c.line_id == line_id)).mappings().first()
     agents = [agent_view(dict(a)) for a in conn.execute(
         select(t.agents).where(t.agents.c.line_id == line_id).order_by(t.agents.c.agent_id)).mappings()]
+    add_delivery(conn, agents)
     if reg is None and not agents:
         return None
     latest = conn.execute(select(t.results).where(t.results.c.line_id == line_id)
@@ -110,6 +115,12 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
     if reg is None and agents:
         detail["site_id"] = agents[0]["site_id"]
     detail["health"] = latest["verdict"] if latest else "no_data"
+    c = t.tickets.c
+    detail["open_tickets"] = [
+        {"ticket_id": x.ticket_id, "fault_class": x.fault_class, "state": x.state, "summary": x.summary,
+         "opened_at": aware(x.opened_at)}
+        for x in conn.execute(select(c.ticket_id, c.fault_class, c.state, c.summary, c.opened_at).where(
+            c.line_id == line_id, c.state.in_(t.OPEN_STATES)).order_by(c.opened_at.desc()).limit(50))]
     return detail
 
 
@@ -182,9 +193,7 @@ def agent_view(a: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     return {"agent_id": a["agent_id"], "line_id": a["line_id"], "site_id": a["site_id"], "online": online,
             "status": status, "status_at": aware(a.get("status_at")), "first_seen": aware(a.get("first_seen")),
             "last_seen": last_seen, "max_seq": a.get("max_seq") or 0, "result_count": a.get("result_count") or 0,
-            # Results the agent numbered but the collector does not hold: still in its spool or lost.
-            "seq_backlog": max(0, (a.get("max_seq") or 0) - (a.get("result_count") or 0)),
-            "spool_backlog": a.get("spool_backlog")}
+            "missing": None, "spool_backlog": None}  # filled by add_delivery
 
 
 def online_clause(now: datetime | None = None) -> Any:
@@ -207,7 +216,32 @@ def list_agents(conn: Connection, scope: Scope, params: PageParams, status: str 
     if q:
         stmt = stmt.where(or_(a.agent_id.ilike(_like(q), escape="\\"), a.line_id.ilike(_like(q), escape="\\")))
     rows, total = paginate(conn, stmt.order_by(a.agent_id), params)
-    return [agent_view(r) for r in rows], total
+    views = [agent_view(r) for r in rows]
+    add_delivery(conn, views)
+    return views, total
+
+
+def add_delivery(conn: Connection, views: list[dict[str, Any]]) -> None:
+    """Seq gaps (collector.delivery) and the spool backlog each agent last reported, for one page of agents."""
+    ids = [v["agent_id"] for v in views]
+    if not ids:
+        return
+    g = t.seq_gaps.c
+    missing = dict(conn.execute(select(g.agent_id, func.sum(g.last_seq - g.first_seq + 1))
+                                .where(g.agent_id.in_(ids)).group_by(g.agent_id)).all())
+    # The agent reports its spool in an `agent` pseudo-check of each result; read its latest result's.
+    a, r, c, m = t.agents.c, t.results.c, t.checks.c, t.metrics.c
+    latest = (select(r.agent_id, r.result_id).join(t.agents, and_(a.agent_id == r.agent_id, a.max_seq == r.seq))
+              .where(r.agent_id.in_(ids)).subquery())
+    backlog = dict(conn.execute(
+        select(c.agent_id, m.value)
+        .join(latest, and_(latest.c.agent_id == c.agent_id, latest.c.result_id == c.result_id))
+        .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx))
+        .where(c.kind == "agent", m.name == "spool_backlog_count")).all())
+    for v in views:
+        v["missing"] = int(missing.get(v["agent_id"]) or 0)
+        value = backlog.get(v["agent_id"])
+        v["spool_backlog"] = None if value is None else int(value)
 
 
 # --- quarantine ----------------------------------------------------------------------------------

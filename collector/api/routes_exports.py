@@ -78,3 +78,18 @@ def results_csv(who: Anyone, request: Request,
     cols = ["started_at", "line_id", "agent_id", "result_id", "kind", "target", "status", "metric", "value"]
     stmt = stmt.order_by(c.started_at, c.agent_id, c.result_id, c.idx, m.name)
     return _csv(_stream(engine, stmt, cols), "results.csv")
+
+
+@router.get("/tickets.csv", tags=["exports"], response_class=StreamingResponse, responses=CSV_RESPONSE)
+def tickets_csv(who: Anyone, request: Request, days: Annotated[int, Query(ge=1, le=3660)] = 90) -> StreamingResponse:
+    """Tickets of the caller's lines opened in the last `days` days, with their lifecycle times."""
+    from collector.api.ticket_queries import visible
+
+    engine = request.app.state.engine
+    c = t.tickets.c
+    cols = ["ticket_id", "line_id", "tenant_id", "fault_class", "state", "severity", "location", "assignee",
+            "opened_at", "acknowledged_at", "dispatched_at", "resolved_at", "verified_at", "summary"]
+    stmt = (select(*[c[k] for k in cols]).where(visible(scope_for(engine, who)),
+                                                c.opened_at >= datetime.now(UTC) - timedelta(days=days))
+            .order_by(c.ticket_id))
+    return _csv(_stream(engine, stmt, cols), "tickets.csv")

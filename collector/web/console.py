@@ -21,7 +21,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Connection, func, select
 
 from collector import schema as t
+from collector import tickets
 from collector.api import queries
+from collector.api import ticket_queries as tq
 from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
 from collector.api.deps import SESSION_COOKIE
 from collector.api.pagination import PageParams
@@ -348,3 +350,116 @@ def revoke_token(request: Request, token_id: str, csrf: str = Form("")) -> Respo
         return _render(request, "message.html", who, session, status_code=403, message="csrf")
     request.app.state.accounts.revoke(token_id, user_id=who.user_id)
     return RedirectResponse("/console/account", status_code=303)
+
+
+# --- tickets -------------------------------------------------------------------------------------
+
+BOARD_PER_COLUMN = 10
+
+
+@router.get("/tickets", response_class=HTMLResponse)
+def ticket_board(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    fault = (request.query_params.get("fault_class") or "")[:40] or None
+    line_q = (request.query_params.get("line_id") or "")[:64] or None
+    columns = []
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        for state in tickets.STATES:
+            params = PageParams(_page(request, f"p_{state}").page, BOARD_PER_COLUMN)
+            rows, total = tq.list_tickets(conn, scope, params, [state], line_q, fault)
+            columns.append({"state": state, "rows": rows, "paging": _pager(params, total), "param": f"p_{state}"})
+        classes = list(conn.execute(select(t.tickets.c.fault_class).where(tq.visible(scope))
+                                    .group_by(t.tickets.c.fault_class).order_by(t.tickets.c.fault_class)
+                                    .limit(100)).scalars())
+    return _render(request, "tickets.html", who, session, columns=columns, classes=classes,
+                   filters={"fault_class": fault, "line_id": line_q})
+
+
+@router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
+def ticket_page(request: Request, ticket_id: int) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        row = tq.find(conn, scope, ticket_id)
+        if row is None:
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        ticket = tq.detail(conn, row)
+        candidates = tq.verification_candidates(conn, row) if row.state == "resolved" else []
+        technicians = []
+        if who.role == Role.CARRIER_ADMIN:
+            u = t.users.c
+            technicians = list(conn.execute(select(u.user_id).where(
+                u.role == Role.TECHNICIAN.value, scope.tenant_clause(u.tenant_id), u.disabled_at.is_(None))
+                .order_by(u.user_id).limit(200)).scalars())
+    return _render(request, "ticket.html", who, session, ticket=ticket, candidates=candidates,
+                   can_work=who.role in tq.WORKERS, technicians=technicians, error=request.query_params.get("error"))
+
+
+def _ticket_action(request: Request, ticket_id: int, csrf: str, roles: tuple[Role, ...], act) -> Response:  # type: ignore[no-untyped-def]
+    """Shared checks of the ticket forms: session, CSRF, role, scope; then `act(conn, who)` in one transaction."""
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    if who.role not in roles:
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    back = f"/console/tickets/{ticket_id}"
+    with request.app.state.engine.begin() as conn:
+        if tq.find(conn, Scope.of(conn, who), ticket_id) is None:
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        try:
+            act(conn, who)
+        except tickets.TicketError as exc:
+            conn.rollback()
+            return RedirectResponse(f"{back}?{urlencode({'error': str(exc)[:300]})}", status_code=303)
+    return RedirectResponse(back, status_code=303)
+
+
+@router.post("/tickets/{ticket_id}/transition")
+def ticket_transition(request: Request, ticket_id: int, csrf: str = Form(""), to_state: str = Form(...),
+                      note: str = Form("", max_length=2000), result: str = Form("", max_length=120)) -> Response:
+    def act(conn: Connection, who: Principal) -> None:
+        text = note.strip() or None
+        if to_state == "verified":
+            agent_id, _, result_id = result.partition("/")
+            if not result_id:
+                raise tickets.TicketError("choose the post-repair check that shows the line healthy")
+            tickets.verify(conn, ticket_id, agent_id, result_id, who.user_id, note=text)
+        else:
+            tickets.transition(conn, ticket_id, to_state, who.user_id, text)
+
+    return _ticket_action(request, ticket_id, csrf, tq.WORKERS, act)
+
+
+@router.post("/tickets/{ticket_id}/note")
+def ticket_note(request: Request, ticket_id: int, csrf: str = Form(""),
+                text: str = Form(..., min_length=1, max_length=2000)) -> Response:
+    return _ticket_action(request, ticket_id, csrf, tq.WORKERS,
+                          lambda conn, who: tickets.note(conn, ticket_id, who.user_id, text.strip()))
+
+
+@router.post("/tickets/{ticket_id}/assign")
+def ticket_assign(request: Request, ticket_id: int, csrf: str = Form(""),
+                  assignee: str = Form("", max_length=64)) -> Response:
+    def act(conn: Connection, who: Principal) -> None:
+        scope = Scope.of(conn, who)
+        if assignee:
+            tech = conn.execute(select(t.users.c.role, t.users.c.tenant_id).where(
+                t.users.c.user_id == assignee)).first()
+            if tech is None or tech.role != Role.TECHNICIAN.value or (
+                    scope.tenants is not None and tech.tenant_id not in scope.tenants):
+                raise tickets.TicketError(f"{assignee} is not a technician in your tenants")
+        conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id)
+                     .values(assignee=assignee or None))
+        tickets.note(conn, ticket_id, who.user_id, f"assigned to {assignee}" if assignee else "unassigned")
+
+    return _ticket_action(request, ticket_id, csrf, (Role.CARRIER_ADMIN,), act)

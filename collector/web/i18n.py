@@ -45,7 +45,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "last_seen": ("Last seen", "最后在线"),
     "first_seen": ("First seen", "首次上报"),
     "results": ("Results", "检测结果"),
-    "seq_backlog": ("Missing results (seq gap)", "未到达结果（序号缺口）"),
+    "missing": ("Missing results (seq gaps)", "未到达结果（序号缺口）"),
     "spool_backlog": ("Spool backlog", "本地缓存积压"),
     "page": ("Page", "第"),
     "of": ("of", "/"),
