@@ -120,6 +120,7 @@ class Ingestor:
         self.quarantined = 0
         self.db_retries = 0
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # from here on the broker queues results for this session
         self._generation = 0
         # Status of agents that have no row yet (their first result is behind the status message).
         self._pending_status: dict[str, tuple[str, datetime]] = {}
@@ -139,6 +140,7 @@ class Ingestor:
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -155,8 +157,17 @@ class Ingestor:
         self.connected.set()
         log.info("collector connected to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
 
+    def _on_subscribe(self, _c: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
+        if failed:
+            log.error("broker refused the collector's subscription: %s (check its ACL)", failed)
+            return
+        self.subscribed.set()
+        log.info("collector subscribed to results and status")
+
     def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         log.warning("collector disconnected from the broker (%s); paho reconnects", reason)
 
     def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:

@@ -10,9 +10,12 @@ the transaction. The counts of a run come from the two databases (see `tally`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -213,9 +216,238 @@ def run_collector(args: argparse.Namespace) -> int:
         store.hooks.append(announce_and_stall)  # type: ignore[arg-type]
     ingestor = Ingestor(cfg, store)
     signal.signal(signal.SIGTERM, lambda *_: ingestor.stop())
+
+    def announce() -> None:
+        if ingestor.subscribed.wait(60):
+            print("subscribed", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
     ingestor.run()
     store.close()
     return 0
+
+
+# --- the rig: broker, collector and agent processes, and the scenarios -----------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Rig:
+    """One agent, one collector (SQLite), one Mosquitto: real processes in a work directory."""
+
+    def __init__(self, work: Path, agent_id: str = "fault-gw", *, spool: str = "", mqtt: str = "",
+                 data_dir: Path | None = None):
+        from tests.mosquitto import Broker
+
+        self.work = work
+        self.agent_id = agent_id
+        (work / "broker").mkdir(parents=True, exist_ok=True)
+        # The broker's port is fixed now, so an agent can be pointed at a broker not yet started.
+        self.broker = Broker(work / "broker", extra_config="autosave_interval 1\n")
+        self.db = work / "collector.db"
+        self.data_dir = data_dir or work / "agent-data"
+        self.spool = self.data_dir / "spool.sqlite"
+        self.agent_cfg = work / "agent.yaml"
+        self.agent_cfg.write_text(
+            f"agent_id: {agent_id}\nline_id: {agent_id}-line\nsite_id: fault-site\ndata_dir: {self.data_dir}\n"
+            f"mqtt: {{host: 127.0.0.1, port: {self.broker.port}, keepalive_s: 5, resend_after_s: 2, "
+            f"resend_max_s: 4, reconnect_min_s: 0.1, reconnect_max_s: 1.0{mqtt}}}\n"
+            + (f"spool: {{{spool}}}\n" if spool else ""))
+        self.collector_cfg = work / "collector.yaml"
+        self.collector_cfg.write_text(
+            f"database: sqlite:///{self.db}\nmqtt: {{host: 127.0.0.1, port: {self.broker.port}, keepalive_s: 5}}\n"
+            "ingest: {batch_max: 50}\n")
+        self.procs: list[subprocess.Popen[str]] = []
+        self.agent: subprocess.Popen[str] | None = None
+        self.collector: subprocess.Popen[str] | None = None
+
+    # processes
+    def _spawn(self, *args: str) -> subprocess.Popen[str]:
+        log = (self.work / f"{args[0]}.log").open("a")
+        proc = subprocess.Popen([sys.executable, "-m", "tests.faultkit", *args], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=log, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.procs.append(proc)
+        proc.lines = []  # type: ignore[attr-defined]
+        threading.Thread(target=_collect, args=(proc,), daemon=True).start()
+        return proc
+
+    def start_agent(self, count: int, *extra: str) -> subprocess.Popen[str]:
+        self.agent = self._spawn("agent", "--config", str(self.agent_cfg), "--count", str(count), *extra)
+        return self.agent
+
+    def start_collector(self, *extra: str) -> subprocess.Popen[str]:
+        self.collector = self._spawn("collector", "--config", str(self.collector_cfg), *extra)
+        return self.collector
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.broker.stop()
+
+    # observation
+    def stored(self) -> int:
+        return len(set(stored_seqs(self.db, self.agent_id)))
+
+    def backlog(self) -> int:
+        if not self.spool.exists():
+            return -1
+        with _ro(self.spool) as db:
+            return int(db.execute("SELECT count(*) FROM results").fetchone()[0])
+
+    def delivered(self) -> bool:
+        """Every committed result stored or deliberately dropped, and every receipt back at the agent."""
+        if not self.spool.exists():
+            return False
+        sent, _, dropped = spool_counts(self.spool)
+        return self.backlog() == 0 and set(range(1, sent + 1)) <= set(stored_seqs(self.db, self.agent_id)) | dropped
+
+    def tally(self) -> Tally:
+        return tally(self.spool, self.db, self.agent_id)
+
+
+def _collect(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        proc.lines.append(line.strip())  # type: ignore[attr-defined]
+
+
+def printed(proc: subprocess.Popen[str], prefix: str) -> list[str]:
+    return [line for line in proc.lines if line.startswith(prefix)]  # type: ignore[attr-defined]
+
+
+def _wait(condition: object, timeout: float, what: str) -> None:
+    from tests.helpers import wait_for
+
+    wait_for(condition, timeout, what)  # type: ignore[arg-type]
+
+
+def _kill(proc: subprocess.Popen[str] | None) -> None:
+    assert proc is not None
+    proc.kill()  # SIGKILL: no handler, no flush, no goodbye
+    proc.wait()
+
+
+def _spool_intact(rig: Rig) -> None:
+    with sqlite3.connect(rig.spool) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def scenario_agent_kill(rig: Rig, n: int = 120) -> Tally:
+    """kill -9 the agent while it publishes; a restarted agent delivers the rest."""
+    rig.broker.start()
+    rig.start_collector()
+    agent = rig.start_agent(n, "--interval-s", "0.01")
+    _wait(lambda: rig.stored() >= n // 4, 60, "a quarter of the results stored")
+    _kill(agent)
+    _spool_intact(rig)
+    rig.start_agent(0, "--exit-when-empty")
+    _wait(rig.delivered, 60, "the restarted agent to deliver the rest")
+    return rig.tally()
+
+
+def scenario_collector_kill(rig: Rig, n: int = 120) -> Tally:
+    """kill -9 the collector inside its ingest transaction; a restarted collector stores the rest."""
+    rig.broker.start()
+    collector = rig.start_collector("--commit-pause-s", "0.3")
+    _wait(lambda: printed(collector, "subscribed"), 30, "the collector's subscription")
+    rig.start_agent(n, "--interval-s", "0.005")
+    # Let one commit through, then catch the next one half way.
+    _wait(lambda: rig.stored() > 0, 60, "a first commit")
+    seen = len(printed(collector, "in-commit"))
+    _wait(lambda: len(printed(collector, "in-commit")) > seen, 30, "a commit in progress")
+    _kill(collector)
+    rig.start_collector()
+    _wait(rig.delivered, 90, "the restarted collector to store everything")
+    return rig.tally()
+
+
+def scenario_broker_kill(rig: Rig, n: int = 120) -> Tally:
+    """kill -9 the broker mid-flow (it loses what it held since its last save) and restart it."""
+    rig.broker.start()
+    rig.start_collector()
+    rig.start_agent(n, "--interval-s", "0.01")
+    _wait(lambda: rig.stored() >= n // 4, 60, "a quarter of the results stored")
+    rig.broker.stop(kill=True)
+    rig.broker.start()
+    _wait(rig.delivered, 90, "delivery after the broker restart")
+    return rig.tally()
+
+
+def scenario_offline_days(rig: Rig, days: int = 14, per_day: int = 24) -> Tally:
+    """The broker is unreachable for `days` simulated days; the spool holds every result."""
+    agent = rig.start_agent(days * per_day, "--step-s", str(DAY_S / per_day))
+    _wait(lambda: printed(agent, "all spooled"), 60, "the simulated days to pass")
+    assert agent.poll() is None, "the agent died while offline"
+    rig.broker.start()
+    rig.start_collector()
+    _wait(rig.delivered, 120, "the backlog to drain once the broker is back")
+    return rig.tally()
+
+
+def scenario_disk_full(rig: Rig, n: int = 300) -> Tally:
+    """The spool's disk fills while the broker is away: evictions are counted, the agent goes on."""
+    agent = rig.start_agent(n, "--pad", "1500", "--problem-every", "5")
+    _wait(lambda: printed(agent, "all spooled"), 60, "the results to be produced")
+    assert agent.poll() is None, "the agent died on a full disk"
+    rig.broker.start()
+    rig.start_collector()
+    _wait(rig.delivered, 90, "what the spool kept to be delivered")
+    return rig.tally()
+
+
+def scenario_duplicates(rig: Rig, n: int = 100) -> Tally:
+    """Every result published twice by the agent, then everything replayed once more: stored once."""
+    rig.broker.start()
+    rig.start_collector()
+    rig.start_agent(n, "--interval-s", "0.005", "--duplicate")
+    _wait(rig.delivered, 60, "delivery")
+    with _ro(rig.db) as db:
+        payloads = [p.encode() for (p,) in db.execute("SELECT payload FROM results WHERE agent_id=?",
+                                                      (rig.agent_id,))]
+    replay = Watcher(rig.broker.port, "linecheck/v1/agents/+/receipts", client_id="replayer")
+    try:
+        for p in payloads:
+            replay.publish(f"linecheck/v1/agents/{rig.agent_id}/results", p)
+        _wait(lambda: len(replay.payloads("/receipts")) >= 1 and sum(
+            len(json.loads(r)["result_ids"]) for r in replay.payloads("/receipts")) >= n, 30, "receipts of the replay")
+        assert {json.loads(r)["status"] for r in replay.payloads("/receipts")} == {"duplicate"}
+    finally:
+        replay.close()
+    return rig.tally()
+
+
+def scenario_collector_backlog(rig: Rig, n: int = 300) -> Tally:
+    """The collector is down while the agent publishes a backlog; on restart it drains it."""
+    rig.broker.start()
+    collector = rig.start_collector()
+    # Its persistent session exists at the broker once it has subscribed: from then on the broker
+    # queues results for it while it is down.
+    _wait(lambda: printed(collector, "subscribed"), 30, "the collector's session")
+    collector.terminate()
+    collector.wait(10)
+    agent = rig.start_agent(n, "--interval-s", "0.002")
+    _wait(lambda: printed(agent, "all spooled"), 60, "the backlog to be produced")
+    assert rig.stored() == 0
+    rig.start_collector()
+    _wait(rig.delivered, 90, "the backlog to be stored")
+    return rig.tally()
+
+
+SCENARIOS = {
+    "agent_kill_9_mid_publish": scenario_agent_kill,
+    "collector_kill_9_mid_commit": scenario_collector_kill,
+    "broker_kill_9_and_restart": scenario_broker_kill,
+    "broker_unreachable_14_days": scenario_offline_days,
+    "disk_full_on_agent_spool": scenario_disk_full,
+    "duplicate_delivery": scenario_duplicates,
+    "collector_restart_with_backlog": scenario_collector_backlog,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
