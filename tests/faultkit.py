@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,8 +105,15 @@ class Tally:
                 f"duplicates_stored={self.duplicates_stored} evicted={self.evicted}")
 
 
-def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+@contextmanager
+def _ro(path: Path) -> Iterator[sqlite3.Connection]:
+    """Read-only, and closed after use (sqlite3's own context manager only commits, and polling
+    loops would run out of file descriptors)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def spool_counts(spool: Path) -> tuple[int, int, set[int]]:
@@ -301,8 +310,9 @@ class Rig:
             return int(db.execute("SELECT count(*) FROM results").fetchone()[0])
 
     def delivered(self) -> bool:
-        """Every committed result stored or deliberately dropped, and every receipt back at the agent."""
-        if not self.spool.exists():
+        """The agent has produced all it was asked to, every committed result is stored or was
+        deliberately dropped, and every receipt is back at the agent."""
+        if self.agent is None or not printed(self.agent, "all spooled") or not self.spool.exists():
             return False
         sent, _, dropped = spool_counts(self.spool)
         return self.backlog() == 0 and set(range(1, sent + 1)) <= set(stored_seqs(self.db, self.agent_id)) | dropped
@@ -334,7 +344,7 @@ def _kill(proc: subprocess.Popen[str] | None) -> None:
 
 
 def _spool_intact(rig: Rig) -> None:
-    with sqlite3.connect(rig.spool) as db:
+    with _ro(rig.spool) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
