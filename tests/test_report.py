@@ -206,3 +206,10 @@ def test_cli_report_language_from_locale_and_flag(tmp_path: Path) -> None:
     assert '<html lang="en">' in report.read_text()
     bad = run_cli("--config", cfg, "--no-spool", "--save-report", str(tmp_path / "missing" / "r.html"))
     assert bad.returncode == 2 and "cannot write the report" in bad.stderr
+
+
+def test_readme_shows_the_current_sample_reports() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for lang in ("en", "zh"):
+        sample = (SNAPSHOTS / f"problems.{lang}.txt").read_text(encoding="utf-8")
+        assert sample in readme, f"README sample ({lang}) is out of date: copy {SNAPSHOTS}/problems.{lang}.txt"
