@@ -9,7 +9,7 @@ import sys
 
 from sqlalchemy import select
 
-from collector import cli_registry, cli_tickets
+from collector import cli_promises, cli_registry, cli_tickets
 from collector import config as collector_config
 from collector import schema as t
 from collector.api import cli_users
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     gaps.add_argument("--agent", metavar="ID", help="one agent in full (default: every agent with gaps)")
     cli_registry.add_parsers(sub)
     cli_tickets.add_parsers(sub)
+    cli_promises.add_parsers(sub)
     _add_security_commands(sub)
     _add_command_parser(sub)
     cli_users.add_parsers(sub)
@@ -124,12 +125,14 @@ def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) ->
 def _serve(cfg: collector_config.CollectorConfig) -> int:
     from collector.background import Background
     from collector.ingest import Ingestor
+    from collector.promises.hook import PromiseHook
     from collector.rules import RuleEngine
     from collector.store import Store
 
     store = Store(cfg.database)
     rules = RuleEngine(cfg.rules)
     store.add_hook(rules.on_ingest)  # rules → tickets in the ingest transaction
+    store.add_hook(PromiseHook(cfg.promises))  # new speed/WiFi tests → promise verdicts → tickets
     ingestor = Ingestor(cfg, store)
     http = _start_http(cfg, store, ingestor)
     background = Background(store, rules, ingestor.client)
@@ -182,6 +185,8 @@ def _results(cfg: collector_config.CollectorConfig, limit: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "promises" and args.promises_command == "verify-report":
+        return cli_promises.run(args, None)  # anyone holding a report can check it: no collector config
     try:
         cfg = collector_config.load(args.config)
     except ConfigError as exc:
@@ -195,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_registry.run(args, cfg)
     if args.command == "tickets":
         return cli_tickets.run(args, cfg)
+    if args.command == "promises":
+        return cli_promises.run(args, cfg)
     if args.command in ("broker-config", "enrol-token", "revoke"):
         return _security(cfg, args)
     if args.command == "command":

@@ -20,9 +20,11 @@ import itertools
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 GW_ADDR = "198.18.0.2"
 CARRIER_ADDR = "198.18.0.1"
@@ -136,6 +138,25 @@ class LineLab:
     def link(self, up: bool) -> None:
         """Cut or restore the line on the carrier side: the gateway sees its carrier go away."""
         self.sh(self.carrier, f"ip link set {self.carrier_if} {'up' if up else 'down'}")
+
+    def slow_wan_port(self, mbit: int) -> None:
+        """The gateway's WAN port negotiates only `mbit` Mbit/s (a cable or port fault at the office).
+
+        veth's speed is fixed at 10 Gbit/s, so the gateway's `wan0` becomes a TAP device that reports
+        `mbit` (ETHTOOL_SSET) and tests/tap_relay.py bridges it onto the veth; both directions are
+        shaped to the port's rate, as a port negotiated at that speed carries no more.
+        """
+        g = self.gw_if
+        self.run(self.carrier, [sys.executable, "-m", "tests.tap_relay", "no-offload", self.carrier_if], check=True)
+        self.sh(self.gw, f"ip addr flush dev {g}; ip link set {g} down; ip link set {g} name {g}x; "
+                         f"sysctl -qw net.ipv6.conf.{g}x.disable_ipv6=1; ip link set {g}x promisc on; "
+                         f"ip link set {g}x up; ip tuntap add dev {g} mode tap")
+        relay = self.popen(self.gw, [sys.executable, "-m", "tests.tap_relay", g, f"{g}x", str(mbit)],
+                           stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[1]))
+        assert relay.stdout is not None and relay.stdout.readline().strip() == b"relaying"
+        self.sh(self.gw, f"ip link set {g} up; ip addr add {GW_ADDR}/24 dev {g}; "
+                         f"ip route add default via {CARRIER_ADDR}")
+        self.shape(mbit, mbit)
 
     def set_mtu(self, ns: str, mtu: int) -> None:
         dev = self.gw_if if ns == self.gw else self.carrier_if

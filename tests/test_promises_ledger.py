@@ -177,3 +177,25 @@ def test_tickets_open_for_a_broken_promise_and_a_local_limit_and_resolve(store: 
         assert tickets.open_ticket_for(conn, "acme-xuhui-1", "upgrade_not_delivered") is None
         assert tickets.open_ticket_for(conn, "lotus-jingan-1", LOCAL_CLASS) is None
     assert len(done.resolved) == 2
+
+
+def test_ingest_hook_judges_new_speed_tests_in_the_ingest_transaction(db_url: str) -> None:
+    from collector import tickets
+    from collector.promises.hook import PromiseHook
+
+    s = Store(db_url, hooks=[PromiseHook(PromisePolicy())])
+    try:
+        with s.engine.begin() as conn:
+            registry.import_registry(conn, registry.load_yaml(ROOT / "config" / "lines.example.yaml"))
+            ledger.import_promises(conn, [speed("acme-xuhui-1", "acme-up")])
+        # Results without a throughput test do not re-judge anything.
+        s.ingest([envelope("acme-xuhui-gw", "acme-xuhui-1", started_at=NOW - timedelta(hours=1))])
+        with s.engine.connect() as conn:
+            assert conn.execute(select(t.promise_verdicts)).first() is None
+        s.ingest(results_on("acme-xuhui-1", "acme-xuhui-gw", [(96.0, 48.0)] * 12), received_at=NOW)
+        with s.engine.connect() as conn:
+            row = conn.execute(select(t.promise_verdicts)).one()
+            assert row.outcome == "not_delivered" and row.ticket_id is not None
+            assert tickets.open_ticket_for(conn, "acme-xuhui-1", "upgrade_not_delivered") is not None
+    finally:
+        s.close()

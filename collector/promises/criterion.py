@@ -10,6 +10,7 @@ docs/promises.md explains each setting and how a carrier changes it.
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,8 +47,10 @@ class SpeedCriterion(Strict):
     peak_hours: PeakHours = Field(default_factory=PeakHours)
     decide_on: Literal["all", "peak"] = Field(
         default="all", description="Which tests decide the verdict; the other split is still reported")
-    cpu_saturated_pct: float = Field(default=90, gt=0, le=100,
-                                     description="Gateway CPU at or above this during a test excludes it")
+    cpu_saturated_pct: float | None = Field(
+        default=90, gt=0, le=100,
+        description="Gateway CPU at or above this during a test excludes it; null: never (an agent on a "
+                    "shared host, not the gateway, sees other work's CPU)")
     local_limit_share: float = Field(
         default=0.5, gt=0, le=1,
         description="When the valid tests cannot decide and at least this share of tests was excluded "
@@ -98,3 +101,5 @@ class PromisePolicy(Strict):
     continuity: ContinuityCriterion = Field(default_factory=ContinuityCriterion)
     grace_days: GraceDays = Field(default_factory=GraceDays)
     open_tickets: bool = Field(default=True, description="Open tickets for not_delivered / local limits")
+    signing_key_file: Path = Field(default=Path("acceptance-signing.key"),
+                                   description="Ed25519 key that signs acceptance reports (created 0600 if absent)")

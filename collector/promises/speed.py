@@ -157,7 +157,7 @@ def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: 
     if s.wan_speed_mbps is not None and s.wan_speed_mbps < promised:
         return Exclusion.WAN_PORT, (f"WAN port negotiated {s.wan_speed_mbps:g} Mbit/s, "
                                     f"below the promised {promised:g}")
-    if s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
+    if crit.cpu_saturated_pct is not None and s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
         return Exclusion.CPU, f"gateway CPU at {s.cpu_max_pct:g}% during the test"
     if s.cross_traffic_high:
         return Exclusion.CROSS_TRAFFIC, "office traffic during the test was too high to trust the figure"
