@@ -53,22 +53,33 @@ class Verdict:
                    delivered_ratio=d.get("delivered_ratio"))
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def jsonable(value: Any) -> Any:
-    """Dataclasses, enums and datetimes into plain JSON values (recursively)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    """Dataclasses, enums and datetimes into plain JSON values (recursively); plain values pass through."""
+    if isinstance(value, _PLAIN) and not isinstance(value, Enum):
+        return value
     if isinstance(value, Enum):
         return value.value
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, float):
-        return round(value, 6)
     return value
 
 
+def _default(value: Any) -> Any:
+    out = jsonable(value)
+    if out is value:
+        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return out
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(jsonable(value), ensure_ascii=False, sort_keys=True)
+    """JSON text; values already made plain (a Verdict's detail) are not walked again."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_default)
