@@ -124,6 +124,19 @@ def seed(url: str, results_per_line: int = 12, now: datetime | None = None) -> F
                 tickets.transition(conn, opened.ticket_id, state, "a-admin", now=now - timedelta(minutes=30))
         conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == fleet.tickets["bravo-pudong-1"])
                      .values(assignee="b-tech"))
+    # Speed promises judged by the real ledger from the results above.
+    from collector.promises import ledger
+    from collector.promises.criterion import PromisePolicy
+    from collector.promises.model import SpeedPromise
+
+    effective = (now - timedelta(days=10)).date()
+    promises = [SpeedPromise(id=f"{line_id}-speed", line_id=line_id, effective=effective, grace_days=0,
+                             # acme-xuhui-2 was promised its full plan upstream too; it gets half: not delivered.
+                             down_mbps=plan, up_mbps=plan if line_id == "acme-xuhui-2" else plan * 0.5)
+                for line_id, (_, plan, _) in plans.items()]
+    with store.engine.begin() as conn:
+        ledger.import_promises(conn, promises, source="fleet_data")
+        ledger.save_verdicts(conn, ledger.judge(conn, PromisePolicy(), now + timedelta(seconds=1)))
     accounts = Accounts(store.engine)
     for user_id, (role, tenant, lines) in USERS.items():
         accounts.create_user(user_id, role, tenant, PASSWORD, display_name=user_id)

@@ -111,6 +111,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("PUT", "/api/v1/tickets/{ticket_id}/assignee"): Case(ADMIN, "resource",
                                                           lambda f, s, u: ticket(f, s, assignee="a-tech")),
     ("GET", "/api/v1/exports/tickets.csv"): Case(ALL, "list", lambda f, s, u: {}),
+    ("GET", "/api/v1/promises/verdicts"): Case(ALL, "list", lambda f, s, u: {"params": {"line_id": "bravo-pudong-1"}
+                                                                              if s == "other" else {}}),
+    ("GET", "/api/v1/promises/compliance"): Case(ALL, "list", lambda f, s, u: {"params": {
+        "by": "tenant", **({"tenant": "bravo-foods"} if s == "other" else {})}}),
+    ("GET", "/api/v1/lines/{line_id}/promises"): Case(ALL, "resource", lambda f, s, u: {"path": {"line_id": line(s)}}),
+    ("GET", "/api/v1/exports/promises.csv"): Case(ALL, "list", lambda f, s, u: {}),
     ("GET", "/api/v1/exports/lines.csv"): Case(ALL, "list", lambda f, s, u: {}),
     ("GET", "/api/v1/exports/results.csv"): Case(ALL, "list", lambda f, s, u: {
         "params": {"line_id": "bravo-pudong-1"} if s == "other" else {}}),

@@ -114,6 +114,11 @@ def test_sign_in_fleet_line_ticket_and_check_now(console: str, chrome, sender: R
     d.find_element(By.ID, "nav-tickets").click()
     wait_id(d, "col-dispatched", f"#{tid}")
 
+    d.get(console + "/console/promises")
+    assert "Xuhui" in wait_id(d, "compliance-table").text
+    assert "acme-xuhui-2" in d.find_element(By.ID, "verdicts-table").text
+    shoot(d, "console-promises")
+
     d.get(console + "/console/agents")
     wait_id(d, "agents-table", "acme-gw")
     shoot(d, "console-agents")

@@ -31,6 +31,7 @@ class LineRow(BaseModel):
     agents: int
     agents_online: int
     open_tickets: int
+    promise: str | None = Field(description="Worst current verdict among the line's promises; null if none judged")
 
 
 class AgentRow(BaseModel):

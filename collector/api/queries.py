@@ -86,6 +86,9 @@ def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if ids:
         for a in conn.execute(select(t.agents).where(t.agents.c.line_id.in_(ids))).mappings():
             agents.setdefault(a["line_id"], []).append(agent_view(dict(a)))
+    from collector.api.promise_queries import worst_by_line
+
+    promises = worst_by_line(conn, ids)
     c = t.tickets.c
     tickets_open = dict(conn.execute(select(c.line_id, func.count()).where(
         c.line_id.in_(ids), c.state.in_(t.OPEN_STATES)).group_by(c.line_id)).all()) if ids else {}
@@ -95,6 +98,7 @@ def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
         r["agents"] = len(mine)
         r["last_result_at"] = aware(r.get("last_result_at"))
         r["open_tickets"] = int(tickets_open.get(r["line_id"], 0))
+        r["promise"] = promises.get(r["line_id"])
 
 
 def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] | None:

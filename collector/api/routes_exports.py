@@ -93,3 +93,17 @@ def tickets_csv(who: Anyone, request: Request, days: Annotated[int, Query(ge=1, 
                                                 c.opened_at >= datetime.now(UTC) - timedelta(days=days))
             .order_by(c.ticket_id))
     return _csv(_stream(engine, stmt, cols), "tickets.csv")
+
+
+@router.get("/promises.csv", tags=["exports"], response_class=StreamingResponse, responses=CSV_RESPONSE)
+def promises_csv(who: Anyone, request: Request) -> StreamingResponse:
+    """The latest verdict of every promise on the caller's lines, with district and segment."""
+    engine = request.app.state.engine
+    v, ln = t.promise_verdicts.c, t.lines.c
+    cols = ["promise_id", "line_id", "tenant_id", "district", "segment", "kind", "outcome", "in_grace",
+            "delivered_ratio", "evaluated_at", "outcome_since", "ticket_id", "summary"]
+    stmt = (select(v.promise_id, v.line_id, ln.tenant_id, ln.district, ln.segment, v.kind, v.outcome, v.in_grace,
+                   v.delivered_ratio, v.evaluated_at, v.outcome_since, v.ticket_id, v.summary)
+            .select_from(t.promise_verdicts.outerjoin(t.lines, ln.line_id == v.line_id))
+            .where(scope_for(engine, who).lines_clause(v.line_id)).order_by(v.line_id, v.promise_id))
+    return _csv(_stream(engine, stmt, cols), "promises.csv")

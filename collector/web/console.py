@@ -22,6 +22,7 @@ from sqlalchemy import Connection, func, select
 
 from collector import schema as t
 from collector import tickets
+from collector.api import promise_queries as pq
 from collector.api import queries
 from collector.api import ticket_queries as tq
 from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
@@ -223,6 +224,7 @@ def line(request: Request, line_id: str) -> Response:
         findings, _ = queries.line_findings(conn, line_id, PageParams(1, 10))
         since = datetime.now(UTC) - timedelta(days=CHART_DAYS)
         series = queries.line_series(conn, line_id, ["down_mbps", "up_mbps", "rtt_avg_ms", "loss_pct"], since)
+        line_promises = pq.line_promises(conn, line_id)
     tr = i18n.translator(_lang(request, who))
     tz = _tz(request)
     empty = tr("no_chart_data")
@@ -241,7 +243,7 @@ def line(request: Request, line_id: str) -> Response:
         charts.render(charts.Chart(tr("loss"), "%", [charts.Series(tr("loss"), series["loss_pct"], "#dc2626")]),
                       tz, empty),
     ]
-    return _render(request, "line.html", who, session, line=detail, history=history,
+    return _render(request, "line.html", who, session, line=detail, history=history, promises=line_promises,
                    history_pager=_pager(history_params, history_total), findings=findings, charts=svg,
                    can_act=who.role in ACTORS, msg=request.query_params.get("msg"))
 
@@ -463,3 +465,25 @@ def ticket_assign(request: Request, ticket_id: int, csrf: str = Form(""),
         tickets.note(conn, ticket_id, who.user_id, f"assigned to {assignee}" if assignee else "unassigned")
 
     return _ticket_action(request, ticket_id, csrf, (Role.CARRIER_ADMIN,), act)
+
+
+# --- promises ------------------------------------------------------------------------------------
+
+
+@router.get("/promises", response_class=HTMLResponse)
+def promises_page(request: Request) -> Response:
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    by = request.query_params.get("by")
+    by = by if by in ("district", "segment", "tenant") else "district"
+    outcome = request.query_params.get("outcome")
+    outcome = outcome if outcome in pq.OUTCOMES else "not_delivered"
+    params = _page(request)
+    with _conn(request) as conn:
+        scope = Scope.of(conn, who)
+        groups = pq.compliance(conn, scope, by)  # type: ignore[arg-type]
+        rows, total = pq.list_verdicts(conn, scope, params, outcome=outcome)
+    return _render(request, "promises.html", who, session, groups=groups, by=by, rows=rows, outcome=outcome,
+                   outcomes=pq.OUTCOMES, paging=_pager(params, total))
