@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from agent import config as agent_config
 from agent.i18n import LANGS, Texts, detect_lang
+from agent.lan import cli as lan_cli
 from agent.report import render, render_html
 from linecheck.configfile import ConfigError
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--data-dir", default="/var/lib/linecheck")
     enroll.add_argument("--ca-file", help="CA certificate to trust for the collector's HTTPS")
     enroll.add_argument("--allow-http", action="store_true", help=argparse.SUPPRESS)  # tests on loopback only
+    lan_cli.add_parsers(sub)
     run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
     run.add_argument("--config", required=True)
     run.add_argument("--log-level", default="INFO")
@@ -143,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "enroll":
             return _enroll(args)
+        if args.command == "lan-serve":
+            logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            return lan_cli.serve(args)
+        if args.command == "lan-test":
+            return lan_cli.lan_test(args)
         cfg = agent_config.load(args.config)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from agent.daemon import serve

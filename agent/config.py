@@ -10,6 +10,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig
+from agent.lan.settings import LanTestConfig
 from linecheck.configfile import Strict, load_model
 from linecheck.wire import ID_PATTERN
 
@@ -128,6 +129,7 @@ class AgentConfig(Strict):
     idle: IdleConfig = Field(default_factory=IdleConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    lan_test: LanTestConfig = Field(default_factory=LanTestConfig, description="LAN/WiFi room speed tests")
     checks: dict[str, CheckConfig] = Field(
         default_factory=lambda: {"link": REGISTRY["link"].config(), "ping": REGISTRY["ping"].config()},
         description="Check kind -> its settings; a kind that is absent does not run",

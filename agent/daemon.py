@@ -124,7 +124,22 @@ class Agent:
             self.stop_event.wait(max(0.0, min(waits)))
 
     # --- lifecycle ---------------------------------------------------------------------------------
+    def _record_room_test(self, envelope: ResultEnvelope) -> ResultEnvelope:
+        """A LAN/WiFi room test from the LAN server (agent/lan): spool it and wake the publisher."""
+        stored = self.spool.enqueue(envelope)
+        self.publisher.wake.set()
+        return stored
+
     def run(self) -> None:
+        lan = None
+        if self.cfg.lan_test.enabled:
+            from agent.lan.service import LanServiceError, build
+
+            try:
+                lan = build(self.cfg, self._record_room_test).start()
+                log.info("LAN speed test served on %s/", lan.url)
+            except LanServiceError as exc:  # the line checks still run without it
+                log.error("%s", exc)
         self.publisher.start()
         if self.cfg.commands.enabled:
             self.commands.start()
@@ -133,6 +148,8 @@ class Agent:
         try:
             self.publisher.run(self.stop_event)
         finally:
+            if lan is not None:
+                lan.stop()
             self.commands.stop()
             self.publisher.stop()
             self.spool.close()

@@ -104,9 +104,11 @@ def classify_room(f: Finding, metrics: dict[str, MetricValue], wifi: WifiConfig)
                                 message=message, detail=detail), [f] if f.code != code else [])
 
     if not station:
+        how = ("the gateway could not tell whether over its WiFi" if metrics.get("station_found_flag") is None
+               else "not over this gateway's WiFi")
         return out("lan_throughput_low", "lan",
-                   f"The test from {room} reached {got} to the gateway over the office network (not this "
-                   "gateway's WiFi): check that device's cable, switch port or access point.")
+                   f"The test from {room} reached {got} to the gateway over the office network ({how}): "
+                   "check that device's cable, switch port or access point.")
     if signal is not None and signal <= wifi.signal_degraded_dbm:
         return out("wifi_weak", "wifi",
                    f"The test from {room} reached {got} because the WiFi signal there is weak ({signal:g} dBm): "

@@ -30,6 +30,9 @@ GW_ADDR = "198.18.0.2"
 CARRIER_ADDR = "198.18.0.1"
 SERVER_ADDR = "198.18.1.1"  # on the carrier's loopback: one routed hop beyond the access link
 FAR_ADDR = "198.18.21.1"  # on the last router of add_router_chain()
+LAN_GW_IF = "lan0"  # add_client(): the gateway's LAN side
+LAN_GW_ADDR = "198.19.0.1"
+LAN_CLIENT_ADDR = "198.19.0.2"
 GW6_ADDR = "2001:2::2"  # enable_ipv6(): 2001:2::/48 is the IPv6 benchmarking range (RFC 5180)
 CARRIER6_ADDR = "2001:2::1"
 SERVER6_ADDR = "2001:2:0:1::1"
@@ -50,6 +53,7 @@ class LineLab:
         self.carrier_if = "cr0"
         self._procs: list[subprocess.Popen[bytes]] = []
         self._extra_ns: list[str] = []  # router chain namespaces (add_router_chain)
+        self.client: str = ""  # the LAN client namespace, once add_client() made it
 
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> LineLab:
@@ -216,3 +220,37 @@ class LineLab:
     def set_link_mtu(self, ns: str, dev: str, mtu: int) -> None:
         """MTU of any device in any lab namespace (set_mtu covers only the access link)."""
         self.sh(ns, f"ip link set {dev} mtu {mtu}")
+
+    # --- a LAN client behind the gateway (additive; the WiFi/LAN room tests) --------------------
+    def add_client(self, mac: str | None = None) -> str:
+        """A third namespace, an office device on the gateway's LAN side:
+
+            [client ns] eth0 198.19.0.2/24 ==== veth ==== lan0 198.19.0.1/24 [gw ns]
+
+        `mac` sets the client's Ethernet address (so a captured `iw station dump` can name it).
+        Returns the client namespace; its default route is the gateway. Call once per lab.
+        """
+        ns = f"{self.gw}c"
+        _run(["ip", "netns", "add", ns])
+        self._extra_ns.append(ns)
+        self.client = ns
+        self.sh(ns, "ip link set lo up")
+        tmp = f"lcl{os.getpid() % 100000}{next(_counter)}"
+        _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+        _run(["ip", "link", "set", tmp, "netns", self.gw, "name", LAN_GW_IF])
+        _run(["ip", "link", "set", tmp + "p", "netns", ns, "name", "eth0"])
+        if mac:
+            self.sh(ns, f"ip link set eth0 address {mac}")
+        self.sh(self.gw, f"ip addr add {LAN_GW_ADDR}/24 dev {LAN_GW_IF}; ip link set {LAN_GW_IF} up")
+        self.sh(ns, f"ip addr add {LAN_CLIENT_ADDR}/24 dev eth0; ip link set eth0 up; "
+                    f"ip route add default via {LAN_GW_ADDR}")
+        return ns
+
+    def shape_lan(self, down_mbit: float | None, up_mbit: float | None) -> None:
+        """tbf on the LAN link, like `shape` on the access link: down = gateway -> client."""
+        for ns, dev, rate in ((self.gw, LAN_GW_IF, down_mbit), (self.client, "eth0", up_mbit)):
+            if rate is None:
+                self.sh(ns, f"tc qdisc del dev {dev} root", check=False)
+                continue
+            burst = max(32 * 1024, int(rate * 1e6 / 8 * 0.004))
+            self.sh(ns, f"tc qdisc replace dev {dev} root tbf rate {rate}mbit burst {burst} latency 50ms")

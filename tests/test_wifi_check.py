@@ -18,6 +18,7 @@ from agent.checks.wifi import WifiConfig, run
 from agent.wifi.source import CapturedIw, IwCommand, sysfs_wireless_interfaces
 from linecheck.catalogue import unlisted
 from linecheck.wire import Status
+from tests.fake_iw import fake_iw
 
 IW = Path(__file__).parent / "data" / "iw"
 ROOM = {"3c:22:fb:8e:41:07": "Meeting room 2"}
@@ -164,20 +165,7 @@ def test_wireless_without_iw_is_an_error_naming_the_package(tmp_path: Path) -> N
     assert m.status is Status.ERROR and "'iw' package" in (m.reason or "") and m.metrics["signal_dbm"] == -71.0
 
 
-# --- the real subprocess path, through a stand-in iw that replays a capture ------------------------
-
-def fake_iw(tmp_path: Path, driver: str) -> Path:
-    script = tmp_path / "iw"
-    script.write_text(f"""#!/bin/sh
-# Replays tests/data/iw/{driver}: stdout from NAME.txt; NAME.err is stderr of a failing iw.
-name=$(echo "$*" | tr ' ' '_')
-if [ -f "{IW / driver}/$name.txt" ]; then cat "{IW / driver}/$name.txt"; exit 0; fi
-if [ -f "{IW / driver}/$name.err" ]; then cat "{IW / driver}/$name.err" >&2; exit 161; fi
-echo "command failed: No such device (-19)" >&2; exit 237
-""")
-    script.chmod(0o755)
-    return script
-
+# --- the real subprocess path, through a stand-in iw that replays a capture (tests/fake_iw.py) -----
 
 def test_iw_command_reports_iw_errors_in_its_own_words(tmp_path: Path) -> None:
     iw = IwCommand(str(fake_iw(tmp_path, "iwlwifi")))
