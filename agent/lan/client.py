@@ -33,12 +33,21 @@ class Phase:
 
 @dataclass
 class Counter:
+    """Bytes moved, and when the count last changed: sampling (at, value) together stays exact
+    even when the sampling thread is descheduled on a loaded machine while the streams count on."""
+
     value: int = 0
+    at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, n: int) -> None:
         with self.lock:
             self.value += n
+            self.at = time.monotonic()
+
+    def sample(self) -> tuple[float, int]:
+        with self.lock:
+            return self.at, self.value
 
 
 class LanTestClient:
@@ -119,9 +128,9 @@ class LanTestClient:
             t.start()
         warm_end = start + self.seconds * WARMUP_SHARE
         stop.wait(max(0.0, warm_end - time.monotonic()))
-        mark_t, mark_b = time.monotonic(), counter.value
+        mark_t, mark_b = counter.sample()
         stop.wait(max(0.0, start + self.seconds - time.monotonic()))
-        end_t, end_b = time.monotonic(), counter.value
+        end_t, end_b = counter.sample()
         stop.set()
         for t in threads:
             t.join(self.timeout_s)

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.checks.wifi import WifiConfig
-from agent.lan.record import ClientResult, envelope
+from agent.lan.record import KIND, ClientResult, envelope
 from agent.lan.settings import LanTestConfig
 from agent.lan.station import StationView, look_up
 from linecheck.wire import ResultEnvelope
@@ -153,7 +153,7 @@ class LanServer:
         except Exception as exc:  # noqa: BLE001 - tell the client, keep serving
             log.exception("cannot record the room test")
             return 503, {"error": "not recorded", "detail": str(exc)}
-        check = stored.checks[0]
+        check = next(c for c in stored.checks if c.kind == KIND)  # the spool may add its own pseudo-check
         log.info("room test %r from %s: %s down=%s up=%s", result.room, view.ip, check.status.value,
                  check.metrics.get("down_mbps"), check.metrics.get("up_mbps"))
         return 200, {"result_id": stored.result_id, "seq": stored.seq, "status": check.status.value,
