@@ -186,19 +186,3 @@ def localise(checks: list[CheckResult], findings: list[Finding], wifi: WifiConfi
         kept[k] = _explain(better, [other])
     return sorted(kept.values(), key=lambda f: (ORDER.get(f.where or "", 9), f.severity != "critical"))
 
-
-def where_summary(findings: list[Finding]) -> str | None:
-    """One line for a human: where the fault is, most upstream first ("WiFi (Meeting room 2)")."""
-    if not findings:
-        return None
-    names = {"service": "the carrier's service (account suspended)", "wan": "the WAN line",
-             "cpe": "the gateway's WAN port or cable", "dns": "name resolution (DNS)", "lan": "the office LAN",
-             "wifi": "WiFi"}
-    parts: list[str] = []
-    for f in findings:
-        name = names.get(f.where or "", f.where or "unknown")
-        room = _room_of(f)
-        text = f"{name} ({room})" if room and f.where in ("wifi", "lan") else name
-        if text not in parts:
-            parts.append(text)
-    return ", ".join(parts)

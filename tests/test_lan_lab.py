@@ -71,13 +71,16 @@ def test_cli_room_test_weak_wifi_is_localised_to_the_room(lab: LineLab, tmp_path
     lab.shape_lan(40, 40)  # what -78 dBm / MCS 4 leaves of a WiFi link
     server, data, _ = start_lan_server(lab, tmp_path)
     proc = lab.run(lab.client, [sys.executable, "-m", "agent.cli", "lan-test", "--server", server,
-                                "--room", "Meeting room 2", "--seconds", "3", "--json"], timeout=60)
+                                "--room", "Meeting room 2", "--seconds", "5", "--json"], timeout=60)
     assert proc.returncode == 1, proc.stderr  # ran, found a problem
     answer = json.loads(proc.stdout)
     m = answer["metrics"]
     goodput = 0.956 * 40  # tbf at R carries ~0.956 R of TCP payload
-    assert goodput * 0.9 <= m["down_mbps"] <= goodput * 1.05, m
-    assert goodput * 0.9 <= m["up_mbps"] <= goodput * 1.05, m
+    # A client counts bytes when it reads them: on this loaded 2-core machine its readers fall
+    # behind and catch up, so data queued in socket buffers at the start of the window can be
+    # counted in it (seen: +5% at 40 Mbit/s over 3.75 s). Hence the upper margin.
+    assert goodput * 0.9 <= m["down_mbps"] <= goodput * 1.08, m
+    assert goodput * 0.9 <= m["up_mbps"] <= goodput * 1.08, m
     assert answer["station"]["mac"] == WEAK_LAPTOP and m["signal_dbm"] == -78 and m["tx_bitrate_mbps"] == 39.0
     assert [(f["code"], f["where"], f["detail"]["room"]) for f in answer["findings"]] == [
         ("wifi_weak", "wifi", "Meeting room 2")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.localise import localise, where_summary
+from agent.localise import localise
 from linecheck.wire import CheckResult, Finding, Status
 
 
@@ -108,9 +108,3 @@ def test_weak_room_message_names_room_signal_and_clears_the_line() -> None:
     assert "Meeting room 2" in f.message and "-78 dBm" in f.message and "not the cause" in f.message
     assert f.detail["signal_dbm"] == -78 and f.detail["tx_bitrate_mbps"] == 40.0
 
-
-def test_where_summary() -> None:
-    got = localise([C("link", "degraded", wan_speed_mbps=100), room(signal=-78, tx=40.0)],
-                   [F("wan_link_degraded", "cpe", check="link", wan_speed_mbps=100), slow_room()])
-    assert where_summary(got) == "the gateway's WAN port or cable, WiFi (Meeting room 2)"
-    assert where_summary([]) is None
