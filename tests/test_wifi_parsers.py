@@ -197,3 +197,26 @@ def test_ssid_escapes() -> None:
 ])
 def test_channel_and_band(freq: int, channel: int, band: float) -> None:
     assert channel_of(freq) == channel and band_of(freq) == band
+
+
+# --- robustness: output cut short or garbled gives fewer fields, never an exception --------------
+# (random text is fuzzed for every agent parser in tests/test_fuzz_parsers.py)
+
+PARSERS = [parse_dev, parse_info, parse_link, parse_station_dump, parse_survey_dump, parse_scan,
+           parse_proc_net_wireless]
+CAPTURES = sorted(p for p in IW.rglob("*.txt"))
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_truncated_captures_never_raise(capture: Path) -> None:
+    text = capture.read_text()
+    for cut in range(0, len(text), max(1, len(text) // 40)):  # output cut anywhere (a killed iw)
+        for parse in PARSERS:
+            parse(text[:cut])
+
+
+@pytest.mark.parametrize("line", ["\tDS Parameter set: channel ?", "\t\t * primary channel: x", "\tfreq: ?",
+                                  "\tsignal: dBm", "\tlast seen: ms ago"])
+def test_scan_lines_with_garbage_values(line: str) -> None:
+    (bss,) = parse_scan(f"BSS 02:00:00:00:00:01(on wlan0)\n{line}\n")
+    assert bss.bssid == "02:00:00:00:00:01"
