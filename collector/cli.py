@@ -136,6 +136,10 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
     ingestor = Ingestor(cfg, store)
     http = _start_http(cfg, store, ingestor)
     background = Background(store, rules, ingestor.client)
+    if cfg.notify.webhooks or cfg.notify.mail:
+        from collector.notify.outbox import Notifier
+
+        background.add_job("notify", 1.0, Notifier(store.engine, cfg.notify).run_once)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: ingestor.stop())
     background.start()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
 from collector.rules import RulesConfig
 from linecheck.configfile import Strict, load_model
@@ -68,6 +69,7 @@ class CollectorConfig(Strict):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     promises: PromisePolicy = Field(default_factory=PromisePolicy,
                                     description="How promises are judged (collector/promises, docs/promises.md)")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
 
