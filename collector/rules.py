@@ -36,7 +36,7 @@ from linecheck.wire import ResultEnvelope, Status, Trigger
 
 log = logging.getLogger(__name__)
 
-_LOCK_SPACE = 7412  # pg_advisory_xact_lock(space, key): one lock per line, shared by all collectors
+_LOCK_SPACE = 7413  # pg_advisory_xact_lock(space, key), one per line; 7411 migrations, 7412 per-agent ingest
 _SEVERITY_RANK = {"warning": 1, "critical": 2}
 
 
