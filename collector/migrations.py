@@ -12,6 +12,8 @@ schema.py to match. Never edit a landed migration.
 
 from __future__ import annotations
 
+import logging
+
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import (
@@ -38,6 +40,7 @@ from sqlalchemy import ForeignKey as FK
 
 
 def ops(conn: Connection) -> Operations:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing to an operator
     return Operations(MigrationContext.configure(conn))
 
 

@@ -10,7 +10,8 @@ Addresses are in 198.18.0.0/15 (RFC 2544 benchmarking); nothing leaves the names
 
 Optional extras (tests call them): more server addresses (`add_address`), a resolv.conf for
 programs run in a namespace (`set_resolv_conf`), IPv6 in 2001:2::/48 (`enable_ipv6`), and a chain
-of routers behind the carrier for multi-hop paths (`add_router_chain`).
+of routers behind the carrier for multi-hop paths (`add_router_chain`), and a management link that
+survives a cut access line (`add_management_link`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FAR_ADDR = "198.18.21.1"  # on the last router of add_router_chain()
 LAN_GW_IF = "lan0"  # add_client(): the gateway's LAN side
 LAN_GW_ADDR = "198.19.0.1"
 LAN_CLIENT_ADDR = "198.19.0.2"
+MGMT_ADDR = "198.18.3.1"  # add_management_link(): the carrier's management address (e.g. the broker)
 GW6_ADDR = "2001:2::2"  # enable_ipv6(): 2001:2::/48 is the IPv6 benchmarking range (RFC 5180)
 CARRIER6_ADDR = "2001:2::1"
 SERVER6_ADDR = "2001:2:0:1::1"
@@ -216,6 +218,20 @@ class LineLab:
             prev_ns = ns
         self.sh(prev_ns, f"ip addr add {FAR_ADDR}/32 dev lo")
         return FAR_ADDR
+
+    def add_management_link(self) -> str:
+        """A second gateway↔carrier link that survives the access line (an LTE backup, a management
+        VLAN): only traffic to MGMT_ADDR, on the carrier's loopback, takes it (198.18.2.0/30).
+        Returns MGMT_ADDR; a broker listening there stays reachable while the line is down."""
+        tmp = f"lcm{os.getpid() % 100000}{next(_counter)}"
+        _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+        _run(["ip", "link", "set", tmp, "netns", self.gw, "name", "mgmt0"])
+        _run(["ip", "link", "set", tmp + "p", "netns", self.carrier, "name", "mgmt1"])
+        self.sh(self.carrier, f"ip addr add 198.18.2.1/30 dev mgmt1; ip link set mgmt1 up; "
+                              f"ip addr add {MGMT_ADDR}/32 dev lo")
+        self.sh(self.gw, f"ip addr add 198.18.2.2/30 dev mgmt0; ip link set mgmt0 up; "
+                         f"ip route add {MGMT_ADDR}/32 via 198.18.2.1 dev mgmt0")
+        return MGMT_ADDR
 
     def set_link_mtu(self, ns: str, dev: str, mtu: int) -> None:
         """MTU of any device in any lab namespace (set_mtu covers only the access link)."""
