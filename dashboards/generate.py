@@ -71,6 +71,10 @@ def fleet_health() -> dict[str, Any]:
             LEFT JOIN lines l ON l.line_id = ids.line_id
             LEFT JOIN ({LATEST}) x ON x.line_id = ids.line_id
             WHERE {LINE_FILTER} GROUP BY 1 ORDER BY 1""", 0, 0, 8),
+        panel("Open tickets by fault class", "barchart", f"""
+            SELECT k.fault_class, count(*) AS tickets FROM tickets k LEFT JOIN lines l ON l.line_id = k.line_id
+            WHERE k.state IN ('open', 'acknowledged', 'dispatched') AND {LINE_FILTER}
+            GROUP BY 1 ORDER BY 2 DESC""", 0, 27, 12, 8),
         panel("Agents online", "stat", """
             SELECT count(*) FILTER (WHERE status = 'online') AS online, count(*) AS agents FROM agents""",
               8, 0, 4),
@@ -137,6 +141,32 @@ def reopening_wave() -> dict[str, Any]:
     ])
 
 
+def promise_compliance() -> dict[str, Any]:
+    return dashboard("linecheck-promises", "linecheck · Promise compliance",
+                     "Are promised upgrades delivered? The latest verdict of every promise, from the promise ledger.", [
+        panel("Promises by outcome", "piechart", f"""
+            SELECT v.outcome, count(*) AS promises FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
+            WHERE {LINE_FILTER} GROUP BY 1 ORDER BY 1""", 0, 0, 8),
+        panel("Share delivered by district (judged promises)", "barchart", f"""
+            SELECT coalesce(l.district, '(none)') AS district,
+                   count(*) FILTER (WHERE v.outcome = 'delivered')::float / count(*) AS delivered
+            FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
+            WHERE NOT v.in_grace AND {LINE_FILTER} GROUP BY 1 ORDER BY 2""", 8, 0, 8, unit="percentunit"),
+        panel("Median measured / promised by district and kind", "table", f"""
+            SELECT coalesce(l.district, '(none)') AS district, v.kind,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY v.delivered_ratio) AS "median ratio",
+                   count(*) AS promises
+            FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
+            WHERE v.delivered_ratio IS NOT NULL AND {LINE_FILTER} GROUP BY 1, 2 ORDER BY 1, 2""", 16, 0, 8),
+        panel("Promises not delivered", "table", f"""
+            SELECT v.line_id AS line, l.tenant_id AS tenant, l.district, v.kind, v.outcome_since AS since,
+                   v.ticket_id AS ticket, v.summary
+            FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
+            WHERE v.outcome IN ('not_delivered', 'limited_by_local_equipment') AND {LINE_FILTER}
+            ORDER BY v.outcome_since LIMIT 200""", 0, 8, 24, 10),
+    ])
+
+
 def ingest_health() -> dict[str, Any]:
     return dashboard("linecheck-ingest", "linecheck · Ingest health",
                      "What reached the collector, how late, what was refused, which agents miss results.", [
@@ -167,7 +197,7 @@ def ingest_health() -> dict[str, Any]:
 
 
 DASHBOARDS = {"fleet-health.json": fleet_health, "reopening-wave.json": reopening_wave,
-              "ingest-health.json": ingest_health}
+              "promise-compliance.json": promise_compliance, "ingest-health.json": ingest_health}
 
 
 def render() -> dict[str, str]:

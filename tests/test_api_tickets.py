@@ -79,7 +79,7 @@ def test_evidence_must_be_a_result_of_the_tickets_line(client: TestClient, fleet
     other_agent, other_result = fleet.results["tel-jingan-1"][0]
     r = client.post(f"/api/v1/tickets/{tid}/evidence", headers=auth(fleet, "a-admin"),
                     json={"agent_id": other_agent, "result_id": other_result})
-    assert r.status_code == 422
+    assert r.status_code == 404
     agent, result = fleet.results["acme-xuhui-1"][3]
     r = client.post(f"/api/v1/tickets/{tid}/evidence", headers=auth(fleet, "a-admin"),
                     json={"agent_id": agent, "result_id": result})

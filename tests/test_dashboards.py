@@ -53,7 +53,7 @@ def test_provisioning_points_at_the_dashboards_datasource() -> None:
 
 
 def test_every_panel_query_runs_and_returns_rows(pg_url: str) -> None:
-    fleet = seed(pg_url, results_per_line=6)
+    fleet = seed(pg_url)
     now = datetime.now(UTC)
     # The reopening wave: two offices come back after idle, one of them with a faulty line.
     fleet.store.ingest([

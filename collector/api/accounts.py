@@ -197,7 +197,8 @@ class Accounts:
         with self.engine.connect() as conn:
             rows = conn.execute(select(*cols).where(t.api_tokens.c.user_id == user_id, t.api_tokens.c.kind == "api")
                                 .order_by(t.api_tokens.c.created_at)).mappings().all()
-        return [dict(r) for r in rows]
+        times = ("created_at", "expires_at", "last_used_at", "revoked_at")
+        return [{k: (_aware(v) if k in times and v is not None else v) for k, v in r.items()} for r in rows]
 
 
 def csrf_token(session_token: str) -> str:

@@ -11,14 +11,21 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import Engine, text
 
-from collector.api import routes_exports, routes_fleet, routes_ops, routes_promises, routes_tickets
+from collector.api import (
+    routes_exports,
+    routes_fleet,
+    routes_ops,
+    routes_promises,
+    routes_registry,
+    routes_tickets,
+)
 from collector.api.accounts import Accounts
 from collector.api.deps import route_roles
 from collector.api.remote import CommandSender
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
-                                 routes_exports.router]
+                                 routes_registry.router, routes_exports.router]
 
 
 def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,

@@ -10,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from collector.api.accounts import USER_ID_PATTERN, Role
 
 
+class Problem(BaseModel):
+    """An error: a sentence, or one line per problem (a refused import lists every problem it found)."""
+
+    detail: str | list[Any]
+
+
 class Me(BaseModel):
     user_id: str
     role: Role

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
 
 from collector import schema as t
@@ -15,6 +15,7 @@ from collector.api.deps import ALL_ROLES, accounts_of, allow
 from collector.api.models import (
     CommandRequest,
     CommandSent,
+    Problem,
     QuarantineItem,
     QuarantineRow,
     TokenCreated,
@@ -24,6 +25,7 @@ from collector.api.models import (
     UserRow,
 )
 from collector.api.pagination import Page, page_of
+from collector.api.queries import aware
 from collector.api.routes_fleet import Conn, Paging
 from collector.api.scope import Scope
 
@@ -44,7 +46,7 @@ def quarantine(who: Admin, conn: Conn, paging: Paging,
 
 @router.get("/quarantine/{item_id}", response_model=QuarantineItem, tags=["operations"],
             responses={404: {"description": "no such message in the caller's scope"}})
-def quarantine_item(who: Admin, conn: Conn, item_id: int) -> dict:
+def quarantine_item(who: Admin, conn: Conn, item_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict:
     """One refused message with its payload as received."""
     item = queries.quarantined(conn, Scope.of(conn, who), item_id)
     if item is None:
@@ -108,12 +110,15 @@ def users(who: Admin, conn: Conn, paging: Paging) -> dict:
     if who.tenant_id is not None:
         stmt = stmt.where(u.tenant_id.is_not(None))
     rows, total = paginate(conn, stmt, paging)
+    for row in rows:
+        row["created_at"], row["disabled_at"] = aware(row["created_at"]), aware(row["disabled_at"])
     return page_of(rows, total, paging)
 
 
 @router.post("/users", response_model=UserRow, status_code=201, tags=["access"],
              responses={403: {"description": "tenant outside the caller's scope"},
-                        409: {"description": "user exists"}})
+                        409: {"description": "user exists"},
+                        422: {"model": Problem, "description": "invalid request, unknown tenant or line"}})
 def create_user(who: Admin, conn: Conn, request: Request, body: UserRequest) -> dict:
     """Create a user in one of the caller's tenants (the operator may create operators)."""
     scope = Scope.of(conn, who)
@@ -136,4 +141,4 @@ def create_user(who: Admin, conn: Conn, request: Request, body: UserRequest) -> 
         accounts.assign_line(body.user_id, line_id)
     user = accounts.user(body.user_id)
     assert user is not None
-    return user
+    return user | {"created_at": aware(user["created_at"]), "disabled_at": aware(user["disabled_at"])}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -14,6 +14,7 @@ from collector import tickets
 from collector.api import ticket_queries as tq
 from collector.api.accounts import Principal, Role
 from collector.api.deps import ALL_ROLES, allow
+from collector.api.models import Problem
 from collector.api.pagination import Page, page_of
 from collector.api.routes_fleet import Paging
 from collector.api.scope import Scope
@@ -23,6 +24,7 @@ Anyone = Annotated[Principal, Depends(allow(*ALL_ROLES))]
 Worker = Annotated[Principal, Depends(allow(*tq.WORKERS))]
 Admin = Annotated[Principal, Depends(allow(Role.CARRIER_ADMIN))]
 State = Literal["open", "acknowledged", "dispatched", "resolved", "verified"]
+TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 NOT_FOUND = {404: {"description": "no such ticket in the caller's scope"}}
 
 
@@ -95,7 +97,8 @@ class EvidenceIn(BaseModel):
 
 class Assignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    assignee: str | None = Field(max_length=64, description="a technician's user id; null to unassign")
+    assignee: str | None = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$",
+                                 description="a technician's user id; null to unassign")
 
 
 def _conn(request: Request):  # type: ignore[no-untyped-def]
@@ -106,7 +109,7 @@ def _conn(request: Request):  # type: ignore[no-untyped-def]
 Tx = Annotated[object, Depends(_conn)]
 
 
-def _ticket(conn, who: Principal, ticket_id: int):  # type: ignore[no-untyped-def]
+def _ticket(conn, who: Principal, ticket_id: TicketId):  # type: ignore[no-untyped-def]
     row = tq.find(conn, Scope.of(conn, who), ticket_id)
     if row is None:
         raise HTTPException(404, f"no ticket #{ticket_id}")
@@ -126,14 +129,14 @@ def list_tickets(who: Anyone, conn: Tx, paging: Paging,
 
 
 @router.get("/{ticket_id}", response_model=TicketDetail, responses=NOT_FOUND)
-def get_ticket(who: Anyone, conn: Tx, ticket_id: int) -> dict:
+def get_ticket(who: Anyone, conn: Tx, ticket_id: TicketId) -> dict:
     """A ticket with its event log and evidence (the results that opened, re-tested, resolved, verified it)."""
     return tq.detail(conn, _ticket(conn, who, ticket_id))
 
 
 @router.post("/{ticket_id}/transition", response_model=TicketDetail,
              responses={**NOT_FOUND, 409: {"description": "the ticket's state does not allow this move"}})
-def transition(who: Worker, conn: Tx, ticket_id: int, body: Transition) -> dict:
+def transition(who: Worker, conn: Tx, ticket_id: TicketId, body: Transition) -> dict:
     """Move a ticket: open → acknowledged → dispatched → resolved → verified (verified needs a healthy
     post-repair result of the line, taken after the ticket opened)."""
     _ticket(conn, who, ticket_id)
@@ -150,7 +153,7 @@ def transition(who: Worker, conn: Tx, ticket_id: int, body: Transition) -> dict:
 
 
 @router.post("/{ticket_id}/notes", status_code=201, response_model=TicketDetail, responses=NOT_FOUND)
-def add_note(who: Worker, conn: Tx, ticket_id: int, body: Note) -> dict:
+def add_note(who: Worker, conn: Tx, ticket_id: TicketId, body: Note) -> dict:
     """Write a note into the ticket's event log."""
     _ticket(conn, who, ticket_id)
     tickets.note(conn, ticket_id, who.user_id, body.text)  # type: ignore[arg-type]
@@ -158,22 +161,22 @@ def add_note(who: Worker, conn: Tx, ticket_id: int, body: Note) -> dict:
 
 
 @router.post("/{ticket_id}/evidence", status_code=201, response_model=TicketDetail,
-             responses={**NOT_FOUND, 422: {"description": "not a stored result of the ticket's line"}})
-def add_evidence(who: Worker, conn: Tx, ticket_id: int, body: EvidenceIn) -> dict:
+             responses={404: {"description": "no such ticket in the caller's scope, or no such result of its line"}})
+def add_evidence(who: Worker, conn: Tx, ticket_id: TicketId, body: EvidenceIn) -> dict:
     """Attach a stored result of the ticket's line (e.g. a technician's on-site check)."""
     row = _ticket(conn, who, ticket_id)
     found = conn.execute(select(t.results.c.line_id).where(  # type: ignore[attr-defined]
         t.results.c.agent_id == body.agent_id, t.results.c.result_id == body.result_id)).first()
     if found is None or found.line_id != row.line_id:
-        raise HTTPException(422, f"no stored result {body.result_id} of line {row.line_id}")
+        raise HTTPException(404, f"no stored result {body.result_id} of line {row.line_id}")
     tickets.add_evidence(conn, ticket_id, [(body.agent_id, body.result_id)], "attached")  # type: ignore[arg-type]
     tickets.note(conn, ticket_id, who.user_id, f"evidence attached: {body.result_id}")  # type: ignore[arg-type]
     return tq.detail(conn, _ticket(conn, who, ticket_id))
 
 
 @router.put("/{ticket_id}/assignee", response_model=TicketDetail,
-            responses={**NOT_FOUND, 422: {"description": "not a technician in the caller's tenants"}})
-def assign(who: Admin, conn: Tx, ticket_id: int, body: Assignment) -> dict:
+            responses={**NOT_FOUND, 422: {"model": Problem, "description": "not a technician in the caller's tenants"}})
+def assign(who: Admin, conn: Tx, ticket_id: TicketId, body: Assignment) -> dict:
     """Give the ticket to a technician of the caller's tenants (or take it back)."""
     _ticket(conn, who, ticket_id)
     if body.assignee is not None:
