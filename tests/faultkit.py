@@ -348,12 +348,21 @@ def _spool_intact(rig: Rig) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def scenario_agent_kill(rig: Rig, n: int = 120) -> Tally:
+def scenario_reference(rig: Rig, n: int = 120) -> Tally:
+    """No fault: the reference the bench compares the time of every scenario with."""
+    rig.broker.start()
+    rig.start_collector()
+    rig.start_agent(n, "--interval-s", "0.01")
+    _wait(rig.delivered, 60, "delivery")
+    return rig.tally()
+
+
+def scenario_agent_kill(rig: Rig, n: int = 120, at: float = 0.25) -> Tally:
     """kill -9 the agent while it publishes; a restarted agent delivers the rest."""
     rig.broker.start()
     rig.start_collector()
     agent = rig.start_agent(n, "--interval-s", "0.01")
-    _wait(lambda: rig.stored() >= n // 4, 60, "a quarter of the results stored")
+    _wait(lambda: rig.stored() >= max(1, int(n * at)), 60, "part of the results stored")
     _kill(agent)
     _spool_intact(rig)
     rig.start_agent(0, "--exit-when-empty")
@@ -361,14 +370,14 @@ def scenario_agent_kill(rig: Rig, n: int = 120) -> Tally:
     return rig.tally()
 
 
-def scenario_collector_kill(rig: Rig, n: int = 120) -> Tally:
+def scenario_collector_kill(rig: Rig, n: int = 120, at: float = 0.0) -> Tally:
     """kill -9 the collector inside its ingest transaction; a restarted collector stores the rest."""
     rig.broker.start()
     collector = rig.start_collector("--commit-pause-s", "0.3")
     _wait(lambda: printed(collector, "subscribed"), 30, "the collector's subscription")
     rig.start_agent(n, "--interval-s", "0.005")
-    # Let one commit through, then catch the next one half way.
-    _wait(lambda: rig.stored() > 0, 60, "a first commit")
+    # Let some commits through (at least one), then catch the next one half way.
+    _wait(lambda: rig.stored() >= max(1, int(n * at)), 60, "the first commits")
     seen = len(printed(collector, "in-commit"))
     _wait(lambda: len(printed(collector, "in-commit")) > seen, 30, "a commit in progress")
     _kill(collector)
@@ -377,12 +386,12 @@ def scenario_collector_kill(rig: Rig, n: int = 120) -> Tally:
     return rig.tally()
 
 
-def scenario_broker_kill(rig: Rig, n: int = 120) -> Tally:
+def scenario_broker_kill(rig: Rig, n: int = 120, at: float = 0.25) -> Tally:
     """kill -9 the broker mid-flow (it loses what it held since its last save) and restart it."""
     rig.broker.start()
     rig.start_collector()
     rig.start_agent(n, "--interval-s", "0.01")
-    _wait(lambda: rig.stored() >= n // 4, 60, "a quarter of the results stored")
+    _wait(lambda: rig.stored() >= max(1, int(n * at)), 60, "part of the results stored")
     rig.broker.stop(kill=True)
     rig.broker.start()
     _wait(rig.delivered, 90, "delivery after the broker restart")
