@@ -117,8 +117,7 @@ def summarize(payload: bytes) -> bytes:
         checks.append(c.model_copy(update={"metrics": {}, "reason": c.reason[:200] if c.reason else None}))
     agent_metrics["spool_compacted_flag"] = 1
     checks.append(CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=agent_metrics,
-                              reason="compacted in the agent's spool to stay within its bounds: "
-                                     "metrics and details were dropped, verdict and findings kept"))
+                              reason="compacted by the spool: metrics dropped, verdict and findings kept"))
     findings = [f.model_copy(update={"detail": {}}) for f in env.findings]
     return env.model_copy(update={"checks": checks, "findings": findings}).to_json()
 

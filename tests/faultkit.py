@@ -241,6 +241,24 @@ def run_collector(args: argparse.Namespace) -> int:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def reserved_port() -> int:
+    """A free port below the kernel's ephemeral range: a broker started minutes after its port was
+    chosen must not find it taken by some process's outgoing connection meanwhile."""
+    import random
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(20000, max(20001, low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class Rig:
     """One agent, one collector (SQLite), one Mosquitto: real processes in a work directory."""
 
@@ -253,6 +271,7 @@ class Rig:
         (work / "broker").mkdir(parents=True, exist_ok=True)
         # The broker's port is fixed now, so an agent can be pointed at a broker not yet started.
         self.broker = Broker(work / "broker", extra_config="autosave_interval 1\n")
+        self.broker.port = reserved_port()
         self.db = work / "collector.db"
         self.data_dir = data_dir or work / "agent-data"
         self.spool = self.data_dir / "spool.sqlite"
@@ -370,17 +389,19 @@ def scenario_agent_kill(rig: Rig, n: int = 120, at: float = 0.25) -> Tally:
     return rig.tally()
 
 
-def scenario_collector_kill(rig: Rig, n: int = 120, at: float = 0.0) -> Tally:
-    """kill -9 the collector inside its ingest transaction; a restarted collector stores the rest."""
+def scenario_collector_kill(rig: Rig, n: int = 120, at: float = 0.25) -> Tally:
+    """kill -9 the collector inside an ingest transaction; a restarted collector stores the rest."""
     rig.broker.start()
     collector = rig.start_collector("--commit-pause-s", "0.3")
     _wait(lambda: printed(collector, "subscribed"), 30, "the collector's subscription")
     rig.start_agent(n, "--interval-s", "0.005")
-    # Let some commits through (at least one), then catch the next one half way.
-    _wait(lambda: rig.stored() >= max(1, int(n * at)), 60, "the first commits")
-    seen = len(printed(collector, "in-commit"))
-    _wait(lambda: len(printed(collector, "in-commit")) > seen, 30, "a commit in progress")
+    # Let some commits through (0 to 3, by `at`), then kill during the next: the hook prints
+    # "in-commit" with the rows written and stalls inside the open transaction.
+    before = int(at * 4)
+    _wait(lambda: len(printed(collector, "in-commit")) > before, 60, "a commit in progress")
     _kill(collector)
+    committed = sum(int(line.split()[1]) for line in printed(collector, "in-commit")[:before])
+    assert rig.stored() == committed, "the killed transaction left rows behind"
     rig.start_collector()
     _wait(rig.delivered, 90, "the restarted collector to store everything")
     return rig.tally()
