@@ -136,6 +136,7 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
     ingestor = Ingestor(cfg, store)
     http = _start_http(cfg, store, ingestor)
     background = Background(store, rules, ingestor.client)
+    background.add_job("retention", cfg.retention.interval_s, lambda: _retention(store, cfg))
     if cfg.notify.webhooks or cfg.notify.mail:
         from collector.notify.outbox import Notifier
 
@@ -151,6 +152,13 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
             http.stop()
         store.close()
     return 0
+
+
+def _retention(store: object, cfg: collector_config.CollectorConfig) -> None:
+    from collector import retention
+
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        retention.apply(conn, cfg.retention)
 
 
 def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: object) -> object | None:

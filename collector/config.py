@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
+from collector.retention import RetentionConfig
 from collector.rules import RulesConfig
 from linecheck.configfile import Strict, load_model
 
@@ -70,6 +71,7 @@ class CollectorConfig(Strict):
     promises: PromisePolicy = Field(default_factory=PromisePolicy,
                                     description="How promises are judged (collector/promises, docs/promises.md)")
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
 

@@ -1,0 +1,105 @@
+"""Retention: raw results are kept `raw_days`, then folded into daily figures and deleted.
+
+Each run takes the oldest expired results (a bounded batch), adds their checks and metrics to
+`daily_metrics` (per UTC day, line, check kind and metric: samples, sum, min, max, and how many
+results carried the check and how many of those failed it; the row named `_check` counts checks
+that carried no metric), and deletes them (checks, metrics and findings go with them by cascade)
+in the same transaction, so a result is counted exactly once. Results a ticket cites as evidence
+are kept. Daily figures older than `aggregate_days` are deleted. With several collectors only one
+runs it at a time (a PostgreSQL advisory lock; the others skip that round).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Connection, and_, exists, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from collector import schema as t
+from linecheck.configfile import Strict
+
+log = logging.getLogger(__name__)
+_LOCK = 7414  # pg_try_advisory_xact_lock: one retention run at a time across collectors
+
+
+class RetentionConfig(Strict):
+    raw_days: float = Field(default=90, ge=0, description="keep raw results this long; 0 = forever")
+    aggregate_days: float = Field(default=730, ge=0, description="keep daily figures this long; 0 = forever")
+    interval_s: float = Field(default=3600, ge=10, le=86400, description="how often a collector applies it")
+    batch: int = Field(default=5000, ge=100, le=10_000, description="results folded per transaction")
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def apply(conn: Connection, cfg: RetentionConfig, now: datetime | None = None) -> dict[str, int]:
+    """One bounded round. Returns {"folded": results aggregated and deleted, "expired_days": rows dropped}."""
+    now = now or datetime.now(UTC)
+    if conn.dialect.name == "postgresql" and not conn.execute(select(func.pg_try_advisory_xact_lock(_LOCK))).scalar():
+        return {"folded": 0, "expired_days": 0}
+    folded = _fold(conn, cfg, now) if cfg.raw_days else 0
+    expired = 0
+    if cfg.aggregate_days:
+        day = (now - timedelta(days=cfg.aggregate_days)).date()
+        expired = conn.execute(t.daily_metrics.delete().where(t.daily_metrics.c.day < day)).rowcount or 0
+    if folded or expired:
+        log.info("retention: folded %d raw results into daily figures, dropped %d old daily rows", folded, expired)
+    return {"folded": folded, "expired_days": expired}
+
+
+def _fold(conn: Connection, cfg: RetentionConfig, now: datetime) -> int:
+    r, ev = t.results, t.ticket_evidence
+    cited = exists().where(and_(ev.c.agent_id == r.c.agent_id, ev.c.result_id == r.c.result_id))
+    old = conn.execute(select(r.c.agent_id, r.c.result_id, r.c.line_id, r.c.started_at)
+                       .where(r.c.started_at < now - timedelta(days=cfg.raw_days), ~cited)
+                       .order_by(r.c.started_at).limit(cfg.batch)).all()
+    if not old:
+        return 0
+    keys = [(o.agent_id, o.result_id) for o in old]
+    meta = {(o.agent_id, o.result_id): (_aware(o.started_at).date(), o.line_id) for o in old}
+    c, m = t.checks, t.metrics
+    checks = conn.execute(select(c.c.agent_id, c.c.result_id, c.c.idx, c.c.kind, c.c.status)
+                          .where(tuple_(c.c.agent_id, c.c.result_id).in_(keys))).all()
+    values = conn.execute(select(m.c.agent_id, m.c.result_id, m.c.idx, m.c.name, m.c.value)
+                          .where(tuple_(m.c.agent_id, m.c.result_id).in_(keys))).all()
+    kind_of = {(x.agent_id, x.result_id, x.idx): x.kind for x in checks}
+    # Per (day, line, kind): which results carried the kind, which of them failed it.
+    carried: dict[tuple[Any, str, str], set[tuple[str, str]]] = defaultdict(set)
+    failed: dict[tuple[Any, str, str], set[tuple[str, str]]] = defaultdict(set)
+    for x in checks:
+        day, line = meta[(x.agent_id, x.result_id)]
+        carried[(day, line, x.kind)].add((x.agent_id, x.result_id))
+        if x.status == "failed":
+            failed[(day, line, x.kind)].add((x.agent_id, x.result_id))
+    agg: dict[tuple[Any, str, str, str], list[float]] = defaultdict(list)
+    for kdl in carried:
+        agg[(*kdl, "_check")]  # noqa: B018 - every kind gets a row, with or without metrics
+    for v in values:
+        day, line = meta[(v.agent_id, v.result_id)]
+        bucket = agg[(day, line, kind_of[(v.agent_id, v.result_id, v.idx)], v.name)]
+        if v.value is not None:
+            bucket.append(float(v.value))
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
+    d = t.daily_metrics
+    for (day, line, kind, name), vals in agg.items():
+        row = {"day": day, "line_id": line, "kind": kind, "name": name, "samples": len(vals),
+               "total": sum(vals), "minimum": min(vals) if vals else None, "maximum": max(vals) if vals else None,
+               "results": len(carried[(day, line, kind)]), "failed": len(failed[(day, line, kind)])}
+        stmt = dialect.insert(d).values(row)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[d.c.day, d.c.line_id, d.c.kind, d.c.name], set_={
+            "samples": d.c.samples + stmt.excluded.samples, "total": d.c.total + stmt.excluded.total,
+            # least/greatest of NULL: coalesce so a day's first measured value is not lost.
+            "minimum": least(func.coalesce(d.c.minimum, stmt.excluded.minimum),
+                             func.coalesce(stmt.excluded.minimum, d.c.minimum)),
+            "maximum": greatest(func.coalesce(d.c.maximum, stmt.excluded.maximum),
+                                func.coalesce(stmt.excluded.maximum, d.c.maximum)),
+            "results": d.c.results + stmt.excluded.results, "failed": d.c.failed + stmt.excluded.failed}))
+    conn.execute(r.delete().where(tuple_(r.c.agent_id, r.c.result_id).in_(keys)))
+    return len(keys)
