@@ -21,7 +21,7 @@ import logging
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -167,6 +167,37 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+_JUST_OPENED: Any = object()  # a ticket opened earlier in this batch
+
+
+@dataclass
+class _Batch:
+    """What one ingest batch's rule evaluation needs, loaded set-wise for all its lines."""
+
+    plans: dict[str, Plan] = field(default_factory=dict)
+    open: dict[tuple[str, str], Any] = field(default_factory=dict)  # (line, class) -> open ticket row
+    refuted: dict[tuple[str, str], datetime] = field(default_factory=dict)  # last healthy re-test taken at
+    outstanding: dict[str, list[Any]] = field(default_factory=dict)  # line -> pending/sent commands
+    by_kind: dict[tuple[str, str], dict[tuple[str, str], datetime]] = field(default_factory=dict)
+    by_code: dict[tuple[str, str], dict[tuple[str, str], datetime]] = field(default_factory=dict)
+    by_line: dict[str, dict[tuple[str, str], datetime]] = field(default_factory=dict)
+
+
+def _ranked(conn: Connection, table: Any, part: Any, values: list[str] | None, lines: list[str],
+            depth: int) -> Any:
+    """Rows of `table` for `lines`, the newest `depth` per (line, part) — or per line when part is None."""
+    by = [table.c.line_id] if part is None else [table.c.line_id, part]
+    rn = func.row_number().over(partition_by=by, order_by=table.c.started_at.desc()).label("rn")
+    cols = [table.c.agent_id, table.c.result_id, table.c.line_id, table.c.started_at, rn]
+    if part is not None:
+        cols.append(part.label("part"))
+    stmt = select(*cols).where(table.c.line_id.in_(lines))
+    if part is not None:
+        stmt = stmt.where(part.in_(values))
+    inner = stmt.subquery()
+    return conn.execute(select(inner).where(inner.c.rn <= depth))
+
+
 def _fmt(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".")
 
@@ -252,13 +283,14 @@ class RuleEngine:
             self._remember(e)
         line_ids = sorted({e.line_id for e in fresh})
         self.lock_lines(conn, line_ids)
-        plans = self._plans(conn, line_ids)
+        # A handful of set-wise queries for the whole batch, then pure Python per line and class.
+        batch = self._load(conn, line_ids)
         for line_id in line_ids:
             mine = [e for e in fresh if e.line_id == line_id]
-            self._agent_reported(conn, line_id, mine, now)
-            self._answer_retests(conn, line_id, mine, plans[line_id], now)
+            self._agent_reported(conn, batch, line_id, mine, now)
+            self._answer_retests(conn, batch, line_id, mine, now)
             for name in self.rules:
-                self._evaluate(conn, line_id, name, plans[line_id], now)
+                self._evaluate(conn, batch, line_id, name, now)
 
     @staticmethod
     def lock_lines(conn: Connection, line_ids: Sequence[str]) -> None:
@@ -268,75 +300,110 @@ class RuleEngine:
         for line_id in sorted(line_ids):
             conn.execute(select(func.pg_advisory_xact_lock(_LOCK_SPACE, zlib.crc32(line_id.encode()) - 2**31)))
 
-    @staticmethod
-    def _plans(conn: Connection, line_ids: Sequence[str]) -> dict[str, Plan]:
-        rows = conn.execute(select(t.lines.c.line_id, t.lines.c.plan_down_mbps, t.lines.c.plan_up_mbps)
-                            .where(t.lines.c.line_id.in_(list(line_ids))))
-        plans = {r.line_id: Plan(r.plan_down_mbps, r.plan_up_mbps) for r in rows}
-        return {line_id: plans.get(line_id, Plan(None, None)) for line_id in line_ids}
-
     def _remember(self, e: ResultEnvelope) -> None:
         self._parsed[(e.agent_id, e.result_id)] = e
         while len(self._parsed) > 50_000:
             self._parsed.popitem(last=False)
 
-    def _recent(self, conn: Connection, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
-        """The line's newest results carrying one of the rule's check kinds or findings, newest first."""
-        if rule.observed_by:
-            by_check = (select(t.checks.c.agent_id, t.checks.c.result_id, t.checks.c.started_at)
-                        .where(t.checks.c.line_id == line_id, t.checks.c.kind.in_(rule.observed_by))
-                        .order_by(t.checks.c.started_at.desc()).limit(limit * 4))
-            found = {(r.agent_id, r.result_id): r.started_at for r in conn.execute(by_check)}
-            if rule.findings:  # a finding counts even when the check that would observe it is absent
-                by_finding = (select(t.findings.c.agent_id, t.findings.c.result_id, t.findings.c.started_at)
-                              .where(t.findings.c.line_id == line_id, t.findings.c.code.in_(rule.findings))
-                              .order_by(t.findings.c.started_at.desc()).limit(limit))
-                found.update({(r.agent_id, r.result_id): r.started_at for r in conn.execute(by_finding)})
-            keys = sorted(found, key=lambda k: _aware(found[k]), reverse=True)[:limit]
-        else:
-            stmt = (select(t.results.c.agent_id, t.results.c.result_id)
-                    .where(t.results.c.line_id == line_id).order_by(t.results.c.started_at.desc()).limit(limit))
-            keys = [(r.agent_id, r.result_id) for r in conn.execute(stmt)]
-        missing = [k for k in keys if k not in self._parsed]
-        if missing:
-            rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id, t.results.c.payload).where(
-                t.results.c.line_id == line_id, t.results.c.result_id.in_([r for _, r in missing])))
-            for row in rows:
+    def depth(self) -> int:
+        """How many recent observations a class may need (window or heal count, plus slack for masking)."""
+        return max(2 * max(self.n(r), self.k(r)) + 5 for r in self.rules.values())
+
+    def _load(self, conn: Connection, line_ids: list[str]) -> _Batch:
+        b = _Batch()
+        kinds = sorted({k for r in self.rules.values() for k in r.observed_by})
+        codes = sorted({c for r in self.rules.values() for c in r.findings})
+        every = any(not r.observed_by for r in self.rules.values())
+        depth = self.depth()
+        for i in range(0, len(line_ids), 200):
+            chunk = line_ids[i:i + 200]
+            for r in conn.execute(select(t.lines.c.line_id, t.lines.c.plan_down_mbps, t.lines.c.plan_up_mbps)
+                                  .where(t.lines.c.line_id.in_(chunk))):
+                b.plans[r.line_id] = Plan(r.plan_down_mbps, r.plan_up_mbps)
+            for r in conn.execute(select(t.tickets).where(t.tickets.c.line_id.in_(chunk),
+                                                          t.tickets.c.state.in_(tickets.OPEN_STATES))):
+                b.open[(r.line_id, r.fault_class)] = r
+            for r in conn.execute(select(t.commands.c.line_id, t.commands.c.fault_class,
+                                         func.max(t.commands.c.answered_at).label("at"))
+                                  .where(t.commands.c.line_id.in_(chunk), t.commands.c.state == "refuted")
+                                  .group_by(t.commands.c.line_id, t.commands.c.fault_class)):
+                b.refuted[(r.line_id, r.fault_class)] = _aware(r.at)
+            for r in conn.execute(select(t.commands).where(t.commands.c.line_id.in_(chunk),
+                                                           t.commands.c.state.in_(("pending", "sent")))):
+                b.outstanding.setdefault(r.line_id, []).append(r)
+            # The newest results per (line, check kind), per (line, finding code) and per line, in one
+            # query each (window functions: SQLite >= 3.25 and PostgreSQL).
+            if kinds:
+                for r in _ranked(conn, t.checks, t.checks.c.kind, kinds, chunk, depth * 4):
+                    b.by_kind.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+            if codes:
+                for r in _ranked(conn, t.findings, t.findings.c.code, codes, chunk, depth):
+                    b.by_code.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+            if every:
+                for r in _ranked(conn, t.results, None, None, chunk, depth):
+                    b.by_line.setdefault(r.line_id, {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+        wanted = {k for d in (*b.by_kind.values(), *b.by_code.values(), *b.by_line.values()) for k in d}
+        missing = sorted(k for k in wanted if k not in self._parsed)
+        for i in range(0, len(missing), 500):
+            ids = [rid for _, rid in missing[i:i + 500]]
+            for row in conn.execute(select(t.results.c.payload).where(t.results.c.result_id.in_(ids))):
                 self._remember(ResultEnvelope.from_json(row.payload))
+        return b
+
+    def _recent(self, b: _Batch, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
+        """The line's newest results carrying one of the rule's check kinds or findings, newest first."""
+        found: dict[tuple[str, str], datetime] = {}
+        if rule.observed_by:
+            for kind in rule.observed_by:
+                found |= b.by_kind.get((line_id, kind), {})
+            for code in rule.findings:  # a finding counts even when the check that would observe it is absent
+                found |= b.by_code.get((line_id, code), {})
+        else:
+            found = b.by_line.get(line_id, {})
+        keys = sorted(found, key=lambda k: found[k], reverse=True)[:limit]
         return [self._parsed[k] for k in keys if k in self._parsed]
 
-    def _observations(self, conn: Connection, line_id: str, name: str, plan: Plan,
-                      limit: int) -> list[Observation]:
-        rule = self.rules[name]
-        found = [self.observe(name, e, plan) for e in self._recent(conn, line_id, rule, limit)]
+    def _observations(self, b: _Batch, line_id: str, name: str, limit: int) -> list[Observation]:
+        rule, plan = self.rules[name], b.plans.get(line_id, Plan(None, None))
+        found = [self.observe(name, e, plan) for e in self._recent(b, line_id, rule, limit)]
         return [o for o in found if o is not None]
 
-    def _evaluate(self, conn: Connection, line_id: str, name: str, plan: Plan, now: datetime) -> None:
+    def _evaluate(self, conn: Connection, b: _Batch, line_id: str, name: str, now: datetime) -> None:
         rule = self.rules[name]
         m, n, k = self.m(rule), self.n(rule), self.k(rule)
-        obs = self._observations(conn, line_id, name, plan, limit=2 * max(n, k) + 5)
-        open_ticket = tickets.open_ticket_for(conn, line_id, name)
+        open_ticket = b.open.get((line_id, name))
+        obs = self._observations(b, line_id, name, limit=2 * max(n, k) + 5)
         if open_ticket is not None:
-            self._maybe_resolve(conn, open_ticket, obs[:k], k, now)
+            if open_ticket is not _JUST_OPENED:
+                self._maybe_resolve(conn, open_ticket, obs[:k], k, now)
             return
-        cutoff = self._refuted_at(conn, line_id, name)
+        cutoff = b.refuted.get((line_id, name))
         window = [o for o in obs if cutoff is None or _aware(o.started_at) > cutoff][:n]
         breaches = [o for o in window if o.breach]
         if not window or not window[0].breach or len(breaches) < m:
             return
         if not rule.retest:
-            self._open(conn, line_id, name, breaches, len(window), now)
+            self._open(conn, b, line_id, name, breaches, len(window), now)
             return
-        if cmds.outstanding(conn, line_id, name):
+        if any(c.fault_class == name for c in b.outstanding.get(line_id, [])):
             return  # a re-test is on its way; its result decides
         latest = window[0]
         command_id = cmds.queue(
             conn, agent_id=latest.agent_id, action="retest", ttl_s=self.cfg.retest_timeout_s,
-            checks=rule.retest_checks or rule.observed_by or None, line_id=line_id, fault_class=name,
+            checks=self._retest_checks(rule, latest), line_id=line_id, fault_class=name,
             reason=f"{rule.title or name}: {len(breaches)} of the last {len(window)} results breached", now=now)
         if command_id:
             log.info("line %s: %s breached %d/%d; re-test %s requested from %s", line_id, name, len(breaches),
                      len(window), command_id, latest.agent_id)
+
+    def _retest_checks(self, rule: Rule, latest: Observation) -> list[str] | None:
+        """What to re-run: the configured list, else the observing kinds the breaching result carried
+        (an agent refuses a command naming a check it does not have), else everything."""
+        if rule.retest_checks:
+            return rule.retest_checks
+        e = self._parsed.get((latest.agent_id, latest.result_id))
+        kinds = [c.kind for c in e.checks if c.kind in rule.observed_by] if e else []
+        return list(dict.fromkeys(kinds)) or None
 
     def _maybe_resolve(self, conn: Connection, ticket: Any, newest: list[Observation], k: int, now: datetime) -> None:
         detail = json.loads(ticket.detail) if ticket.detail else {}
@@ -349,8 +416,8 @@ class RuleEngine:
                              [(o.agent_id, o.result_id) for o in reversed(healthy)], now)
         log.info("line %s: %s resolved after %d healthy results", ticket.line_id, ticket.fault_class, k)
 
-    def _open(self, conn: Connection, line_id: str, name: str, breaches: list[Observation], window: int,
-              now: datetime, retest: Observation | None = None) -> None:
+    def _open(self, conn: Connection, b: _Batch, line_id: str, name: str, breaches: list[Observation],
+              window: int, now: datetime, retest: Observation | None = None) -> None:
         rule = self.rules[name]
         latest = retest or breaches[0]
         summary = (f"{rule.title or name} on line {line_id}: {len(breaches)} of the last {window} results "
@@ -363,24 +430,19 @@ class RuleEngine:
             conn, line_id=line_id, fault_class=name, summary=summary[:1000], severity=rule.severity,
             location=latest.where or rule.where, evidence=[(o.agent_id, o.result_id) for o in reversed(breaches)],
             agent_id=latest.agent_id, detail=detail, now=now)
+        b.open[(line_id, name)] = _JUST_OPENED
         if retest:
             tickets.add_evidence(conn, opened.ticket_id, [(retest.agent_id, retest.result_id)], "retest", now)
         if opened.created:
             log.warning("ticket #%d opened: %s", opened.ticket_id, summary)
 
-    @staticmethod
-    def _refuted_at(conn: Connection, line_id: str, name: str) -> datetime | None:
-        at = conn.execute(select(func.max(t.commands.c.answered_at)).where(
-            t.commands.c.line_id == line_id, t.commands.c.fault_class == name,
-            t.commands.c.state == "refuted")).scalar()
-        return _aware(at) if at else None
-
-    def _answer_retests(self, conn: Connection, line_id: str, mine: list[ResultEnvelope], plan: Plan,
+    def _answer_retests(self, conn: Connection, b: _Batch, line_id: str, mine: list[ResultEnvelope],
                         now: datetime) -> None:
         answers = [e for e in mine if e.trigger == Trigger.RETEST]
         if not answers:
             return
-        for command in cmds.outstanding(conn, line_id):
+        plan = b.plans.get(line_id, Plan(None, None))
+        for command in list(b.outstanding.get(line_id, [])):
             if command.fault_class not in self.rules:
                 continue
             for e in sorted(answers, key=lambda x: x.started_at):
@@ -392,23 +454,27 @@ class RuleEngine:
                     continue  # this result did not test what was asked
                 cmds.answer(conn, command.command_id, "confirmed" if o.breach else "refuted", e.result_id,
                             e.started_at)
+                b.outstanding[line_id].remove(command)
                 if o.breach:
                     rule = self.rules[command.fault_class]
-                    obs = self._observations(conn, line_id, command.fault_class, plan, 2 * self.n(rule) + 5)
+                    obs = self._observations(b, line_id, command.fault_class, 2 * self.n(rule) + 5)
                     window = [x for x in obs if x.result_id != e.result_id][: self.n(rule)]
-                    self._open(conn, line_id, command.fault_class, [x for x in window if x.breach] or [o],
+                    self._open(conn, b, line_id, command.fault_class, [x for x in window if x.breach] or [o],
                                len(window), now, retest=o)
                 else:
+                    b.refuted[(line_id, command.fault_class)] = _aware(e.started_at)
                     log.info("line %s: re-test %s refuted %s; no ticket", line_id, command.command_id,
                              command.fault_class)
                 break
 
-    def _agent_reported(self, conn: Connection, line_id: str, mine: list[ResultEnvelope], now: datetime) -> None:
-        if not mine:
+    def _agent_reported(self, conn: Connection, b: _Batch, line_id: str, mine: list[ResultEnvelope],
+                        now: datetime) -> None:
+        if not mine or (line_id, "agent_offline") not in b.open:
             return
         latest = max(mine, key=lambda e: e.started_at)
         tickets.resolve_open(conn, line_id, "agent_offline", "rule", f"agent {latest.agent_id} reported again",
                              [(latest.agent_id, latest.result_id)], now)
+        del b.open[(line_id, "agent_offline")]
 
     # --- the periodic sweep -----------------------------------------------------------------------
     def sweep(self, conn: Connection, now: datetime | None = None) -> dict[str, int]:

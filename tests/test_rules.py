@@ -109,7 +109,8 @@ def test_retest_healthy_opens_nothing_and_discards_the_window(store: Store) -> N
     feed(store, lossy())  # still waiting for the re-test: no second command
     assert len(pending_retests(store)) == 1
     with store.engine.connect() as conn:
-        command_id = conn.execute(select(t.commands.c.command_id)).scalar_one()
+        command_id, checks = conn.execute(select(t.commands.c.command_id, t.commands.c.checks)).one()
+    assert checks == '["ping"]'  # what the breaching results carried (the agent has no udp_latency)
     feed(store, envelope(AGENT, LINE, trigger=Trigger.RETEST, command_id=command_id))
     assert all_tickets(store) == [] and pending_retests(store) == [(AGENT, "packet_loss", "refuted")]
     feed(store, lossy())  # old breaches do not count again after a healthy re-test
