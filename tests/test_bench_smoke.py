@@ -1,0 +1,39 @@
+"""Tiny runs of the scale benchmarks (bench/), so the scripts cannot rot. The figures live in docs/scaling.md."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bench.fleet_sim import FleetSim
+from tests.helpers import collector_config, start, stop
+from tests.mosquitto import Broker
+
+
+def test_fleet_sim_resends_until_receipted_and_faulty_lines_get_tickets(broker: Broker, tmp_path: Path) -> None:
+    # Published before any collector subscribed, the first copies are dropped by the broker: only
+    # re-sending (as the real agent does) gets them stored.
+    sim = FleetSim("127.0.0.1", broker.port, 12, connections=2, resend_after_s=0.5, down_every=5, latency_every=5)
+    try:
+        sim.connect()
+        sim.preload(48)
+        sim.run()
+        assert sim.wait_published(30)
+        proc = start("collector.cli", "serve", "--config", str(collector_config(tmp_path, broker.port)),
+                     log=tmp_path / "collector.log")
+        try:
+            assert sim.wait_receipts(60), sim.counts()
+        finally:
+            stop(proc)
+    finally:
+        sim.close()
+    counts = sim.counts()
+    assert counts["sent"] == counts["receipted"] == 48
+    assert counts["resent"] >= 1
+    db = sqlite3.connect(tmp_path / "collector.db")
+    try:
+        assert db.execute("SELECT count(*), count(DISTINCT result_id) FROM results").fetchone() == (48, 48)
+        tickets = dict(db.execute("SELECT fault_class, count(*) FROM tickets GROUP BY fault_class").fetchall())
+    finally:
+        db.close()
+    assert tickets == dict(sim.expected_tickets()) == {"line_down": 3, "high_latency": 2}
