@@ -172,7 +172,8 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
     metrics = CollectorMetrics(store.engine)  # type: ignore[attr-defined]
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
     try:
-        return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics)  # type: ignore[arg-type]
+        return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics,  # type: ignore[arg-type]
+                          enrolment=cfg.enrolment)
     except RuntimeError as exc:
         # Ingest is what agents depend on (their spools wait for receipts): it keeps running.
         logging.getLogger("collector").error("HTTP API and console NOT available on %s:%s: %s",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from collector import schema as t
 from collector.brokerconf import COLLECTOR_IDENTITY
@@ -60,6 +60,7 @@ def issue_token(engine: Engine, agent_id: str, line_id: str, site_id: str, ttl: 
     # "<agent id>.<secret>": one string for the technician to carry; the agent learns its id from it.
     token = f"{agent_id}.{secrets.token_urlsafe(24)}"
     with engine.begin() as conn:
+        _refuse_if_claimed_elsewhere(conn, agent_id, line_id, now)
         conn.execute(t.enrolment_tokens.insert().values(
             token_hash=_hash(token), agent_id=agent_id, line_id=line_id, site_id=site_id, created_at=now,
             expires_at=now + ttl, created_by=created_by))
@@ -87,7 +88,31 @@ def redeem(engine: Engine, ca: FleetCA, token: str, csr_pem: bytes, now: datetim
         conn.execute(t.agent_certificates.insert().values(
             serial=format(cert.serial_number, "x"), agent_id=row.agent_id, issued_at=now,
             not_after=cert.not_valid_after_utc))
+        _bind_agent(conn, row.agent_id, row.line_id, row.site_id, now)
     return Enrolled(row.agent_id, row.line_id, row.site_id, cert_pem(cert), cert_pem(ca.cert), cert.serial_number)
+
+
+def _refuse_if_claimed_elsewhere(conn: Connection, agent_id: str, line_id: str, now: datetime) -> None:
+    """An agent id speaks for one line. A token for an id that another line's gateway holds (or has a
+    live token for) would let whoever redeems it publish as that gateway, possibly another tenant's."""
+    bound = conn.execute(select(t.agents.c.line_id).where(t.agents.c.agent_id == agent_id)).scalar()
+    if bound is not None and bound != line_id:
+        raise EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
+    pending = conn.execute(select(t.enrolment_tokens.c.line_id, t.enrolment_tokens.c.expires_at)
+                           .where(t.enrolment_tokens.c.agent_id == agent_id,
+                                  t.enrolment_tokens.c.used_at.is_(None),
+                                  t.enrolment_tokens.c.line_id != line_id)).all()
+    if any(_aware(expires) > now for _, expires in pending):
+        raise EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
+
+
+def _bind_agent(conn: Connection, agent_id: str, line_id: str, site_id: str, now: datetime) -> None:
+    """Register the enrolled gateway on its line at once: commands reach it and silence counts from now."""
+    known = conn.execute(update(t.agents).where(t.agents.c.agent_id == agent_id)
+                         .values(line_id=line_id, site_id=site_id, enrolled_at=now)).rowcount
+    if not known:
+        conn.execute(t.agents.insert().values(agent_id=agent_id, line_id=line_id, site_id=site_id, enrolled_at=now,
+                                              max_seq=0, result_count=0))
 
 
 def revoke(engine: Engine, ca: FleetCA, agent_id: str, reason: str, now: datetime | None = None) -> int:

@@ -49,6 +49,11 @@ class FleetCA:
     def crl_path(self) -> Path:
         return self.directory / "crl.pem"
 
+    @staticmethod
+    def exists(directory: Path | str) -> bool:
+        d = Path(directory)
+        return (d / "ca.key").is_file() and (d / "ca.crt").is_file()
+
     @classmethod
     def open_or_create(cls, directory: Path | str, name: str = "linecheck fleet CA") -> FleetCA:
         d = Path(directory)

@@ -124,6 +124,8 @@ CASES: dict[tuple[str, str], Case] = {
         f"sites: [{{site_id: m-site-{next(_ids)}, tenant_id: acme-trading}}]\n" if s == "own" else
         "lines: [{line_id: bravo-pudong-1, tenant_id: acme-trading, site_id: acme-xuhui}]\n")}, other_status=422),
     ("GET", "/api/v1/exports/lines.csv"): Case(ALL, "list", lambda f, s, u: {}),
+    ("POST", "/api/v1/lines/{line_id}/enrolment-tokens"): Case(WORKERS, "resource", lambda f, s, u: {
+        "path": {"line_id": line(s)}, "json": {"agent_id": f"m-gw-{next(_ids)}"}}),
     ("GET", "/api/v1/exports/results.csv"): Case(ALL, "list", lambda f, s, u: {
         "params": {"line_id": "bravo-pudong-1"} if s == "other" else {}}),
 }

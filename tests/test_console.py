@@ -70,6 +70,29 @@ def test_viewer_cannot_request_checks_and_nobody_sees_other_tenants(client: Test
     assert client.get("/console/quarantine").status_code == 403
 
 
+def test_technician_issues_an_enrolment_token_on_the_line_page(client: TestClient) -> None:
+    login(client, "a-tech")
+    page = client.get("/console/lines/acme-xuhui-1").text
+    assert 'id="enrol-form"' in page
+    r = client.post("/console/lines/acme-xuhui-1/enrolment-token", data={"csrf": csrf_of(page), "agent_id": "new-gw"})
+    assert r.status_code == 200
+    token = re.search(r'id="enrol-token">.*?<code>(new-gw\.[A-Za-z0-9_-]+)</code>', r.text, re.S)
+    assert token, "the token is shown once on the page"
+    assert f"--token '{token.group(1)}'" in r.text.replace("&#39;", "'")
+    # acme-gw already speaks for this line: taking its id elsewhere is refused with the reason.
+    r = client.post("/console/lines/acme-xuhui-1/enrolment-token", data={"csrf": csrf_of(page), "agent_id": "bravo-gw"})
+    assert r.status_code == 409 and 'id="enrol-error"' in r.text and "taken by another line" in r.text
+    assert client.post("/console/lines/acme-xuhui-1/enrolment-token",
+                       data={"csrf": "0" * 32, "agent_id": "x-gw"}).status_code == 403
+    assert client.post("/console/lines/bravo-pudong-1/enrolment-token",
+                       data={"csrf": csrf_of(page), "agent_id": "x-gw"}).status_code == 404
+    login(client, "a-viewer")
+    page = client.get("/console/lines/acme-xuhui-1").text
+    assert 'id="enrol-form"' not in page
+    assert client.post("/console/lines/acme-xuhui-1/enrolment-token",
+                       data={"csrf": csrf_of(page), "agent_id": "x-gw"}).status_code == 403
+
+
 def test_fleet_page_is_paged_and_filtered(client: TestClient, fleet: Fleet) -> None:
     lines = [{"line_id": f"bulk-{i:03d}", "tenant_id": "sh-telecom", "site_id": "tel-jingan"} for i in range(60)]
     with fleet.engine.begin() as conn:

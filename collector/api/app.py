@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Engine, text
 
 from collector.api import (
+    routes_enrolment,
     routes_exports,
     routes_fleet,
     routes_ops,
@@ -25,7 +26,7 @@ from collector.api.remote import CommandSender
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
-                                 routes_registry.router, routes_exports.router]
+                                 routes_registry.router, routes_exports.router, routes_enrolment.router]
 
 
 def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from collector.api.app import create_app
 from collector.api.remote import CommandSender
-from collector.config import HTTPConfig
+from collector.config import EnrolmentConfig, HTTPConfig
 from collector.metrics import CollectorMetrics
+from collector.pki import FleetCA
 from collector.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,29 @@ class HTTPServer:
         self.thread.join(10)
 
 
+def _enrolment_routers(store: Store, cfg: EnrolmentConfig | None) -> list[APIRouter]:
+    """POST /api/v1/enrol, when this collector holds the fleet CA. It never creates one by itself:
+    a CA made by accident in a working directory would sign certificates no broker trusts."""
+    if cfg is None:
+        return []
+    if not FleetCA.exists(cfg.ca_dir):
+        log.info("enrolment endpoint off: no fleet CA in %s (`linecheck-collector broker-config` creates it)",
+                 cfg.ca_dir)
+        return []
+    from collector.enrolment_api import make_router
+
+    log.info("enrolment endpoint on at /api/v1/enrol (fleet CA in %s)", cfg.ca_dir)
+    return [make_router(store.engine, FleetCA.open_or_create(cfg.ca_dir), cfg.broker_host, cfg.broker_port)]
+
+
 def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = None,
-               metrics: CollectorMetrics | None = None) -> HTTPServer:
+               metrics: CollectorMetrics | None = None, enrolment: EnrolmentConfig | None = None) -> HTTPServer:
     token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
     app = create_app(store.engine, commands=commands, metrics=metrics, secure_cookies=cfg.secure_cookies,
-                     metrics_token=token)
+                     metrics_token=token, extra_routers=_enrolment_routers(store, enrolment))
     app.state.timezone = ZoneInfo(cfg.timezone)
+    if enrolment is not None:
+        app.state.enrolment_token_ttl = timedelta(hours=enrolment.token_ttl_h)
     server = HTTPServer(app, cfg.host, cfg.port)
     server.start()
     log.info("console at http://%s:%s/console/  API docs at /api/docs  metrics at /metrics", cfg.host, server.port)

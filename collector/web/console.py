@@ -20,16 +20,18 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Connection, func, select
 
+from collector import enrolment, tickets
 from collector import schema as t
-from collector import tickets
 from collector.api import promise_queries as pq
 from collector.api import queries
 from collector.api import ticket_queries as tq
 from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
 from collector.api.deps import SESSION_COOKIE
 from collector.api.pagination import PageParams
+from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
 from collector.web import charts, i18n
+from linecheck.wire import valid_id
 
 HERE = Path(__file__).parent
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -40,6 +42,7 @@ env.globals["features"] = {name for name in ("tickets", "promises") if name in t
 LANG_COOKIE = "lc_lang"
 PER_PAGE = 25
 ACTORS = (Role.CARRIER_ADMIN, Role.TECHNICIAN, Role.ENTERPRISE)
+INSTALLERS = (Role.CARRIER_ADMIN, Role.TECHNICIAN)  # who may issue a gateway's enrolment token
 
 
 def static_app() -> StaticFiles:
@@ -214,6 +217,11 @@ def line(request: Request, line_id: str) -> Response:
     if not found:
         return _to_login(request)
     who, session = found
+    return _line_page(request, who, session, line_id)
+
+
+def _line_page(request: Request, who: Principal, session: str, line_id: str, status_code: int = 200,
+               **extra: Any) -> Response:
     history_params = _page(request, "hpage")
     with _conn(request) as conn:
         scope = Scope.of(conn, who)
@@ -245,7 +253,39 @@ def line(request: Request, line_id: str) -> Response:
     ]
     return _render(request, "line.html", who, session, line=detail, history=history, promises=line_promises,
                    history_pager=_pager(history_params, history_total), findings=findings, charts=svg,
-                   can_act=who.role in ACTORS, msg=request.query_params.get("msg"))
+                   can_act=who.role in ACTORS, can_enrol=who.role in INSTALLERS and bool(detail["tenant_id"]),
+                   msg=request.query_params.get("msg"), status_code=status_code, **extra)
+
+
+@router.post("/lines/{line_id}/enrolment-token", response_class=HTMLResponse)
+def enrolment_token(request: Request, line_id: str, csrf: str = Form(""),
+                    agent_id: str = Form(..., min_length=1, max_length=64)) -> Response:
+    """The console's face of POST /api/v1/lines/{line_id}/enrolment-tokens, for technicians on-site."""
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    if who.role not in INSTALLERS:
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    with _conn(request) as conn:
+        if not Scope.of(conn, who).can_see_line(conn, line_id):
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        site_id = conn.execute(select(t.lines.c.site_id).where(t.lines.c.line_id == line_id)).scalar()
+    if site_id is None:
+        return _render(request, "message.html", who, session, status_code=404, message="not_found")
+    try:
+        if not valid_id(agent_id):
+            raise enrolment.EnrolmentError(f"agent id {agent_id!r} must match ^[A-Za-z0-9_-]{{1,64}}$")
+        issued = enrolment.issue_token(request.app.state.engine, agent_id, line_id, site_id,
+                                       ttl=token_ttl(request), created_by=who.user_id)
+    except enrolment.EnrolmentError as exc:
+        return _line_page(request, who, session, line_id, status_code=409, enrol_error=str(exc))
+    # Shown once in this response, never put in a URL (it would land in logs and history).
+    return _line_page(request, who, session, line_id, enrolled=issued,
+                      enrol_command=f"linecheck-agent enroll --collector {str(request.base_url).rstrip('/')} "
+                                    f"--token '{issued.token}' --config-out /etc/linecheck/agent.yaml")
 
 
 @router.post("/lines/{line_id}/check")
