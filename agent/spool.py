@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict
+from linecheck.wire import AGENT_CHECK, CheckResult, ResultEnvelope, Status, Verdict
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -64,7 +64,6 @@ EVICTION_LOG_ROWS = 10_000
 PLAUSIBLE_EPOCH = 1_577_836_800.0
 # Reserve for SQLite's own growth (pages, WAL) beyond the payload bytes it counts.
 DISK_SLACK_BYTES = 256 * 1024
-AGENT_CHECK = "agent"
 
 
 class SpoolRefused(Exception):

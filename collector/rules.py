@@ -32,7 +32,7 @@ from collector import command_queue as cmds
 from collector import schema as t
 from collector import tickets
 from linecheck.configfile import Strict
-from linecheck.wire import ResultEnvelope, Status, Trigger
+from linecheck.wire import AGENT_CHECK, ResultEnvelope, Status, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Rule(Strict):
     min_severity: Literal["warning", "critical"] = "warning"
     conditions: list[Condition] = Field(default_factory=list, description="metric thresholds that count as a breach")
     observed_by: list[str] = Field(default_factory=list,
-                                   description="check kinds whose presence makes a result count; [] = every result")
+                                   description="check kinds that make a result count; [] = any check of the line")
     masked_by: list[str] = Field(default_factory=list,
                                  description="classes that, breaching in the same result, make it not count")
     breaches: int | None = Field(default=None, ge=1, le=100, description="M: breaches needed ...")
@@ -254,7 +254,9 @@ class RuleEngine:
 
     @staticmethod
     def _observing_checks(rule: Rule, e: ResultEnvelope) -> list[Any]:
-        return [c for c in e.checks if (not rule.observed_by or c.kind in rule.observed_by)
+        # The agent's own pseudo-check (spool counters, always ok) observes nothing about the line:
+        # counting it would make a rule without `observed_by` see every result as healthy evidence.
+        return [c for c in e.checks if (c.kind in rule.observed_by if rule.observed_by else c.kind != AGENT_CHECK)
                 and c.status not in (Status.ERROR, Status.SKIPPED)]
 
     def observe(self, name: str, e: ResultEnvelope, plan: Plan) -> Observation | None:

@@ -58,7 +58,9 @@ def start_broker(workdir: Path, port: int, log: Path) -> subprocess.Popen[bytes]
             "# written by linecheck-stack: a private broker for the local demo\n"
             f"listener {port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\nautosave_interval 60\n"
-            "message_size_limit 262144\nmax_queued_messages 100000\n"
+            # max_packet_size: the payload limit of agent and collector plus topic and header room
+            # (config/mosquitto.conf says why); message_size_limit is deprecated in Mosquitto 2.
+            "max_packet_size 263168\nmax_queued_messages 100000\n"
             f"log_dest file {workdir}/mosquitto.log\n" + ("user root\n" if _is_root() else ""))
         cmd = [mosquitto, "-c", str(conf)]
     elif shutil.which("amqtt"):

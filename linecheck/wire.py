@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 SCHEMA_VERSION = 1
+# The kind of the agent's own pseudo-check (spool and delivery counters), not a check of the line.
+AGENT_CHECK = "agent"
 
 # Mosquitto rejects '+' and '#' in usernames but not '/', which would let an id escape its
 # topic subtree; so ids are restricted at enrolment and again on every message.

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from collector import registry, tickets
 from collector import schema as t
-from collector.rules import RuleEngine, RulesConfig
+from collector.rules import Plan, RuleEngine, RulesConfig
 from collector.store import Store
 from linecheck.wire import ResultEnvelope, Trigger
 from tests.factory import envelope, finding, link_check, ping_check, throughput_check
@@ -184,3 +184,18 @@ def test_rules_config_names_bad_keys() -> None:
         RulesConfig.model_validate({"classes": {"x": {"conditions": [{"metrics": ["loss_pct"]}]}}})
     merged = RulesConfig.model_validate({"classes": {"packet_loss": {"breaches": 2}}}).effective()
     assert merged["packet_loss"].breaches == 2 and merged["packet_loss"].retest is True
+
+
+def test_the_agents_own_counters_are_no_evidence_about_the_line(store: Store) -> None:
+    """A rule observed by every check must not take the agent's pseudo-check (spool counters, always
+    ok) as a healthy observation: an open ticket would resolve on results that measured nothing."""
+    from linecheck.wire import AGENT_CHECK, CheckResult, Status
+
+    rules = RuleEngine(RulesConfig.model_validate({"classes": {"any_loss": {
+        "title": "Loss anywhere", "findings": ["packet_loss"], "breaches": 1, "window": 1, "heal_after": 1,
+        "retest": False}}}))
+    counters = CheckResult(kind=AGENT_CHECK, status=Status.OK, metrics={"spool_backlog_count": 3}, duration_s=0.0)
+    plan = Plan(500, 300)
+    assert rules.observe("any_loss", envelope(AGENT, LINE, [counters]), plan) is None
+    seen = rules.observe("any_loss", envelope(AGENT, LINE, [counters, ping_check()]), plan)
+    assert seen is not None and seen.breach is False
