@@ -103,9 +103,9 @@ def test_ingest_is_idempotent_and_hooks_see_each_result_once(store: Store) -> No
         assert conn.execute(select(func.count()).select_from(t.checks)).scalar_one() == 2
 
 
-def test_two_collectors_ingesting_the_same_results_store_each_once(db_url: str) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("several collectors need PostgreSQL (SQLite is for one collector)")
+def test_two_collectors_ingesting_the_same_results_store_each_once(pg_url: str) -> None:
+    # PostgreSQL only: several collectors are a PostgreSQL deployment (SQLite is for one collector).
+    db_url = pg_url
     stores = [Store(db_url), Store(db_url)]
     envs = [_env("gw-1", n) for n in range(1, 201)]
     news: list[set[tuple[str, str]]] = [set(), set()]

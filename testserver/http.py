@@ -59,7 +59,10 @@ def _route(path: str) -> str:
     return path
 
 
-class _Handler(BaseHTTPRequestHandler):
+class MeasurementHandler(BaseHTTPRequestHandler):
+    """The measurement endpoints. Subclass it and pass it as ThroughputServer(handler=...) to serve
+    more routes with the same admission, limits and transfers (the agent's LAN test does)."""
+
     protocol_version = "HTTP/1.1"
     server_version = "linecheck-testserver"
     sys_version = ""
@@ -292,14 +295,16 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], limits: Limits, verbose: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], limits: Limits, verbose: bool = False,
+                 handler: type[MeasurementHandler] = MeasurementHandler, context: Any = None) -> None:
         self.sessions = Sessions(limits)
+        self.context = context  # whatever a handler subclass needs (its application object)
         self.payload = Payload()
         self.verbose = verbose
         self.connections = 0
         self.refused_connections = 0
         self._conn_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conn_lock:
@@ -344,8 +349,9 @@ class ThroughputServer:
     """The HTTP measurement server on host:port (port 0 = a free port), run in a background thread."""
 
     def __init__(self, host: str = "0.0.0.0", port: int = 8080, limits: Limits | None = None,
-                 verbose: bool = False) -> None:
-        self._server = _Server((host, port), limits or Limits(), verbose)
+                 verbose: bool = False, handler: type[MeasurementHandler] = MeasurementHandler,
+                 context: Any = None) -> None:
+        self._server = _Server((host, port), limits or Limits(), verbose, handler, context)
         self._thread: threading.Thread | None = None
 
     @property

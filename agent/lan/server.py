@@ -28,8 +28,7 @@ from agent.lan.record import KIND, ClientResult, envelope
 from agent.lan.settings import LanTestConfig
 from agent.lan.station import StationView, look_up
 from linecheck.wire import ResultEnvelope
-from testserver import http as testserver_http
-from testserver.http import Limits, ThroughputServer
+from testserver.http import Limits, MeasurementHandler, ThroughputServer
 
 log = logging.getLogger(__name__)
 MAX_RESULT_BYTES = 64 * 1024
@@ -45,14 +44,14 @@ class Identity:
     plan_down_mbps: float | None
 
 
-class _LanHandler(testserver_http._Handler):
+class _LanHandler(MeasurementHandler):
     """The test server's handler with the agent's page and API in front of it."""
 
-    server: Any  # the test server's _Server, with `.lan` attached by LanServer
+    server: Any  # the test server's server; its `context` is the LanServer
 
     def do_GET(self) -> None:  # noqa: N802
         path, query = self._query()
-        lan: LanServer = self.server.lan
+        lan: LanServer = self.server.context
         if path in STATIC:
             name, ctype = STATIC[path]
             self._small(200, lan.static(name), ctype)
@@ -71,7 +70,7 @@ class _LanHandler(testserver_http._Handler):
         if path != "/api/result":
             super().do_POST()
             return
-        lan: LanServer = self.server.lan
+        lan: LanServer = self.server.context
         if not self._authorised(query):
             self.close_connection = True
             self._json(401, {"error": "unauthorised", "detail": "this gateway needs a token"})
@@ -103,11 +102,9 @@ class LanServer:
         self._recent: deque[float] = deque()
         self._lock = threading.Lock()
         limits = Limits(max_tests=cfg.max_tests, max_test_s=cfg.max_test_s, token=cfg.token)
-        self.http = ThroughputServer(host, cfg.port, limits)
-        # The test server has no public hook for extra routes: swap in our handler (a subclass of
-        # its own) so the transfers, admission and caps stay exactly the carrier server's.
-        self.http._server.RequestHandlerClass = _LanHandler
-        self.http._server.lan = self
+        # The carrier's measurement server with our page and API in front (a subclass of its handler),
+        # so the transfers, admission and caps stay exactly the carrier server's.
+        self.http = ThroughputServer(host, cfg.port, limits, handler=_LanHandler, context=self)
         self._static: dict[str, bytes] = {}
 
     @property
