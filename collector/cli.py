@@ -173,7 +173,7 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
     try:
         return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics,  # type: ignore[arg-type]
-                          enrolment=cfg.enrolment)
+                          enrolment=cfg.enrolment, promises=cfg.promises)
     except RuntimeError as exc:
         # Ingest is what agents depend on (their spools wait for receipts): it keeps running.
         logging.getLogger("collector").error("HTTP API and console NOT available on %s:%s: %s",

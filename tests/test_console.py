@@ -93,6 +93,28 @@ def test_technician_issues_an_enrolment_token_on_the_line_page(client: TestClien
                        data={"csrf": csrf_of(page), "agent_id": "x-gw"}).status_code == 403
 
 
+def test_acceptance_report_from_the_line_page_is_signed_for_the_technician(client: TestClient,
+                                                                          tmp_path: Path) -> None:
+    from collector.promises import acceptance
+    from collector.promises.criterion import PromisePolicy
+
+    client.app.state.promises = PromisePolicy(signing_key_file=tmp_path / "signing.key")  # type: ignore[attr-defined]
+    login(client, "a-tech")
+    page = client.get("/console/lines/acme-xuhui-1").text
+    url = "/console/lines/acme-xuhui-1/promises/acme-xuhui-1-speed/acceptance"
+    assert f'href="{url}"' in page
+    r = client.get(url)
+    assert r.status_code == 200
+    report = acceptance.verify(r.text)  # raises if the signature does not match the content
+    assert report.payload["technician"] == "a-tech" and report.payload["line"]["line_id"] == "acme-xuhui-1"
+    assert report.payload["verdict"]["promise_id"] == "acme-xuhui-1-speed"
+    # Another line's promise under this line, or another carrier's line: not found.
+    assert client.get("/console/lines/acme-xuhui-1/promises/acme-xuhui-2-speed/acceptance").status_code == 404
+    assert client.get("/console/lines/bravo-pudong-1/promises/bravo-pudong-1-speed/acceptance").status_code == 404
+    login(client, "a-viewer")
+    assert client.get(url).status_code == 403
+
+
 def test_fleet_page_is_paged_and_filtered(client: TestClient, fleet: Fleet) -> None:
     lines = [{"line_id": f"bulk-{i:03d}", "tenant_id": "sh-telecom", "site_id": "tel-jingan"} for i in range(60)]
     with fleet.engine.begin() as conn:

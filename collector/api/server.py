@@ -20,6 +20,7 @@ from collector.api.remote import CommandSender
 from collector.config import EnrolmentConfig, HTTPConfig
 from collector.metrics import CollectorMetrics
 from collector.pki import FleetCA
+from collector.promises.criterion import PromisePolicy
 from collector.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,13 @@ def _enrolment_routers(store: Store, cfg: EnrolmentConfig | None) -> list[APIRou
 
 
 def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = None,
-               metrics: CollectorMetrics | None = None, enrolment: EnrolmentConfig | None = None) -> HTTPServer:
+               metrics: CollectorMetrics | None = None, enrolment: EnrolmentConfig | None = None,
+               promises: PromisePolicy | None = None) -> HTTPServer:
     token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
     app = create_app(store.engine, commands=commands, metrics=metrics, secure_cookies=cfg.secure_cookies,
                      metrics_token=token, extra_routers=_enrolment_routers(store, enrolment))
     app.state.timezone = ZoneInfo(cfg.timezone)
+    app.state.promises = promises  # the console signs acceptance reports with its key
     if enrolment is not None:
         app.state.enrolment_token_ttl = timedelta(hours=enrolment.token_ttl_h)
     server = HTTPServer(app, cfg.host, cfg.port)

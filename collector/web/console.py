@@ -257,6 +257,34 @@ def _line_page(request: Request, who: Principal, session: str, line_id: str, sta
                    msg=request.query_params.get("msg"), status_code=status_code, **extra)
 
 
+@router.get("/lines/{line_id}/promises/{promise_id}/acceptance", response_class=HTMLResponse)
+def acceptance_report(request: Request, line_id: str, promise_id: str) -> Response:
+    """The signed acceptance report of a promise's stored verdict, signed for the technician viewing it
+    (print it or save it as PDF from the browser; `linecheck-collector promises verify-report` checks it)."""
+    from collector.promises import acceptance, ledger
+
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if who.role not in INSTALLERS:
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    policy = getattr(request.app.state, "promises", None)
+    with _conn(request) as conn:
+        owner = conn.execute(select(t.promises.c.line_id).where(t.promises.c.promise_id == promise_id)).scalar()
+        if owner != line_id or not Scope.of(conn, who).can_see_line(conn, line_id):
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        verdict = ledger.stored_verdict(conn, promise_id)
+        if verdict is None or policy is None:  # not judged yet, or an app without the collector's config
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+        try:
+            signed = acceptance.sign(acceptance.build_payload(conn, verdict, technician=who.user_id),
+                                     acceptance.load_or_create_key(policy.signing_key_file))
+        except acceptance.ReportError:
+            return _render(request, "message.html", who, session, status_code=404, message="not_found")
+    return HTMLResponse(acceptance.render_html(signed, policy.speed.zone))
+
+
 @router.post("/lines/{line_id}/enrolment-token", response_class=HTMLResponse)
 def enrolment_token(request: Request, line_id: str, csrf: str = Form(""),
                     agent_id: str = Form(..., min_length=1, max_length=64)) -> Response:

@@ -101,6 +101,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "create_token": ("Create token", "创建令牌"),
     "token_created": ("Copy this token now; it is not shown again:", "请立即复制此令牌，之后不会再显示："),
     "enrol_gateway": ("Enrol a gateway:", "登记网关："),
+    "acceptance_report": ("Acceptance report", "验收报告"),
     "agent_id": ("agent id", "代理 ID"),
     "issue_enrol_token": ("Issue enrolment token", "生成登记令牌"),
     "enrol_token_created": ("Enrolment token for the gateway (shown once, single use):",
