@@ -39,6 +39,36 @@ def test_pages_need_a_session_and_sign_in_works(client: TestClient) -> None:
     assert "acme-gw" in client.get("/console/agents").text
 
 
+def test_password_guessing_is_throttled_per_user_and_address(client: TestClient) -> None:
+    for _ in range(5):
+        assert login(client, "a-admin", "wrong-password-x").status_code == 401
+    r = login(client, "a-admin")  # even the right password waits now: the guesser cannot tell
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 800
+    assert "Try again in 15 min" in r.text
+    # Another user from the same address still signs in (the per-address limit is higher).
+    assert login(client, "a-viewer").status_code == 303
+
+
+def test_login_throttle_window_slides() -> None:
+    from collector.api.throttle import LoginThrottle, ThrottleLimits
+
+    now = [1000.0]
+    throttle = LoginThrottle(ThrottleLimits(per_user_and_address=3, per_address=5, window_s=60),
+                             clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("u", "10.0.0.1") == 0
+        throttle.failed("u", "10.0.0.1")
+        now[0] += 10
+    assert throttle.retry_after("u", "10.0.0.1") == 30  # the first failure leaves the window at 1060
+    assert throttle.retry_after("u", "10.0.0.2") == 0
+    for user in ("v", "w"):
+        throttle.failed(user, "10.0.0.1")
+    assert throttle.retry_after("x", "10.0.0.1") == 30  # five failures from the address, any users
+    now[0] += 30
+    assert throttle.retry_after("u", "10.0.0.1") == 0
+    throttle.succeeded("u", "10.0.0.1")
+
+
 def test_login_never_redirects_off_site(client: TestClient) -> None:
     for target in ("https://evil.example/", "//evil.example/console/", "/console//evil.example", "/api/v1/lines"):
         assert login(client, "a-admin", next=target).headers["location"] == "/console/"

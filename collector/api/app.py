@@ -23,6 +23,7 @@ from collector.api import (
 from collector.api.accounts import Accounts
 from collector.api.deps import route_roles
 from collector.api.remote import CommandSender
+from collector.api.throttle import LoginThrottle
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
@@ -42,6 +43,7 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     app.state.commands = commands
     app.state.metrics = metrics or CollectorMetrics(engine)
     app.state.secure_cookies = secure_cookies
+    app.state.login_throttle = LoginThrottle()
     for router in [*API_ROUTERS, *extra_routers]:
         _publish_roles(router.routes)
         app.include_router(router)

@@ -30,6 +30,7 @@ from collector.api.deps import SESSION_COOKIE
 from collector.api.pagination import PageParams
 from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
+from collector.api.throttle import LoginThrottle
 from collector.web import charts, i18n
 from linecheck.wire import valid_id
 
@@ -139,9 +140,19 @@ def _safe_next(target: str) -> str:
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, user: str = Form(..., max_length=64), password: str = Form(..., max_length=200),
           next: str = Form("/console/")) -> Response:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(user, address)
+    if wait > 0:
+        response = _render(request, "login.html", None, status_code=429, next=_safe_next(next),
+                           error="login_throttled", minutes=max(1, round(wait / 60)))
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     token = request.app.state.accounts.login(user, password)
     if token is None:
+        throttle.failed(user, address)
         return _render(request, "login.html", None, status_code=401, next=_safe_next(next), error="login_failed")
+    throttle.succeeded(user, address)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
                         samesite="lax", secure=bool(request.app.state.secure_cookies), path="/")

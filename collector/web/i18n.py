@@ -12,6 +12,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "user": ("User", "用户名"),
     "password": ("Password", "密码"),
     "login_failed": ("Wrong user or password.", "用户名或密码错误。"),
+    "login_throttled": ("Too many failed sign-ins from here. Try again in {minutes} min.",
+                        "此处登录失败次数过多，请 {minutes} 分钟后再试。"),
     "session_expired": ("Please sign in.", "请登录。"),
     "fleet": ("Fleet", "线路总览"),
     "lines": ("Lines", "线路"),
