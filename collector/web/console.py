@@ -108,6 +108,20 @@ def _csrf_ok(session: str, sent: str) -> bool:
     return hmac.compare_digest(csrf_token(session), sent or "")
 
 
+def _form_caller(request: Request, csrf: str, roles: tuple[Role, ...] | None = None
+                 ) -> tuple[Principal, str] | Response:
+    """The session, CSRF and role checks every console form needs: the caller, or the refusal to send."""
+    found = _session(request)
+    if not found:
+        return _to_login(request)
+    who, session = found
+    if not _csrf_ok(session, csrf):
+        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    if roles is not None and who.role not in roles:
+        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    return who, session
+
+
 def _page(request: Request, name: str = "page") -> PageParams:
     try:
         page = max(1, min(1_000_000, int(request.query_params.get(name, "1"))))
@@ -300,14 +314,10 @@ def acceptance_report(request: Request, line_id: str, promise_id: str) -> Respon
 def enrolment_token(request: Request, line_id: str, csrf: str = Form(""),
                     agent_id: str = Form(..., min_length=1, max_length=64)) -> Response:
     """The console's face of POST /api/v1/lines/{line_id}/enrolment-tokens, for technicians on-site."""
-    found = _session(request)
-    if not found:
-        return _to_login(request)
-    who, session = found
-    if not _csrf_ok(session, csrf):
-        return _render(request, "message.html", who, session, status_code=403, message="csrf")
-    if who.role not in INSTALLERS:
-        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    caller = _form_caller(request, csrf, INSTALLERS)
+    if isinstance(caller, Response):
+        return caller
+    who, session = caller
     with _conn(request) as conn:
         if not Scope.of(conn, who).can_see_line(conn, line_id):
             return _render(request, "message.html", who, session, status_code=404, message="not_found")
@@ -329,12 +339,10 @@ def enrolment_token(request: Request, line_id: str, csrf: str = Form(""),
 
 @router.post("/lines/{line_id}/check")
 def check_now(request: Request, line_id: str, csrf: str = Form(""), action: str = Form("check_now")) -> Response:
-    found = _session(request)
-    if not found:
-        return _to_login(request)
-    who, session = found
-    if not _csrf_ok(session, csrf):
-        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    caller = _form_caller(request, csrf)
+    if isinstance(caller, Response):
+        return caller
+    who, session = caller
     if who.role not in ACTORS or action not in ("check_now", "retest"):
         return _render(request, "message.html", who, session, status_code=403, message="forbidden")
     with _conn(request) as conn:
@@ -410,12 +418,10 @@ def account(request: Request) -> Response:
 @router.post("/account/tokens", response_class=HTMLResponse)
 def create_token(request: Request, csrf: str = Form(""), name: str = Form(..., min_length=1, max_length=200)
                  ) -> Response:
-    found = _session(request)
-    if not found:
-        return _to_login(request)
-    who, session = found
-    if not _csrf_ok(session, csrf):
-        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    caller = _form_caller(request, csrf)
+    if isinstance(caller, Response):
+        return caller
+    who, session = caller
     accounts = request.app.state.accounts
     _, token = accounts.issue_token(who.user_id, name=name, ttl=timedelta(days=90))
     return _render(request, "account.html", who, session, tokens=accounts.tokens(who.user_id), created=token)
@@ -423,12 +429,10 @@ def create_token(request: Request, csrf: str = Form(""), name: str = Form(..., m
 
 @router.post("/account/tokens/{token_id}/revoke")
 def revoke_token(request: Request, token_id: str, csrf: str = Form("")) -> Response:
-    found = _session(request)
-    if not found:
-        return _to_login(request)
-    who, session = found
-    if not _csrf_ok(session, csrf):
-        return _render(request, "message.html", who, session, status_code=403, message="csrf")
+    caller = _form_caller(request, csrf)
+    if isinstance(caller, Response):
+        return caller
+    who, session = caller
     request.app.state.accounts.revoke(token_id, user_id=who.user_id)
     return RedirectResponse("/console/account", status_code=303)
 
@@ -485,14 +489,10 @@ def ticket_page(request: Request, ticket_id: int) -> Response:
 
 def _ticket_action(request: Request, ticket_id: int, csrf: str, roles: tuple[Role, ...], act) -> Response:  # type: ignore[no-untyped-def]
     """Shared checks of the ticket forms: session, CSRF, role, scope; then `act(conn, who)` in one transaction."""
-    found = _session(request)
-    if not found:
-        return _to_login(request)
-    who, session = found
-    if not _csrf_ok(session, csrf):
-        return _render(request, "message.html", who, session, status_code=403, message="csrf")
-    if who.role not in roles:
-        return _render(request, "message.html", who, session, status_code=403, message="forbidden")
+    caller = _form_caller(request, csrf, roles)
+    if isinstance(caller, Response):
+        return caller
+    who, session = caller
     back = f"/console/tickets/{ticket_id}"
     with request.app.state.engine.begin() as conn:
         if tq.find(conn, Scope.of(conn, who), ticket_id) is None:
