@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from collector import command_queue as cmds
 from collector import schema as t
@@ -297,10 +297,12 @@ class RuleEngine:
     @staticmethod
     def lock_lines(conn: Connection, line_ids: Sequence[str]) -> None:
         """Serialise rule work per line across collectors (sorted: a stable order, no deadlock)."""
-        if conn.dialect.name != "postgresql":
+        if conn.dialect.name != "postgresql" or not line_ids:
             return  # SQLite: the ingest transaction already holds the single write lock
-        for line_id in sorted(line_ids):
-            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_SPACE, zlib.crc32(line_id.encode()) - 2**31)))
+        # One round trip for all lines, locked in the array's order (see delivery.lock_agents).
+        keys = [zlib.crc32(line_id.encode()) - 2**31 for line_id in sorted(set(line_ids))]
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS integer[])) AS u(k)"),
+                     {"space": _LOCK_SPACE, "keys": keys})
 
     def _remember(self, e: ResultEnvelope) -> None:
         self._parsed[(e.agent_id, e.result_id)] = e

@@ -215,18 +215,22 @@ class Store:
             counts[e.agent_id] = counts.get(e.agent_id, 0) + 1
             if e.agent_id not in latest or e.seq > latest[e.agent_id].seq:
                 latest[e.agent_id] = e
+        if not latest:
+            return
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(t.agents)
         greatest = func.max if self.engine.dialect.name == "sqlite" else func.greatest
-        for agent_id, e in sorted(latest.items()):  # sorted: a stable lock order between collectors
-            stmt_row = stmt.values(agent_id=agent_id, line_id=e.line_id, site_id=e.site_id, first_seen=now,
-                                   last_seen=now, max_seq=e.seq, result_count=counts[agent_id])
-            conn.execute(stmt_row.on_conflict_do_update(
-                index_elements=[t.agents.c.agent_id],
-                set_={"line_id": e.line_id, "site_id": e.site_id, "last_seen": now,
-                      "first_seen": func.coalesce(t.agents.c.first_seen, now),  # enrolled, first report
-                      "max_seq": greatest(t.agents.c.max_seq, e.seq),
-                      "result_count": t.agents.c.result_count + counts[agent_id]}))
+        # One executemany for the batch (a statement per agent cost a round trip each on
+        # PostgreSQL), rows sorted by agent: a stable row-lock order between collectors.
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[t.agents.c.agent_id],
+            set_={"line_id": stmt.excluded.line_id, "site_id": stmt.excluded.site_id,
+                  "last_seen": stmt.excluded.last_seen,
+                  "first_seen": func.coalesce(t.agents.c.first_seen, stmt.excluded.first_seen),  # enrolled, 1st report
+                  "max_seq": greatest(t.agents.c.max_seq, stmt.excluded.max_seq),
+                  "result_count": t.agents.c.result_count + stmt.excluded.result_count}),
+            [{"agent_id": agent_id, "line_id": e.line_id, "site_id": e.site_id, "first_seen": now, "last_seen": now,
+              "max_seq": e.seq, "result_count": counts[agent_id]} for agent_id, e in sorted(latest.items())])
 
     def set_agent_status(self, agent_id: str, state: str, at: datetime | None = None) -> bool:
         """Record online/offline. False when the agent has no row yet (its first result is still coming)."""
