@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +69,8 @@ class Run:
 
 def expected_faults(sim: FleetSim) -> set[tuple[str, str]]:
     """(line, fault class) pairs the default rules must open one ticket for (see bench/fleet_sim.py)."""
-    return {(a.line_id, a.profile) for a in sim.agents if a.profile in TICKET_AFTER and a.results >= TICKET_AFTER[a.profile]}
+    return {(a.line_id, a.profile) for a in sim.agents
+            if a.profile in TICKET_AFTER and a.results >= TICKET_AFTER[a.profile]}
 
 
 def check_tickets(tickets: dict[tuple[str, str], int], expected: set[tuple[str, str]]) -> tuple[bool, str]:
@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in counts:
             r = run_round(n, args.agents, args.results, timeout_s=args.timeout)
             runs.append(r)
-            print(f"[round {i + 1}/{args.rounds}] {n} collector(s): rate={_fmt(r.rate)}/s wall={_fmt(r.wall_s, '.1f')} s "
+            print(f"[round {i + 1}/{args.rounds}] {n} collector(s): rate={_fmt(r.rate)}/s "
+                  f"wall={_fmt(r.wall_s, '.1f')} s "
                   f"cpu={ {k: round(v, 1) for k, v in r.cpu.items()} } dup={r.duplicates} lost={r.lost} "
                   f"{r.ticket_note}{' ERROR ' + r.error if r.error else ''}", flush=True)
     kill = None
