@@ -173,12 +173,6 @@ class CollectorGroup:
                                    .group_by(t.tickets.c.line_id, t.tickets.c.fault_class)).all()
         return Counts(int(rows), int(distinct), {(r[0], r[1]): int(r[2]) for r in tickets})
 
-    def received_times(self) -> list[float]:
-        """Commit-batch times of every stored result (epoch seconds), in order."""
-        with self.engine.connect() as conn:
-            return [float(v) for (v,) in conn.execute(text(
-                "SELECT extract(epoch FROM received_at) FROM results ORDER BY received_at"))]
-
     # --- CPU ------------------------------------------------------------------------------------
     def pids(self) -> dict[str, list[int]]:
         """Processes doing the work, by role: collectors, their PostgreSQL backends, the broker."""

@@ -9,8 +9,9 @@ simulator (bench/fleet_sim.py: agents with their own ids and sequence numbers, r
 receipted). Rounds of 1, 2 and 3 collectors are interleaved so that the other load on a shared
 machine falls on all of them alike. Figures, all read from the database and /proc:
 
-- rate: stored results per second over the middle 80% of the run (by the commit time of each
-  result's batch), and its ratio to one collector measured in the same run (median of the rounds);
+- rate: results per second from the first publication to the moment every result is stored and
+  receipted (the drain of the burst, end to end), and its ratio to one collector measured in the
+  same run (median of the rounds);
 - CPU seconds per 1000 stored results, per role (collectors, their PostgreSQL backends, broker,
   simulator) and how busy the whole machine was: on 2 cores this shows where the limit is;
 - duplicates (rows beyond one per agent and sequence number), lost results, tickets against the
@@ -50,8 +51,8 @@ class Run:
 
     collectors: int
     results: int
-    rate: float | None = None  # stored/s over the middle 80 %
-    wall_s: float | None = None  # first publication to last receipt
+    rate: float | None = None  # results / wall_s
+    wall_s: float | None = None  # first publication until every result is stored and receipted
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per role during the drain
     machine_busy: float | None = None  # fraction of all cores busy (every process on the machine)
     stored: int = 0
@@ -83,19 +84,10 @@ def check_tickets(tickets: dict[tuple[str, str], int], expected: set[tuple[str, 
     return not (twice or missing or extra), note
 
 
-def _middle_rate(times: list[float]) -> float | None:
-    """Results per second between the 10th and the 90th percentile commit time."""
-    if len(times) < 20:
-        return None
-    lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10]
-    span = hi - lo
-    return (0.8 * len(times)) / span if span > 0 else None
-
-
 def run_round(n: int, agents: int, results: int, *, kill_at: float | None = None, resend_after_s: float = 120.0,
-              timeout_s: float = 300.0, admin_url: str = PG_ADMIN_URL) -> Run:
-    """Start a broker, a fresh database and n collectors; send one burst; measure. With kill_at, SIGKILL
-    the first collector once that fraction of the results is stored."""
+              rate: float | None = None, timeout_s: float = 300.0, admin_url: str = PG_ADMIN_URL) -> Run:
+    """Start a broker, a fresh database and n collectors; send one burst (or publish at `rate`/s);
+    measure. With kill_at, SIGKILL the first collector once that fraction of the results is stored."""
     run = Run(n, results)
     with fresh_database(admin_url) as db_url, tempfile.TemporaryDirectory(prefix="scale-pg-") as tmp:
         group = CollectorGroup(Path(tmp), db_url)
@@ -111,12 +103,14 @@ def run_round(n: int, agents: int, results: int, *, kill_at: float | None = None
             meter.sample(group.pids())
             sim_cpu0 = time.process_time()  # the simulator's threads are this process
             started = time.monotonic()
-            sim.run()
+            sim.run(rate)
             if kill_at is not None:
                 wait_for(lambda: group.stored() >= kill_at * results, timeout_s, "results before the kill")
                 meter.sample(group.pids())  # what the doomed collector did until now still counts
-                run.killed_at = group.stored()
                 group.kill(names[0])
+                run.killed_at = group.stored()
+                if run.killed_at >= results:
+                    raise RuntimeError("every result was stored before the kill: publish slower (--kill-rate)")
             # Done = every result receipted (the agents' view) and stored (the database's view).
             wait_for(lambda: sim.outstanding() == 0, timeout_s, "every result receipted")
             wait_for(lambda: group.stored() >= results, timeout_s, "every result stored")
@@ -126,7 +120,7 @@ def run_round(n: int, agents: int, results: int, *, kill_at: float | None = None
             run.cpu["simulator"] = time.process_time() - sim_cpu0
             busy, capacity = meter.machine()
             run.machine_busy = busy / capacity if capacity else None
-            run.rate = _middle_rate(group.received_times())
+            run.rate = results / run.wall_s
             counts = group.counts()
             run.stored, run.duplicates = counts.distinct, counts.duplicates
             run.lost = results - counts.distinct
@@ -158,7 +152,7 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
     lines = [f"bench/scale_pg.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.agents} agents, "
              f"{args.results} results per round, {args.rounds} round(s) per collector count", "",
-             "| collectors | rate (stored/s, median) | vs 1 collector | rounds | CPU s per 1000 stored: collectors / "
+             "| collectors | rate (results/s, median) | vs 1 collector | rounds | CPU s per 1000 stored: collectors / "
              "postgres / broker / simulator | machine busy | duplicates | lost | tickets |",
              "|---|---|---|---|---|---|---|---|---|"]
     ok = True
@@ -189,12 +183,14 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale_pg", description=__doc__.splitlines()[0])
     p.add_argument("--agents", type=int, default=1000, help="virtual agents (distinct lines)")
-    p.add_argument("--results", type=int, default=6000, help="results per round (round-robin over the agents)")
+    p.add_argument("--results", type=int, default=10000, help="results per round (round-robin over the agents)")
     p.add_argument("--collectors", default="1,2,3", help="collector counts to compare (1 is the reference)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per collector count, interleaved")
     p.add_argument("--kill-results", type=int, default=None, help="results in the kill scenario (default --results)")
     p.add_argument("--kill-at", type=float, default=0.3, help="fraction stored when a collector is killed")
     p.add_argument("--no-kill", action="store_true", help="skip the kill scenario")
+    p.add_argument("--kill-rate", type=float, default=400.0,
+                   help="results/s published in the kill scenario (paced, so the kill falls mid-run)")
     p.add_argument("--resend-after", type=float, default=2.0, help="agents' re-send timeout in the kill scenario")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a round may take")
     args = p.parse_args(argv)
@@ -213,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     kill = None
     if not args.no_kill:
         kill = run_round(2, args.agents, args.kill_results or args.results, kill_at=args.kill_at,
-                         resend_after_s=args.resend_after, timeout_s=args.timeout)
+                         resend_after_s=args.resend_after, rate=args.kill_rate, timeout_s=args.timeout)
     text, ok = report(runs, kill, args)
     print()
     print(text)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from bench.fleet_sim import FleetSim
 from tests.helpers import collector_config, start, stop
@@ -37,3 +40,17 @@ def test_fleet_sim_resends_until_receipted_and_faulty_lines_get_tickets(broker: 
     finally:
         db.close()
     assert tickets == dict(sim.expected_tickets()) == {"line_down": 3, "high_latency": 2}
+
+
+def test_scale_pg_bench_runs_and_reports_ratios(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # pg_url only proves PostgreSQL is reachable (else skip); the bench makes its own databases.
+    if not shutil.which("mosquitto"):
+        pytest.skip("mosquitto is not installed")
+    from bench import scale_pg
+
+    code = scale_pg.main(["--agents", "40", "--results", "240", "--collectors", "1,2", "--rounds", "1",
+                          "--resend-after", "1", "--kill-rate", "100", "--timeout", "60"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| 1 | " in out and "| 2 | " in out and "1.00x" in out
+    assert "kill: 2 collectors" in out and "lost=0 duplicates=0" in out and "errors: none" in out
