@@ -1,4 +1,8 @@
-"""`linecheck-agent`: check (self-check now), run (daemon)."""
+"""`linecheck-agent`: check (self-check now), run (daemon).
+
+The report's modules (rich, the renderers) are imported only by the commands that print one: the
+daemon (`run`) lives for months on a small gateway and should not carry them (docs/scaling.md).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,16 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from agent import config as agent_config
 from agent.i18n import LANGS, Texts, detect_lang
 from agent.lan import cli as lan_cli
-from agent.report import render, render_html
 from linecheck.configfile import ConfigError
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
@@ -51,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.report import render, render_html
+
     cfg = agent_config.load(args.config)
     unknown = [k for k in args.only or [] if k not in cfg.checks]
     if unknown:
@@ -93,6 +101,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run_with_progress(cfg: agent_config.AgentConfig, args: argparse.Namespace, console: Console) -> ResultEnvelope:
     """Run the line check with a progress bar (on stderr; silent with --json) under the check lock."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from agent import checklock
     from agent.runner import run_line_check
 

@@ -4,7 +4,8 @@ Threads: the publisher's loop (main thread), paho's network thread, the schedule
 (traffic samples → idle tracker → resume/watchdog checks; scheduled checks) and the remote
 command worker. Every line check, whoever asks for it, goes through `check_and_spool`, which
 holds the cross-process check lock, so checks never overlap and the idle tracker can tell the
-agent's own traffic from the office's.
+agent's own traffic from the office's. The checks themselves run in a child process
+(agent/checkproc.py), so the daemon stays small between checks.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 from agent import checklock
 from agent import clock as agent_clock
+from agent.checkproc import run_in_child
 from agent.commands import CommandInbox
 from agent.config import AgentConfig
 from agent.idle import IdleTracker
 from agent.publisher import Publisher
-from agent.runner import run_line_check
 from agent.scheduler import CrossTrafficGate, Scheduler
 from agent.spool import SpoolRefused, open_spool
 from agent.traffic import Rates, TrafficMonitor
@@ -55,8 +56,9 @@ class Agent:
         """Plan (data budget, cross-traffic gate), run under the check lock, spool. None if not spooled."""
         plan = self.scheduler.plan(trigger, list(self.cfg.checks), only, self.gate)
         with checklock.holding(self.lock_path):
-            envelope = run_line_check(self.cfg, trigger, only=plan.only, skip=plan.skip,
-                                      trigger_info={**(trigger_info or {}), **plan.trigger_info})
+            # In a child process: what a check imports and allocates leaves with it (agent/checkproc.py).
+            envelope = run_in_child(self.cfg, trigger, only=plan.only, skip=plan.skip,
+                                    trigger_info={**(trigger_info or {}), **plan.trigger_info})
         try:
             stored = self.spool.enqueue(envelope)
         except SpoolRefused as exc:  # too large, or no disk left: counted, reported

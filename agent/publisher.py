@@ -19,18 +19,36 @@ import logging
 import queue
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import ValidationError
 
-from agent.config import AgentConfig
-from agent.spool import Spool
-from linecheck.wire import Command, Receipt, commands_topic, receipts_topic, results_topic, status_topic
+def _import_paho_without_dnspython() -> None:
+    """paho imports dnspython, when installed, only for Client.connect_srv(), which the agent never
+    calls; that import is ~4 MB of a daemon that should stay under 35 MB (docs/scaling.md). Hide
+    dnspython while paho loads (paho then sets HAVE_DNS = False); the dns check imports it later in
+    its own process. A no-op where dnspython or paho is loaded already."""
+    if "paho.mqtt.client" in sys.modules or "dns.resolver" in sys.modules:
+        return
+    sys.modules["dns.resolver"] = None  # type: ignore[assignment]  # makes `import dns.resolver` fail
+    try:
+        import paho.mqtt.client  # noqa: F401
+    finally:
+        del sys.modules["dns.resolver"]
+
+
+_import_paho_without_dnspython()
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from agent.config import AgentConfig  # noqa: E402
+from agent.spool import Spool  # noqa: E402
+from linecheck.wire import Command, Receipt, commands_topic, receipts_topic, results_topic, status_topic  # noqa: E402
 
 log = logging.getLogger(__name__)
 

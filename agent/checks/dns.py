@@ -14,12 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
 from pydantic import Field, field_validator
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
@@ -61,6 +55,8 @@ class Answer:
 
 def parse_resolv_conf(text: str) -> list[str]:
     """Nameserver addresses from resolv.conf content (dnspython's parser; scope ids kept)."""
+    import dns.resolver  # dnspython only when checking: the daemon imports this module's config (~4 MB)
+
     resolver = dns.resolver.Resolver(configure=False)
     try:
         resolver.read_resolv_conf(io.StringIO(text))
@@ -99,6 +95,12 @@ def split_server(spec: str) -> tuple[str, int]:
 
 
 def query(server: str, port: int, name: str, rdtype: str, timeout_s: float) -> Answer:
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
     q = dns.message.make_query(name, rdtype)
     started = time.monotonic()
     try:

@@ -16,10 +16,6 @@ from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
-from agent.throughput.backends import Settings, measure, parse_server
-from agent.throughput.errors import BackendError, MeasurementFailed
-from agent.throughput.ramp import RampSettings
-from agent.throughput.result import METRICS
 from linecheck.wire import Finding, Status
 
 MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
@@ -56,6 +52,12 @@ def _budget_left(cfg: ThroughputConfig, state: dict) -> int:
 
 
 def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
+    # The engine only when measuring: the daemon imports this module for its config (agent/checkproc.py).
+    from agent.throughput.backends import Settings, measure, parse_server
+    from agent.throughput.errors import BackendError, MeasurementFailed
+    from agent.throughput.ramp import RampSettings
+    from agent.throughput.result import METRICS
+
     spec_text = cfg.server or (f"linecheck://{ctx.line.test_server}" if ctx.line.test_server else None)
     if spec_text is None:
         return Measurement(Status.SKIPPED, "no throughput server: set checks.throughput.server or line.test_server")

@@ -8,8 +8,10 @@ import signal
 import sqlite3
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
@@ -61,6 +63,8 @@ def lan_test(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"linecheck-agent: --room: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    from rich.console import Console  # not at module level: the daemon imports this module's parsers
+
     console = Console(stderr=True, quiet=args.json)
     try:
         client = LanTestClient(args.server, token=args.token, seconds=args.seconds, streams=args.streams)
