@@ -122,7 +122,8 @@ class Rig:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.broker_port} {self.broker_host}\nallow_anonymous true\nuser root\n"
                         f"log_dest file {self.workdir}/mosquitto.log\n")
-        lab.popen(lab.carrier, [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)])
+        lab.popen(lab.carrier, [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+                  stdout=self.log("mosquitto-out"), stderr=subprocess.STDOUT)
         server = lab.popen(lab.carrier, [str(Path(sys.executable).parent / "linecheck-testserver"),
                                          "--listen", f"{SERVER_ADDR}:{http_port}",
                                          "--stamp-listen", f"{SERVER_ADDR}:{stamp_port}"],

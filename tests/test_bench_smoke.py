@@ -54,3 +54,26 @@ def test_scale_pg_bench_runs_and_reports_ratios(pg_url: str, capsys: pytest.Capt
     assert code == 0, out
     assert "| 1 | " in out and "| 2 | " in out and "1.00x" in out
     assert "kill: 2 collectors" in out and "lost=0 duplicates=0" in out and "errors: none" in out
+
+
+def test_agent_footprint_bench_measures_every_figure(tmp_path: Path) -> None:
+    """bench/agent_footprint.py end to end, with a 3 s idle window instead of 600 s."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("mosquitto"):
+        pytest.skip("the footprint bench needs root (line lab) and mosquitto")
+    out_json = tmp_path / "footprint.json"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "agent_footprint.py"
+    done = subprocess.run([sys.executable, str(bench), "--idle-s", "3", "--sample-s", "1", "--down-mbit", "100",
+                           "--up-mbit", "100", "--json", str(out_json)], capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+    fig = json.loads(out_json.read_text())
+    assert fig["failures"] == {}
+    assert fig["reference"]["rss"] > 0 and fig["startup_s"] > 0
+    assert fig["check"]["statuses"]["throughput"] == "ok" and fig["check"]["wall_s"] > 0
+    assert fig["check"]["peak_tree_rss_mb"] >= fig["fresh"]["rss"]
+    assert fig["idle"]["samples"] >= 2 and fig["idle"]["cpu_pct"] >= 0
+    assert "targets:" in done.stdout and "reference" in done.stdout
