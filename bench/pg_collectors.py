@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,6 +183,44 @@ class CollectorGroup:
         return {"collectors": [p.pid for p in self.procs.values() if p.poll() is None],
                 "postgres": backends,
                 "broker": [self.broker.proc.pid] if self.broker.proc else []}
+
+
+# Backends of this database blocked on a lock right now: the per-agent and per-line advisory locks
+# that serialise collectors whose batches hold results of the same agents or lines.
+_LOCK_WAITERS = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+
+
+class LockSampler:
+    """Counts lock waiters every `every_s` in a thread of its own (own connection): the mean is how
+    many collectors, on average, were waiting for another one's transaction to commit."""
+
+    def __init__(self, group: CollectorGroup, every_s: float = 0.05):
+        self.group = group
+        self.every_s = every_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-sampler", daemon=True)
+
+    def _run(self) -> None:
+        engine = create_engine(self.group.db_url, pool_size=1, max_overflow=0)
+        try:
+            while not self._stop.wait(self.every_s):
+                with engine.connect() as conn:
+                    self.samples.append(int(conn.execute(_LOCK_WAITERS).scalar_one()))
+        finally:
+            engine.dispose()
+
+    def __enter__(self) -> LockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
 
 
 class CpuMeter:

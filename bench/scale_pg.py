@@ -1,7 +1,7 @@
 """Several collectors in one MQTT shared-subscription group on PostgreSQL: rate, duplicates, tickets, a kill.
 
-    .venv/bin/python -m bench.scale_pg                     # 1, 2, 3 collectors, 3 rounds each, then the kill
-    .venv/bin/python -m bench.scale_pg --rounds 1 --results 1500 --agents 300    # a quick look
+    .venv/bin/python -m bench.scale_pg                       # 1, 2, 3 collectors, 3 rounds each, then the kill
+    .venv/bin/python -m bench.scale_pg --agents 1000 --no-kill    # a backlog burst: 10 results per agent at once
 
 Each round gets a fresh PostgreSQL database and a fresh Mosquitto; `n` real collector processes
 (`linecheck-collector serve`, `mqtt.shared_group`) ingest one burst of results from the fleet
@@ -14,12 +14,15 @@ machine falls on all of them alike. Figures, all read from the database and /pro
   same run (median of the rounds);
 - CPU seconds per 1000 stored results, per role (collectors, their PostgreSQL backends, broker,
   simulator) and how busy the whole machine was: on 2 cores this shows where the limit is;
+- lock waiters: collectors blocked, on average, on another's per-agent or per-line advisory lock
+  (sampled from pg_stat_activity): the price of round-robin routing when agents send many at once;
 - duplicates (rows beyond one per agent and sequence number), lost results, tickets against the
   simulator's expected faults (each faulty line exactly one ticket of its class).
 
 Then the kill: 2 collectors, SIGKILL one after `--kill-at` of the results are stored; the agents
 re-send what was not receipted (the killed collector's session at the broker keeps what it held, and
-Mosquitto still hands it a share of new messages), the survivor stores it. Lost and duplicates
+Mosquitto 2.0 still hands it its share of new messages, so each re-send reaches the survivor with
+probability 1/2), the survivor stores it. Lost and duplicates
 must be 0, and every fault still exactly one ticket.
 """
 
@@ -39,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet_sim import TICKET_AFTER, FleetSim  # noqa: E402
-from bench.pg_collectors import PG_ADMIN_URL, CollectorGroup, CpuMeter, fresh_database  # noqa: E402
+from bench.pg_collectors import PG_ADMIN_URL, CollectorGroup, CpuMeter, LockSampler, fresh_database  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 ROLES = ("collectors", "postgres", "broker", "simulator")
@@ -55,6 +58,7 @@ class Run:
     wall_s: float | None = None  # first publication until every result is stored and receipted
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per role during the drain
     machine_busy: float | None = None  # fraction of all cores busy (every process on the machine)
+    lock_waiters: float | None = None  # collectors blocked on another's advisory lock, on average
     stored: int = 0
     duplicates: int = 0
     lost: int = 0
@@ -103,18 +107,20 @@ def run_round(n: int, agents: int, results: int, *, kill_at: float | None = None
             meter.sample(group.pids())
             sim_cpu0 = time.process_time()  # the simulator's threads are this process
             started = time.monotonic()
-            sim.run(rate)
-            if kill_at is not None:
-                wait_for(lambda: group.stored() >= kill_at * results, timeout_s, "results before the kill")
-                meter.sample(group.pids())  # what the doomed collector did until now still counts
-                group.kill(names[0])
-                run.killed_at = group.stored()
-                if run.killed_at >= results:
-                    raise RuntimeError("every result was stored before the kill: publish slower (--kill-rate)")
-            # Done = every result receipted (the agents' view) and stored (the database's view).
-            wait_for(lambda: sim.outstanding() == 0, timeout_s, "every result receipted")
-            wait_for(lambda: group.stored() >= results, timeout_s, "every result stored")
-            run.wall_s = time.monotonic() - started
+            with LockSampler(group) as locks:
+                sim.run(rate)
+                if kill_at is not None:
+                    wait_for(lambda: group.stored() >= kill_at * results, timeout_s, "results before the kill")
+                    meter.sample(group.pids())  # what the doomed collector did until now still counts
+                    group.kill(names[0])
+                    run.killed_at = group.stored()
+                    if run.killed_at >= results:
+                        raise RuntimeError("every result was stored before the kill: publish slower (--kill-rate)")
+                # Done = every result receipted (the agents' view) and stored (the database's view).
+                wait_for(lambda: sim.outstanding() == 0, timeout_s, "every result receipted")
+                wait_for(lambda: group.stored() >= results, timeout_s, "every result stored")
+                run.wall_s = time.monotonic() - started
+            run.lock_waiters = locks.mean()
             meter.sample(group.pids())
             run.cpu = meter.by_role()
             run.cpu["simulator"] = time.process_time() - sim_cpu0
@@ -153,13 +159,14 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.agents} agents, "
              f"{args.results} results per round, {args.rounds} round(s) per collector count", "",
              "| collectors | rate (results/s, median) | vs 1 collector | rounds | CPU s per 1000 stored: collectors / "
-             "postgres / broker / simulator | machine busy | duplicates | lost | tickets |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "postgres / broker / simulator | machine busy | lock waiters | duplicates | lost | tickets |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     ok = True
     for n, rs in sorted(by_n.items()):
         rate = median(rs, lambda r: r.rate)
         cpu = " / ".join(_fmt(median(rs, lambda r, role=role: r.cpu_per_1000(role)), ".2f") for role in ROLES)
         busy = median(rs, lambda r: r.machine_busy)
+        waiters = median(rs, lambda r: r.lock_waiters)
         dup = sum(r.duplicates for r in rs)
         lost = sum(r.lost for r in rs)
         tickets_ok = all(r.tickets_ok for r in rs if r.error is None)
@@ -167,7 +174,8 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
         rounds = ", ".join(_fmt(r.rate) if r.error is None else "failed" for r in rs)
         ratio = f"{rate / ref:.2f}x" if rate and ref else "n/a"
         notes = "; ".join(sorted({r.ticket_note for r in rs if r.ticket_note}))
-        lines.append(f"| {n} | {_fmt(rate)} | {ratio} | {rounds} | {cpu} | {_fmt(busy and 100 * busy)}% | {dup} | "
+        lines.append(f"| {n} | {_fmt(rate)} | {ratio} | {rounds} | {cpu} | {_fmt(busy and 100 * busy)}% | "
+                     f"{_fmt(waiters, '.2f')} | {dup} | "
                      f"{lost} | {'ok' if tickets_ok else 'WRONG'}: {notes} |")
     if kill is not None:
         ok &= kill.error is None and kill.lost == 0 and kill.duplicates == 0 and kill.tickets_ok
@@ -182,11 +190,12 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale_pg", description=__doc__.splitlines()[0])
-    p.add_argument("--agents", type=int, default=1000, help="virtual agents (distinct lines)")
+    p.add_argument("--agents", type=int, default=5000, help="virtual agents (distinct lines)")
     p.add_argument("--results", type=int, default=10000, help="results per round (round-robin over the agents)")
     p.add_argument("--collectors", default="1,2,3", help="collector counts to compare (1 is the reference)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per collector count, interleaved")
-    p.add_argument("--kill-results", type=int, default=None, help="results in the kill scenario (default --results)")
+    p.add_argument("--kill-agents", type=int, default=1000, help="virtual agents in the kill scenario")
+    p.add_argument("--kill-results", type=int, default=4000, help="results in the kill scenario")
     p.add_argument("--kill-at", type=float, default=0.3, help="fraction stored when a collector is killed")
     p.add_argument("--no-kill", action="store_true", help="skip the kill scenario")
     p.add_argument("--kill-rate", type=float, default=400.0,
@@ -205,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[round {i + 1}/{args.rounds}] {n} collector(s): rate={_fmt(r.rate)}/s "
                   f"wall={_fmt(r.wall_s, '.1f')} s "
                   f"cpu={ {k: round(v, 1) for k, v in r.cpu.items()} } dup={r.duplicates} lost={r.lost} "
+                  f"lock_waiters={_fmt(r.lock_waiters, '.2f')} "
                   f"{r.ticket_note}{' ERROR ' + r.error if r.error else ''}", flush=True)
     kill = None
     if not args.no_kill:
-        kill = run_round(2, args.agents, args.kill_results or args.results, kill_at=args.kill_at,
+        kill = run_round(2, args.kill_agents, args.kill_results, kill_at=args.kill_at,
                          resend_after_s=args.resend_after, rate=args.kill_rate, timeout_s=args.timeout)
     text, ok = report(runs, kill, args)
     print()

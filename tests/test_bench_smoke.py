@@ -49,7 +49,8 @@ def test_scale_pg_bench_runs_and_reports_ratios(pg_url: str, capsys: pytest.Capt
     from bench import scale_pg
 
     code = scale_pg.main(["--agents", "40", "--results", "240", "--collectors", "1,2", "--rounds", "1",
-                          "--resend-after", "1", "--kill-rate", "100", "--timeout", "60"])
+                          "--kill-agents", "40", "--kill-results", "240", "--resend-after", "1",
+                          "--kill-rate", "100", "--timeout", "60"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "| 1 | " in out and "| 2 | " in out and "1.00x" in out
