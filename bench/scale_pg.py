@@ -13,7 +13,8 @@ machine falls on all of them alike. Figures, all read from the database and /pro
   receipted (the drain of the burst, end to end), and its ratio to one collector measured in the
   same run (median of the rounds);
 - CPU seconds per 1000 stored results, per role (collectors, their PostgreSQL backends, broker,
-  simulator) and how busy the whole machine was: on 2 cores this shows where the limit is;
+  simulator), the cores these kept busy, and how busy the whole machine was (other processes
+  included): on 2 shared cores this shows where the limit is;
 - lock waiters: collectors blocked, on average, on another's per-agent or per-line advisory lock
   (sampled from pg_stat_activity): the price of round-robin routing when agents send many at once;
 - duplicates (rows beyond one per agent and sequence number), lost results, tickets against the
@@ -67,6 +68,10 @@ class Run:
     ticket_note: str = ""
     killed_at: int | None = None  # stored results when a collector was killed
     error: str | None = None
+
+    def cores_used(self) -> float | None:
+        """Cores the system under test (collectors, PostgreSQL backends, broker, simulator) kept busy."""
+        return sum(self.cpu.values()) / self.wall_s if self.wall_s and self.cpu else None
 
     def cpu_per_1000(self, role: str) -> float | None:
         return None if not self.stored or role not in self.cpu else 1000 * self.cpu[role] / self.stored
@@ -159,14 +164,16 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.agents} agents, "
              f"{args.results} results per round, {args.rounds} round(s) per collector count", "",
              "| collectors | rate (results/s, median) | vs 1 collector | rounds | CPU s per 1000 stored: collectors / "
-             "postgres / broker / simulator | machine busy | lock waiters | duplicates | lost | tickets |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "postgres / broker / simulator | cores used by these | machine busy (all processes) | lock waiters | "
+             "duplicates | lost | tickets |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ok = True
     for n, rs in sorted(by_n.items()):
         rate = median(rs, lambda r: r.rate)
         cpu = " / ".join(_fmt(median(rs, lambda r, role=role: r.cpu_per_1000(role)), ".2f") for role in ROLES)
         busy = median(rs, lambda r: r.machine_busy)
         waiters = median(rs, lambda r: r.lock_waiters)
+        cores = median(rs, lambda r: r.cores_used())
         dup = sum(r.duplicates for r in rs)
         lost = sum(r.lost for r in rs)
         tickets_ok = all(r.tickets_ok for r in rs if r.error is None)
@@ -174,9 +181,9 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
         rounds = ", ".join(_fmt(r.rate) if r.error is None else "failed" for r in rs)
         ratio = f"{rate / ref:.2f}x" if rate and ref else "n/a"
         notes = "; ".join(sorted({r.ticket_note for r in rs if r.ticket_note}))
-        lines.append(f"| {n} | {_fmt(rate)} | {ratio} | {rounds} | {cpu} | {_fmt(busy and 100 * busy)}% | "
-                     f"{_fmt(waiters, '.2f')} | {dup} | "
-                     f"{lost} | {'ok' if tickets_ok else 'WRONG'}: {notes} |")
+        lines.append(f"| {n} | {_fmt(rate)} | {ratio} | {rounds} | {cpu} | {_fmt(cores, '.2f')} | "
+                     f"{_fmt(busy and 100 * busy)}% | {_fmt(waiters, '.2f')} | {dup} | {lost} | "
+                     f"{'ok' if tickets_ok else 'WRONG'}: {notes} |")
     if kill is not None:
         ok &= kill.error is None and kill.lost == 0 and kill.duplicates == 0 and kill.tickets_ok
         lines += ["", f"kill: 2 collectors, c1 SIGKILLed at {kill.killed_at} of {kill.results} stored; "
