@@ -84,14 +84,16 @@ class CollectorGroup:
     """A broker and `n` collector processes sharing one subscription, on one PostgreSQL database."""
 
     def __init__(self, work: Path, db_url: str, *, batch_max: int = 500, batch_wait_s: float = 0.05,
-                 broker_extra: str = ""):
+                 session_expiry_s: int | None = None, broker_extra: str = ""):
         self.work = work
         self.db_url = db_url
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
+        self.session_expiry_s = session_expiry_s
         (work / "broker").mkdir(parents=True, exist_ok=True)
         self.broker = Broker(work / "broker", extra_config=BROKER_LIMITS + broker_extra)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_from: dict[str, int] = {}  # where each collector's current run starts in its log
         self._engine: Engine | None = None
 
     # --- processes ------------------------------------------------------------------------------
@@ -103,7 +105,8 @@ class CollectorGroup:
         path.write_text(
             f"database: {self.db_url}\n"
             f"mqtt: {{host: 127.0.0.1, port: {self.broker.port}, client_id: {name}, keepalive_s: 5, "
-            f"shared_group: {GROUP}}}\n"
+            f"shared_group: {GROUP}"
+            + (f", session_expiry_s: {self.session_expiry_s}" if self.session_expiry_s else "") + "}\n"
             f"ingest: {{batch_max: {self.batch_max}, batch_wait_s: {self.batch_wait_s}}}\n"
             "http: {enabled: false}\n")
         return path
@@ -114,6 +117,7 @@ class CollectorGroup:
     def start(self, name: str) -> subprocess.Popen[bytes]:
         """Start one collector; returns once its shared subscription is in place at the broker."""
         cmd = [sys.executable, "-m", "collector.cli", "serve", "--config", str(self.config(name))]
+        self._log_from[name] = self.log(name).stat().st_size if self.log(name).exists() else 0
         with self.log(name).open("ab") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -125,7 +129,9 @@ class CollectorGroup:
         proc = self.procs[name]
         if proc.poll() is not None:
             raise RuntimeError(f"collector {name} exited with {proc.returncode}; see {self.log(name)}")
-        return "collector subscribed" in self.log(name).read_text(errors="replace")
+        with self.log(name).open("rb") as log:
+            log.seek(self._log_from[name])  # a restarted collector: only what this run wrote
+            return b"collector subscribed" in log.read()
 
     def start_all(self, n: int) -> list[str]:
         names = [f"c{i + 1}" for i in range(n)]
@@ -137,6 +143,11 @@ class CollectorGroup:
         """SIGKILL: no clean disconnect, whatever was received and not committed is un-acked."""
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait(10)
+
+    def session_expired(self, name: str) -> bool:
+        """The broker dropped this collector's session (and so its place in the group)."""
+        log = self.broker.workdir / "mosquitto.log"
+        return log.exists() and f"Expiring client {name} due to timeout".encode() in log.read_bytes()
 
     def alive(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is None]

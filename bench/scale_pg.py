@@ -20,11 +20,12 @@ machine falls on all of them alike. Figures, all read from the database and /pro
 - duplicates (rows beyond one per agent and sequence number), lost results, tickets against the
   simulator's expected faults (each faulty line exactly one ticket of its class).
 
-Then the kill: 2 collectors, SIGKILL one after `--kill-at` of the results are stored; the agents
-re-send what was not receipted (the killed collector's session at the broker keeps what it held, and
-Mosquitto 2.0 still hands it its share of new messages, so each re-send reaches the survivor with
-probability 1/2), the survivor stores it. Lost and duplicates
-must be 0, and every fault still exactly one ticket.
+Then the kill, twice: 2 collectors, SIGKILL one after `--kill-at` of the results are stored; the
+agents re-send what was not receipted, the survivor stores it. Lost and duplicates must be 0, and
+every fault still exactly one ticket. First with the default persistent session: the killed
+collector's session at the broker keeps what it held and Mosquitto 2.0 still hands it its share of
+new messages, so each re-send reaches the survivor with probability 1/2 (a long tail). Then with
+`mqtt.session_expiry_s`: once the session expires the survivor gets everything.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Run:
     tickets_ok: bool = False
     ticket_note: str = ""
     killed_at: int | None = None  # stored results when a collector was killed
+    session_expiry_s: int | None = None  # the collectors' mqtt.session_expiry_s (None: MQTT 3.1.1, kept)
     error: str | None = None
 
     def cores_used(self) -> float | None:
@@ -94,12 +96,13 @@ def check_tickets(tickets: dict[tuple[str, str], int], expected: set[tuple[str, 
 
 
 def run_round(n: int, agents: int, results: int, *, kill_at: float | None = None, resend_after_s: float = 120.0,
-              rate: float | None = None, timeout_s: float = 300.0, admin_url: str = PG_ADMIN_URL) -> Run:
+              rate: float | None = None, session_expiry_s: int | None = None, timeout_s: float = 300.0,
+              admin_url: str = PG_ADMIN_URL) -> Run:
     """Start a broker, a fresh database and n collectors; send one burst (or publish at `rate`/s);
     measure. With kill_at, SIGKILL the first collector once that fraction of the results is stored."""
-    run = Run(n, results)
+    run = Run(n, results, session_expiry_s=session_expiry_s)
     with fresh_database(admin_url) as db_url, tempfile.TemporaryDirectory(prefix="scale-pg-") as tmp:
-        group = CollectorGroup(Path(tmp), db_url)
+        group = CollectorGroup(Path(tmp), db_url, session_expiry_s=session_expiry_s)
         sim: FleetSim | None = None
         try:
             group.start_broker()
@@ -150,7 +153,7 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple[str, bool]:
+def report(runs: list[Run], kills: list[Run], args: argparse.Namespace) -> tuple[str, bool]:
     by_n: dict[int, list[Run]] = {}
     for r in runs:
         by_n.setdefault(r.collectors, []).append(r)
@@ -184,13 +187,15 @@ def report(runs: list[Run], kill: Run | None, args: argparse.Namespace) -> tuple
         lines.append(f"| {n} | {_fmt(rate)} | {ratio} | {rounds} | {cpu} | {_fmt(cores, '.2f')} | "
                      f"{_fmt(busy and 100 * busy)}% | {_fmt(waiters, '.2f')} | {dup} | {lost} | "
                      f"{'ok' if tickets_ok else 'WRONG'}: {notes} |")
-    if kill is not None:
+    for kill in kills:
         ok &= kill.error is None and kill.lost == 0 and kill.duplicates == 0 and kill.tickets_ok
-        lines += ["", f"kill: 2 collectors, c1 SIGKILLed at {kill.killed_at} of {kill.results} stored; "
+        session = (f"session_expiry_s {kill.session_expiry_s}" if kill.session_expiry_s
+                   else "persistent session (MQTT 3.1.1)")
+        lines += ["", f"kill, {session}: 2 collectors, c1 SIGKILLed at {kill.killed_at} of {kill.results} stored; "
                       f"stored={kill.stored} lost={kill.lost} duplicates={kill.duplicates} re-sent={kill.resent} "
                       f"wall={_fmt(kill.wall_s, '.1f')} s; tickets {'ok' if kill.tickets_ok else 'WRONG'}: "
                       f"{kill.ticket_note}"]
-    errors = [f"- {r.collectors} collector(s): {r.error}" for r in [*runs, *([kill] if kill else [])] if r.error]
+    errors = [f"- {r.collectors} collector(s): {r.error}" for r in [*runs, *kills] if r.error]
     lines += ["", "errors:" if errors else "errors: none", *errors]
     return "\n".join(lines), ok
 
@@ -202,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collectors", default="1,2,3", help="collector counts to compare (1 is the reference)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per collector count, interleaved")
     p.add_argument("--kill-agents", type=int, default=1000, help="virtual agents in the kill scenario")
-    p.add_argument("--kill-results", type=int, default=4000, help="results in the kill scenario")
+    p.add_argument("--kill-results", type=int, default=2000, help="results in the kill scenario")
+    p.add_argument("--session-expiry", type=int, default=5,
+                   help="the kill scenario's second run: collectors with mqtt.session_expiry_s this")
     p.add_argument("--kill-at", type=float, default=0.3, help="fraction stored when a collector is killed")
     p.add_argument("--no-kill", action="store_true", help="skip the kill scenario")
     p.add_argument("--kill-rate", type=float, default=400.0,
@@ -223,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"cpu={ {k: round(v, 1) for k, v in r.cpu.items()} } dup={r.duplicates} lost={r.lost} "
                   f"lock_waiters={_fmt(r.lock_waiters, '.2f')} "
                   f"{r.ticket_note}{' ERROR ' + r.error if r.error else ''}", flush=True)
-    kill = None
-    if not args.no_kill:
-        kill = run_round(2, args.kill_agents, args.kill_results, kill_at=args.kill_at,
-                         resend_after_s=args.resend_after, rate=args.kill_rate, timeout_s=args.timeout)
-    text, ok = report(runs, kill, args)
+    kills = [] if args.no_kill else [
+        run_round(2, args.kill_agents, args.kill_results, kill_at=args.kill_at, resend_after_s=args.resend_after,
+                  rate=args.kill_rate, session_expiry_s=expiry, timeout_s=args.timeout)
+        for expiry in (None, args.session_expiry)]
+    text, ok = report(runs, kills, args)
     print()
     print(text)
     return 0 if ok else 1

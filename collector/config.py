@@ -26,6 +26,10 @@ class MQTTConfig(Strict):
     shared_group: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Join this $share group so several collectors split the fleet's results")
+    session_expiry_s: int | None = Field(
+        default=None, ge=1, le=4294967294,
+        description="Connect with MQTT 5 and let the broker drop this collector's session (and its place "
+                    "in the $share group) after this many seconds away; default: MQTT 3.1.1, kept for ever")
 
 
 class IngestConfig(Strict):

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
@@ -130,8 +132,15 @@ class Ingestor:
     def _make_client(self) -> mqtt.Client:
         m = self.cfg.mqtt
         # Persistent session + manual ack: messages not yet committed are redelivered after a crash.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
-                             manual_ack=True)
+        if m.session_expiry_s is None:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
+                                 manual_ack=True)
+        else:
+            # MQTT 5, session kept across restarts but not for ever: Mosquitto goes on handing a dead
+            # collector's session its share of the group's messages until the session expires; the
+            # agents re-send what the expired session held (no receipt came for it).
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5,
+                                 manual_ack=True)
         if m.username:
             client.username_pw_set(m.username, m.password_file.read_text().strip() if m.password_file else None)
         if m.ca_file:
@@ -323,7 +332,13 @@ class Ingestor:
 
     def run(self) -> None:
         # connect_async: a collector started before its broker waits for it instead of exiting.
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+        m = self.cfg.mqtt
+        session: dict[str, object] = {}
+        if m.session_expiry_s is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = m.session_expiry_s
+            session = {"clean_start": False, "properties": props}  # paho keeps both for its reconnects
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s, **session)  # type: ignore[arg-type]
         self.client.loop_start()
         try:
             while not self.stop_event.is_set():

@@ -48,13 +48,14 @@ def test_scale_pg_bench_runs_and_reports_ratios(pg_url: str, capsys: pytest.Capt
         pytest.skip("mosquitto is not installed")
     from bench import scale_pg
 
-    code = scale_pg.main(["--agents", "40", "--results", "240", "--collectors", "1,2", "--rounds", "1",
-                          "--kill-agents", "40", "--kill-results", "240", "--resend-after", "1",
-                          "--kill-rate", "100", "--timeout", "60"])
+    code = scale_pg.main(["--agents", "40", "--results", "200", "--collectors", "1,2", "--rounds", "1",
+                          "--kill-agents", "40", "--kill-results", "100", "--resend-after", "0.5",
+                          "--kill-rate", "50", "--timeout", "60"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "| 1 | " in out and "| 2 | " in out and "1.00x" in out
-    assert "kill: 2 collectors" in out and "lost=0 duplicates=0" in out and "errors: none" in out
+    assert out.count("lost=0 duplicates=0") == 2 and "session_expiry_s 5: 2 collectors" in out
+    assert "errors: none" in out
 
 
 def test_agent_footprint_bench_measures_every_figure(tmp_path: Path) -> None:

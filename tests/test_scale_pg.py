@@ -62,3 +62,49 @@ def test_sigkill_of_one_of_two_collectors_loses_nothing_and_tickets_stay_single(
     assert db.tickets == dict.fromkeys(expected, 1)
     log = group.log(c2).read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def expiring_group(pg_url: str, tmp_path: Path) -> Iterator[CollectorGroup]:
+    if not shutil.which("mosquitto"):
+        pytest.skip("mosquitto is not installed (scripts/test.sh installs it when run as root)")
+    g = CollectorGroup(tmp_path, pg_url, batch_max=50, session_expiry_s=15)
+    g.start_broker()
+    yield g
+    g.close()
+
+
+def _burst(group: CollectorGroup, prefix: str, n: int) -> FleetSim:
+    # No re-send within the test: whatever is stored got there on its first publication.
+    sim = FleetSim("127.0.0.1", group.broker.port, 50, resend_after_s=600, prefix=prefix)
+    sim.connect()
+    sim.preload(n)
+    sim.run()
+    return sim
+
+
+def test_session_expiry_keeps_a_restart_lossless_and_takes_a_dead_collector_out_of_the_group(
+        expiring_group: CollectorGroup) -> None:
+    group = expiring_group
+    c1, c2 = group.start_all(2)
+    # Killed and back within session_expiry_s: its session kept the share Mosquitto gave it meanwhile.
+    group.kill(c1)
+    sim = _burst(group, "restart", 100)
+    try:
+        assert sim.wait_published(15)
+        group.start(c1)
+        assert sim.wait_receipts(30), sim.counts()
+    finally:
+        sim.close()
+    assert sim.counts()["resent"] == 0 and group.stored() == 100
+    # Killed for good: once its session expires, every new result goes to the survivor at once.
+    group.kill(c1)
+    wait_for(lambda: group.session_expired(c1), 30, f"the broker to expire {c1}'s session")
+    sim = _burst(group, "after", 100)
+    try:
+        assert sim.wait_receipts(30), sim.counts()
+    finally:
+        sim.close()
+    assert sim.counts()["resent"] == 0
+    db = group.counts()
+    assert db.rows == db.distinct == 200 and group.alive() == [c2]
