@@ -13,6 +13,7 @@ from collector import cli_promises, cli_registry, cli_tickets
 from collector import config as collector_config
 from collector import schema as t
 from collector.api import cli_users
+from collector.api.fleet_summary import AGENT_COUNTS_EVERY_S
 from linecheck.configfile import ConfigError
 
 
@@ -137,6 +138,7 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
     http = _start_http(cfg, store, ingestor)
     background = Background(store, rules, ingestor.client)
     background.add_job("retention", cfg.retention.interval_s, lambda: _retention(store, cfg))
+    background.add_job("agent_counts", AGENT_COUNTS_EVERY_S, lambda: _agent_counts(store))
     if cfg.notify.webhooks or cfg.notify.mail:
         from collector.notify.outbox import Notifier
 
@@ -152,6 +154,13 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
             http.stop()
         store.close()
     return 0
+
+
+def _agent_counts(store: object) -> None:
+    from collector.api.fleet_summary import refresh_agent_counts
+
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        refresh_agent_counts(conn)
 
 
 def _retention(store: object, cfg: collector_config.CollectorConfig) -> None:

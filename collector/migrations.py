@@ -360,3 +360,62 @@ def v8_promises(conn: Connection) -> None:
                     Column("ticket_id", Integer))
     op.create_index("ix_promise_verdicts_line", "promise_verdicts", ["line_id"])
     op.create_index("ix_promise_verdicts_kind_outcome", "promise_verdicts", ["kind", "outcome"])
+
+
+
+def v9_fleet_summary(conn: Connection) -> None:
+    """The fleet's read model: line_state and results_hourly, filled from what is already stored.
+
+    line_state: one row per line the collector knows (registered or reporting) with its tenant,
+    district and newest result. results_hourly: results received per hour and tenant. agent_counts:
+    agents and agents online per tenant, recomputed every few seconds (empty until then). The fleet
+    list, its health filter and the overview read these instead of the registry, the agents and
+    every line's results.
+    """
+    op = ops(conn)
+    op.create_table("line_state",
+                    Column("line_id", String(64), primary_key=True),
+                    Column("tenant_id", String(64)),
+                    Column("district", String(64)),
+                    Column("agent_id", String(64)),
+                    Column("result_id", String(36)),
+                    Column("site_id", String(64)),
+                    _ts("started_at"),
+                    Column("verdict", String(16)))
+    op.create_index("ix_line_state_verdict_line", "line_state", ["verdict", "line_id"])
+    op.create_index("ix_line_state_tenant", "line_state", ["tenant_id", "district", "verdict"])
+    newest = ("(SELECT line_id, agent_id, result_id, site_id, started_at, verdict FROM ("
+              " SELECT line_id, agent_id, result_id, site_id, started_at, verdict, ROW_NUMBER() OVER ("
+              "  PARTITION BY line_id ORDER BY started_at DESC, result_id DESC) AS newest FROM results) ranked"
+              " WHERE newest = 1)")
+    columns = "line_id, tenant_id, district, agent_id, result_id, site_id, started_at, verdict"
+    conn.execute(text(
+        f"INSERT INTO line_state ({columns}) SELECT l.line_id, l.tenant_id, l.district, r.agent_id, r.result_id, "
+        f"r.site_id, r.started_at, r.verdict FROM lines l LEFT JOIN {newest} r ON r.line_id = l.line_id"))
+    conn.execute(text(
+        f"INSERT INTO line_state ({columns}) SELECT r.line_id, NULL, NULL, r.agent_id, r.result_id, r.site_id, "
+        f"r.started_at, r.verdict FROM {newest} r WHERE r.line_id NOT IN (SELECT line_id FROM lines)"))
+    conn.execute(text(
+        "INSERT INTO line_state (line_id, site_id) SELECT line_id, MIN(site_id) FROM agents "
+        "WHERE line_id NOT IN (SELECT line_id FROM line_state) GROUP BY line_id"))
+    op.create_table("results_hourly",
+                    _ts("hour", False),
+                    Column("tenant_id", String(64), nullable=False),
+                    Column("shard", Integer, nullable=False),
+                    Column("results", BigInteger, nullable=False),
+                    PrimaryKeyConstraint("hour", "tenant_id", "shard"))
+    if conn.dialect.name == "postgresql":
+        hour = "date_trunc('hour', r.received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        since = "now() - interval '2 days'"
+    else:
+        hour = "strftime('%Y-%m-%d %H:00:00.000000', r.received_at)"
+        since = "strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 days')"
+    conn.execute(text(
+        f"INSERT INTO results_hourly (hour, tenant_id, shard, results) SELECT {hour}, COALESCE(s.tenant_id, ''), 0, "
+        f"COUNT(*) FROM results r LEFT JOIN line_state s ON s.line_id = r.line_id WHERE r.received_at >= {since} "
+        f"GROUP BY {hour}, COALESCE(s.tenant_id, '')"))
+    op.create_table("agent_counts",
+                    Column("tenant_id", String(64), primary_key=True),
+                    Column("agents", BigInteger, nullable=False),
+                    Column("agents_online", BigInteger, nullable=False),
+                    _ts("computed_at", False))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from collector import line_state
 from collector import schema as t
 from linecheck.configfile import ConfigError, Strict, format_validation_error, parse_yaml
 from linecheck.wire import Ident
@@ -239,6 +240,7 @@ def import_registry(conn: Connection, data: Registry, source: str = "registry",
                                                           [x.site_id for x in data.lines]).items()}
     _upsert(conn, t.lines, "line_id", [
         x.model_dump() | {"district": x.district or site_district.get(x.site_id)} | stamp for x in data.lines])
+    line_state.registered(conn, [x.line_id for x in data.lines])
     line_site = {k: r.site_id for k, r in _existing(conn, t.lines, "line_id",
                                                      [x.line_id for x in data.agents]).items()}
     _enrol(conn, [(x, line_site[x.line_id]) for x in data.agents], now)
@@ -308,4 +310,6 @@ def to_csv(data: Registry, section: str) -> str:
 def remove_line(conn: Connection, line_id: str) -> bool:
     """Take a line out of the registry (its agents are un-enrolled; results and tickets stay as history)."""
     conn.execute(t.agents.update().where(t.agents.c.line_id == line_id).values(enrolled_at=None))
-    return conn.execute(t.lines.delete().where(t.lines.c.line_id == line_id)).rowcount > 0
+    removed = conn.execute(t.lines.delete().where(t.lines.c.line_id == line_id)).rowcount > 0
+    line_state.unregistered(conn, line_id)
+    return removed

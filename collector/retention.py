@@ -20,6 +20,7 @@ from pydantic import Field
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
+from collector import line_state
 from collector import schema as t
 from linecheck.configfile import Strict
 
@@ -48,6 +49,7 @@ def apply(conn: Connection, cfg: RetentionConfig, now: datetime | None = None) -
     if cfg.aggregate_days:
         day = (now - timedelta(days=cfg.aggregate_days)).date()
         expired = conn.execute(t.daily_metrics.delete().where(t.daily_metrics.c.day < day)).rowcount or 0
+    expired += line_state.prune_hourly(conn, now)
     if folded or expired:
         log.info("retention: folded %d raw results into daily figures, dropped %d old daily rows", folded, expired)
     return {"folded": folded, "expired_days": expired}
@@ -101,5 +103,9 @@ def _fold(conn: Connection, cfg: RetentionConfig, now: datetime) -> int:
             "maximum": greatest(func.coalesce(d.c.maximum, stmt.excluded.maximum),
                                 func.coalesce(stmt.excluded.maximum, d.c.maximum)),
             "results": d.c.results + stmt.excluded.results, "failed": d.c.failed + stmt.excluded.failed}))
+    # A line whose newest result goes falls back to its newest one left (or to no data).
+    ls = t.line_state.c
+    orphaned = conn.execute(select(ls.line_id).where(tuple_(ls.agent_id, ls.result_id).in_(keys))).scalars().all()
     conn.execute(r.delete().where(tuple_(r.c.agent_id, r.c.result_id).in_(keys)))
+    line_state.refresh(conn, orphaned)
     return len(keys)

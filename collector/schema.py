@@ -124,6 +124,51 @@ results = Table(
     Index("ix_results_received", "received_at"),
 )
 
+# One row per line the collector knows: every registered line (tenant and district copied from the
+# registry when it is imported) and every line that reports without being registered (tenant null),
+# with its newest result (by started_at, then result_id: a late result with an older start does not
+# replace it; null = no result yet). Written by the registry import and the ingest transaction
+# (collector/line_state.py). The fleet list, its health filter and the overview's counts read one
+# narrow row per line here instead of the registry, the agents and every line's newest result.
+line_state = Table(
+    "line_state", metadata,
+    Column("line_id", String(64), primary_key=True),
+    Column("tenant_id", String(64)),  # the registry's; null = not registered (only the operator sees it)
+    Column("district", String(64)),
+    Column("agent_id", String(64)),
+    Column("result_id", String(36)),
+    Column("site_id", String(64)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("verdict", String(16)),  # null = no result (health "no_data")
+    Index("ix_line_state_verdict_line", "verdict", "line_id"),
+    Index("ix_line_state_tenant", "tenant_id", "district", "verdict"),
+)
+
+# Results received per hour (UTC, by the collector's clock) and tenant of their line at ingest ('' = not
+# registered), counted in the ingest transaction (collector/line_state.py): the overview's "results in
+# 24 h" sums 24 rows per tenant instead of counting every result. `shard` is the writing collector's
+# (random per process), so collectors do not queue on one hot row; readers sum over it.
+results_hourly = Table(
+    "results_hourly", metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("results", BigInteger, nullable=False),
+    PrimaryKeyConstraint("hour", "tenant_id", "shard"),
+)
+
+# Agents and agents online per tenant of their line ('' = not registered), recomputed every
+# AGENT_COUNTS_EVERY_S by each collector (collector/api/fleet_summary.py): "online" depends on the
+# clock (an agent without a status message counts as online for 2 h after its last report), so it
+# cannot be kept at write time. The overview reads it while fresh and counts live otherwise.
+agent_counts = Table(
+    "agent_counts", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("agents", BigInteger, nullable=False),
+    Column("agents_online", BigInteger, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
 checks = Table(
     "checks", metadata,
     Column("agent_id", String(64), nullable=False),

@@ -8,6 +8,7 @@ after both are committed.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from collector import line_state
 from collector import migrations as m
 from collector import schema as t
 from collector.delivery import lock_agents, track_sequences
@@ -36,6 +38,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v6_tickets,
     m.v7_seq_gaps,
     m.v8_promises,
+    m.v9_fleet_summary,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
@@ -99,6 +102,9 @@ class Store:
     def __init__(self, url: str, hooks: Sequence[IngestHook] = ()):
         self.engine = make_engine(url)
         self.hooks: list[IngestHook] = list(hooks)
+        # This process's row in each hourly counter (collector/line_state.count_received): collectors
+        # writing at once mostly touch different rows, so none waits on another's commit.
+        self.shard = random.randrange(64)
         migrate(self.engine)
 
     def close(self) -> None:
@@ -142,6 +148,7 @@ class Store:
             if fresh:
                 for hook in self.hooks:
                     self._run_hook(conn, hook, fresh, now)
+                line_state.count_received(conn, fresh, now, self.shard)
             if bad:
                 conn.execute(t.quarantine.insert(), [
                     {"received_at": now, "topic": q.topic, "agent_id": q.agent_id, "reason": q.reason[:2000],
@@ -206,6 +213,7 @@ class Store:
                 conn.execute(_insert(self.engine, table), rows)
         track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
+        line_state.record(conn, fresh)
         return fresh
 
     def _touch_agents(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:

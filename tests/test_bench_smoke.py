@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,27 @@ def test_agent_footprint_bench_measures_every_figure(tmp_path: Path) -> None:
     assert fig["check"]["peak_tree_rss_mb"] >= fig["fresh"]["rss"]
     assert fig["idle"]["samples"] >= 2 and fig["idle"]["cpu_pct"] >= 0
     assert "targets:" in done.stdout and "reference" in done.stdout
+
+
+API_AT_SIZE = Path(__file__).resolve().parent.parent / "bench" / "api_at_size.py"
+
+
+def test_api_at_size_loads_serves_measures_and_cleans_up(pg_url: str) -> None:
+    # pg_url: skips without PostgreSQL; the bench makes (and drops) its own databases beside it.
+    import psycopg
+
+    admin = pg_url.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    run = subprocess.run([sys.executable, str(API_AT_SIZE), "--no-cache", "--lines", "300",
+                          "--results-per-line", "4", "--ref-lines", "100", "--samples", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=API_AT_SIZE.parent.parent)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "300 lines x 4 results = 1,200 results" in out
+    for label in ("overview, operator", "lines deep page (?after=)", "console: fleet", "console: promises"):
+        row = next(line for line in out.splitlines() if line.startswith(label))
+        p50, p95, p99 = (float(x) for x in row[38:].split()[:3])
+        assert 0 < p50 <= p95 <= p99
+    assert "TARGET MET" in out or "TARGET MISSED" in out
+    with psycopg.connect(admin) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'linecheck_apisize_r%'").fetchall()
+    assert left == []

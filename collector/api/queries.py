@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, and_, case, cast, func, literal, null, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from collector import schema as t
 from collector.api.pagination import PageParams, paginate
@@ -36,48 +36,53 @@ def _like(text: str) -> str:
 
 
 def fleet_lines(scope: Scope) -> Select:  # type: ignore[type-arg]
-    """Registered lines in scope; for the operator also lines that report but are not registered."""
-    lines = t.lines.c
-    registered = select(lines.line_id, lines.tenant_id, lines.site_id, lines.name, lines.district, lines.segment,
-                        lines.plan_down_mbps, lines.plan_up_mbps).where(scope.lines_clause(lines.line_id))
-    if not scope.everything:
-        return registered
-    a = t.agents.c
-    unregistered = (select(a.line_id, cast(null(), String).label("tenant_id"), func.min(a.site_id).label("site_id"),
-                           cast(null(), String).label("name"), cast(null(), String).label("district"),
-                           cast(null(), String).label("segment"), literal(None).label("plan_down_mbps"),
-                           literal(None).label("plan_up_mbps"))
-                    .where(a.line_id.not_in(select(lines.line_id))).group_by(a.line_id))
-    return registered.union_all(unregistered)
-
-
-def _latest(column: Any, line_col: Any) -> Any:
-    r = t.results.c
-    return (select(column).where(r.line_id == line_col).order_by(r.started_at.desc()).limit(1)
-            .correlate_except(t.results).scalar_subquery())
+    """The lines in scope (for the operator also lines that report but are not registered), with registry data."""
+    ls, lines = t.line_state.c, t.lines.c
+    return (select(ls.line_id, lines.tenant_id, func.coalesce(lines.site_id, ls.site_id).label("site_id"), lines.name,
+                   lines.district, lines.segment, lines.plan_down_mbps, lines.plan_up_mbps)
+            .select_from(t.line_state.outerjoin(t.lines, lines.line_id == ls.line_id)).where(scope.fleet_clause()))
 
 
 def list_lines(conn: Connection, scope: Scope, params: PageParams, q: str | None = None,
                tenant: str | None = None, district: str | None = None, status: str | None = None,
-               segment: str | None = None) -> tuple[list[dict[str, Any]], int]:
-    f = fleet_lines(scope).subquery("f")
-    verdict = func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data")
-    stmt = select(f, verdict.label("health"),
-                  _latest(t.results.c.started_at, f.c.line_id).label("last_result_at"))
-    if q:
-        stmt = stmt.where(or_(f.c.line_id.ilike(_like(q), escape="\\"), f.c.name.ilike(_like(q), escape="\\"),
-                              f.c.site_id.ilike(_like(q), escape="\\")))
+               segment: str | None = None, after: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One page of lines ordered by line id, and how many match.
+
+    line_state holds one row per line with its tenant, district and newest verdict, so the count and
+    the choice of the page's lines read that table alone (the registry is joined only to filter on
+    name or segment) and registry data is fetched for the page's lines only. `after` (a line id)
+    pages by key instead of by offset: the page starts after that line, at the same cost wherever it is.
+    """
+    ls, lines = t.line_state.c, t.lines.c
+    conds = [scope.fleet_clause()]
     if tenant:
-        stmt = stmt.where(f.c.tenant_id == tenant)
-    if district:
-        stmt = stmt.where(f.c.district == district)
-    if segment:
-        stmt = stmt.where(f.c.segment == segment)
+        conds.append(ls.tenant_id == tenant)
     if status:
-        stmt = stmt.where(verdict == status)
-    rows, total = paginate(conn, stmt.order_by(f.c.line_id), params)
+        conds.append(ls.verdict.is_(None) if status == "no_data" else ls.verdict == status)
+    source: Any = t.line_state
+    if q or segment:
+        source = t.line_state.outerjoin(t.lines, lines.line_id == ls.line_id)
+        if segment:  # with the district, on the registry's (district, segment) index
+            conds.append(lines.segment == segment)
+        if q:
+            like = _like(q)
+            conds.append(or_(ls.line_id.ilike(like, escape="\\"), lines.name.ilike(like, escape="\\"),
+                             func.coalesce(lines.site_id, ls.site_id).ilike(like, escape="\\")))
+    if district:
+        conds.append((lines.district if source is not t.line_state else ls.district) == district)
+    total = conn.execute(select(func.count()).select_from(source).where(*conds)).scalar_one()
+    picked = select(ls.line_id).select_from(source).where(*conds).order_by(ls.line_id).limit(params.per_page)
+    picked = picked.where(ls.line_id > after) if after else picked.offset(params.offset)
+    page = picked.subquery("page")
+    stmt = (select(ls.line_id, lines.tenant_id, func.coalesce(lines.site_id, ls.site_id).label("site_id"), lines.name,
+                   lines.district, lines.segment, lines.plan_down_mbps, lines.plan_up_mbps,
+                   func.coalesce(ls.verdict, "no_data").label("health"), ls.started_at.label("last_result_at"))
+            .select_from(page.join(t.line_state, ls.line_id == page.c.line_id)
+                         .outerjoin(t.lines, lines.line_id == ls.line_id))
+            .order_by(ls.line_id))
+    rows = [dict(r) for r in conn.execute(stmt).mappings()]
     _add_agent_state(conn, rows)
-    return rows, total
+    return rows, int(total)
 
 
 def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -110,8 +115,10 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
     add_delivery(conn, agents)
     if reg is None and not agents:
         return None
-    latest = conn.execute(select(t.results).where(t.results.c.line_id == line_id)
-                          .order_by(t.results.c.started_at.desc()).limit(1)).mappings().first()
+    ls = t.line_state.c
+    latest = conn.execute(select(t.results).join(t.line_state, and_(
+        ls.agent_id == t.results.c.agent_id, ls.result_id == t.results.c.result_id)).where(ls.line_id == line_id)
+    ).mappings().first()
     detail: dict[str, Any] = {"line_id": line_id, "registered": reg is not None, "agents": agents,
                               "latest": result_view(dict(latest)) if latest else None}
     for key in ("tenant_id", "site_id", "name", "district", "segment", "plan_down_mbps", "plan_up_mbps"):
@@ -235,8 +242,9 @@ def add_delivery(conn: Connection, views: list[dict[str, Any]]) -> None:
                                 .where(g.agent_id.in_(ids)).group_by(g.agent_id)).all())
     # The agent reports its spool in an `agent` pseudo-check of each result; read its latest result's.
     a, r, c, m = t.agents.c, t.results.c, t.checks.c, t.metrics.c
+    # Driven from the page's agents: one (agent_id, seq) index probe each, not all of their results.
     latest = (select(r.agent_id, r.result_id).join(t.agents, and_(a.agent_id == r.agent_id, a.max_seq == r.seq))
-              .where(r.agent_id.in_(ids)).subquery())
+              .where(a.agent_id.in_(ids)).subquery())
     backlog = dict(conn.execute(
         select(c.agent_id, m.value)
         .join(latest, and_(latest.c.agent_id == c.agent_id, latest.c.result_id == c.result_id))
@@ -279,18 +287,22 @@ def quarantined(conn: Connection, scope: Scope, item_id: int) -> dict[str, Any] 
 # --- overview ------------------------------------------------------------------------------------
 
 
+def health_counts(conn: Connection, scope: Scope, by_district: bool = False) -> list[tuple[Any, ...]]:
+    """Lines per health of their newest result: [(health, n)], or [(district, health, n)] (line_state alone)."""
+    ls = t.line_state.c
+    health = func.coalesce(ls.verdict, "no_data")
+    keys = [ls.district, health] if by_district else [health]
+    return [tuple(r) for r in conn.execute(select(*keys, func.count()).where(scope.fleet_clause()).group_by(*keys))]
+
+
 def overview(conn: Connection, scope: Scope) -> dict[str, Any]:
-    f = fleet_lines(scope).subquery("f")
-    per_line = select(func.coalesce(_latest(t.results.c.verdict, f.c.line_id), "no_data").label("health")
-                      ).select_from(f).subquery("h")
+    """Counts over the caller's lines, each from a summary kept for it (collector/api/fleet_summary.py)."""
+    from collector.api import fleet_summary
+
     by_health = {h: 0 for h in HEALTH}
-    for health, n in conn.execute(select(per_line.c.health, func.count()).group_by(per_line.c.health)):
+    for health, n in health_counts(conn, scope):
         by_health[health] = int(n)
-    online = case((online_clause(), 1), else_=0)
-    agents_total, agents_online = conn.execute(
-        select(func.count(), func.coalesce(func.sum(online), 0)).where(scope.agents_clause())).one()
-    since = datetime.now(UTC) - timedelta(hours=24)
-    results_24h = conn.execute(select(func.count()).select_from(t.results).where(
-        t.results.c.received_at >= since, scope.lines_clause(t.results.c.line_id))).scalar_one()
-    return {"lines": sum(by_health.values()), "health": by_health, "agents": int(agents_total),
-            "agents_online": int(agents_online), "results_24h": int(results_24h)}
+    agents_total, agents_online = fleet_summary.agent_counts(conn, scope)
+    results_24h = fleet_summary.results_received_since(conn, scope, datetime.now(UTC) - timedelta(hours=24))
+    return {"lines": sum(by_health.values()), "health": by_health, "agents": agents_total,
+            "agents_online": agents_online, "results_24h": results_24h}

@@ -58,10 +58,16 @@ def lines(who: Anyone, conn: Conn, paging: Paging,
           tenant: Annotated[str | None, Query(max_length=64)] = None,
           district: Annotated[str | None, Query(max_length=64)] = None,
           segment: Annotated[str | None, Query(max_length=64)] = None,
-          status: Annotated[str | None, Query(pattern="^(healthy|problems|unknown|no_data)$")] = None) -> dict:
-    """The caller's lines, one page at a time, with the health of each line's latest result."""
+          status: Annotated[str | None, Query(pattern="^(healthy|problems|unknown|no_data)$")] = None,
+          after: Annotated[str | None, Query(pattern=ID, description="the page starts after this line id "
+                                             "(keyset paging; `page` is then ignored)")] = None) -> dict:
+    """The caller's lines ordered by line id, one page at a time, with the health of each line's latest result.
+
+    Deep in a large fleet, page with `after` = the last line id of the previous page: it costs the
+    same wherever the page is, where `page=N` skips N-1 pages first.
+    """
     rows, total = queries.list_lines(conn, Scope.of(conn, who), paging, q=q, tenant=tenant, district=district,
-                                     status=status, segment=segment)
+                                     status=status, segment=segment, after=after)
     return page_of(rows, total, paging)
 
 

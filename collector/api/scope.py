@@ -53,6 +53,18 @@ class Scope:
             return true()
         return and_(*conds)
 
+    def fleet_clause(self) -> ColumnElement[bool]:  # type: ignore[type-arg]
+        """`lines_clause` for rows of line_state, on its own tenant column (null: a line only the operator sees)."""
+        if self.everything:
+            return true()
+        ls = t.line_state.c
+        conds: list[ColumnElement[bool]] = [ls.tenant_id.is_not(None)]
+        if self.tenants is not None:
+            conds.append(ls.tenant_id.in_(sorted(self.tenants)))
+        if self.principal.role == Role.TECHNICIAN:
+            conds.append(ls.line_id.in_(self._technician_lines()))
+        return and_(*conds)
+
     def _technician_lines(self):  # type: ignore[no-untyped-def]
         assigned = select(t.user_lines.c.line_id).where(t.user_lines.c.user_id == self.principal.user_id)
         tickets = getattr(t, "tickets", None)
@@ -63,7 +75,10 @@ class Scope:
     def can_see_line(self, conn: Connection, line_id: str) -> bool:
         if self.everything:
             return True
-        return conn.execute(select(true()).where(self.lines_clause(_literal_line(line_id)))).first() is not None
+        # One primary-key probe of line_state (which carries the registry's tenant), not a scan of the tenant's lines.
+        ls = t.line_state.c
+        return conn.execute(select(true()).select_from(t.line_state).where(
+            ls.line_id == line_id, self.fleet_clause())).first() is not None
 
     def require_line(self, conn: Connection, line_id: str) -> None:
         if not self.can_see_line(conn, line_id):
@@ -79,12 +94,6 @@ class Scope:
         if self.principal.role != Role.CARRIER_ADMIN:
             return false()
         return t.quarantine.c.agent_id.in_(select(t.agents.c.agent_id).where(self.agents_clause()))
-
-
-def _literal_line(line_id: str) -> ColumnElement:  # type: ignore[type-arg]
-    from sqlalchemy import literal
-
-    return literal(line_id)
 
 
 def scope_for(engine: Engine, principal: Principal) -> Scope:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from collector import enrolment, tickets
 from collector import schema as t
@@ -200,8 +200,10 @@ def fleet(request: Request) -> Response:
     with _conn(request) as conn:
         scope = Scope.of(conn, who)
         rows, total = queries.list_lines(conn, scope, params, **{k: v[:64] if v else v for k, v in filters.items()})
+        by_district = _health_by_district(conn, scope)
         ctx = {"overview": queries.overview(conn, scope), "tenants": _tenants(conn, scope),
-               "districts": _districts(conn, scope), "by_district": _health_by_district(conn, scope)}
+               "districts": [r["district"] for r in by_district if r["district"] is not None][:500],
+               "by_district": by_district[:100]}
     return _render(request, "fleet.html", who, session, rows=rows, paging=_pager(params, total), filters=filters,
                    health_values=queries.HEALTH, **ctx)
 
@@ -211,24 +213,14 @@ def _tenants(conn: Connection, scope: Scope) -> list[tuple[str, str]]:
     return [tuple(r) for r in conn.execute(stmt.order_by(t.tenants.c.name).limit(500))]  # type: ignore[misc]
 
 
-def _districts(conn: Connection, scope: Scope) -> list[str]:
-    stmt = (select(t.lines.c.district).where(t.lines.c.district.is_not(None), scope.lines_clause(t.lines.c.line_id))
-            .group_by(t.lines.c.district).order_by(t.lines.c.district).limit(500))
-    return list(conn.execute(stmt).scalars())
-
-
 def _health_by_district(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    f = queries.fleet_lines(scope).subquery("f")
-    health = func.coalesce(queries._latest(t.results.c.verdict, f.c.line_id), "no_data")
-    per_line = select(f.c.district, health.label("health")).select_from(f).subquery("h")
-    stmt = (select(per_line.c.district, per_line.c.health, func.count()).group_by(per_line.c.district,
-                                                                                  per_line.c.health))
+    """Lines per district and health (line_state alone); its districts also fill the district filter."""
     table: dict[str | None, dict[str, Any]] = {}
-    for district, h, n in conn.execute(stmt):
+    for district, h, n in queries.health_counts(conn, scope, by_district=True):
         row = table.setdefault(district, {"district": district, "total": 0, **{k: 0 for k in queries.HEALTH}})
         row[h] = int(n)
         row["total"] += int(n)
-    return sorted(table.values(), key=lambda r: (r["district"] is None, r["district"] or ""))[:100]
+    return sorted(table.values(), key=lambda r: (r["district"] is None, r["district"] or ""))
 
 
 # --- one line ------------------------------------------------------------------------------------
