@@ -37,6 +37,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import ForeignKey as FK
+from sqlalchemy.exc import DBAPIError
 
 
 def ops(conn: Connection) -> Operations:
@@ -419,3 +420,17 @@ def v9_fleet_summary(conn: Connection) -> None:
                     Column("agents", BigInteger, nullable=False),
                     Column("agents_online", BigInteger, nullable=False),
                     _ts("computed_at", False))
+    # Substring search of the fleet list (?q= on line id, name, site): trigram index on PostgreSQL
+    # (pg_trgm ships with PostgreSQL and is a trusted extension). Where it cannot be installed, and on
+    # SQLite, an ordinary index of the same name and columns keeps the schema's shape; search scans.
+    if conn.dialect.name == "postgresql":
+        try:
+            with conn.begin_nested():
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+                conn.execute(text("CREATE INDEX ix_lines_search ON lines USING gin "
+                                  "(line_id gin_trgm_ops, name gin_trgm_ops, site_id gin_trgm_ops)"))
+            return
+        except DBAPIError as exc:
+            logging.getLogger(__name__).warning("pg_trgm unavailable (%s): line search will scan the registry",
+                                                str(exc.orig).strip().splitlines()[0])
+    op.create_index("ix_lines_search", "lines", ["line_id", "name", "site_id"])

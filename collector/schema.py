@@ -82,6 +82,9 @@ lines = Table(
     Index("ix_lines_tenant", "tenant_id"),
     Index("ix_lines_site", "site_id"),
     Index("ix_lines_district_segment", "district", "segment"),
+    # The fleet list's substring search (?q=): trigram GIN on PostgreSQL (migration v9), plain elsewhere.
+    Index("ix_lines_search", "line_id", "name", "site_id", postgresql_using="gin",
+          postgresql_ops={"line_id": "gin_trgm_ops", "name": "gin_trgm_ops", "site_id": "gin_trgm_ops"}),
 )
 
 # Agents appear here when they first report (ingest) or when the registry enrols them, whichever

@@ -193,6 +193,7 @@ def test_the_migration_fills_it_from_results_stored_before(db_url: str) -> None:
             t.line_state.drop(conn)
             t.results_hourly.drop(conn)
             t.agent_counts.drop(conn)
+            next(i for i in t.lines.indexes if i.name == "ix_lines_search").drop(conn)
             conn.execute(t.schema_version.delete().where(t.schema_version.c.version == len(MIGRATIONS)))
         assert migrate(store.engine) == len(MIGRATIONS)
         assert _hourly(store) == hourly == {"": 7, "mob": 4, "tel": 4}
@@ -349,5 +350,27 @@ def test_agent_counts_from_the_summary_equal_live_counts_and_stale_ones_are_not_
         with fleet.engine.begin() as conn:
             fleet_summary.refresh_agent_counts(conn)
         assert {u: overview(u) for u in users} == {u: live(u) for u in users}
+    finally:
+        fleet.store.close()
+
+
+def test_line_search_finds_registered_and_unregistered_lines_by_index(pg_url: str) -> None:
+    fleet = seed(pg_url)
+    try:
+        fleet.store.ingest([_result("stray-gw", "stray_50-line", datetime.now(UTC))])
+        with fleet.engine.connect() as conn:
+            indexdef = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_lines_search'").scalar_one()
+        assert "USING gin" in indexdef and "gin_trgm_ops" in indexdef
+        client = TestClient(create_app(fleet.engine, console=False))
+        auth = {"Authorization": f"Bearer {fleet.tokens['operator']}"}
+
+        def found(q: str) -> list[str]:
+            return [r["line_id"] for r in client.get("/api/v1/lines", params={"q": q}, headers=auth).json()["items"]]
+
+        assert found("Acme main") == ["acme-xuhui-1"]  # by name
+        assert found("BRAVO-PUD") == ["bravo-pudong-1"]  # by site, any case
+        assert found("Y_50") == ["stray_50-line"]  # unregistered, by its id
+        assert found("st_ay") == found("y%5") == found("%") == []  # _ and % are literal, not wildcards
     finally:
         fleet.store.close()

@@ -50,8 +50,9 @@ def list_lines(conn: Connection, scope: Scope, params: PageParams, q: str | None
 
     line_state holds one row per line with its tenant, district and newest verdict, so the count and
     the choice of the page's lines read that table alone (the registry is joined only to filter on
-    name or segment) and registry data is fetched for the page's lines only. `after` (a line id)
-    pages by key instead of by offset: the page starts after that line, at the same cost wherever it is.
+    segment; text search goes through the registry's search index) and registry data is fetched for
+    the page's lines only. `after` (a line id) pages by key instead of by offset: the page starts
+    after that line, at the same cost wherever it is.
     """
     ls, lines = t.line_state.c, t.lines.c
     conds = [scope.fleet_clause()]
@@ -59,15 +60,19 @@ def list_lines(conn: Connection, scope: Scope, params: PageParams, q: str | None
         conds.append(ls.tenant_id == tenant)
     if status:
         conds.append(ls.verdict.is_(None) if status == "no_data" else ls.verdict == status)
+    if q:
+        # Registered lines by the registry's search index (trigram on PostgreSQL), plus the few lines
+        # that report without being registered (by the tenant index's null entries).
+        like = _like(q)
+        found = select(lines.line_id).where(or_(*(col.ilike(like, escape="\\")
+                                                  for col in (lines.line_id, lines.name, lines.site_id))))
+        stray = select(ls.line_id).where(ls.tenant_id.is_(None), or_(ls.line_id.ilike(like, escape="\\"),
+                                                                      ls.site_id.ilike(like, escape="\\")))
+        conds.append(ls.line_id.in_(found.union_all(stray)))
     source: Any = t.line_state
-    if q or segment:
+    if segment:  # joined with the district, on the registry's (district, segment) index
         source = t.line_state.outerjoin(t.lines, lines.line_id == ls.line_id)
-        if segment:  # with the district, on the registry's (district, segment) index
-            conds.append(lines.segment == segment)
-        if q:
-            like = _like(q)
-            conds.append(or_(ls.line_id.ilike(like, escape="\\"), lines.name.ilike(like, escape="\\"),
-                             func.coalesce(lines.site_id, ls.site_id).ilike(like, escape="\\")))
+        conds.append(lines.segment == segment)
     if district:
         conds.append((lines.district if source is not t.line_state else ls.district) == district)
     total = conn.execute(select(func.count()).select_from(source).where(*conds)).scalar_one()
