@@ -171,6 +171,8 @@ class FleetSim:
         self._queue: deque[tuple[VirtualAgent, str, bytes]] = deque()  # built, not yet published, in order
         self._freed: set[VirtualAgent] = set()  # agents whose window a receipt opened, with held-back results
         self._resend_check_at = 0.0
+        self._built: list[tuple[VirtualAgent, str, bytes]] = []  # every result, for replay()
+        self._paused = True  # nothing leaves before run()
         self.clients = [self._client(c) for c in range(connections)]
 
     # --- connections ----------------------------------------------------------------------------
@@ -231,11 +233,31 @@ class FleetSim:
             round_no = k // len(self.agents)
             at = start - timedelta(seconds=REPORT_INTERVAL_S * (per_agent - round_no))
             e = build_result(agent.agent_id, agent.line_id, agent.site_id, agent.seq, at, agent.profile, self.rng)
+            item = (agent, e.result_id, e.to_json())
             with self._lock:
-                self._queue.append((agent, e.result_id, e.to_json()))
+                self._queue.append(item)
+                self._built.append(item)
                 self.total += 1
         self._wake.set()
         return n_results
+
+    def replay(self) -> None:
+        """Forget what was sent and receipted and queue every built result again, same ids and
+        payloads, in the same order (a second run of the same messages, e.g. against another
+        subscriber). Publishing pauses until the next run()."""
+        with self._lock:
+            self._paused = True
+            for agent in self.agents:
+                agent.inflight.clear()
+                agent.payloads.clear()
+                agent.backlog.clear()
+            self._freed.clear()
+            self._queue = deque(self._built)
+            self.sent = self.published = self.resent = self.receipted = 0
+            self.receipt_status.clear()
+            self.first_publish = self.last_receipt = None
+        with self._ack_lock:
+            self.acked = 0
 
     def payloads(self) -> list[tuple[str, bytes]]:
         """(topic, payload) of everything queued and not yet sent, in publishing order (for references)."""
@@ -274,6 +296,8 @@ class FleetSim:
         done = 0
         now = time.monotonic()
         with self._lock:
+            if self._paused:
+                return 0
             if now >= self._resend_check_at:  # scanning every flight costs O(in flight): twice a second
                 self._resend_check_at = now + 0.5
                 for agent in self.agents:
@@ -300,7 +324,7 @@ class FleetSim:
 
     def _next_due(self) -> float:
         with self._lock:
-            if self._queue or self._freed:
+            if (self._queue or self._freed) and not self._paused:
                 return 0.0
             soonest = min((f.sent_at + f.timeout_s for a in self.agents for f in a.inflight.values()), default=None)
         return 1.0 if soonest is None else max(0.01, min(1.0, soonest - time.monotonic()))
@@ -322,6 +346,8 @@ class FleetSim:
         """Start publishing in a background thread: everything queued as a burst (rate None) or at
         `rate` results/s; re-sends continue until close()."""
         self._rate = rate
+        with self._lock:
+            self._paused = False
         if self._pump is None:
             self._pump = threading.Thread(target=self._run_pump, name="fleet-sim-pump", daemon=True)
             self._pump.start()

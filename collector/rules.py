@@ -281,18 +281,36 @@ class RuleEngine:
     def on_ingest(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
         if not self.cfg.enabled:
             return
+        by_line: dict[str, list[ResultEnvelope]] = {}
         for e in fresh:
             self._remember(e)
-        line_ids = sorted({e.line_id for e in fresh})
+            by_line.setdefault(e.line_id, []).append(e)
+        line_ids = sorted(by_line)
         self.lock_lines(conn, line_ids)
         # A handful of set-wise queries for the whole batch, then pure Python per line and class.
-        batch = self._load(conn, line_ids)
+        batch = self._load_state(conn, line_ids)
+        due = {line_id: self._due(batch, line_id, by_line[line_id]) for line_id in line_ids}
+        self._load_history(conn, batch, [line_id for line_id in line_ids
+                                         if due[line_id] or self._retest_answers(by_line[line_id])])
         for line_id in line_ids:
-            mine = [e for e in fresh if e.line_id == line_id]
+            mine = by_line[line_id]
             self._agent_reported(conn, batch, line_id, mine, now)
             self._answer_retests(conn, batch, line_id, mine, now)
-            for name in self.rules:
+            for name in due[line_id]:
                 self._evaluate(conn, batch, line_id, name, now)
+
+    def _due(self, b: _Batch, line_id: str, mine: list[ResultEnvelope]) -> list[str]:
+        """The classes whose state these results can change: an open ticket may resolve; without one,
+        only a new breach can open a ticket or ask for a re-test (healthy results only push breaches
+        out of the window). Skipping the rest spares a healthy fleet the history queries. A window
+        that was not acted on (a failed hook, an expired re-test) is acted on at the line's next breach."""
+        plan = b.plans.get(line_id, Plan(None, None))
+        return [name for name, rule in self.rules.items()
+                if (line_id, name) in b.open or any(self._breach(rule, e, plan) for e in mine)]
+
+    @staticmethod
+    def _retest_answers(mine: list[ResultEnvelope]) -> bool:
+        return any(e.trigger == Trigger.RETEST for e in mine)
 
     @staticmethod
     def lock_lines(conn: Connection, line_ids: Sequence[str]) -> None:
@@ -313,12 +331,9 @@ class RuleEngine:
         """How many recent observations a class may need (window or heal count, plus slack for masking)."""
         return max(2 * max(self.n(r), self.k(r)) + 5 for r in self.rules.values())
 
-    def _load(self, conn: Connection, line_ids: list[str]) -> _Batch:
+    def _load_state(self, conn: Connection, line_ids: list[str]) -> _Batch:
+        """Plans, open tickets and re-tests of the batch's lines."""
         b = _Batch()
-        kinds = sorted({k for r in self.rules.values() for k in r.observed_by})
-        codes = sorted({c for r in self.rules.values() for c in r.findings})
-        every = any(not r.observed_by for r in self.rules.values())
-        depth = self.depth()
         for i in range(0, len(line_ids), 200):
             chunk = line_ids[i:i + 200]
             for r in conn.execute(select(t.lines.c.line_id, t.lines.c.plan_down_mbps, t.lines.c.plan_up_mbps)
@@ -335,6 +350,16 @@ class RuleEngine:
             for r in conn.execute(select(t.commands).where(t.commands.c.line_id.in_(chunk),
                                                            t.commands.c.state.in_(("pending", "sent")))):
                 b.outstanding.setdefault(r.line_id, []).append(r)
+        return b
+
+    def _load_history(self, conn: Connection, b: _Batch, line_ids: list[str]) -> None:
+        """The newest results of these lines per check kind, per finding code and per line."""
+        kinds = sorted({k for r in self.rules.values() for k in r.observed_by})
+        codes = sorted({c for r in self.rules.values() for c in r.findings})
+        every = any(not r.observed_by for r in self.rules.values())
+        depth = self.depth()
+        for i in range(0, len(line_ids), 200):
+            chunk = line_ids[i:i + 200]
             # The newest results per (line, check kind), per (line, finding code) and per line, in one
             # query each (window functions: SQLite >= 3.25 and PostgreSQL).
             if kinds:
@@ -352,7 +377,6 @@ class RuleEngine:
             ids = [rid for _, rid in missing[i:i + 500]]
             for row in conn.execute(select(t.results.c.payload).where(t.results.c.result_id.in_(ids))):
                 self._remember(ResultEnvelope.from_json(row.payload))
-        return b
 
     def _recent(self, b: _Batch, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
         """The line's newest results carrying one of the rule's check kinds or findings, newest first."""
