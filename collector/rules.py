@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_SPACE = 7413  # pg_advisory_xact_lock(space, key), one per line; 7411 migrations, 7412 per-agent ingest
 _SEVERITY_RANK = {"warning": 1, "critical": 2}
+_NOT_RUN = frozenset((Status.ERROR, Status.SKIPPED))  # a set built once: enum attribute access is slow
 
 
 class Condition(Strict):
@@ -257,7 +258,7 @@ class RuleEngine:
         # The agent's own pseudo-check (spool counters, always ok) observes nothing about the line:
         # counting it would make a rule without `observed_by` see every result as healthy evidence.
         return [c for c in e.checks if (c.kind in rule.observed_by if rule.observed_by else c.kind != AGENT_CHECK)
-                and c.status not in (Status.ERROR, Status.SKIPPED)]
+                and c.status not in _NOT_RUN]
 
     def observe(self, name: str, e: ResultEnvelope, plan: Plan) -> Observation | None:
         """Breach, healthy, or None when this result says nothing about the class."""
@@ -305,8 +306,10 @@ class RuleEngine:
         out of the window). Skipping the rest spares a healthy fleet the history queries. A window
         that was not acted on (a failed hook, an expired re-test) is acted on at the line's next breach."""
         plan = b.plans.get(line_id, Plan(None, None))
+        # A result without findings can only breach a class through its metric conditions.
         return [name for name, rule in self.rules.items()
-                if (line_id, name) in b.open or any(self._breach(rule, e, plan) for e in mine)]
+                if (line_id, name) in b.open
+                or any((e.findings or rule.conditions) and self._breach(rule, e, plan) for e in mine)]
 
     @staticmethod
     def _retest_answers(mine: list[ResultEnvelope]) -> bool:

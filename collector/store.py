@@ -90,6 +90,24 @@ def _insert(engine: Engine, table: t.Table):  # type: ignore[no-untyped-def]
     return dialect.insert(table).on_conflict_do_nothing()
 
 
+def _bulk_insert(conn: Connection, table: t.Table, rows: list[tuple[object, ...]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of positional rows (every column, in table order) handed
+    straight to the driver's executemany. SQLAlchemy's per-row parameter processing cost more than
+    the inserts themselves (a result is ~10 check, metric and finding rows)."""
+    names = ", ".join(c.name for c in table.columns)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(table.columns))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+
+
+def _datetime_binder(conn: Connection) -> Callable[[datetime], object]:
+    """What the dialect stores for a DateTime column (SQLite: SQLAlchemy's text form; PostgreSQL: as is),
+    for rows that bypass SQLAlchemy's parameter processing."""
+    column_type = t.checks.c.started_at.type
+    process = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process if process is not None else (lambda value: value)
+
+
 @dataclass
 class Quarantined:
     topic: str
@@ -196,21 +214,21 @@ class Store:
             "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in candidates])
         ours = {(r.agent_id, r.result_id) for r in inserted}
         fresh = [e for e in candidates if (e.agent_id, e.result_id) in ours]
+        # Positional rows in table column order (collector/schema.py), written by _bulk_insert.
+        stamp = _datetime_binder(conn)
         check_rows, metric_rows, finding_rows = [], [], []
         for e in fresh:
+            agent_id, result_id, line_id, started = e.agent_id, e.result_id, e.line_id, stamp(e.started_at)
             for i, c in enumerate(e.checks):
-                check_rows.append({"agent_id": e.agent_id, "result_id": e.result_id, "idx": i, "line_id": e.line_id,
-                                   "started_at": e.started_at, "kind": c.kind, "target": c.target,
-                                   "status": c.status.value, "reason": c.reason, "duration_s": c.duration_s})
-                metric_rows += [{"agent_id": e.agent_id, "result_id": e.result_id, "idx": i, "name": n,
-                                 "value": None if v is None else float(v)} for n, v in c.metrics.items()]
-            finding_rows += [{"agent_id": e.agent_id, "result_id": e.result_id, "idx": i, "line_id": e.line_id,
-                              "started_at": e.started_at, "code": f.code, "severity": f.severity,
-                              "check_kind": f.check, "location": f.where, "message": f.message}
-                             for i, f in enumerate(e.findings)]
+                check_rows.append((agent_id, result_id, i, line_id, started, c.kind, c.target, c.status.value,
+                                   c.reason, c.duration_s))
+                metric_rows += [(agent_id, result_id, i, n, None if v is None else float(v))
+                                for n, v in c.metrics.items()]
+            finding_rows += [(agent_id, result_id, i, line_id, started, f.code, f.severity, f.check, f.where,
+                              f.message) for i, f in enumerate(e.findings)]
         for table, rows in ((t.checks, check_rows), (t.metrics, metric_rows), (t.findings, finding_rows)):
             if rows:
-                conn.execute(_insert(self.engine, table), rows)
+                _bulk_insert(conn, table, rows)
         track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
         line_state.record(conn, fresh)
