@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.publisher import ONLINE  # noqa: E402
 from linecheck.wire import (  # noqa: E402
     CheckResult,
     ResultEnvelope,
@@ -45,6 +46,7 @@ from linecheck.wire import (  # noqa: E402
     new_result_id,
     receipts_topic,
     results_topic,
+    status_topic,
 )
 from tests.factory import finding, link_check, ping_check, throughput_check  # noqa: E402
 
@@ -194,8 +196,10 @@ class FleetSim:
         if ud["pending"] == 0:
             ud["subscribed"].set()
 
-    def connect(self, timeout_s: float = 30.0) -> None:
-        """Connect every client and subscribe each agent to its receipts; returns once the broker confirmed."""
+    def connect(self, timeout_s: float = 30.0, status: bool = False) -> None:
+        """Connect every client and subscribe each agent to its receipts; returns once the broker confirmed.
+        With `status`, every agent also publishes its retained "online" status, as a real agent does
+        on each connection (a reconnecting fleet sends the collector one per agent)."""
         for index, client in enumerate(self.clients):
             topics = [(receipts_topic(a.agent_id), 1) for a in self.agents if a.conn == index]
             client.connect(self.host, self.port, keepalive=60)
@@ -211,6 +215,11 @@ class FleetSim:
         for client in self.clients:
             if not client.user_data_get()["subscribed"].wait(max(0.0, end - time.monotonic())):
                 raise TimeoutError(f"fleet simulator: receipts subscription not confirmed in {timeout_s} s")
+        if status:
+            infos = [self.clients[a.conn].publish(status_topic(a.agent_id), ONLINE, qos=1, retain=True)
+                     for a in self.agents]
+            for info in infos:
+                info.wait_for_publish(max(0.1, end - time.monotonic()))
 
     def close(self) -> None:
         self._stop.set()

@@ -48,6 +48,12 @@ T = TypeVar("T")
 # The database is away (connection lost, locked, disk full): wait and retry the same batch.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 RECEIPT_MAX_IDS = 1000  # linecheck.wire.Receipt.result_ids max_length
+# Receipts handed to paho and not yet PUBACKed. paho numbers messages 1..65535 and REFUSES a publish
+# whose number is still queued (MQTT_ERR_QUEUE_SIZE): a drained backlog of 100 000 results queued
+# ~100 000 receipts and silently lost a quarter of them. Past this bound the worker waits.
+RECEIPTS_UNACKED_MAX = 10_000
+# QoS 1 messages paho keeps on the wire at once (its default, 20, made receipts trail the commits).
+CLIENT_INFLIGHT = 1000
 TOPIC_MAX = 255  # quarantine.topic column
 
 
@@ -126,6 +132,10 @@ class Ingestor:
         self._generation = 0
         # Status of agents that have no row yet (their first result is behind the status message).
         self._pending_status: dict[str, tuple[str, datetime]] = {}
+        self._receipts_unacked: set[int] = set()  # mids of receipts paho still holds
+        self._receipts_cond = threading.Condition()
+        self._acked_early: set[int] = set()
+        self.receipts_refused = 0
         # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
         self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
 
@@ -147,7 +157,9 @@ class Ingestor:
             client.tls_set(ca_certs=str(m.ca_file), certfile=str(m.cert_file) if m.cert_file else None,
                            keyfile=str(m.key_file) if m.key_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(CLIENT_INFLIGHT)
         client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -162,6 +174,9 @@ class Ingestor:
             log.error("broker refused the collector: %s", reason)
             return
         self._generation += 1
+        with self._receipts_cond:  # paho re-sends what the old connection left un-acked: count afresh
+            self._receipts_unacked.clear()
+            self._receipts_cond.notify_all()
         client.subscribe([(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
         self.connected.set()
         log.info("collector connected to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
@@ -178,6 +193,35 @@ class Ingestor:
         self.connected.clear()
         self.subscribed.clear()
         log.warning("collector disconnected from the broker (%s); paho reconnects", reason)
+
+    def _on_publish(self, _c: mqtt.Client, _ud: object, mid: int, _reason: object, _p: object) -> None:
+        # paho calls this holding its own message lock; _receipts_cond is never held around publish().
+        with self._receipts_cond:
+            if mid in self._receipts_unacked:
+                self._receipts_unacked.discard(mid)
+                self._receipts_cond.notify_all()
+            else:  # acked before _publish_receipt recorded it (or not a receipt: commands share the client)
+                if len(self._acked_early) > 1000:
+                    self._acked_early.clear()
+                self._acked_early.add(mid)
+
+    def _publish_receipt(self, agent_id: str, payload: str) -> None:
+        with self._receipts_cond:
+            while len(self._receipts_unacked) >= RECEIPTS_UNACKED_MAX:
+                if self.stop_event.is_set():
+                    raise _Stopping()
+                self._receipts_cond.wait(1.0)
+        info = self.client.publish(receipts_topic(agent_id), payload, qos=1)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            # Should not happen below the bound; the agent re-sends and gets a "duplicate" receipt.
+            self.receipts_refused += 1
+            log.error("paho refused a receipt for %s (%s); the agent will re-send", agent_id, info.rc)
+            return
+        with self._receipts_cond:
+            if info.mid in self._acked_early:
+                self._acked_early.discard(info.mid)
+            elif not info.is_published():
+                self._receipts_unacked.add(info.mid)
 
     def _on_message(self, client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         # Blocks only when queue_max messages are waiting: back-pressure onto the broker.
@@ -240,7 +284,7 @@ class Ingestor:
                 for i in range(0, len(ids), RECEIPT_MAX_IDS):
                     payload = Receipt(result_ids=ids[i:i + RECEIPT_MAX_IDS],
                                       status=status).model_dump_json(by_alias=True)  # type: ignore[arg-type]
-                    self.client.publish(receipts_topic(agent_id), payload, qos=1)
+                    self._publish_receipt(agent_id, payload)
         for item in batch:
             # A mid from an earlier connection would ack some other message now: the broker
             # redelivers that one instead, and the idempotent insert absorbs it.
@@ -318,15 +362,17 @@ class Ingestor:
                 self._pending_status[agent_id] = (state, now)
             else:
                 log.warning("ignoring malformed status on %s", item.topic[:TOPIC_MAX])
-        for agent_id, (state, at) in list(self._pending_status.items()):
+        if self._pending_status:
             try:
-                if self._until_committed(lambda a=agent_id, s=state, at=at: self.store.set_agent_status(a, s, at)):
+                # One transaction for all of them: a fleet reconnecting after an outage sends thousands.
+                known = self._until_committed(lambda: self.store.set_agent_statuses(self._pending_status))
+                for agent_id in known:
                     del self._pending_status[agent_id]
             except _Stopping:
                 raise
             except Exception:  # status is advisory; never let it stop ingest
-                log.exception("cannot record status of %s", agent_id)
-                del self._pending_status[agent_id]
+                log.exception("cannot record the status of %d agents", len(self._pending_status))
+                self._pending_status.clear()
         if len(self._pending_status) > 100_000:  # statuses of agents that never send a result
             self._pending_status.clear()
 

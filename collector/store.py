@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -257,6 +257,24 @@ class Store:
                   "result_count": t.agents.c.result_count + stmt.excluded.result_count}),
             [{"agent_id": agent_id, "line_id": e.line_id, "site_id": e.site_id, "first_seen": now, "last_seen": now,
               "max_seq": e.seq, "result_count": counts[agent_id]} for agent_id, e in sorted(latest.items())])
+
+    def set_agent_statuses(self, statuses: dict[str, tuple[str, datetime]]) -> set[str]:
+        """Record online/offline of many agents in one transaction; returns the agents that have a row
+        (the others' first result is still coming). One commit for a reconnecting fleet, not one each."""
+        if not statuses:
+            return set()
+        with self.engine.begin() as conn:
+            ids = sorted(statuses)
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                known.update(conn.execute(select(t.agents.c.agent_id)
+                                          .where(t.agents.c.agent_id.in_(ids[i:i + 500]))).scalars())
+            if known:
+                conn.execute(t.agents.update().where(t.agents.c.agent_id == bindparam("b_agent"))
+                             .values(status=bindparam("b_status"), status_at=bindparam("b_at")),
+                             [{"b_agent": a, "b_status": statuses[a][0], "b_at": statuses[a][1]}
+                              for a in sorted(known)])
+        return known
 
     def set_agent_status(self, agent_id: str, state: str, at: datetime | None = None) -> bool:
         """Record online/offline. False when the agent has no row yet (its first result is still coming)."""

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from collector.ingest import RECEIPT_MAX_IDS, Inbound, Ingestor, validate
 from collector.store import Store
 from linecheck.wire import Receipt, ResultEnvelope, receipts_topic, results_topic
 from tests.faultkit import make_envelope
+from tests.mosquitto import Broker
 
 MAX = 256 * 1024
 
@@ -170,8 +172,11 @@ class Wire:
         ingestor.client.publish = self._publish  # type: ignore[method-assign]
         ingestor.client.ack = lambda mid, qos: self.acks.append(mid)  # type: ignore[method-assign]
 
-    def _publish(self, topic: str, payload: str, qos: int) -> None:
+    def _publish(self, topic: str, payload: str, qos: int) -> mqtt.MQTTMessageInfo:
         self.receipts.append((topic, Receipt.model_validate_json(payload)))
+        info = mqtt.MQTTMessageInfo(len(self.receipts))
+        info._set_as_published()  # as if the broker had acknowledged it at once
+        return info
 
     def status_of(self, result_id: str) -> list[str]:
         return [r.status for _, r in self.receipts if result_id in r.result_ids]
@@ -278,3 +283,33 @@ def test_gaps_are_visible_in_metrics_and_the_cli(tmp_path: Path, capsys: pytest.
     assert main(["delivery", "--config", str(cfg)]) == 0
     assert "no sequence gaps" in capsys.readouterr().out
     store.close()
+
+
+def test_receipts_beyond_the_unacked_bound_wait_and_all_arrive(broker: Broker, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # paho refuses a publish whose message number is still queued (numbers wrap at 65535), so the
+    # worker bounds the receipts it has not seen acknowledged; a tiny bound exercises the waiting.
+    from collector import ingest
+    from tests.faultkit import Watcher
+    from tests.helpers import wait_for
+
+    monkeypatch.setattr(ingest, "RECEIPTS_UNACKED_MAX", 2)
+    cfg = CollectorConfig.model_validate({"database": f"sqlite:///{tmp_path}/c.db",
+                                          "mqtt": {"port": broker.port, "client_id": "bound-test"}})
+    ingestor = Ingestor(cfg, Store(cfg.database))
+    worker = threading.Thread(target=ingestor.run, daemon=True)
+    worker.start()
+    watcher = Watcher(broker.port, "linecheck/v1/agents/+/receipts", client_id="bound-watcher")
+    try:
+        wait_for(ingestor.subscribed.is_set, 10, "the collector's subscription")
+        envs = [_env(f"gw-{i % 10}", i // 10 + 1) for i in range(40)]
+        for e in envs:
+            watcher.publish(results_topic(e.agent_id), e.to_json())
+        ids = lambda: {rid for p in watcher.payloads("/receipts") for rid in json.loads(p)["result_ids"]}  # noqa: E731
+        wait_for(lambda: ids() == {e.result_id for e in envs}, 30, "a receipt for every result")
+        assert ingestor.receipts_refused == 0 and len(ingestor._receipts_unacked) <= 2
+    finally:
+        watcher.close()
+        ingestor.stop()
+        worker.join(10)
+        ingestor.store.close()
