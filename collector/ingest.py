@@ -18,6 +18,7 @@ import queue
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,7 @@ class Ingestor:
         self._receipts_unacked: set[int] = set()  # mids of receipts paho still holds
         self._receipts_cond = threading.Condition()
         self._acked_early: set[int] = set()
+        self._overflow: deque[Inbound] = deque()  # taken off the inbox while waiting for receipt acks
         self.receipts_refused = 0
         # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
         self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
@@ -205,12 +207,24 @@ class Ingestor:
                     self._acked_early.clear()
                 self._acked_early.add(mid)
 
-    def _publish_receipt(self, agent_id: str, payload: str) -> None:
-        with self._receipts_cond:
-            while len(self._receipts_unacked) >= RECEIPTS_UNACKED_MAX:
+    def _wait_for_receipt_room(self) -> None:
+        while True:
+            with self._receipts_cond:
+                if len(self._receipts_unacked) < RECEIPTS_UNACKED_MAX:
+                    return
                 if self.stop_event.is_set():
                     raise _Stopping()
-                self._receipts_cond.wait(1.0)
+                self._receipts_cond.wait(0.05)
+            # paho's thread, the one that reads the acks we wait for, may be stuck in on_message on a
+            # full inbox: move what is waiting aside (the next batches take it first) to free it.
+            while True:
+                try:
+                    self._overflow.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+
+    def _publish_receipt(self, agent_id: str, payload: str) -> None:
+        self._wait_for_receipt_room()
         info = self.client.publish(receipts_topic(agent_id), payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             # Should not happen below the bound; the agent re-sends and gets a "duplicate" receipt.
@@ -229,11 +243,14 @@ class Ingestor:
 
     # --- worker ---------------------------------------------------------------------------------
     def _take_batch(self) -> list[Inbound]:
-        try:
-            first = self.inbox.get(timeout=0.5)
-        except queue.Empty:
-            return []
-        batch = [first]
+        batch: list[Inbound] = []
+        while self._overflow and len(batch) < self.cfg.ingest.batch_max:
+            batch.append(self._overflow.popleft())
+        if not batch:
+            try:
+                batch.append(self.inbox.get(timeout=0.5))
+            except queue.Empty:
+                return []
         deadline = time.monotonic() + self.cfg.ingest.batch_wait_s
         while len(batch) < self.cfg.ingest.batch_max:
             try:
