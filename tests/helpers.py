@@ -58,3 +58,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def acknowledged(*_args: object, **_kwargs: object) -> object:
+    """What paho's publish() returns once the broker acknowledged: for tests that replace publish."""
+    import paho.mqtt.client as mqtt
+
+    info = mqtt.MQTTMessageInfo(1)
+    info._set_as_published()
+    return info

@@ -105,3 +105,23 @@ def test_api_at_size_loads_serves_measures_and_cleans_up(pg_url: str) -> None:
     with psycopg.connect(admin) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'linecheck_apisize_r%'").fetchall()
     assert left == []
+
+
+def test_ingest_bench_compares_the_collector_with_the_bare_subscriber(tmp_path: Path) -> None:
+    from bench.ingest import measure
+
+    figures = measure(tmp_path, agents=20, results=100, timeout_s=60)
+    assert figures.stored == figures.distinct == 100
+    assert figures.tickets == figures.expected_tickets == {"line_down": 1, "high_latency": 1}
+    assert figures.bare_s > 0 and figures.collector_s > 0 and figures.peak_rss_mb > 0
+    assert "ratio collector/bare" in figures.report()
+
+
+def test_storm_bench_drains_a_queued_backlog_correctly(tmp_path: Path) -> None:
+    from bench.storm import measure
+
+    figures = measure(tmp_path, agents=30, results=150, timeout_s=60)
+    assert figures.correct, figures.report()
+    assert figures.statuses == 30 and figures.resent == 0
+    assert figures.tickets == {"line_down": 1, "high_latency": 1}
+    assert "peak collector RSS" in figures.report()

@@ -23,13 +23,19 @@ from collector.store import Store
 from collector.timeflags import clock_flag
 from linecheck.wire import results_topic
 from tests import fuzz_payloads
+from tests.helpers import acknowledged
 
 
 def make_ingestor(tmp: Path) -> tuple[Ingestor, list[tuple[str, bytes]]]:
     url = f"sqlite:///{tmp}/fuzz.db"
     ingestor = Ingestor(CollectorConfig(database=url), Store(url))
     sent: list[tuple[str, bytes]] = []
-    ingestor.client.publish = lambda topic, payload, qos=0: sent.append((topic, payload))  # type: ignore[method-assign,assignment]
+
+    def publish(topic: str, payload: bytes, qos: int = 0) -> object:
+        sent.append((topic, payload))
+        return acknowledged()
+
+    ingestor.client.publish = publish  # type: ignore[method-assign,assignment]
     ingestor.client.ack = lambda mid, qos: None  # type: ignore[method-assign,assignment]
     return ingestor, sent
 

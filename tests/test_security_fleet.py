@@ -32,7 +32,7 @@ from collector.pki import FleetCA, cert_pem
 from collector.store import Store
 from linecheck.identity import key_pem, make_csr, new_key, write_private
 from linecheck.wire import receipts_topic, results_topic
-from tests.helpers import start, stop, wait_for
+from tests.helpers import acknowledged, start, stop, wait_for
 from tests.mosquitto import free_port, wait_port
 
 pytestmark = pytest.mark.broker
@@ -264,7 +264,7 @@ def test_revoked_agents_results_are_quarantined(fleet: Fleet, tmp_path: Path) ->
     enrolment.redeem(store.engine, fleet.ca, issued.token, make_csr("gone-gw", new_key()))
     enrolment.revoke(store.engine, fleet.ca, "gone-gw", "test")
     ingestor = Ingestor(CollectorConfig(database=f"sqlite:///{tmp_path}/c.db"), store)
-    ingestor.client.publish = lambda *a, **k: None  # type: ignore[method-assign]  # no broker in this test
+    ingestor.client.publish = acknowledged  # type: ignore[method-assign]  # no broker in this test
     ingestor.client.ack = lambda *a, **k: None  # type: ignore[method-assign]
     import json
     payload = json.dumps(envelope(agent_id="gone-gw")).encode()
