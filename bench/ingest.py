@@ -41,6 +41,7 @@ class IngestFigures:
     tickets: dict[str, int]
     expected_tickets: dict[str, int]
     peak_rss_mb: float
+    cpu_s: float  # the collector's CPU time while it ingested
     load: tuple[float, float, float]
 
     @property
@@ -54,7 +55,8 @@ class IngestFigures:
             f"on {os.cpu_count()} cores",
             f"bare subscriber (reference): {self.bare_s:.2f} s, {n / self.bare_s:.0f} results/s",
             f"collector (SQLite, end to end to the receipt): {self.collector_s:.2f} s, "
-            f"{n / self.collector_s:.0f} results/s, peak RSS {self.peak_rss_mb:.0f} MB",
+            f"{n / self.collector_s:.0f} results/s, peak RSS {self.peak_rss_mb:.0f} MB, "
+            f"{1000 * self.cpu_s / n:.2f} ms CPU per result ({self.cpu_s / self.collector_s:.2f} cores)",
             f"ratio collector/bare: {self.ratio:.2f} (target >= 0.50)",
             f"stored {self.stored} rows, {self.distinct} distinct; tickets {self.tickets} "
             f"(expected {self.expected_tickets})",
@@ -80,11 +82,13 @@ def measure(workdir: Path, agents: int, results: int, connections: int = 4, time
 
         sim.replay()
         collector.start()
+        cpu_before = collector.cpu_seconds()
         sim.run()
         if not sim.wait_receipts(timeout_s):
             raise TimeoutError(f"the collector receipted {sim.receipted} of {results} in {timeout_s} s")
         assert sim.first_publish is not None and sim.last_receipt is not None
         collector_s = sim.last_receipt - sim.first_publish
+        cpu_s = collector.cpu_seconds() - cpu_before
     finally:
         sim.close()
         collector.stop()
@@ -96,7 +100,7 @@ def measure(workdir: Path, agents: int, results: int, connections: int = 4, time
     finally:
         db.close()
     return IngestFigures(results, bare_s, collector_s, stored, distinct, tickets, dict(sim.expected_tickets()),
-                         collector.peak_rss / 2**20, os.getloadavg())
+                         collector.peak_rss / 2**20, cpu_s, os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -130,6 +131,10 @@ def _serve(cfg: collector_config.CollectorConfig) -> int:
     from collector.rules import RuleEngine
     from collector.store import Store
 
+    # Ingest allocates thousands of short-lived objects per batch (parsed envelopes, rows) while the
+    # rules' cache holds tens of thousands of long-lived ones: with CPython's default thresholds
+    # (700, 10, 10) the collector spent about a fifth of its ingest CPU in the cyclic collector.
+    gc.set_threshold(50_000, 20, 100)
     store = Store(cfg.database)
     rules = RuleEngine(cfg.rules)
     store.add_hook(rules.on_ingest)  # rules → tickets in the ingest transaction
