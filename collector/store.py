@@ -90,14 +90,21 @@ def _insert(engine: Engine, table: t.Table):  # type: ignore[no-untyped-def]
     return dialect.insert(table).on_conflict_do_nothing()
 
 
-def _bulk_insert(conn: Connection, table: t.Table, rows: list[tuple[object, ...]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING of positional rows (every column, in table order) handed
-    straight to the driver's executemany. SQLAlchemy's per-row parameter processing cost more than
-    the inserts themselves (a result is ~10 check, metric and finding rows)."""
-    names = ", ".join(c.name for c in table.columns)
+# Columns of the rows _write_results builds, in their order (named, so a column added later is no trap).
+_CHECK_COLUMNS = ("agent_id", "result_id", "idx", "line_id", "started_at", "kind", "target", "status", "reason",
+                  "duration_s")
+_METRIC_COLUMNS = ("agent_id", "result_id", "idx", "name", "value")
+_FINDING_COLUMNS = ("agent_id", "result_id", "idx", "line_id", "started_at", "code", "severity", "check_kind",
+                    "location", "message")
+
+
+def _bulk_insert(conn: Connection, table: t.Table, columns: Sequence[str], rows: list[tuple[object, ...]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of positional rows handed straight to the driver's
+    executemany. SQLAlchemy's per-row parameter processing cost more than the inserts themselves
+    (a result is ~10 check, metric and finding rows)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    marks = ", ".join([mark] * len(table.columns))
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+                         " ON CONFLICT DO NOTHING", rows)
 
 
 def _datetime_binder(conn: Connection) -> Callable[[datetime], object]:
@@ -214,7 +221,7 @@ class Store:
             "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in candidates])
         ours = {(r.agent_id, r.result_id) for r in inserted}
         fresh = [e for e in candidates if (e.agent_id, e.result_id) in ours]
-        # Positional rows in table column order (collector/schema.py), written by _bulk_insert.
+        # Positional rows in the order of _CHECK_COLUMNS, _METRIC_COLUMNS, _FINDING_COLUMNS.
         stamp = _datetime_binder(conn)
         check_rows, metric_rows, finding_rows = [], [], []
         for e in fresh:
@@ -226,9 +233,10 @@ class Store:
                                 for n, v in c.metrics.items()]
             finding_rows += [(agent_id, result_id, i, line_id, started, f.code, f.severity, f.check, f.where,
                               f.message) for i, f in enumerate(e.findings)]
-        for table, rows in ((t.checks, check_rows), (t.metrics, metric_rows), (t.findings, finding_rows)):
+        for table, columns, rows in ((t.checks, _CHECK_COLUMNS, check_rows), (t.metrics, _METRIC_COLUMNS, metric_rows),
+                                     (t.findings, _FINDING_COLUMNS, finding_rows)):
             if rows:
-                _bulk_insert(conn, table, rows)
+                _bulk_insert(conn, table, columns, rows)
         track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
         line_state.record(conn, fresh)
