@@ -27,6 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.helpers import wait_for
 from tests.lab import SERVER6_ADDR, SERVER_ADDR, LineLab
 from tests.labdns import LabDNS
 from tests.labhttp import LabHTTP, self_signed
@@ -52,7 +53,7 @@ class Observer:
             self.client.connect(host, port)
         self.client.loop_start()
         self.client.subscribe([(f"linecheck/v1/agents/{AGENT_ID}/#", 1), (REF_TOPIC, 1)])
-        wait_until(lambda: subscribed, 10, "the observer's subscription")
+        wait_for(lambda: subscribed, 10, "the observer's subscription")
 
     def next(self, topic_suffix: str, deadline_s: float, payload_has: bytes = b"") -> tuple[float, bytes]:
         """The next message on a topic ending in `topic_suffix` (and containing `payload_has`)."""
@@ -138,7 +139,7 @@ class Rig:
         clog = self.workdir / "collector.log"
         lab.popen(lab.carrier, [str(Path(sys.executable).parent / "linecheck-collector"), "serve", "--config",
                                 str(ccfg)], stdout=self.log("collector"), stderr=subprocess.STDOUT)
-        wait_until(lambda: "collector connected" in clog.read_text(errors="replace"), 60, "the collector")
+        wait_for(lambda: "collector connected" in clog.read_text(errors="replace"), 60, "the collector")
         self.observer = Observer(lab, self.broker_host, self.broker_port)
         self.agent_config = self.workdir / "agent.yaml"
         self.agent_config.write_text(
@@ -196,15 +197,3 @@ class Rig:
         self.lab.close()
         for fh in self._logs:
             fh.close()
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> Any:
-    """Poll an observable condition with a deadline (never a bare sleep standing in for it)."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)

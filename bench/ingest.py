@@ -16,19 +16,15 @@ Re-sends are set to 10 minutes so that neither phase is inflated by copies.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sqlite3
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet_sim import FleetSim  # noqa: E402
-from bench.ingest_rig import BareSubscriber, CollectorProcess, bench_broker  # noqa: E402
+from bench.ingest_rig import BareSubscriber, CollectorProcess, bench_broker, bench_main, stored_outcome  # noqa: E402
 
 
 @dataclass
@@ -93,35 +89,14 @@ def measure(workdir: Path, agents: int, results: int, connections: int = 4, time
         sim.close()
         collector.stop()
         broker.stop()
-    db = sqlite3.connect(collector.db_path)
-    try:
-        stored, distinct = db.execute("SELECT count(*), count(DISTINCT result_id) FROM results").fetchone()
-        tickets = dict(db.execute("SELECT fault_class, count(*) FROM tickets GROUP BY fault_class").fetchall())
-    finally:
-        db.close()
+    stored, distinct, tickets, _ = stored_outcome(collector.db_path)
     return IngestFigures(results, bare_s, collector_s, stored, distinct, tickets, dict(sim.expected_tickets()),
                          collector.peak_rss / 2**20, cpu_s, os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
-    p.add_argument("--agents", type=int, default=2000)
-    p.add_argument("--results", type=int, default=20000)
-    p.add_argument("--connections", type=int, default=4, help="MQTT connections of the fleet simulator")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (broker and collector logs)")
-    args = p.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    started = time.monotonic()
-    figures = measure(work, args.agents, args.results, args.connections)
-    print(figures.report())
-    print(f"(whole run {time.monotonic() - started:.0f} s; work directory {work}"
-          f"{'' if args.keep else ', removed'})")
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    ok = figures.stored == figures.distinct == figures.results and figures.tickets == figures.expected_tickets
-    return 0 if ok else 1
+    return bench_main(argv, "python -m bench.ingest", __doc__.splitlines()[0], 2000, 20000, measure,
+                      lambda f: f.stored == f.distinct == f.results and f.tickets == f.expected_tickets)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,17 @@ needs more, so the bench broker holds up to QUEUE_MAX messages per client and no
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -25,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from linecheck.wire import ALL_RESULTS  # noqa: E402
 from tests.helpers import start, stop  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
+
+F = TypeVar("F")  # a bench's figures
 
 QUEUE_MAX = 1_000_000
 # As config/mosquitto.conf, with the queue raised (see the module docstring).
@@ -149,3 +156,33 @@ class CollectorProcess:
             self._sampler.join(5)
 
 
+def stored_outcome(db_path: Path) -> tuple[int, int, dict[str, int], int]:
+    """What the collector's SQLite holds after a run: results, distinct result ids, tickets per
+    fault class, agents with an `online` status."""
+    db = sqlite3.connect(db_path)
+    try:
+        stored, distinct = db.execute("SELECT count(*), count(DISTINCT result_id) FROM results").fetchone()
+        tickets = dict(db.execute("SELECT fault_class, count(*) FROM tickets GROUP BY fault_class").fetchall())
+        online = db.execute("SELECT count(*) FROM agents WHERE status = 'online'").fetchone()[0]
+    finally:
+        db.close()
+    return int(stored), int(distinct), tickets, int(online)
+
+
+def bench_main(argv: list[str] | None, prog: str, description: str, agents: int, results: int,
+               measure: Callable[[Path, int, int, int], F], correct: Callable[[F], bool]) -> int:
+    """The command line both ingest benches share: run `measure`, print its report, exit 1 if not `correct`."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--agents", type=int, default=agents)
+    p.add_argument("--results", type=int, default=results)
+    p.add_argument("--connections", type=int, default=4, help="MQTT connections of the fleet simulator")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (broker and collector logs)")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{prog.rsplit('.', 1)[-1]}-"))
+    started = time.monotonic()
+    figures = measure(work, args.agents, args.results, args.connections)
+    print(figures.report())  # type: ignore[attr-defined]
+    print(f"(whole run {time.monotonic() - started:.0f} s; work directory {work}{'' if args.keep else ', removed'})")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if correct(figures) else 1

@@ -20,12 +20,8 @@ per faulty line. Prints the time (target <= 60 s), the rate against the referenc
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import sqlite3
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet_sim import FleetSim  # noqa: E402
-from bench.ingest_rig import BareSubscriber, CollectorProcess, bench_broker  # noqa: E402
+from bench.ingest_rig import BareSubscriber, CollectorProcess, bench_broker, bench_main, stored_outcome  # noqa: E402
 
 AGENT_RESEND_MAX_S = 3600.0  # agent mqtt.resend_max_s default (agent/config.py)
 
@@ -119,13 +115,7 @@ def measure(workdir: Path, agents: int, results: int, connections: int = 4,
         sim.close()
         collector.stop()
         broker.stop()
-    db = sqlite3.connect(collector.db_path)
-    try:
-        stored, distinct = db.execute("SELECT count(*), count(DISTINCT result_id) FROM results").fetchone()
-        tickets = dict(db.execute("SELECT fault_class, count(*) FROM tickets GROUP BY fault_class").fetchall())
-        statuses = db.execute("SELECT count(*) FROM agents WHERE status = 'online'").fetchone()[0]
-    finally:
-        db.close()
+    stored, distinct, tickets, statuses = stored_outcome(collector.db_path)
     counts = sim.counts()
     receipts = {k: counts[k] for k in ("stored", "duplicate", "quarantined") if k in counts}
     return StormFigures(agents, results, bare_s, collector_s, subscribed_s, stored, distinct, receipts,
@@ -134,20 +124,8 @@ def measure(workdir: Path, agents: int, results: int, connections: int = 4,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.splitlines()[0])
-    p.add_argument("--agents", type=int, default=10000)
-    p.add_argument("--results", type=int, default=100000)
-    p.add_argument("--connections", type=int, default=4, help="MQTT connections of the fleet simulator")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (broker and collector logs)")
-    args = p.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench-storm-"))
-    started = time.monotonic()
-    figures = measure(work, args.agents, args.results, args.connections)
-    print(figures.report())
-    print(f"(whole run {time.monotonic() - started:.0f} s; work directory {work}{'' if args.keep else ', removed'})")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0 if figures.correct else 1
+    return bench_main(argv, "python -m bench.storm", __doc__.splitlines()[0], 10000, 100000, measure,
+                      lambda f: f.correct)
 
 
 if __name__ == "__main__":
