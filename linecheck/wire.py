@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 SCHEMA_VERSION = 1
 # The kind of the agent's own pseudo-check (spool and delivery counters), not a check of the line.
@@ -73,8 +73,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-# Strict: a boolean or a numeric string is a bug in the check, not a number.
-MetricValue = StrictFloat | StrictInt | None
+# Bounds of what the wire accepts: every value that passes is one the store, the charts and the console can
+# handle (a 440-byte message with an out-of-range date once stopped ingest for the whole fleet).
+# Numbers: finite and |x| <= 1e15 (a day of 10 Gbit/s is ~1e14 bytes; past 2**53 a float stops counting
+# in ones, and the charts' axes must stay computable). Tiny magnitudes (1e-12) are fine to store.
+NUMBER_BOUND = 1e15
+# Timestamps: from 1970 (a gateway without a real-time clock boots at the epoch: flagged `unset_clock`,
+# kept as evidence) to 2100 (nothing plausible is later; far-future years overflowed offset arithmetic).
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+SHORT_TEXT = 255  # free-text values inside trigger_info and finding details
+SMALL_DICT = 32  # entries of trigger_info and of a finding's detail
+METRICS_MAX = 200  # metrics of one check
+
+# Strict: a boolean or a numeric string is a bug in the check, not a number; NaN and Infinity are refused
+# (JSON has no such numbers; Python's json module writes them anyway).
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-NUMBER_BOUND, le=NUMBER_BOUND)]
+Integer = Annotated[int, Strict(), Field(ge=-int(NUMBER_BOUND), le=int(NUMBER_BOUND))]
+MetricValue = Number | Integer | None
+ShortText = Annotated[str, Field(max_length=SHORT_TEXT)]
+InfoKey = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class CheckResult(_Strict):
@@ -83,21 +101,28 @@ class CheckResult(_Strict):
     kind: str = Field(pattern=METRIC_NAME_PATTERN, max_length=40)
     status: Status
     reason: str | None = Field(default=None, max_length=2000, description="Human text; null when ok")
-    metrics: dict[str, MetricValue] = Field(default_factory=dict)
-    duration_s: float = Field(ge=0)
+    metrics: dict[str, MetricValue] = Field(default_factory=dict, max_length=METRICS_MAX)
+    duration_s: Number = Field(ge=0)
     target: str | None = Field(default=None, max_length=255, description="What was probed, if one thing")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _no_nan(cls, metrics: object) -> object:
+        # Before the type check, so the agent's author reads what to do instead of a union's errors.
+        for name, value in metrics.items() if isinstance(metrics, dict) else ():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"metric {name!r} is {value}; use null for what was not measured")
+        return metrics
 
     @field_validator("metrics")
     @classmethod
     def _metric_names(cls, metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
-        for name, value in metrics.items():
+        for name in metrics:
             if name not in _GOOD_METRIC_NAMES:
                 if not _METRIC_NAME_RE.match(name) or len(name) > 64:
                     raise ValueError(f"metric name {name!r} must be lower_snake_case with a unit suffix")
                 if len(_GOOD_METRIC_NAMES) < 10_000:  # bounded: names come from agents
                     _GOOD_METRIC_NAMES.add(name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"metric {name!r} is {value}; use null for what was not measured")
         return metrics
 
 
@@ -111,7 +136,7 @@ class Finding(_Strict):
         default=None, max_length=40, description="Localisation: wan, cpe, lan, wifi, dns, service, agent"
     )
     message: str = Field(max_length=1000, description="One plain-language sentence (English)")
-    detail: dict[str, MetricValue | str] = Field(default_factory=dict)
+    detail: dict[InfoKey, MetricValue | ShortText] = Field(default_factory=dict, max_length=SMALL_DICT)
 
 
 class ClockState(_Strict):
@@ -119,7 +144,7 @@ class ClockState(_Strict):
 
     synced: bool | None = None
     source: str | None = Field(default=None, max_length=64)
-    max_error_ms: float | None = None
+    max_error_ms: Number | None = None
 
 
 class ResultEnvelope(_Strict):
@@ -127,12 +152,14 @@ class ResultEnvelope(_Strict):
     result_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
     agent_id: Ident
     # Bounded to a signed 64-bit integer: every database stores it as BIGINT (found by fuzzing).
-    seq: int = Field(ge=1, lt=2**63, description="Per-agent, strictly increasing, survives restarts")
+    seq: Annotated[int, Strict()] = Field(ge=1, lt=2**63,
+                                          description="Per-agent, strictly increasing, survives restarts")
     line_id: Ident
     site_id: Ident
     trigger: Trigger
-    trigger_info: dict[str, MetricValue | str] = Field(
-        default_factory=dict, description="e.g. idle_s for resume_after_idle, command_id for remote"
+    trigger_info: dict[InfoKey, MetricValue | ShortText] = Field(
+        default_factory=dict, max_length=SMALL_DICT,
+        description="e.g. idle_s for resume_after_idle, command_id for remote"
     )
     started_at: datetime
     ended_at: datetime
@@ -149,7 +176,13 @@ class ResultEnvelope(_Strict):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("timestamps must carry a UTC offset")
-        return value.astimezone(UTC)
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # year 9999 with a negative offset is past datetime.max in UTC
+            raise ValueError("timestamp out of range") from None
+        if not EARLIEST_TIMESTAMP <= utc < LATEST_TIMESTAMP:
+            raise ValueError(f"timestamp must lie between {EARLIEST_TIMESTAMP:%Y} and {LATEST_TIMESTAMP:%Y}")
+        return utc
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
