@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
+from collector.commands_config import RemoteCommandsConfig
 from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
 from collector.retention import RetentionConfig
@@ -37,6 +39,11 @@ class IngestConfig(Strict):
     batch_wait_s: float = Field(default=0.05, ge=0, le=5, description="Wait this long to fill a batch")
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger messages are quarantined")
     queue_max: int = Field(default=20000, ge=100, description="Messages received but not yet committed")
+    # An enrolled agent speaks only for the line and site it was enrolled on (collector/store.py binding).
+    unenrolled: Literal["bind_first", "quarantine"] = Field(
+        default="bind_first",
+        description="Results of agents that were never enrolled: bind_first = the first stored result binds the "
+                    "agent to its line and site (trust on first use); quarantine = refuse them all")
 
 
 class EnrolmentConfig(Strict):
@@ -78,6 +85,8 @@ class CollectorConfig(Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     enrolment: EnrolmentConfig = Field(default_factory=EnrolmentConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
+    commands: RemoteCommandsConfig = Field(default_factory=RemoteCommandsConfig,
+                                           description="Remote commands: their broker identity and rate limits")
 
     @field_validator("database")
     @classmethod

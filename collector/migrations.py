@@ -434,3 +434,19 @@ def v9_fleet_summary(conn: Connection) -> None:
             logging.getLogger(__name__).warning("pg_trgm unavailable (%s): line search will scan the registry",
                                                 str(exc.orig).strip().splitlines()[0])
     op.create_index("ix_lines_search", "lines", ["line_id", "name", "site_id"])
+
+
+def v11_command_log(conn: Connection) -> None:
+    """Remote commands people sent (API, console, CLI): who asked, for which agent, when. The rate limits
+    of collector/command_limits.py count these rows, so every collector process shares them."""
+    op = ops(conn)
+    op.create_table("command_log",
+                    Column("command_id", String(64), primary_key=True),
+                    Column("agent_id", String(64), nullable=False),
+                    Column("line_id", String(64)),
+                    Column("requested_by", String(128)),
+                    Column("action", String(16), nullable=False),
+                    _ts("sent_at", False))
+    op.create_index("ix_command_log_agent_sent", "command_log", ["agent_id", "sent_at"])
+    op.create_index("ix_command_log_user_sent", "command_log", ["requested_by", "sent_at"])
+    op.create_index("ix_command_log_sent", "command_log", ["sent_at"])

@@ -492,3 +492,17 @@ promise_verdicts = Table(
     Index("ix_promise_verdicts_line", "line_id"),
     Index("ix_promise_verdicts_kind_outcome", "kind", "outcome"),
 )
+
+# Remote commands people sent (API, console, CLI), counted by the rate limits (collector/command_limits.py).
+command_log = Table(
+    "command_log", metadata,
+    Column("command_id", String(64), primary_key=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("line_id", String(64)),
+    Column("requested_by", String(128)),  # user id, "cli:<login>", or null when the caller did not say
+    Column("action", String(16), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Index("ix_command_log_agent_sent", "agent_id", "sent_at"),
+    Index("ix_command_log_user_sent", "requested_by", "sent_at"),
+    Index("ix_command_log_sent", "sent_at"),
+)

@@ -1,0 +1,31 @@
+"""The collector config's `commands:` section: the identity remote commands leave with, and their limits.
+
+Kept apart from collector/config.py so the command path (collector/commands.py, collector/api/remote.py)
+owns its settings. See docs/api.md ("Remote commands") for what each limit protects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from linecheck.configfile import Strict
+
+
+class RemoteCommandsConfig(Strict):
+    cert_file: Path | None = Field(
+        default=None, description="Certificate of the command identity (linecheck.commands.crt from broker-config): "
+                                  "commands sent outside `serve` connect with it, never with the ingest identity")
+    key_file: Path | None = Field(default=None, description="Its private key (linecheck.commands.key)")
+    per_line: int = Field(default=6, ge=1, le=1000, description="Commands per agent of a line per per_line_window_s")
+    per_line_window_s: float = Field(default=600.0, ge=1, le=86400)
+    per_user: int = Field(default=30, ge=1, le=10000, description="Commands per requesting user per per_user_window_s")
+    per_user_window_s: float = Field(default=3600.0, ge=1, le=7 * 86400)
+    max_checks: int = Field(default=16, ge=1, le=32, description="Check kinds one command may name")
+
+    @model_validator(mode="after")
+    def _pair(self) -> RemoteCommandsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("expected both cert_file and key_file of the command identity, or neither")
+        return self
