@@ -10,7 +10,12 @@ sender identity, so on top of that the agent checks what it can:
   (a replayed or forged "valid forever" command is refused);
 - its id was not seen before (persisted, so a retained or redelivered command runs once, even
   across restarts; ids are remembered until the command would have expired anyway);
-- the checks it names are configured here.
+- the checks it names are configured here, and there are at most `MAX_CHECKS` of them;
+- the message is at most `MAX_COMMAND_BYTES` (a command is a few hundred bytes).
+
+Anything else (garbage, an unknown action, a date no clock can hold) is logged and ignored: nothing a
+publisher sends on the command topic may raise out of the callback, where it would stop paho's
+network thread and with it the agent's deliveries.
 
 Accepted commands are queued and run on a worker thread: paho's network thread never waits
 for a line check. The result carries `trigger: remote` (check_now) or `retest`, and the
@@ -38,6 +43,8 @@ from linecheck.wire import Command, Trigger, commands_topic
 log = logging.getLogger(__name__)
 
 TRIGGERS = {"check_now": Trigger.REMOTE, "retest": Trigger.RETEST}
+MAX_COMMAND_BYTES = 8192
+MAX_CHECKS = 32  # there are a dozen check kinds; a longer list is not a command a collector sends
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,10 @@ class CommandInbox:
     def decide(self, topic: str, command: Command) -> Decision:
         """Accept or refuse; an accepted id is recorded before anything runs (at most once)."""
         now = self._clock()
-        expires = command.expires_at.timestamp()
+        try:
+            expires = command.expires_at.timestamp()
+        except (OverflowError, ValueError):  # e.g. year 1 with a +23:59 offset: before any clock
+            return self._note(command, False, f"expiry {command.expires_at!r} is out of range")
         if topic != commands_topic(self.agent_id):
             return self._note(command, False, f"arrived on {topic!r}, not this agent's command topic")
         if expires <= now:
@@ -77,9 +87,13 @@ class CommandInbox:
         if expires - now > self.cfg.max_ttl_s:
             return self._note(command, False, f"expiry {_iso(expires)} is more than commands.max_ttl_s="
                                               f"{self.cfg.max_ttl_s:g} s ahead")
+        if len(command.checks or []) > MAX_CHECKS:
+            return self._note(command, False, f"{len(command.checks or [])} checks named; at most {MAX_CHECKS}")
         unknown = [k for k in command.checks or [] if k not in self.configured]
         if unknown:
-            return self._note(command, False, f"checks not configured on this agent: {', '.join(unknown)}")
+            more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            shown = ", ".join(k[:40] for k in unknown[:5]) + more
+            return self._note(command, False, f"checks not configured on this agent: {shown}")
         with self._lock:
             self._seen = {cid: exp for cid, exp in self._seen.items() if exp > now}  # expired ids can go
             if command.command_id in self._seen:
@@ -91,11 +105,20 @@ class CommandInbox:
     def on_message(self, _client: object, _userdata: object, msg: Any) -> None:
         """paho callback for this agent's command topic (registered with message_callback_add)."""
         try:
-            command = Command.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            log.warning("ignoring malformed command on %s: %s", msg.topic, exc.errors()[:1])
-            return
-        self.submit(msg.topic, command)
+            size = len(msg.payload)
+            if size > MAX_COMMAND_BYTES:
+                log.warning("ignoring oversized command on %s: %d bytes (at most %d)", msg.topic, size,
+                            MAX_COMMAND_BYTES)
+                return
+            try:
+                command = Command.model_validate_json(msg.payload)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False, include_input=False)[:1]
+                log.warning("ignoring malformed command on %s: %s", msg.topic, first)
+                return
+            self.submit(msg.topic, command)
+        except Exception:  # noqa: BLE001 - see the module docstring: the network thread must live on
+            log.exception("ignoring a command on %s that could not be handled", msg.topic)
 
     def submit(self, topic: str, command: Command) -> Decision:
         """Called from paho's network thread: decide, and queue the run (never run it here)."""
@@ -140,4 +163,7 @@ class CommandInbox:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # a forged expiry beyond what a clock can show
+        return f"{ts:.0f} (epoch s)"

@@ -8,8 +8,12 @@
   would be exceeded (recorded as `skipped` with the reason, so the gap is visible).
 - **Cross-traffic gate**: before an automatic throughput test the WAN rate is measured; while
   the office uses the line the test waits (`retry_s`), and after `max_wait_s` it is skipped with
-  the reason. Manual, remote and retest checks bypass the gate and the budget (someone asked
-  for them); the throughput check itself accounts for the cross-traffic then.
+  the reason. Manual, remote and retest checks bypass the gate (someone asked for them); the
+  throughput check itself accounts for the cross-traffic then.
+- **The budget binds remote requests too**: a remote (check now) or retest throughput test is
+  skipped with the budget's reason once the day's budget would be exceeded: a carrier's button
+  must not spend the customer's data beyond what was agreed. Only a manual run (someone at the
+  gateway's own command line) may go over it. Every throughput test, whoever asked, is counted.
 
 All state (`schedule-state.json`: last run, last throughput test, today's bytes) is persisted so
 a restart neither repeats a throughput test nor forgets the day's spending.
@@ -36,7 +40,8 @@ from linecheck.wire import CheckResult, ResultEnvelope, Status, Trigger
 log = logging.getLogger(__name__)
 
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-ON_DEMAND = frozenset({Trigger.MANUAL, Trigger.REMOTE, Trigger.RETEST})  # bypass gate and budget
+ON_DEMAND = frozenset({Trigger.MANUAL, Trigger.REMOTE, Trigger.RETEST})  # bypass the gate and interval
+REMOTE = frozenset({Trigger.REMOTE, Trigger.RETEST})  # asked from afar: still within the data budget
 # Names a throughput check may use for the data it moved (the first present wins).
 _TOTAL_BYTES = ("bytes_total", "total_bytes", "data_used_bytes", "bytes_used", "used_bytes")
 _PART_BYTES = (("bytes_down_bytes", "bytes_up_bytes"), ("down_bytes", "up_bytes"), ("bytes_down", "bytes_up"))
@@ -168,6 +173,11 @@ class Scheduler:
         kinds = [k for k in configured if only is None or k in only]
         heavy = [k for k in self.cfg.throughput_kinds if k in kinds]
         plan = Plan(only=only)
+        if heavy and trigger in REMOTE:
+            over = self.budget_exceeded(self._clock())
+            if over:
+                plan.skip = dict.fromkeys(heavy, over)
+            return plan
         if not heavy or trigger in ON_DEMAND:
             return plan
         now = self._clock()

@@ -78,7 +78,9 @@ def _security(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -
                                         revoked_serials=tuple(enrolment.revoked_serials(store.engine)),
                                         revoked_agents=tuple(enrolment.revoked_agents(store.engine)),
                                         collectors=args.collectors, run_as=args.run_as)
-            print(f"wrote {files.config} and {files.acl}; collector identities: {', '.join(files.collectors)}")
+            print(f"wrote {files.config} and {files.acl}; collector identities: {', '.join(files.collectors)}; "
+                  f"command identity: {brokerconf.COMMANDS_IDENTITY} (set commands.cert_file/key_file to "
+                  f"{files.commands[0].name if files.commands else '-'} and its .key)")
         elif args.command == "enrol-token":
             issued = enrolment.issue_token(store.engine, args.agent, args.line, args.site,
                                            ttl=timedelta(hours=cfg.enrolment.token_ttl_h))
@@ -111,16 +113,27 @@ def _add_command_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -> int:
-    from collector.commands import CommandError, make_command, send_command
+    import getpass
 
-    command = make_command(args.action, args.check, args.ttl, args.reason)
+    from collector.api.remote import CommandDesk, own_connection
+    from collector.command_limits import RateLimited
+    from collector.commands import CommandError
+    from collector.store import Store
+
+    store = Store(cfg.database)  # the rate limits and the command log live in the database
     try:
-        send_command(cfg, args.agent, command)
+        desk = CommandDesk(cfg, store.engine, own_connection(cfg))
+        command_id = desk(args.agent, args.action, args.check, args.reason, requested_by=f"cli:{getpass.getuser()}",
+                          ttl_s=args.ttl)
+    except RateLimited as exc:
+        print(f"linecheck-collector: command not sent (rate limit): {exc}", file=sys.stderr)
+        return 1
     except CommandError as exc:
         print(f"linecheck-collector: command not sent: {exc}", file=sys.stderr)
         return 1
-    print(f"sent {command.action} {command.command_id} to {args.agent}, valid until "
-          f"{command.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    finally:
+        store.close()
+    print(f"sent {args.action} {command_id} to {args.agent}, valid for {args.ttl:g} s")
     return 0
 
 
@@ -183,10 +196,13 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
     from collector.api.server import start_http
     from collector.metrics import CollectorMetrics
 
-    metrics = CollectorMetrics(store.engine)  # type: ignore[attr-defined]
+    metrics = CollectorMetrics(store.engine, ingest=ingestor)  # type: ignore[attr-defined,arg-type]  # /healthz
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
     try:
-        return start_http(cfg.http, store, commands=broker_sender(cfg), metrics=metrics,  # type: ignore[arg-type]
+        return start_http(cfg.http, store,  # type: ignore[arg-type]
+                          # commands leave on ingest's own connection: never a second one as ingest
+                          commands=broker_sender(cfg, store.engine, ingestor),  # type: ignore[attr-defined,arg-type]
+                          metrics=metrics,
                           enrolment=cfg.enrolment, promises=cfg.promises)
     except RuntimeError as exc:
         # Ingest is what agents depend on (their spools wait for receipts): it keeps running.

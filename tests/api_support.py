@@ -20,7 +20,8 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def __call__(self, agent_id: str, action: str, checks: list[str] | None, reason: str | None) -> str:
+    def __call__(self, agent_id: str, action: str, checks: list[str] | None, reason: str | None,
+                 requested_by: str | None = None) -> str:
         self.sent.append((agent_id, action))
         return f"cmd-{len(self.sent)}"
 

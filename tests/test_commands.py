@@ -200,14 +200,16 @@ def test_broker_acl_stops_a_forged_command_from_another_identity(tmp_path: Path)
         pytest.skip("mosquitto_passwd is not installed")
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    passwords = {"linecheck-collector": "c-secret", AGENT: "a-secret", "gw-intruder": "i-secret"}
+    passwords = {"linecheck-collector": "c-secret", "linecheck.commands": "k-secret", AGENT: "a-secret",
+                 "gw-intruder": "i-secret"}
     pwfile = workdir / "passwd"
     for i, (user, pw) in enumerate(passwords.items()):
         subprocess.run(["mosquitto_passwd", "-b", *([] if i else ["-c"]), str(pwfile), user, pw], check=True)
     for user, pw in passwords.items():
         (tmp_path / f"{user}.pw").write_text(pw)
     acl = workdir / "acl"
-    # The fleet's generated ACL: each agent only its own subtree; only the collector writes commands.
+    # The fleet's generated ACL: each agent only its own subtree; only the collector and the command
+    # identity write commands.
     acl.write_text(acl_text(["linecheck-collector"], []))
     extra = f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n"
     with running_broker(workdir, extra) as b:
@@ -221,6 +223,9 @@ def test_broker_acl_stops_a_forged_command_from_another_identity(tmp_path: Path)
             assert reason.value == 0x87, reason  # "Not authorized": the broker dropped it
             ccfg = collector_config(tmp_path, b.port, username="linecheck-collector",
                                     password_file=str(tmp_path / "linecheck-collector.pw"))
+            with ccfg.open("a") as f:  # commands never connect as ingest: they have an identity of their own
+                f.write("commands: {username: linecheck.commands, "
+                        f"password_file: {tmp_path}/linecheck.commands.pw}}\n")
             legit = send_cli(ccfg, "--agent", AGENT, "check_now")
             wait_for(lambda: by_command(tmp_path, legit), 30, "the collector's command to run")
             assert by_command(tmp_path, forged.command_id) == []

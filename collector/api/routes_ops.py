@@ -26,6 +26,7 @@ from collector.api.models import (
 )
 from collector.api.pagination import Page, page_of
 from collector.api.queries import aware
+from collector.api.remote import CommandInvalid, RateLimited
 from collector.api.routes_fleet import Conn, Paging
 from collector.api.scope import Scope
 
@@ -57,6 +58,8 @@ def quarantine_item(who: Admin, conn: Conn, item_id: Annotated[int, Path(ge=1, l
 @router.post("/lines/{line_id}/commands", response_model=CommandSent, status_code=202, tags=["operations"],
              responses={404: {"description": "no such line in the caller's scope"},
                         409: {"description": "the line has no agent"},
+                        422: {"description": "unknown check kind or too many checks"},
+                        429: {"description": "rate limit (per line, per user): Retry-After says when to retry"},
                         503: {"description": "remote commands are not available (no broker connection)"}})
 def send_command(who: Actor, conn: Conn, request: Request, line_id: str, body: CommandRequest) -> dict:
     """Ask every agent on the line to check now (or re-test); the result arrives like any other."""
@@ -70,7 +73,12 @@ def send_command(who: Actor, conn: Conn, request: Request, line_id: str, body: C
         raise HTTPException(409, f"line {line_id!r} has no agent to run the check")
     reason = body.reason or f"{body.action} requested by {who.user_id}"
     try:
-        sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason)} for a in agent_ids]
+        sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason, requested_by=who.user_id)}
+                for a in agent_ids]
+    except RateLimited as exc:  # per line / per user (collector/command_limits.py)
+        raise HTTPException(429, f"command not sent: {exc}", headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except CommandInvalid as exc:  # unknown check kind, too many checks
+        raise HTTPException(422, f"command not sent: {exc}") from None
     except RuntimeError as exc:  # collector.commands.CommandError: the broker did not take it
         raise HTTPException(503, f"command not sent: {exc}") from None
     return {"line_id": line_id, "action": body.action, "commands": sent}
