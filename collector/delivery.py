@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, delete, desc, func, insert, select, text
+from sqlalchemy import Connection, Engine, Float, and_, bindparam, case, cast, delete, desc, func, insert, select, text
 
 from collector import schema as t
 from linecheck.wire import ResultEnvelope
@@ -71,6 +71,31 @@ def track_sequences(conn: Connection, fresh: Sequence[ResultEnvelope], now: date
     by_agent: dict[str, set[int]] = defaultdict(set)
     for e in fresh:
         by_agent[e.agent_id].add(e.seq)
+    _track(conn, by_agent, now)
+
+
+def account_quarantined(conn: Connection, seqs: Sequence[tuple[str, int]], now: datetime) -> None:
+    """Quarantined results with a known seq arrived: they are not missing. They close or narrow a gap,
+    open the ones below them, and raise the agent's max_seq as a stored result would (an agent can only
+    spoil its own accounting: the topic, not the payload, names it). Agents without a row are skipped."""
+    by_agent: dict[str, set[int]] = defaultdict(set)
+    for agent_id, seq in seqs:
+        by_agent[agent_id].add(seq)
+    if not by_agent:
+        return
+    a = t.agents.c
+    known = set(conn.execute(select(a.agent_id).where(a.agent_id.in_(sorted(by_agent)))).scalars())
+    by_agent = defaultdict(set, {k: v for k, v in by_agent.items() if k in known})
+    if not by_agent:
+        return
+    _track(conn, by_agent, now, quiet=True)
+    highest = bindparam("b_seq")
+    conn.execute(t.agents.update().where(a.agent_id == bindparam("b_agent"))
+                 .values(max_seq=case((a.max_seq < highest, highest), else_=a.max_seq)),
+                 [{"b_agent": k, "b_seq": max(v)} for k, v in sorted(by_agent.items())])
+
+
+def _track(conn: Connection, by_agent: dict[str, set[int]], now: datetime, quiet: bool = False) -> None:
     known = dict(conn.execute(select(t.agents.c.agent_id, t.agents.c.max_seq)
                               .where(t.agents.c.agent_id.in_(sorted(by_agent)))).all()) if by_agent else {}
     for agent_id in sorted(by_agent):
@@ -80,7 +105,7 @@ def track_sequences(conn: Connection, fresh: Sequence[ResultEnvelope], now: date
         opened = []
         for seq in seqs:
             if seq <= prev_max:
-                _fill(conn, agent_id, seq, now)
+                _fill(conn, agent_id, seq, now, quiet)
                 continue
             if seq > expected:
                 opened.append({"agent_id": agent_id, "first_seq": expected, "last_seq": seq - 1, "detected_at": now})
@@ -89,10 +114,12 @@ def track_sequences(conn: Connection, fresh: Sequence[ResultEnvelope], now: date
             conn.execute(insert(t.seq_gaps), opened)
 
 
-def _fill(conn: Connection, agent_id: str, seq: int, now: datetime) -> None:
+def _fill(conn: Connection, agent_id: str, seq: int, now: datetime, quiet: bool = False) -> None:
     gap = conn.execute(select(t.seq_gaps.c.first_seq, t.seq_gaps.c.last_seq, t.seq_gaps.c.detected_at).where(and_(
         t.seq_gaps.c.agent_id == agent_id, t.seq_gaps.c.first_seq <= seq, t.seq_gaps.c.last_seq >= seq))).first()
     if gap is None:
+        if quiet:  # a quarantined re-send of a stored seq (e.g. its result id reused): nothing was missing
+            return
         # Below max_seq, new result id, not in a gap: the agent's spool was recreated (seq restarted).
         log.warning("agent %s sent seq %d again under a new result id: was its spool reset?", agent_id, seq)
         return
@@ -120,9 +147,11 @@ def missing_totals(engine: Engine) -> tuple[int, int]:
     """(seq numbers missing across the fleet, agents with at least one gap) — for /metrics."""
     with engine.connect() as conn:
         missing, agents = conn.execute(select(
-            func.coalesce(func.sum(t.seq_gaps.c.last_seq - t.seq_gaps.c.first_seq + 1), 0),
+            # Summed as floats: two agents at seq 2**63-1 overflow SQLite's integer SUM (and /metrics then
+            # reported the database down for good); a gauge is a float anyway.
+            func.coalesce(func.sum(cast(t.seq_gaps.c.last_seq - t.seq_gaps.c.first_seq + 1, Float)), 0),
             func.count(func.distinct(t.seq_gaps.c.agent_id)))).one()
-    return int(missing), int(agents)
+    return int(missing), int(agents)  # int() of a float: exact below 2**53, close enough above
 
 
 def agent_delivery(engine: Engine, agent_id: str) -> AgentDelivery | None:

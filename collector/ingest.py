@@ -7,7 +7,12 @@ they come again; the idempotent insert absorbs the repeat.
 
 Bad input never stops ingest: a malformed, oversized, schema-invalid or mis-attributed message is
 quarantined with its reason, and a message the database itself rejects is isolated from its batch
-and quarantined too. A database that is unreachable is waited for (nothing acked, nothing lost).
+and quarantined too. A batch that fails for any other reason is taken apart message by message; a
+message that still fails is quarantined with the exception as its reason. A database that is
+unreachable is waited for (nothing acked, nothing lost). The store refuses results of agents not
+bound to the line they name (collector/binding.py).
+
+`health()` tells the API (/healthz, /metrics) whether ingest is connected, subscribed and moving.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from collector.config import CollectorConfig
-from collector.enrolment import revoked_agents
 from collector.store import Quarantined, Store
 from linecheck.wire import (
     ALL_RESULTS,
@@ -56,6 +60,29 @@ RECEIPTS_UNACKED_MAX = 10_000
 # QoS 1 messages paho keeps on the wire at once (its default, 20, made receipts trail the commits).
 CLIENT_INFLIGHT = 1000
 TOPIC_MAX = 255  # quarantine.topic column
+# A message taken from the broker and not acked for this long means ingest is stuck (/healthz says so).
+# A healthy collector acks within a batch (<1 s); a drained backlog waits at most queue_max / rate.
+STALL_AFTER_S = 30.0
+
+
+@dataclass(frozen=True)
+class IngestHealth:
+    connected: bool
+    subscribed: bool
+    pending: int  # messages taken from the broker and not yet acked
+    oldest_pending_s: float  # age of the oldest of them (0 when none)
+    stalled: bool
+    db_retries: int
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.connected:
+            out.append("broker disconnected")
+        elif not self.subscribed:
+            out.append("broker connected but not subscribed")
+        if self.stalled:
+            out.append(f"ingest stalled: {self.pending} messages waiting, oldest {self.oldest_pending_s:.0f} s")
+        return out
 
 
 @dataclass
@@ -83,6 +110,15 @@ class Verdict:
 
 
 def validate(topic: str, payload: bytes, max_bytes: int) -> Verdict:
+    try:
+        return _validate(topic, payload, max_bytes)
+    except Exception as exc:  # a validator bug must cost one message, never the batch
+        agent_id = agent_from_topic(topic)
+        return Verdict(None, f"validation failed: {type(exc).__name__}: {exc}"[:2000], agent_id,
+                       _result_id_of(payload) if len(payload) <= max_bytes else None)
+
+
+def _validate(topic: str, payload: bytes, max_bytes: int) -> Verdict:
     agent_id = agent_from_topic(topic)
     if agent_id is None:
         return Verdict(None, f"topic {topic!r} does not name a valid agent", None, None)
@@ -111,6 +147,15 @@ def _result_id_of(payload: bytes) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
 
+def _seq_of(payload: bytes) -> int | None:
+    """The seq a refused message carries, if it is a plausible one (so it is not counted as missing)."""
+    try:
+        seq = json.loads(payload).get("seq")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return seq if type(seq) is int and 1 <= seq < 2**63 else None
+
+
 class _Stopping(Exception):
     """The collector is stopping while the database is away: leave the batch un-acked."""
 
@@ -121,9 +166,8 @@ class Ingestor:
         self.store = store
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest.queue_max)
         self.stop_event = threading.Event()
+        store.unenrolled = cfg.ingest.unenrolled  # the store checks each result's binding (collector/binding.py)
         self.client = self._make_client()
-        self.revoked: set[str] = set()
-        self._revoked_read_at = -1e9
         self.stored = 0
         self.duplicates = 0
         self.quarantined = 0
@@ -138,6 +182,9 @@ class Ingestor:
         self._acked_early: set[int] = set()
         self._overflow: deque[Inbound] = deque()  # taken off the inbox while waiting for receipt acks
         self.receipts_refused = 0
+        self.stall_after_s = STALL_AFTER_S
+        self._batch_arrived: float | None = None  # arrival of the oldest message of the batch in hand
+        self._batch_size = 0
         # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
         self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
 
@@ -259,41 +306,52 @@ class Ingestor:
                 break
         return batch
 
-    def _refresh_revoked(self, every_s: float = 30.0) -> None:
-        if time.monotonic() - self._revoked_read_at >= every_s:
-            self.revoked = self._until_committed(lambda: revoked_agents(self.store.engine))
-            self._revoked_read_at = time.monotonic()
+    def health(self) -> IngestHealth:
+        """Broker connection, and whether messages taken from the broker are moving (for /healthz)."""
+        now = time.monotonic()
+        arrivals = [a for a in (self._batch_arrived,) if a is not None]
+        with self.inbox.mutex:  # peek: the oldest waiting message is first in the queue
+            if self.inbox.queue:
+                arrivals.append(self.inbox.queue[0].arrived)
+            pending = len(self.inbox.queue)
+        if self._overflow:
+            arrivals.append(self._overflow[0].arrived)
+        pending += len(self._overflow) + (self._batch_size if self._batch_arrived is not None else 0)
+        oldest = now - min(arrivals) if arrivals else 0.0
+        return IngestHealth(self.connected.is_set(), self.subscribed.is_set(), pending, oldest,
+                            oldest > self.stall_after_s, self.db_retries)
 
     def process(self, batch: list[Inbound]) -> None:
         statuses = [item for item in batch if item.is_status]
         results = [item for item in batch if not item.is_status]
         good: list[ResultEnvelope] = []
         bad: list[Quarantined] = []
+        raw: dict[tuple[str, str], bytes] = {}
         receipts: dict[str, dict[str, list[str]]] = {}
-        self._refresh_revoked()
         for item in results:
             v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
-            if v.envelope is not None and v.agent_id in self.revoked:
-                # The broker refuses revoked certificates; this catches what it accepted before the revocation.
-                v = Verdict(None, f"agent {v.agent_id!r} is revoked", v.agent_id, v.result_id)
             if v.envelope is not None:
                 good.append(v.envelope)
+                raw.setdefault((v.envelope.agent_id, v.envelope.result_id), item.payload)
             else:
                 assert v.reason is not None
-                bad.append(self._quarantined(item, v.agent_id, v.reason))
+                bad.append(self._quarantined(item, v.agent_id, v.reason, _seq_of(item.payload) if v.agent_id else None))
                 log.warning("quarantined message on %s: %s", item.topic[:TOPIC_MAX], v.reason)
                 if v.agent_id and v.result_id:
                     receipts.setdefault(v.agent_id, {}).setdefault("quarantined", []).append(v.result_id)
-        new, rejected = self._commit(good, bad, results)
+        new, rejected = self._commit(good, bad, results, raw)
+        n_rejected = 0
         for e in good:
             if (e.agent_id, e.result_id) in rejected:
                 status = "quarantined"
+                n_rejected += 1
             else:
                 status = "stored" if (e.agent_id, e.result_id) in new else "duplicate"
-            receipts.setdefault(e.agent_id, {}).setdefault(status, []).append(e.result_id)
+            if e.result_id not in receipts.get(e.agent_id, {}).get(status, ()):
+                receipts.setdefault(e.agent_id, {}).setdefault(status, []).append(e.result_id)
         self.stored += len(new)
-        self.duplicates += len(good) - len(new) - len(rejected)
-        self.quarantined += len(bad) + len(rejected)
+        self.duplicates += len(good) - len(new) - n_rejected
+        self.quarantined += len(bad) + n_rejected
         self._record_statuses(statuses)
         # Only now, after the commit: receipts to agents, then PUBACKs to the broker (in receive order).
         for agent_id, by_status in receipts.items():
@@ -309,17 +367,20 @@ class Ingestor:
                 self.client.ack(item.mid, item.qos)
         if self.on_batch is not None:
             done = time.monotonic()
-            self.on_batch(len(new), len(good) - len(new) - len(rejected), len(bad) + len(rejected),
+            self.on_batch(len(new), len(good) - len(new) - n_rejected, len(bad) + n_rejected,
                           [done - item.arrived for item in results])
 
-    def _quarantined(self, item: Inbound, agent_id: str | None, reason: str) -> Quarantined:
-        return Quarantined(item.topic[:TOPIC_MAX], agent_id, reason, item.payload[: self.cfg.ingest.max_payload_bytes])
+    def _quarantined(self, item: Inbound, agent_id: str | None, reason: str, seq: int | None = None) -> Quarantined:
+        return Quarantined(item.topic[:TOPIC_MAX], agent_id, reason, item.payload[: self.cfg.ingest.max_payload_bytes],
+                           seq)
 
-    def _commit(self, good: list[ResultEnvelope], bad: list[Quarantined],
-                items: list[Inbound]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """Store the batch; returns (new keys, keys the database rejected and that were quarantined)."""
+    def _commit(self, good: list[ResultEnvelope], bad: list[Quarantined], items: list[Inbound],
+                raw: dict[tuple[str, str], bytes]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Store the batch; returns (new keys, keys quarantined: by the store's custody and duplicate checks,
+        or because the database refused them)."""
         try:
-            return self._until_committed(lambda: self.store.ingest(good, bad)), set()
+            outcome = self._until_committed(lambda: self.store.ingest_outcome(good, bad, raw=raw))
+            return outcome.new, set(outcome.refused)
         except _Stopping:
             raise
         except Exception as exc:  # the database refused something in this batch: find it, keep the rest
@@ -335,14 +396,16 @@ class Ingestor:
         for e in good:
             key = (e.agent_id, e.result_id)
             try:
-                new |= self._until_committed(lambda e=e: self.store.ingest([e]))
+                outcome = self._until_committed(lambda e=e: self.store.ingest_outcome([e], raw=raw))
+                new |= outcome.new
+                rejected |= set(outcome.refused)
             except _Stopping:
                 raise
             except Exception as exc:
                 reason = f"database refused it: {type(exc).__name__}: {exc}"[:2000]
                 log.error("quarantined result %s of %s: %s", e.result_id, e.agent_id, reason)
                 rejected.add(key)
-                poison.append(self._quarantined(by_key[key], e.agent_id, reason))
+                poison.append(self._quarantined(by_key[key], e.agent_id, reason, e.seq))
         if poison:
             try:
                 self._until_committed(lambda: self.store.ingest([], poison))
@@ -406,20 +469,60 @@ class Ingestor:
         try:
             while not self.stop_event.is_set():
                 batch = self._take_batch()
-                while batch and not self.stop_event.is_set():
-                    try:
-                        self.process(batch)
-                        break
-                    except _Stopping:
-                        return
-                    except Exception:
-                        # A bug, not bad input (that is quarantined): the batch stays un-acked, and on
-                        # a live connection the broker would never send it again, so retry it here.
-                        log.exception("ingest of a batch of %d failed; retrying it", len(batch))
-                        self.stop_event.wait(5.0)
+                if batch:
+                    self._batch_arrived, self._batch_size = min(item.arrived for item in batch), len(batch)
+                try:
+                    self.process_isolating(batch)
+                except _Stopping:
+                    return
+                finally:
+                    self._batch_arrived = None
         finally:
             self.client.disconnect()
             self.client.loop_stop()
+
+    def process_isolating(self, batch: list[Inbound]) -> None:
+        """process(), and if the batch fails (a bug, not bad input: that is quarantined), each message on
+        its own; a message that still fails is quarantined with the exception. Never retried for ever:
+        one poison message once held every agent's results behind it, across restarts."""
+        if not batch:
+            return
+        try:
+            self.process(batch)
+            return
+        except _Stopping:
+            raise
+        except Exception:
+            log.exception("ingest of a batch of %d failed; taking it apart message by message", len(batch))
+        for item in batch:
+            try:
+                self.process([item])
+            except _Stopping:
+                raise
+            except Exception as exc:
+                log.exception("message on %s failed on its own; quarantining it", item.topic[:TOPIC_MAX])
+                self._quarantine_failed(item, exc)
+
+    def _quarantine_failed(self, item: Inbound, exc: Exception) -> None:
+        agent_id = agent_from_topic(item.topic)
+        reason = f"ingest failed: {type(exc).__name__}: {exc}"[:2000]
+        try:
+            self._until_committed(lambda: self.store.ingest_outcome([], [self._quarantined(item, agent_id, reason)]))
+        except _Stopping:
+            raise
+        except Exception:
+            # Not even kept as evidence: ack it (it must not block the fleet) but send no receipt, so the
+            # agent keeps it in its spool and sends it again later.
+            log.exception("could not quarantine the message on %s either; the agent will re-send it",
+                          item.topic[:TOPIC_MAX])
+        else:
+            self.quarantined += 1
+            result_id = _result_id_of(item.payload) if len(item.payload) <= self.cfg.ingest.max_payload_bytes else None
+            if agent_id and result_id and not item.is_status:
+                self._publish_receipt(agent_id, Receipt(result_ids=[result_id], status="quarantined")
+                                      .model_dump_json(by_alias=True))
+        if item.generation == self._generation:
+            self.client.ack(item.mid, item.qos)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, exists, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from collector import schema as t
+from collector.timeflags import clock_flag
 from linecheck.wire import ResultEnvelope
 
 HOURLY_KEEP = timedelta(days=2)  # the overview needs 24 h; a day more for late readers
@@ -38,10 +39,17 @@ def _insert(conn: Connection):  # type: ignore[no-untyped-def]
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(t.line_state)
 
 
-def record(conn: Connection, fresh: Sequence[ResultEnvelope]) -> None:
-    """Let newly stored results replace their line's newest result where they are newer."""
+def record(conn: Connection, fresh: Sequence[ResultEnvelope], received_at: datetime | None = None) -> None:
+    """Let newly stored results replace their line's newest result where they are newer.
+
+    A result dated ahead of the collector's clock (flagged `future`, collector/timeflags.py) never becomes
+    the newest: ranked by its start it would stay newest for ever (one result dated 9999 froze a line's
+    health). It is stored and listed, flagged, like any other."""
+    now = received_at or datetime.now(UTC)
     newest: dict[str, ResultEnvelope] = {}
     for e in fresh:
+        if clock_flag(e.started_at, e.ended_at, now) == "future":
+            continue
         old = newest.get(e.line_id)
         if old is None or (e.started_at, e.result_id) > (old.started_at, old.result_id):
             newest[e.line_id] = e
@@ -114,7 +122,9 @@ def unregistered(conn: Connection, line_id: str) -> None:
 def _newest(line_ids: Sequence[str] | None):  # type: ignore[no-untyped-def]
     r = t.results.c
     rank = func.row_number().over(partition_by=r.line_id, order_by=(r.started_at.desc(), r.result_id.desc()))
-    inner = select(r.line_id, *(r[c] for c in RESULT_COLUMNS), rank.label("rank"))
+    # Never a result flagged `future` (see record); those are the only ones left out.
+    inner = select(r.line_id, *(r[c] for c in RESULT_COLUMNS), rank.label("rank")).where(
+        r.clock_flag.is_(None) | (r.clock_flag != "future"))
     if line_ids is not None:
         inner = inner.where(r.line_id.in_(line_ids))
     ranked = inner.subquery("ranked")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -88,8 +89,33 @@ def _open_tickets(conn) -> dict[str, int] | None:  # type: ignore[no-untyped-def
     return {str(k): int(v) for k, v in conn.execute(stmt)}
 
 
+class HasHealth(Protocol):
+    def health(self) -> Any: ...  # collector.ingest.IngestHealth
+
+
+class _IngestGauges(Collector):
+    """This process's ingest: broker connection and whether taken messages are moving."""
+
+    def __init__(self, ingest: HasHealth):
+        self.ingest = ingest
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.ingest.health()
+        for name, doc, value in (
+                ("linecheck_broker_connected", "1 when ingest is connected to the broker", h.connected),
+                ("linecheck_broker_subscribed", "1 when ingest is subscribed to results and status", h.subscribed),
+                ("linecheck_ingest_pending_messages", "Messages taken from the broker and not yet acked", h.pending),
+                ("linecheck_ingest_oldest_unacked_seconds", "Age of the oldest of them", h.oldest_pending_s),
+                ("linecheck_ingest_stalled", "1 when the oldest un-acked message is older than the stall limit",
+                 h.stalled),
+                ("linecheck_ingest_db_retries", "Database outages waited out by ingest (cumulative)", h.db_retries)):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], float(value))
+            yield gauge
+
+
 class CollectorMetrics:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, ingest: HasHealth | None = None):
         self.registry = CollectorRegistry()
         self.messages = Counter("linecheck_ingest_messages", "Result messages handled by this collector, by outcome",
                                 ["outcome"], registry=self.registry)
@@ -100,6 +126,14 @@ class CollectorMetrics:
             "From a message's arrival to its receipt being published (validation + commit + publish)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
         self.registry.register(_DatabaseGauges(engine))
+        self.ingest: HasHealth | None = None
+        if ingest is not None:
+            self.watch(ingest)
+
+    def watch(self, ingest: HasHealth) -> None:
+        """Report this ingest's health in /metrics and /healthz (collector/api/app.py)."""
+        self.ingest = ingest
+        self.registry.register(_IngestGauges(ingest))
 
     def observe_batch(self, stored: int, duplicates: int, quarantined: int, latencies_s: Sequence[float]) -> None:
         self.messages.labels("stored").inc(stored)

@@ -7,23 +7,24 @@ after both are committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from collector import line_state
+from collector import binding, line_state
 from collector import migrations as m
 from collector import schema as t
-from collector.delivery import lock_agents, track_sequences
+from collector.delivery import account_quarantined, lock_agents, track_sequences
 from collector.timeflags import clock_flag
-from linecheck.wire import ResultEnvelope
+from linecheck.wire import ResultEnvelope, results_topic
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,24 @@ class Quarantined:
     agent_id: str | None
     reason: str
     payload: bytes
+    seq: int | None = None  # the agent's seq when known: not counted as missing (collector/delivery.py)
+
+
+Key = tuple[str, str]  # (agent_id, result_id)
+REUSED_ID = "result_id reused with different content"
+
+
+@dataclass
+class IngestOutcome:
+    new: set[Key] = field(default_factory=set)
+    refused: dict[Key, str] = field(default_factory=dict)  # quarantined here: binding, revocation, reused id
 
 
 class Store:
-    def __init__(self, url: str, hooks: Sequence[IngestHook] = ()):
+    def __init__(self, url: str, hooks: Sequence[IngestHook] = (), unenrolled: binding.UnenrolledPolicy = "bind_first"):
         self.engine = make_engine(url)
         self.hooks: list[IngestHook] = list(hooks)
+        self.unenrolled: binding.UnenrolledPolicy = unenrolled  # collector config ingest.unenrolled
         # This process's row in each hourly counter (collector/line_state.count_received): collectors
         # writing at once mostly touch different rows, so none waits on another's commit.
         self.shard = random.randrange(64)
@@ -143,10 +156,17 @@ class Store:
     def ingest(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined] = (),
                received_at: datetime | None = None) -> set[tuple[str, str]]:
         """Store a batch in one transaction. Returns the (agent_id, result_id) pairs that were new."""
+        return self.ingest_outcome(envelopes, bad, received_at).new
+
+    def ingest_outcome(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined] = (),
+                       received_at: datetime | None = None, raw: Mapping[Key, bytes] | None = None) -> IngestOutcome:
+        """Store a batch in one transaction: the new results, and in quarantine `bad` plus the results this
+        store refuses (not bound to the line they name, revoked agent, result id reused with other content).
+        `raw` holds the payloads as received, kept as the quarantine's evidence."""
         now = received_at or datetime.now(UTC)
         for attempt in range(_RETRIES):
             try:
-                return self._ingest_once(envelopes, bad, now)
+                return self._ingest_once(envelopes, bad, now, raw or {})
             except DBAPIError as exc:
                 # Two collectors writing the same lines can deadlock on PostgreSQL; one of them is
                 # told so and simply tries again (nothing was committed).
@@ -157,16 +177,24 @@ class Store:
         raise AssertionError("unreachable")
 
     def _ingest_once(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined],
-                     now: datetime) -> set[tuple[str, str]]:
+                     now: datetime, raw: Mapping[Key, bytes]) -> IngestOutcome:
+        refused: dict[Key, str] = {}
         with self.engine.begin() as conn:
             lock_agents(conn, [e.agent_id for e in envelopes])
-            new = self._new_keys(conn, envelopes)
-            fresh, taken = [], set()
-            for e in envelopes:  # a batch may hold two copies of one result: write it once
+            # Custody first: nothing below (results, agents, line state, hooks) sees an unbound result.
+            admitted = binding.admit(conn, envelopes, self.unenrolled, refused)
+            new = self._new_keys(conn, admitted, refused)
+            fresh, taken = [], {}
+            for e in admitted:  # a batch may hold two copies of one result: write it once
                 key = (e.agent_id, e.result_id)
-                if key in new and key not in taken:
-                    taken.add(key)
+                if key in taken:
+                    if key not in refused and not _same_content(taken[key], e):
+                        refused[key] = REUSED_ID
+                elif key in new:
+                    taken[key] = e
                     fresh.append(e)
+            fresh = [e for e in fresh if (e.agent_id, e.result_id) not in refused]
+            new -= set(refused)
             if fresh:
                 # Only what this transaction really inserted counts as new (and reaches the hooks).
                 fresh = self._write_results(conn, fresh, now)
@@ -175,11 +203,28 @@ class Store:
                 for hook in self.hooks:
                     self._run_hook(conn, hook, fresh, now)
                 line_state.count_received(conn, fresh, now, self.shard)
-            if bad:
+            evidence = list(bad) + self._refused_evidence(envelopes, refused, raw)
+            if evidence:
                 conn.execute(t.quarantine.insert(), [
                     {"received_at": now, "topic": q.topic, "agent_id": q.agent_id, "reason": q.reason[:2000],
-                     "payload": q.payload, "payload_bytes": len(q.payload)} for q in bad])
-        return new
+                     "payload": q.payload, "payload_bytes": len(q.payload)} for q in evidence])
+                account_quarantined(conn, [(q.agent_id, q.seq) for q in evidence if q.agent_id and q.seq], now)
+        return IngestOutcome(new, refused)
+
+    @staticmethod
+    def _refused_evidence(envelopes: Sequence[ResultEnvelope], refused: Mapping[Key, str],
+                          raw: Mapping[Key, bytes]) -> list[Quarantined]:
+        # One row per message refused (a batch may carry two messages under one key): the first keeps the
+        # bytes as received, a later one its validated form.
+        out, seen = [], set()
+        for e in envelopes:
+            key = (e.agent_id, e.result_id)
+            if key in refused:
+                payload = raw.get(key) if key not in seen else None
+                seen.add(key)
+                out.append(Quarantined(results_topic(e.agent_id), e.agent_id, refused[key],
+                                       payload or e.to_json(), e.seq))
+        return out
 
     @staticmethod
     def _run_hook(conn: Connection, hook: IngestHook, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
@@ -198,15 +243,22 @@ class Store:
             log.exception("ingest hook %s failed; results stored without its side effects",
                           getattr(hook, "__qualname__", hook))
 
-    def _new_keys(self, conn: Connection, envelopes: Sequence[ResultEnvelope]) -> set[tuple[str, str]]:
+    def _new_keys(self, conn: Connection, envelopes: Sequence[ResultEnvelope],
+                  refused: dict[Key, str]) -> set[tuple[str, str]]:
+        """Keys not stored yet. A stored key whose payload differs from the one re-sent goes into `refused`:
+        an identical re-send is a duplicate, another result under a used id is evidence, not noise."""
         keys = {(e.agent_id, e.result_id) for e in envelopes}
         if not keys:
             return set()
         ids = [rid for _, rid in keys]
-        rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id)
+        rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id, t.results.c.payload)
                             .where(t.results.c.result_id.in_(ids))).all()
-        seen = {(r.agent_id, r.result_id) for r in rows}
-        return keys - seen
+        stored = {(r.agent_id, r.result_id): r.payload for r in rows if (r.agent_id, r.result_id) in keys}
+        for e in envelopes:
+            key = (e.agent_id, e.result_id)
+            if key in stored and key not in refused and not _same_stored(stored[key], e):
+                refused[key] = REUSED_ID
+        return keys - set(stored)
 
     def _write_results(self, conn: Connection, candidates: Sequence[ResultEnvelope],
                        now: datetime) -> list[ResultEnvelope]:
@@ -240,7 +292,7 @@ class Store:
                 _bulk_insert(conn, table, columns, rows)
         track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
-        line_state.record(conn, fresh)
+        line_state.record(conn, fresh, now)
         return fresh
 
     def _touch_agents(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
@@ -257,10 +309,11 @@ class Store:
         greatest = func.max if self.engine.dialect.name == "sqlite" else func.greatest
         # One executemany for the batch (a statement per agent cost a round trip each on
         # PostgreSQL), rows sorted by agent: a stable row-lock order between collectors.
+        # line_id and site_id are written only with a new row (its binding, collector/binding.py): ingest
+        # never moves an agent between lines, only enrolment and the registry do.
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[t.agents.c.agent_id],
-            set_={"line_id": stmt.excluded.line_id, "site_id": stmt.excluded.site_id,
-                  "last_seen": stmt.excluded.last_seen,
+            set_={"last_seen": stmt.excluded.last_seen,
                   "first_seen": func.coalesce(t.agents.c.first_seen, stmt.excluded.first_seen),  # enrolled, 1st report
                   "max_seq": greatest(t.agents.c.max_seq, stmt.excluded.max_seq),
                   "result_count": t.agents.c.result_count + stmt.excluded.result_count}),
@@ -290,3 +343,20 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(t.agents.update().where(t.agents.c.agent_id == agent_id)
                                 .values(status=state, status_at=at or datetime.now(UTC))).rowcount > 0
+
+
+def _same_content(a: ResultEnvelope, b: ResultEnvelope) -> bool:
+    return a.model_dump(mode="json", by_alias=True) == b.model_dump(mode="json", by_alias=True)
+
+
+def _same_stored(stored_payload: str, e: ResultEnvelope) -> bool:
+    """Compare as envelopes (defaults filled in the same way), or as JSON when the stored one no longer
+    validates (stored before a bound was added)."""
+    mine = e.model_dump(mode="json", by_alias=True)
+    try:
+        return ResultEnvelope.from_json(stored_payload).model_dump(mode="json", by_alias=True) == mine
+    except ValueError:
+        try:
+            return bool(json.loads(stored_payload) == mine)
+        except ValueError:
+            return False

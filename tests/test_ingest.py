@@ -216,17 +216,17 @@ def test_poison_result_is_isolated_and_quarantined_the_rest_stored(db_url: str) 
 
 def test_database_outage_is_waited_out_without_ack_or_receipt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ingestor, wire = _ingestor(f"sqlite:///{tmp_path}/c.db")
-    real = ingestor.store.ingest
+    real = ingestor.store.ingest_outcome
     failures = [2]
 
-    def flaky(*args: object, **kwargs: object) -> set[tuple[str, str]]:
+    def flaky(*args: object, **kwargs: object) -> object:
         if failures[0]:
             failures[0] -= 1
             assert wire.acks == [] and wire.receipts == []  # nothing promised while the database is away
             raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ingestor.store, "ingest", flaky)
+    monkeypatch.setattr(ingestor.store, "ingest_outcome", flaky)
     env = _env("gw-1", 1)
     ingestor.process([_inbound(env, 7)])
     assert failures == [0] and ingestor.db_retries == 2

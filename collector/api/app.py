@@ -58,14 +58,22 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     def root() -> RedirectResponse:
         return RedirectResponse("/console/" if console else "/api/docs")
 
-    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse)
+    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse,
+             responses={503: {"description": "not healthy: one line per reason"}})
     def healthz(request: Request) -> PlainTextResponse:
-        """Liveness and database reachability (no authentication)."""
+        """Database reachability and, in the collector process, ingest's broker connection and progress
+        (no authentication). 200 `ok` only when all hold; else 503 with one reason per line."""
+        problems = []
         try:
             with request.app.state.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
-            return PlainTextResponse("database unreachable\n", status_code=503)
+            problems.append("database unreachable")
+        ingest = getattr(request.app.state.metrics, "ingest", None)
+        if ingest is not None:
+            problems += ingest.health().problems()
+        if problems:
+            return PlainTextResponse("".join(p + "\n" for p in problems), status_code=503)
         return PlainTextResponse("ok\n")
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
