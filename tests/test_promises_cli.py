@@ -29,7 +29,7 @@ def test_cli_import_evaluate_report_export_acceptance_verify(tmp_path: Path, cap
     now = datetime.now().astimezone()
     store = Store(f"sqlite:///{tmp_path}/c.db")
     store.ingest([envelope("acme-xuhui-gw", "acme-xuhui-1", [link_check(), throughput_check(478.0, 470.0)],
-                           started_at=now - timedelta(hours=3 * (i + 1))) for i in range(12)])
+                           site_id="acme-xuhui", started_at=now - timedelta(hours=3 * (i + 1))) for i in range(12)])
     store.close()
     capsys.readouterr()
 

@@ -91,7 +91,7 @@ def judged_store(tmp_path: Path) -> Store:
         tp = CheckResult(kind="throughput", status=Status.OK, duration_s=8.0,
                          metrics={"capacity_down_mbps": 478.0 - i, "capacity_up_mbps": 287.0, "down_mbps": 470.0,
                                   "up_mbps": 285.0, "cpu_max_pct": 40.0, "cross_traffic_high_flag": 0})
-        results.append(envelope("acme-xuhui-gw", "acme-xuhui-1", [link, tp],
+        results.append(envelope("acme-xuhui-gw", "acme-xuhui-1", [link, tp], site_id="acme-xuhui",
                                 started_at=NOW - timedelta(hours=5 * (i + 1))))
     s.ingest(results)
     with s.engine.begin() as conn:
