@@ -10,10 +10,22 @@ it gives up the least valuable data first: healthy results are compacted to verd
 before results with problems, summaries are dropped only when compaction is not enough, and the
 newest result is never dropped. Every compaction and drop is counted, and the counts travel to
 the collector in the `agent` pseudo-check of the next result (see `agent_check`).
+
+A damaged spool never stops the agent and never loses what can still be read. On open, the file is
+checked (header, integrity_check or quick_check, every payload a valid envelope); a damaged file, or
+one that turns out damaged while in use ("database disk image is malformed"), is moved aside as
+evidence (<name>.corrupt-<UTC time>), every readable row is salvaged into a fresh spool
+(agent/spool_salvage.py) and what could not be read is counted. A ledger beside the spool
+(agent/spool_ledger.py) keeps the next seq and the seqs held, so a spool that was emptied, replaced
+or lost its write-ahead log neither restarts seq at 1 nor loses results uncounted: the next result
+carries a seq above every seq used before, the collector sees the missing ones as a gap, and the
+`agent` pseudo-check reports the recovery (spool_recovered_count, spool_salvaged_count,
+spool_lost_count). The spool's files are 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
@@ -22,14 +34,18 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from agent.spool_ledger import Ledger, Recovery
+from agent.spool_salvage import diagnose, is_corruption, move_aside, salvage
+from agent.statefile import PRIVATE_FILE_MODE, private_dir, private_file
 from linecheck.wire import AGENT_CHECK, CheckResult, ResultEnvelope, Status, Verdict
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SPOOL_SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = the foundation's spool (no eviction columns)
 
@@ -130,7 +146,8 @@ class Spool:
                  max_bytes: int = 16 * 1024 * 1024, max_age_s: float = 90 * 86400.0,
                  min_free_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        self.ledger = Ledger.load(self.path.with_name(f"{self.path.stem}-ledger.json"))
         self.max_payload_bytes = max_payload_bytes
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -139,16 +156,113 @@ class Spool:
         self.refused_unsaved = 0  # refusals we could not even count on disk (disk full)
         # One connection shared by the scheduler and the publisher threads, guarded by a lock:
         # writes are small and rare, and this keeps SQLite's locking out of the picture.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            # Checkpoint often and truncate the WAL afterwards, so the spool's footprint on a small
-            # flash stays near its payload bound instead of keeping a 4 MB WAL around.
-            self._db.execute("PRAGMA wal_autocheckpoint=100")
-            self._db.execute("PRAGMA journal_size_limit=1048576")
-            self._migrate()
+            self._open()
+
+    # --- opening, and recovering from a damaged spool -------------------------------------------------
+    def _connect(self) -> None:
+        private_file(self.path)  # SQLite gives the -wal and -shm files the database file's mode
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.chmod(PRIVATE_FILE_MODE)  # left by an older agent with the umask's mode
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        # Checkpoint often and truncate the WAL afterwards, so the spool's footprint on a small
+        # flash stays near its payload bound instead of keeping a 4 MB WAL around.
+        self._db.execute("PRAGMA wal_autocheckpoint=100")
+        self._db.execute("PRAGMA journal_size_limit=1048576")
+        self._migrate()
+
+    def _open(self) -> None:
+        reason = diagnose(self.path)
+        if reason is None:
+            try:
+                self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                self._close_quietly()
+                reason = f"opening the spool failed: {exc}"
+        if reason is not None:
+            self._rebuild(reason)
+        self._reconcile()
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def _rebuild(self, reason: str) -> None:
+        """Move the damaged file aside, salvage its readable rows into a fresh spool, count the loss."""
+        log.error("spool %s is damaged (%s): moving it aside and salvaging its readable results", self.path, reason)
+        evidence = move_aside(self.path)
+        found = salvage(evidence, _COUNTERS)
+        held = self.ledger.held if self.ledger.known else None
+        # Freed pages keep old rows: only results still held by the ledger are restored (a receipted
+        # result must not come back). Without a ledger (an older agent's spool) all are restored;
+        # the collector's idempotent insert absorbs any that were already stored.
+        rows = [r for seq, r in sorted(found.rows.items()) if held is None or seq in held]
+        self._connect()
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO results(seq, result_id, payload, created_at, sent_at, attempts, value_rank, "
+                "compacted) VALUES (?,?,?,?,?,?,?,?)",
+                [(r.seq, r.result_id, r.payload, r.created_at, r.sent_at, r.attempts, r.value_rank, r.compacted)
+                 for r in rows])
+            for key, value in found.counters.items():
+                if key != "next_seq":
+                    self._set(key, value)
+            old_next = found.counters.get("next_seq", 0)
+            self._set("next_seq", max(old_next, rows[-1].seq + 1 if rows else 1, self.ledger.next_seq, 1))
+        if held is not None:
+            lost_seqs = held - {r.seq for r in rows}
+            pending = self.ledger.pending
+            if pending is not None and 0 < old_next <= pending:
+                lost_seqs.discard(pending)  # its transaction never committed: nothing was there to lose
+            lost = len(lost_seqs)
+        else:  # no ledger: what was found but unreadable is all we can count
+            lost = len(found.damaged)
+        log.error("spool salvaged %d results, lost %d; the damaged file is kept as %s", len(rows), lost, evidence)
+        self.ledger.note_recovery(Recovery(reason, salvaged=len(rows), lost=lost, evidence=str(evidence)))
+
+    def _reconcile(self) -> None:
+        """Hold the spool against its ledger: a spool behind it was emptied, replaced or lost its WAL."""
+        meta_next = self._counter("next_seq")
+        present = {seq for (seq,) in self._db.execute("SELECT seq FROM results")}
+        ledger = self.ledger
+        # Killed between writing the ledger and COMMIT: that one seq was never used, nor published.
+        uncommitted = ledger.pending is not None and ledger.pending == meta_next == ledger.next_seq - 1
+        floor = ledger.next_seq - 1 if uncommitted else ledger.next_seq
+        if ledger.known and floor > meta_next:
+            assert ledger.held is not None
+            lost = len(ledger.held - present)
+            reason = (f"the spool is behind its ledger (next seq {meta_next}, ledger {floor}): the file was "
+                      "emptied, replaced or lost its write-ahead log")
+            log.error("%s; %d unsent results lost; seq continues at %d", reason, lost, floor)
+            with self._transaction():
+                self._set("next_seq", floor)
+            ledger.note_recovery(Recovery(reason, salvaged=0, lost=lost, evidence=None))
+        ledger.record(self._counter("next_seq"), present)
+
+    def _guarded(self, op: Callable[[], T]) -> T:
+        """Run `op` (caller holds the lock); if the spool turns out damaged, rebuild it and run it again.
+
+        Without this a damaged page reached at run time (e.g. by mark_sent) fails every call for ever,
+        and the readable results behind it are never sent."""
+        try:
+            return op()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            reason = f"{exc} (found while in use)"
+        self._close_quietly()
+        self._rebuild(reason)
+        self._reconcile()
+        return op()
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -180,23 +294,26 @@ class Spool:
         Raises PayloadTooLarge for a result above max_payload_bytes and SpoolFull when the disk has
         no room even after eviction; both are counted in `spool_refused_count`."""
         with self._lock:
-            try:
-                return self._enqueue_locked(envelope, report_health)
-            except sqlite3.Error as exc:
-                if not _is_disk_full(exc):
-                    raise
-                log.warning("spool: disk full while storing %s; evicting and retrying", envelope.result_id)
-            # The filesystem is fuller than disk_usage said (another writer, reserved blocks):
-            # give back room, then try once more.
-            try:
-                self._shrink_for_disk()
-                return self._enqueue_locked(envelope, report_health)
-            except sqlite3.Error as exc:
-                if not _is_disk_full(exc):
-                    raise
-                self._count_refused()
-                raise SpoolFull(f"result {envelope.result_id} refused: the spool's filesystem "
-                                f"({self.path.parent}) is full even after eviction") from exc
+            return self._guarded(lambda: self._enqueue_with_room(envelope, report_health))
+
+    def _enqueue_with_room(self, envelope: ResultEnvelope, report_health: bool) -> ResultEnvelope:
+        try:
+            return self._enqueue_locked(envelope, report_health)
+        except sqlite3.Error as exc:
+            if not _is_disk_full(exc):
+                raise
+            log.warning("spool: disk full while storing %s; evicting and retrying", envelope.result_id)
+        # The filesystem is fuller than disk_usage said (another writer, reserved blocks):
+        # give back room, then try once more.
+        try:
+            self._shrink_for_disk()
+            return self._enqueue_locked(envelope, report_health)
+        except sqlite3.Error as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._count_refused()
+            raise SpoolFull(f"result {envelope.result_id} refused: the spool's filesystem "
+                            f"({self.path.parent}) is full even after eviction") from exc
 
     def _enqueue_locked(self, envelope: ResultEnvelope, report_health: bool) -> ResultEnvelope:
         now = self.clock()
@@ -222,7 +339,10 @@ class Spool:
             if report_health:
                 self._set("reported_compacted", self._counter("compacted"))
                 self._set("reported_evicted", self._counter("evicted"))
+                self.ledger.reported_recoveries = self.ledger.recoveries
             self._enforce_bounds(now, limit, protect_seq=seq)
+            # Inside the transaction: the high mark is on disk before the result can be published.
+            self.ledger.record(seq + 1, self._held_seqs(), pending=seq)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -244,6 +364,7 @@ class Spool:
         compacted, evicted = self._counter("compacted"), self._counter("evicted")
         new_compacted = compacted - self._counter("reported_compacted")
         new_evicted = evicted - self._counter("reported_evicted")
+        ledger = self.ledger
         metrics: dict[str, float | int | None] = {
             "spool_backlog_count": backlog,
             "spool_bytes": size,
@@ -252,11 +373,22 @@ class Spool:
             "spool_evicted_count": evicted,
             "spool_compacted_count": compacted,
             "spool_refused_count": self._counter("refused") + self.refused_unsaved,
+            "spool_recovered_count": ledger.recoveries,
+            "spool_salvaged_count": ledger.salvaged,
+            "spool_lost_count": ledger.lost,
         }
+        reasons = []
+        if ledger.recoveries > ledger.reported_recoveries:
+            last = ledger.last
+            evidence = f"; the damaged file is kept as {last['evidence']}" if last.get("evidence") else ""
+            reasons.append(f"spool damaged ({last.get('reason')}): {last.get('salvaged')} results salvaged, "
+                           f"{last.get('lost')} lost{evidence}")
         if new_compacted or new_evicted:
+            reasons.append(f"spool bounds reached since the last report: {new_evicted} results "
+                           f"dropped, {new_compacted} compacted to verdict summaries")
+        if reasons:
             return CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=metrics,
-                               reason=f"spool bounds reached since the last report: {new_evicted} results "
-                                      f"dropped, {new_compacted} compacted to verdict summaries")
+                               reason="; ".join(reasons)[:2000])
         return CheckResult(kind=AGENT_CHECK, status=Status.OK, duration_s=0.0, metrics=metrics)
 
     # --- bounds -----------------------------------------------------------------------------------
@@ -350,6 +482,7 @@ class Spool:
         for i in range(0, len(victims), 25):
             with self._transaction():
                 self._drop(victims[i:i + 25], "disk", now)
+                self.ledger.record(self._counter("next_seq"), self._held_seqs())
             self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -362,62 +495,79 @@ class Spool:
     def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Pending]:
         """The oldest `limit` results not in `exclude` (the publisher's in-flight set)."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, result_id, payload FROM results ORDER BY seq LIMIT ?",
-                                    (limit + len(exclude),)).fetchall()
+            rows = self._guarded(lambda: self._db.execute(
+                "SELECT seq, result_id, payload FROM results ORDER BY seq LIMIT ?",
+                (limit + len(exclude),)).fetchall())
         return [Pending(seq, rid, bytes(p)) for seq, rid, p in rows if rid not in exclude][:limit]
 
     def due(self, limit: int, resend_after_s: float, now: float | None = None) -> list[Pending]:
         """Results never sent, or sent longer ago than resend_after_s without a receipt; oldest first."""
         now = time.time() if now is None else now
         with self._lock:
-            rows = self._db.execute(
+            rows = self._guarded(lambda: self._db.execute(
                 "SELECT seq, result_id, payload FROM results WHERE sent_at IS NULL OR sent_at < ? "
-                "ORDER BY seq LIMIT ?", (now - resend_after_s, limit)).fetchall()
+                "ORDER BY seq LIMIT ?", (now - resend_after_s, limit)).fetchall())
         return [Pending(seq, rid, bytes(payload)) for seq, rid, payload in rows]
 
     def mark_sent(self, result_ids: list[str], now: float | None = None) -> None:
         """Record the publication (for diagnostics: sent_at, attempts); delivery state lives in the publisher."""
         if not result_ids:
             return
-        now = time.time() if now is None else now
-        with self._lock, self._transaction():
-            self._db.executemany("UPDATE results SET sent_at=?, attempts=attempts+1 WHERE result_id=?",
-                                 [(now, rid) for rid in result_ids])
+        at = time.time() if now is None else now
+
+        def mark() -> None:
+            with self._transaction():
+                self._db.executemany("UPDATE results SET sent_at=?, attempts=attempts+1 WHERE result_id=?",
+                                     [(at, rid) for rid in result_ids])
+
+        with self._lock:
+            self._guarded(mark)
 
     def unsend_all(self) -> None:
         with self._lock:
-            self._db.execute("UPDATE results SET sent_at=NULL")
+            self._guarded(lambda: self._db.execute("UPDATE results SET sent_at=NULL"))
 
     def acknowledge(self, result_ids: list[str]) -> int:
         """The collector has committed these: forget them. Returns how many were still here."""
         if not result_ids:
             return 0
-        with self._lock, self._transaction():
-            cur = self._db.executemany("DELETE FROM results WHERE result_id=?", [(r,) for r in result_ids])
-            gone = max(cur.rowcount, 0)
-            self._db.execute("UPDATE meta SET value = value + ? WHERE key='receipted'", (gone,))
-        return gone
+
+        def forget() -> int:
+            with self._transaction():
+                cur = self._db.executemany("DELETE FROM results WHERE result_id=?", [(r,) for r in result_ids])
+                gone = max(cur.rowcount, 0)
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key='receipted'", (gone,))
+                if gone:
+                    self.ledger.record(self._counter("next_seq"), self._held_seqs())
+            return gone
+
+        with self._lock:
+            return self._guarded(forget)
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
+            return self._guarded(lambda: int(self._db.execute("SELECT count(*) FROM results").fetchone()[0]))
 
     def next_seq(self) -> int:
         with self._lock:
-            return self._counter("next_seq")
+            return self._guarded(lambda: self._counter("next_seq"))
 
     def stats(self) -> SpoolStats:
-        with self._lock:
+        def read() -> SpoolStats:
             backlog, size, oldest = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0), min(created_at) FROM results").fetchone()
             return SpoolStats(backlog, size, oldest, self._counter("next_seq"), self._counter("receipted"),
                               self._counter("compacted"), self._counter("evicted"),
                               self._counter("refused") + self.refused_unsaved)
 
+        with self._lock:
+            return self._guarded(read)
+
     def evictions(self) -> list[tuple[int, str, str, str]]:
         """(seq, result_id, action, cause) of the most recent compactions and drops, oldest first."""
         with self._lock:
-            return self._db.execute("SELECT seq, result_id, action, cause FROM evictions ORDER BY seq").fetchall()
+            return self._guarded(lambda: self._db.execute(
+                "SELECT seq, result_id, action, cause FROM evictions ORDER BY seq").fetchall())
 
     # --- small helpers (caller holds the lock) -----------------------------------------------------
     def _counter(self, key: str) -> int:
@@ -425,6 +575,9 @@ class Spool:
 
     def _set(self, key: str, value: int) -> None:
         self._db.execute("UPDATE meta SET value=? WHERE key=?", (value, key))
+
+    def _held_seqs(self) -> list[int]:
+        return [seq for (seq,) in self._db.execute("SELECT seq FROM results")]
 
     def _payload_bytes(self) -> int:
         return int(self._db.execute("SELECT coalesce(sum(length(payload)), 0) FROM results").fetchone()[0])
