@@ -44,8 +44,11 @@ class _DatabaseGauges(Collector):
     def _read(self) -> Iterator[Metric]:
         with self.engine.connect() as conn:
             quarantined = conn.execute(select(func.count()).select_from(t.quarantine)).scalar_one()
-            states = dict(conn.execute(select(func.coalesce(t.agents.c.status, "unknown"), func.count())
-                                       .group_by(func.coalesce(t.agents.c.status, "unknown"))).all())
+            # Grouped by the column itself: PostgreSQL refused GROUP BY coalesce(status, $1) next to a
+            # select of coalesce(status, $2) (two parameters, two expressions), so /metrics said database down.
+            states: dict[str, int] = {}
+            for status, n in conn.execute(select(t.agents.c.status, func.count()).group_by(t.agents.c.status)):
+                states[status or "unknown"] = states.get(status or "unknown", 0) + int(n)
             stored = conn.execute(select(func.coalesce(func.sum(t.agents.c.result_count), 0))).scalar_one()
             tickets = _open_tickets(conn)
         q = GaugeMetricFamily("linecheck_quarantine_messages", "Messages held in quarantine (refused at ingest)")
