@@ -349,10 +349,11 @@ def check_now(request: Request, line_id: str, csrf: str = Form(""), action: str 
     else:
         try:
             for agent_id in agent_ids:
-                sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console")
+                sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console",
+                       requested_by=who.user_id)
             msg = "command_sent"
-        except RuntimeError:
-            msg = "command_unavailable"
+        except RuntimeError as exc:  # RateLimited carries retry_after_s (collector/command_limits.py)
+            msg = "command_rate_limited" if hasattr(exc, "retry_after_s") else "command_unavailable"
     return RedirectResponse(f"/console/lines/{line_id}?msg={msg}", status_code=303)
 
 

@@ -85,6 +85,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "已请求检测；探针上报后结果将显示在此。"),
     "command_unavailable": ("Remote checks are unavailable (no broker connection).",
                             "远程检测不可用（未连接消息服务器）。"),
+    "command_rate_limited": ("Too many remote checks for this line or by you; try again later.",
+                             "该线路或您的远程检测次数过多，请稍后再试。"),
     "no_agent": ("This line has no agent.", "该线路没有探针。"),
     "not_registered": ("not in the registry", "未登记"),
     "received": ("Received", "接收时间"),

@@ -330,15 +330,24 @@ def test_api_refuses_over_the_user_limit(fleet: Fleet) -> None:
     assert len(published.commands) == 3
 
 
-def test_console_check_now_is_rate_limited_too(fleet: Fleet) -> None:
-    """The console calls the same sender (without naming the user): the line's limit still binds."""
+def test_console_check_now_is_rate_limited_per_user_too(fleet: Fleet) -> None:
+    """The console's "check now" goes through the same desk and names its user: over the user's limit
+    nothing more is published and the page says so."""
+    from tests.test_console import csrf_of, login
+
     published = Published()
-    desk = CommandDesk(limited_cfg(per_line=1), fleet.engine, published)
-    desk("acme-gw", "check_now", None, "check_now requested by a-admin in the console")
-    for _ in range(2):
-        with pytest.raises(RateLimited, match="line 'acme-xuhui-1'"):
-            desk("acme-gw", "check_now", None, "check_now requested by a-admin in the console")
-    assert len(published.commands) == 1
+    desk = CommandDesk(limited_cfg(per_user=1), fleet.engine, published)
+    with TestClient(create_app(fleet.engine, commands=desk)) as client:
+        login(client, "a-admin")
+        codes = []
+        for line in ("acme-xuhui-1", "acme-xuhui-2"):
+            csrf = csrf_of(client.get(f"/console/lines/{line}").text)
+            r = client.post(f"/console/lines/{line}/check", data={"csrf": csrf, "action": "check_now"},
+                            follow_redirects=False)
+            codes.append(r.headers["location"].rsplit("msg=", 1)[1])
+        assert codes == ["command_sent", "command_rate_limited"]
+        assert "Too many remote checks" in client.get(f"/console/lines/acme-xuhui-2?msg={codes[1]}").text
+    assert [a for a, _c in published.commands] == ["acme-gw"]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
