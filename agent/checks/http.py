@@ -4,10 +4,15 @@ Each phase is timed separately on the standard library's own client (socket, ssl
 so a slow resolver, a slow TCP path and a slow TLS server are told apart. Redirects are not
 followed: the first answer is what is measured (a redirect to a portal is `service_state`'s
 business). `fetch` is shared with service_state.
+
+A server is not trusted to be quick or honest: `request_timeout_s` is a deadline for the whole
+fetch (a server dripping one byte a second cannot hold it longer), the body read is bounded by
+`max_body_bytes`, and a malformed or short answer is a failure with the phase and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -76,8 +81,39 @@ def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000.0, 3)
 
 
+class _Deadline:
+    """Ends a fetch at its deadline whatever the server does.
+
+    A socket timeout bounds each recv, not the fetch: a server sending one byte a second keeps
+    every recv under the timeout and held a URL for minutes. At the deadline this shuts the socket
+    down (through a duplicate of its descriptor, which works under TLS too), so whatever read is
+    in progress returns at once, and `expired` tells the fetch why."""
+
+    def __init__(self, sock: socket.socket, at: float):
+        self._watch = sock.dup()
+        self.expired = False
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError):  # already closed by the fetch: nothing to end
+            self._watch.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        self._watch.close()
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.001, deadline - time.monotonic())
+
+
 def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int = 1_000_000) -> Fetch:
-    """GET `url` once, timing each phase. Never raises for network trouble: `error` says what failed."""
+    """GET `url` once, timing each phase, all of it within `timeout_s` (a total deadline, not a
+    per-read timeout), reading at most `max_body` bytes of the body. Never raises for network
+    trouble: `error` says what failed, including "deadline" when the server was too slow."""
     parts = urlsplit(url)
     out = Fetch(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,6 +122,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     started = time.monotonic()
+    deadline = started + timeout_s
     try:
         t = time.monotonic()
         infos = getaddrinfo(host, port, timeout_s)
@@ -95,8 +132,10 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
         return out
     family, _type, proto, _canon, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    guard = _Deadline(sock, deadline)
+    phase = "connect"
     try:
-        sock.settimeout(timeout_s)
+        sock.settimeout(_remaining(deadline))
         t = time.monotonic()
         try:
             sock.connect(addr)
@@ -105,15 +144,19 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
             return out
         out.connect_ms = _ms(t)
         if parts.scheme == "https":
+            phase = "tls"
             context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
             t = time.monotonic()
             try:
+                sock.settimeout(_remaining(deadline))
                 sock = context.wrap_socket(sock, server_hostname=host)
             except (ssl.SSLError, OSError) as exc:
                 out.error = f"tls: {exc}"
                 return out
             out.tls_ms = _ms(t)
-        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        phase = "http"
+        sock.settimeout(_remaining(deadline))
+        conn = http.client.HTTPConnection(host, port, timeout=_remaining(deadline))
         conn.sock = sock  # the connection is already made (and timed); http.client only speaks HTTP on it
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         t = time.monotonic()
@@ -124,14 +167,25 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
             out.ttfb_ms = _ms(t)
             out.status_code = response.status
             out.location = response.getheader("Location")
+            phase = "body"
             out.body = response.read(max_body)
-        except (OSError, http.client.HTTPException) as exc:
+            # read(n) returns short, without IncompleteRead, when the server closes before its
+            # Content-Length: a server lying about its length must not pass as a complete answer.
+            if response.length and len(out.body) < max_body:
+                out.error = (f"http: IncompleteRead: the server closed after {len(out.body)} body bytes, "
+                             f"{response.length} short of its Content-Length")
+                return out
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             out.error = f"http: {type(exc).__name__}: {exc}"
             return out
         out.total_ms = _ms(started)
         return out
     finally:
+        guard.close()
         sock.close()
+        if guard.expired:  # whatever the read returned (a close-delimited body cut short looks complete)
+            out.total_ms = None
+            out.error = f"{phase}: deadline: no complete answer within {timeout_s:g} s ({phase} phase)"
 
 
 def metrics_of(f: Fetch) -> dict[str, MetricValue]:

@@ -46,6 +46,7 @@ class Session:
     rtts_ms: dict[int, float] = field(default_factory=dict)  # first reply per seq
     duplicates: int = 0
     reordered: int = 0
+    implausible: int = 0  # replies whose reflector timestamps claim a turnaround longer than the round trip
     refused: bool = False  # ICMP port unreachable: nothing listens on the reflector port
 
 
@@ -83,7 +84,7 @@ def probe(address: str, port: int, count: int, interval_s: float, reply_timeout_
             ready, _, _ = select.select([sock], [], [], max(0.0, wake - now))
             if not ready:
                 continue
-            while True:
+            while time.monotonic() < deadline:  # a reflector flooding us must not hold the check
                 try:
                     data = sock.recv(65535)
                 except BlockingIOError:
@@ -106,8 +107,16 @@ def probe(address: str, port: int, count: int, interval_s: float, reply_timeout_
                 if reply.sender_seq < highest:
                     session.reordered += 1
                 highest = max(highest, reply.sender_seq)
-                turnaround = max(0.0, stamp.ntp_diff_s(reply.timestamp, reply.receive_timestamp))
-                session.rtts_ms[reply.sender_seq] = max(0.0, (got - sent) - turnaround) * 1000.0
+                # The reflector's turnaround comes from its own clock; it cannot be negative nor longer
+                # than the whole round trip. A reflector claiming so (broken or forged) would turn
+                # the RTT into zero: use the round trip as measured here, and say so.
+                rtt = got - sent
+                turnaround = stamp.ntp_diff_s(reply.timestamp, reply.receive_timestamp)
+                if 0.0 <= turnaround <= rtt:
+                    rtt -= turnaround
+                else:
+                    session.implausible += 1
+                session.rtts_ms[reply.sender_seq] = rtt * 1000.0
     return session
 
 
@@ -126,6 +135,7 @@ def summarise(session: Session) -> dict[str, MetricValue]:
         "jitter_ms": round(jitter, 3) if jitter is not None else None,
         "duplicates_count": session.duplicates,
         "reordered_count": session.reordered,
+        "implausible_timestamps_count": session.implausible,
     }
 
 
@@ -147,6 +157,12 @@ def run(cfg: UdpLatencyConfig, ctx: CheckContext) -> Measurement:
                            metrics | {k: None for k in metrics if k.startswith(("loss", "rtt", "jitter"))}, label)
     limits = ProbeThresholds(cfg.loss_degraded_pct, cfg.loss_failed_pct, cfg.rtt_degraded_ms, cfg.jitter_degraded_ms)
     status, reason, found = judge_probes("udp_latency", label, metrics, limits, what="STAMP probes")
+    if session.implausible:
+        note = (f"{session.implausible} replies from {label} carried implausible reflector timestamps "
+                "(turnaround negative or longer than the round trip): their RTT includes the turnaround")
+        reason = f"{reason}; {note}" if reason else note
+        if status is Status.OK:
+            status = Status.DEGRADED  # the figures are upper bounds from a reflector that cannot be trusted
     return Measurement(status, reason, metrics, label, found)
 
 
