@@ -1,7 +1,8 @@
 """Remote-triggered checks: the agent side of "check now" / "retest" from the carrier.
 
 Who may send a command is the broker's business: each agent subscribes only to its own command
-topic, and the broker ACL lets only the collector's identity publish there (the ACL that
+topic, and the broker ACL lets only the collector identities and the write-only command identity
+`linecheck.commands` publish there (the ACL that
 `linecheck-collector broker-config` writes, collector/brokerconf.py). MQTT 3.1.1 carries no
 sender identity, so on top of that the agent checks what it can:
 
