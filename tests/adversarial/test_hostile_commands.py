@@ -274,6 +274,16 @@ def test_command_identity_may_only_write_commands(tls: TLSFleet) -> None:
             p.close()
 
 
+def test_acl_rewritten_after_a_revocation_keeps_the_command_identity_write_only(tmp_path: Path) -> None:
+    ca = FleetCA.open_or_create(tmp_path / "ca")
+    files = brokerconf.generate(tmp_path / "broker", ca, ["127.0.0.1"])
+    assert files.commands is not None and files.commands[0].name == "linecheck.commands.crt"
+    acl = brokerconf.write_acl(tmp_path / "broker", ["stolen-gw"]).read_text()
+    block = acl.split("user linecheck.commands\n", 1)[1].split("\n\n", 1)[0]
+    assert block == "topic write linecheck/v1/agents/+/commands"
+    assert "user linecheck.collector\n" in acl and "user stolen-gw\ntopic deny linecheck/v1/agents/#" in acl
+
+
 def test_config_names_the_command_identity_problem(tmp_path: Path) -> None:
     from collector.config import load
 
