@@ -27,13 +27,12 @@ from linecheck.wire import ResultEnvelope
 
 UnenrolledPolicy = Literal["bind_first", "quarantine"]
 _CHUNK = 500
-Key = tuple[str, str]
 
 
 def admit(conn: Connection, envelopes: Sequence[ResultEnvelope], unenrolled: UnenrolledPolicy,
-          refused: dict[Key, str]) -> list[ResultEnvelope]:
-    """The envelopes whose agent may speak for the line and site they name; the others go into `refused`
-    with the reason. Two queries per batch, whatever its size (up to 500 agents each)."""
+          refused: dict[int, str]) -> list[int]:
+    """Positions of the envelopes whose agent may speak for the line and site they name; the others go
+    into `refused` (by position) with the reason. Two queries per batch of up to 500 agents."""
     agent_ids = sorted({e.agent_id for e in envelopes})
     if not agent_ids:
         return []
@@ -48,12 +47,12 @@ def admit(conn: Connection, envelopes: Sequence[ResultEnvelope], unenrolled: Une
         revoked.update(conn.execute(select(c.agent_id).where(c.agent_id.in_(chunk)).group_by(c.agent_id)
                                     .having(func.count(c.revoked_at) == func.count())).scalars())
     admitted = []
-    for e in envelopes:
+    for i, e in enumerate(envelopes):
         reason = _refusal(e, bound, revoked, unenrolled)
         if reason is None:
-            admitted.append(e)
+            admitted.append(i)
         else:
-            refused[(e.agent_id, e.result_id)] = reason
+            refused[i] = reason
     return admitted
 
 

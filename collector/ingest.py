@@ -45,6 +45,7 @@ from linecheck.wire import (
     ResultEnvelope,
     agent_from_topic,
     receipts_topic,
+    results_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -326,23 +327,23 @@ class Ingestor:
         results = [item for item in batch if not item.is_status]
         good: list[ResultEnvelope] = []
         bad: list[Quarantined] = []
-        raw: dict[tuple[str, str], bytes] = {}
+        raw: list[bytes] = []  # raw[i]: good[i] as received
         receipts: dict[str, dict[str, list[str]]] = {}
         for item in results:
             v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
             if v.envelope is not None:
                 good.append(v.envelope)
-                raw.setdefault((v.envelope.agent_id, v.envelope.result_id), item.payload)
+                raw.append(item.payload)
             else:
                 assert v.reason is not None
                 bad.append(self._quarantined(item, v.agent_id, v.reason, _seq_of(item.payload) if v.agent_id else None))
                 log.warning("quarantined message on %s: %s", item.topic[:TOPIC_MAX], v.reason)
                 if v.agent_id and v.result_id:
                     receipts.setdefault(v.agent_id, {}).setdefault("quarantined", []).append(v.result_id)
-        new, rejected = self._commit(good, bad, results, raw)
+        new, rejected = self._commit(good, bad, raw)
         n_rejected = 0
-        for e in good:
-            if (e.agent_id, e.result_id) in rejected:
+        for i, e in enumerate(good):
+            if i in rejected:
                 status = "quarantined"
                 n_rejected += 1
             else:
@@ -374,10 +375,10 @@ class Ingestor:
         return Quarantined(item.topic[:TOPIC_MAX], agent_id, reason, item.payload[: self.cfg.ingest.max_payload_bytes],
                            seq)
 
-    def _commit(self, good: list[ResultEnvelope], bad: list[Quarantined], items: list[Inbound],
-                raw: dict[tuple[str, str], bytes]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """Store the batch; returns (new keys, keys quarantined: by the store's custody and duplicate checks,
-        or because the database refused them)."""
+    def _commit(self, good: list[ResultEnvelope], bad: list[Quarantined],
+                raw: list[bytes]) -> tuple[set[tuple[str, str]], set[int]]:
+        """Store the batch; returns (new keys, positions in `good` quarantined: by the store's custody and
+        reused-id checks, or because the database refused them)."""
         try:
             outcome = self._until_committed(lambda: self.store.ingest_outcome(good, bad, raw=raw))
             return outcome.new, set(outcome.refused)
@@ -386,26 +387,22 @@ class Ingestor:
         except Exception as exc:  # the database refused something in this batch: find it, keep the rest
             log.warning("batch of %d refused by the database (%s); storing message by message", len(good), exc)
         new: set[tuple[str, str]] = set()
-        rejected: set[tuple[str, str]] = set()
+        rejected: set[int] = set()
         poison = list(bad)
-        by_key = {}
-        for item in items:
-            v = validate(item.topic, item.payload, self.cfg.ingest.max_payload_bytes)
-            if v.envelope is not None:
-                by_key[(v.envelope.agent_id, v.envelope.result_id)] = item
-        for e in good:
-            key = (e.agent_id, e.result_id)
+        for i, e in enumerate(good):
             try:
-                outcome = self._until_committed(lambda e=e: self.store.ingest_outcome([e], raw=raw))
+                outcome = self._until_committed(lambda e=e, i=i: self.store.ingest_outcome([e], raw=[raw[i]]))
                 new |= outcome.new
-                rejected |= set(outcome.refused)
+                if outcome.refused:
+                    rejected.add(i)
             except _Stopping:
                 raise
             except Exception as exc:
                 reason = f"database refused it: {type(exc).__name__}: {exc}"[:2000]
                 log.error("quarantined result %s of %s: %s", e.result_id, e.agent_id, reason)
-                rejected.add(key)
-                poison.append(self._quarantined(by_key[key], e.agent_id, reason, e.seq))
+                rejected.add(i)
+                poison.append(Quarantined(results_topic(e.agent_id), e.agent_id, reason,
+                                          raw[i][: self.cfg.ingest.max_payload_bytes], e.seq))
         if poison:
             try:
                 self._until_committed(lambda: self.store.ingest([], poison))

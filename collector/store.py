@@ -133,7 +133,9 @@ REUSED_ID = "result_id reused with different content"
 @dataclass
 class IngestOutcome:
     new: set[Key] = field(default_factory=set)
-    refused: dict[Key, str] = field(default_factory=dict)  # quarantined here: binding, revocation, reused id
+    # Quarantined here (binding, revocation, reused id), by position in the batch: an identical re-send of
+    # a result is a duplicate even when another message in the batch reuses its id with other content.
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 class Store:
@@ -159,14 +161,14 @@ class Store:
         return self.ingest_outcome(envelopes, bad, received_at).new
 
     def ingest_outcome(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined] = (),
-                       received_at: datetime | None = None, raw: Mapping[Key, bytes] | None = None) -> IngestOutcome:
+                       received_at: datetime | None = None, raw: Sequence[bytes] | None = None) -> IngestOutcome:
         """Store a batch in one transaction: the new results, and in quarantine `bad` plus the results this
         store refuses (not bound to the line they name, revoked agent, result id reused with other content).
-        `raw` holds the payloads as received, kept as the quarantine's evidence."""
+        `raw[i]` is envelope i's payload as received, kept as the quarantine's evidence."""
         now = received_at or datetime.now(UTC)
         for attempt in range(_RETRIES):
             try:
-                return self._ingest_once(envelopes, bad, now, raw or {})
+                return self._ingest_once(envelopes, bad, now, raw or ())
             except DBAPIError as exc:
                 # Two collectors writing the same lines can deadlock on PostgreSQL; one of them is
                 # told so and simply tries again (nothing was committed).
@@ -177,24 +179,26 @@ class Store:
         raise AssertionError("unreachable")
 
     def _ingest_once(self, envelopes: Sequence[ResultEnvelope], bad: Sequence[Quarantined],
-                     now: datetime, raw: Mapping[Key, bytes]) -> IngestOutcome:
-        refused: dict[Key, str] = {}
+                     now: datetime, raw: Sequence[bytes]) -> IngestOutcome:
+        refused: dict[int, str] = {}
         with self.engine.begin() as conn:
             lock_agents(conn, [e.agent_id for e in envelopes])
             # Custody first: nothing below (results, agents, line state, hooks) sees an unbound result.
             admitted = binding.admit(conn, envelopes, self.unenrolled, refused)
-            new = self._new_keys(conn, admitted, refused)
+            new = self._new_keys(conn, envelopes, admitted, refused)
             fresh, taken = [], {}
-            for e in admitted:  # a batch may hold two copies of one result: write it once
+            for i in admitted:  # a batch may hold two copies of one result: write it once
+                e = envelopes[i]
                 key = (e.agent_id, e.result_id)
-                if key in taken:
-                    if key not in refused and not _same_content(taken[key], e):
-                        refused[key] = REUSED_ID
+                if i in refused:
+                    continue
+                if key in taken:  # the first version stands; another one under its id is evidence
+                    if not _same_content(taken[key], e):
+                        refused[i] = REUSED_ID
                 elif key in new:
                     taken[key] = e
                     fresh.append(e)
-            fresh = [e for e in fresh if (e.agent_id, e.result_id) not in refused]
-            new -= set(refused)
+            new = set(taken)
             if fresh:
                 # Only what this transaction really inserted counts as new (and reaches the hooks).
                 fresh = self._write_results(conn, fresh, now)
@@ -212,18 +216,14 @@ class Store:
         return IngestOutcome(new, refused)
 
     @staticmethod
-    def _refused_evidence(envelopes: Sequence[ResultEnvelope], refused: Mapping[Key, str],
-                          raw: Mapping[Key, bytes]) -> list[Quarantined]:
-        # One row per message refused (a batch may carry two messages under one key): the first keeps the
-        # bytes as received, a later one its validated form.
-        out, seen = [], set()
-        for e in envelopes:
-            key = (e.agent_id, e.result_id)
-            if key in refused:
-                payload = raw.get(key) if key not in seen else None
-                seen.add(key)
-                out.append(Quarantined(results_topic(e.agent_id), e.agent_id, refused[key],
-                                       payload or e.to_json(), e.seq))
+    def _refused_evidence(envelopes: Sequence[ResultEnvelope], refused: Mapping[int, str],
+                          raw: Sequence[bytes]) -> list[Quarantined]:
+        """One row per message refused, with its bytes as received (else its validated form)."""
+        out = []
+        for i, reason in sorted(refused.items()):
+            e = envelopes[i]
+            out.append(Quarantined(results_topic(e.agent_id), e.agent_id, reason,
+                                   raw[i] if i < len(raw) else e.to_json(), e.seq))
         return out
 
     @staticmethod
@@ -243,21 +243,22 @@ class Store:
             log.exception("ingest hook %s failed; results stored without its side effects",
                           getattr(hook, "__qualname__", hook))
 
-    def _new_keys(self, conn: Connection, envelopes: Sequence[ResultEnvelope],
-                  refused: dict[Key, str]) -> set[tuple[str, str]]:
-        """Keys not stored yet. A stored key whose payload differs from the one re-sent goes into `refused`:
-        an identical re-send is a duplicate, another result under a used id is evidence, not noise."""
-        keys = {(e.agent_id, e.result_id) for e in envelopes}
+    def _new_keys(self, conn: Connection, envelopes: Sequence[ResultEnvelope], admitted: Sequence[int],
+                  refused: dict[int, str]) -> set[tuple[str, str]]:
+        """Keys not stored yet. A message under a stored key with other content goes into `refused`: an
+        identical re-send is a duplicate, another result under a used id is evidence, not noise."""
+        keys = {(envelopes[i].agent_id, envelopes[i].result_id) for i in admitted}
         if not keys:
             return set()
         ids = [rid for _, rid in keys]
         rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id, t.results.c.payload)
                             .where(t.results.c.result_id.in_(ids))).all()
         stored = {(r.agent_id, r.result_id): r.payload for r in rows if (r.agent_id, r.result_id) in keys}
-        for e in envelopes:
+        for i in admitted:
+            e = envelopes[i]
             key = (e.agent_id, e.result_id)
-            if key in stored and key not in refused and not _same_stored(stored[key], e):
-                refused[key] = REUSED_ID
+            if key in stored and not _same_stored(stored[key], e):
+                refused[i] = REUSED_ID
         return keys - set(stored)
 
     def _write_results(self, conn: Connection, candidates: Sequence[ResultEnvelope],

@@ -350,12 +350,17 @@ def test_result_id_reused_with_other_content_is_quarantined_identical_resend_is_
     ingestor.process([inbound(altered, 3)])
     assert wire.status_of(original.result_id) == ["stored", "duplicate", "quarantined"]
     assert reasons(store) == [REUSED_ID]
-    # Two versions of one new result in a single batch: neither is taken as the truth.
+    # Two versions of one new result in a single batch: the first stands, the other is evidence; an identical
+    # copy in the same batch is still a duplicate.
     twin = envelope("gw-1", "line-1")
-    ingestor.process([inbound(twin, 4), inbound(twin.model_copy(update={"verdict": "problems"}), 5)])
-    assert wire.status_of(twin.result_id) == ["quarantined"] and reasons(store) == [REUSED_ID] * 3
+    ingestor.process([inbound(twin, 4), inbound(twin.model_copy(update={"verdict": "problems"}), 5),
+                      inbound(twin, 6), inbound(original, 7), inbound(altered, 8)])
+    assert wire.status_of(twin.result_id) == ["stored", "quarantined"]
+    assert sorted(wire.status_of(original.result_id)[-2:]) == ["duplicate", "quarantined"]
+    assert reasons(store) == [REUSED_ID] * 3
     with store.engine.connect() as conn:
-        stored = json.loads(conn.execute(select(t.results.c.payload)).scalar_one())
+        stored = json.loads(conn.execute(select(t.results.c.payload)
+                                         .where(t.results.c.result_id == original.result_id)).scalar_one())
     assert stored["checks"][1]["metrics"]["loss_pct"] == 0.0  # the first version stands
     store.close()
 
@@ -430,3 +435,15 @@ def test_revocation_is_effective_for_the_very_next_batch(db_url: str, tmp_path: 
     assert (wire.status_of(before.result_id), wire.status_of(after.result_id)) == (["stored"], ["quarantined"])
     assert reasons(store) == ["agent 'gw-stolen' is revoked"]
     store.close()
+
+
+# --- 9. the flood, small ------------------------------------------------------------------------------
+
+
+def test_adversarial_bench_stores_the_valid_and_quarantines_the_hostile(tmp_path: Path) -> None:
+    # bench/adversarial.py at 100 000 messages is in docs/scaling.md; this is its CI-sized run.
+    from bench.adversarial import measure
+
+    figures = measure(tmp_path, messages=2000, agents=50, connections=2)
+    assert figures.correct, figures.report()
+    assert all(figures.sent.get(kind, 0) > 0 for kind in ("valid", "resend", "forged", "poison", "reused", "revoked"))
