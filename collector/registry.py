@@ -156,8 +156,12 @@ def _existing(conn: Connection, table: t.Table, key: str, ids: Iterable[str]) ->
 
 
 def check(conn: Connection, data: Registry, source: str = "registry",
-          scope: set[str] | None = None) -> list[str]:
-    """Every problem with importing `data` on top of the database; [] when it can be imported."""
+          scope: set[str] | None = None, caller_tenant: str | None = None) -> list[str]:
+    """Every problem with importing `data` on top of the database; [] when it can be imported.
+
+    `scope` None is the operator (the CLI, or an API user without a tenant): anything goes. Otherwise the
+    caller is a tenant's admin, `caller_tenant` its own tenant: it may create and edit enterprises under its
+    own carrier, and nothing else about the tenant tree (see `_tenant_tree_problems`)."""
     problems: list[str] = []
     for section, (_, _, key) in SECTIONS.items():
         seen: set[str] = set()
@@ -182,6 +186,8 @@ def check(conn: Connection, data: Registry, source: str = "registry",
                 problems.append(f"{where}.parent_id: {x.parent_id!r} is an enterprise; expected a carrier")
         if scope is not None and x.tenant_id not in scope and (x.parent_id or x.tenant_id) not in scope:
             problems.append(f"{where}.tenant_id: {x.tenant_id!r} is outside your tenants")
+        elif scope is not None:
+            problems += _tenant_tree_problems(where, x, db_tenants.get(x.tenant_id), kinds, caller_tenant)
     # No cycle is possible: only enterprises have parents, and a parent must be a carrier.
 
     db_sites = _existing(conn, t.sites, "site_id", [x.site_id for x in data.lines])
@@ -210,6 +216,32 @@ def check(conn: Connection, data: Registry, source: str = "registry",
     return [f"{source}: {p}" if not p.startswith(source) else p for p in problems]
 
 
+def _tenant_tree_problems(where: str, x: Tenant, stored: Any, kinds: dict[str, str],
+                          caller_tenant: str | None) -> list[str]:
+    """What a tenant's admin may not do to the tenant tree: make a carrier, change a tenant's kind or
+    parent (which moves it, its lines and their results into another carrier's sight), or touch any
+    tenant other than an enterprise of its own carrier. Only the operator shapes the tree."""
+    own_carrier = caller_tenant if caller_tenant is not None and kinds.get(caller_tenant) == "carrier" else None
+    if stored is None:
+        if x.kind != "enterprise" or own_carrier is None or x.parent_id != own_carrier:
+            return [f"{where}: only the operator may create this tenant; expected kind enterprise with parent_id "
+                    f"{own_carrier!r} (your carrier)" if own_carrier else
+                    f"{where}: only the operator may create tenants (your account belongs to an enterprise)"]
+        return []
+    problems = []
+    if x.kind != stored.kind:
+        problems.append(f"{where}.kind: only the operator may change a tenant's kind "
+                        f"(stored {stored.kind!r}, got {x.kind!r})")
+    if x.parent_id != stored.parent_id:
+        problems.append(f"{where}.parent_id: only the operator may change a tenant's parent "
+                        f"(stored {stored.parent_id!r}, got {x.parent_id!r})")
+    under_own = stored.kind == "enterprise" and own_carrier is not None and stored.parent_id == own_carrier
+    if not problems and not under_own and x.name != stored.name:
+        problems.append(f"{where}.name: only the operator may rename {x.tenant_id!r}; "
+                        "you may edit the enterprises of your own carrier")
+    return problems
+
+
 # --- import / export ----------------------------------------------------------------------------
 
 
@@ -225,9 +257,10 @@ def _upsert(conn: Connection, table: t.Table, key: str, rows: list[dict[str, Any
 
 
 def import_registry(conn: Connection, data: Registry, source: str = "registry",
-                    scope: set[str] | None = None, now: datetime | None = None) -> dict[str, int]:
+                    scope: set[str] | None = None, now: datetime | None = None,
+                    caller_tenant: str | None = None) -> dict[str, int]:
     """Validate, then upsert everything in the caller's transaction. Raises ConfigError listing every problem."""
-    problems = check(conn, data, source, scope)
+    problems = check(conn, data, source, scope, caller_tenant)
     if problems:
         raise ConfigError(source, [p.removeprefix(f"{source}: ") for p in problems])
     now = now or datetime.now(UTC)

@@ -118,7 +118,8 @@ async def import_(who: Admin, request: Request, section: Annotated[Section | Non
             if foreign:
                 raise ConfigError("request", foreign)
             counts = registry.import_registry(conn, data, source="request",
-                                              scope=None if scope.tenants is None else set(scope.tenants))
+                                              scope=None if scope.tenants is None else set(scope.tenants),
+                                              caller_tenant=who.tenant_id)
             if dry_run:
                 conn.rollback()
             return counts
