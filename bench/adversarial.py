@@ -24,6 +24,7 @@ quarantined = hostile sent, duplicates = re-sends and the longest stall < 1 s.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -328,6 +329,7 @@ def _db_counts(store: Store) -> tuple[int, int]:
 def measure(workdir: Path, messages: int = 100_000, agents: int = 1000, connections: int = 8, pg: bool = False,
             seed: int = 16, timeout_s: float = 3600.0) -> Figures:
     workdir.mkdir(parents=True, exist_ok=True)
+    gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli.py _serve)
     url, handle = _database(pg, workdir)
     broker = bench_broker(workdir / "broker")
     store = Store(url, hooks=[RuleEngine(RulesConfig()).on_ingest])
