@@ -22,6 +22,7 @@ from collector.api import (
 )
 from collector.api.accounts import Accounts
 from collector.api.deps import route_roles
+from collector.api.headers import SecurityHeaders
 from collector.api.remote import CommandSender
 from collector.api.throttle import LoginThrottle
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
@@ -85,6 +86,7 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
     _declare_bearer(app)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -27,6 +27,7 @@ from collector.api import queries
 from collector.api import ticket_queries as tq
 from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
 from collector.api.deps import SESSION_COOKIE
+from collector.api.headers import REPORT_CSP
 from collector.api.pagination import PageParams
 from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
@@ -299,7 +300,9 @@ def acceptance_report(request: Request, line_id: str, promise_id: str) -> Respon
                                      acceptance.load_or_create_key(policy.signing_key_file))
         except acceptance.ReportError:
             return _render(request, "message.html", who, session, status_code=404, message="not_found")
-    return HTMLResponse(acceptance.render_html(signed, policy.speed.zone))
+    # Self-contained (inline <style>, printed to PDF too): its own, still script-free, policy.
+    return HTMLResponse(acceptance.render_html(signed, policy.speed.zone),
+                        headers={"Content-Security-Policy": REPORT_CSP})
 
 
 @router.post("/lines/{line_id}/enrolment-token", response_class=HTMLResponse)

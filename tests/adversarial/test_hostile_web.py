@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.web import charts
+from tests.api_support import auth
 from tests.factory import envelope, ping_check
 from tests.fleet_data import PASSWORD, Fleet
 
@@ -109,3 +111,116 @@ def test_a_line_page_with_extreme_stored_values_renders(client: TestClient, flee
     login(client, "a-admin")
     r = within(20, lambda: client.get("/console/lines/acme-xuhui-2"))
     assert r.status_code == 200 and r.text.count("<svg") == 3
+
+
+# --- security headers ----------------------------------------------------------------------------------
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "collector" / "web" / "templates"
+
+
+def _assert_hardened(r: Any, csp_needs: tuple[str, ...] = ("frame-ancestors 'none'",)) -> None:
+    h = r.headers
+    assert h.get("x-frame-options") == "DENY", (r.url, dict(h))
+    assert h.get("x-content-type-options") == "nosniff", r.url
+    assert h.get("referrer-policy") in ("no-referrer", "same-origin"), r.url
+    assert all(part in h.get("content-security-policy", "") for part in csp_needs), (r.url, h.get(
+        "content-security-policy"))
+
+
+def test_every_response_carries_the_security_headers(client: TestClient, fleet: Fleet) -> None:
+    console_csp = ("frame-ancestors 'none'", "default-src 'none'", "style-src 'self'")
+    _assert_hardened(client.get("/console/login"), console_csp)
+    login(client, "a-admin")
+    for path in ("/console/", "/console/lines/acme-xuhui-1", "/console/promises", "/console/tickets",
+                 "/console/agents", "/console/account", "/console/lines/bravo-pudong-1"):
+        r = client.get(path)
+        assert r.status_code in (200, 404)
+        _assert_hardened(r, console_csp)
+        assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script at all
+    _assert_hardened(client.get("/console/static/console.css"))
+    h = auth(fleet, "a-admin")
+    for path in ("/api/v1/lines", "/api/v1/lines/bravo-pudong-1", "/api/v1/exports/lines.csv", "/healthz",
+                 "/metrics", "/api/openapi.json", "/api/docs"):
+        _assert_hardened(client.get(path, headers=h))
+    _assert_hardened(client.get("/api/v1/lines"))  # a 401 too
+
+
+def test_console_templates_need_no_inline_script_or_style() -> None:
+    """The console's CSP has no 'unsafe-inline': a template that needs one would break in the browser."""
+    for path in TEMPLATES.glob("*.html"):
+        body = path.read_text()
+        assert "<script" not in body and "<style" not in body, path.name
+        assert not re.search(r"\sstyle=", body), f"{path.name}: an inline style attribute"
+        assert not re.search(r"\son[a-z]+=", body), f"{path.name}: an inline event handler"
+    assert "style=" not in charts.render(charts.Chart("x", "ms", [charts.Series("s", [
+        (datetime(2024, 5, 1, tzinfo=UTC), 1.0), (datetime(2024, 5, 2, tzinfo=UTC), 2.0)])]), ZoneInfo("UTC"))
+
+
+@pytest.fixture
+def live_console(fleet: Fleet) -> Iterator[str]:
+    from collector.api.app import create_app
+    from collector.api.server import HTTPServer
+
+    server = HTTPServer(create_app(fleet.engine), "127.0.0.1", 0)
+    server.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+@pytest.mark.browser
+def test_the_console_works_in_chromium_under_its_csp(live_console: str) -> None:
+    """Real Chromium enforces the policy: the pages render styled with no violation, and an injected
+    inline style is refused (so the policy really arrives and really binds)."""
+    from selenium.webdriver.common.by import By
+
+    from tests import browser
+
+    why = browser.missing()
+    if why:
+        pytest.skip(why)
+    d = browser.chromium()
+    try:
+        d.set_page_load_timeout(30)
+        # Collect CSP violations from the first moment of every page (a DevTools script is not bound by CSP).
+        d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+            "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")})
+        d.get(live_console + "/console/login")
+        d.find_element(By.ID, "user").send_keys("a-admin")
+        d.find_element(By.ID, "password").send_keys(PASSWORD)
+        d.find_element(By.ID, "login-submit").click()
+        wait_for_element(d, "fleet-table")
+        for path, element in (("/console/", "fleet-table"), ("/console/lines/acme-xuhui-1", "charts"),
+                              ("/console/promises", "compliance-table"), ("/console/tickets", "ticket-board"),
+                              ("/console/account", None)):
+            d.get(live_console + path)
+            if element:
+                wait_for_element(d, element)
+            assert d.execute_script("return window.__csp") == [], path
+            # The stylesheet applied (style-src 'self' lets it in): the body's font is the console's.
+            assert "system-ui" in d.execute_script("return getComputedStyle(document.body).fontFamily"), path
+        d.get(live_console + "/console/promises")
+        wait_for_element(d, "compliance-table")
+        assert d.find_elements(By.CSS_SELECTOR, "#compliance-table svg.bar rect")  # the share bars, as SVG
+        d.execute_script("const s = document.createElement('style'); s.textContent = 'body{color:red}';"
+                         "document.head.appendChild(s);")
+        tests_wait(lambda: d.execute_script("return window.__csp.length") > 0, "the CSP refusing an inline style")
+        assert any("style-src" in v for v in d.execute_script("return window.__csp"))
+        d.find_element(By.ID, "logout").click()
+        wait_for_element(d, "login-form")
+    finally:
+        d.quit()
+
+
+def wait_for_element(d: Any, element_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(d, 15).until(ec.presence_of_element_located((By.ID, element_id)))
+
+
+def tests_wait(condition: Callable[[], bool], what: str) -> None:
+    from tests.helpers import wait_for
+
+    wait_for(condition, timeout=10, what=what)
