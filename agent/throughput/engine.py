@@ -29,6 +29,8 @@ from agent.throughput.streams import (
 )
 from testserver.payload import Payload
 
+ADMIT_TIMEOUT_S = 10.0  # the admission answer, start to end
+
 
 @dataclass
 class EngineOptions:
@@ -58,13 +60,14 @@ class DirectionOutcome:
 def admit(opts: EngineOptions, test_id: str) -> None:
     """Ask the server for a slot before loading the line (a busy server answers 503 here)."""
     sock = connect(opts.host, opts.port)
-    sock.settimeout(10)
+    sock.settimeout(ADMIT_TIMEOUT_S)
+    deadline = time.monotonic() + ADMIT_TIMEOUT_S  # for the whole exchange, not per recv
     try:
         auth = f"Authorization: Bearer {opts.token}\r\n" if opts.token else ""
         sock.sendall(f"GET /download?bytes=1&test={test_id} HTTP/1.1\r\nHost: {opts.host}\r\n{auth}\r\n".encode())
         buf = memoryview(bytearray(65536))
-        status, headers, early = read_head(sock, buf)
-        raise_for(status, read_small_body(sock, buf, headers, early))
+        status, headers, early = read_head(sock, buf, deadline)
+        raise_for(status, read_small_body(sock, buf, headers, early, deadline))
     except OSError as exc:
         raise MeasurementFailed(f"server {opts.host}:{opts.port} did not answer: {exc}") from exc
     finally:

@@ -27,9 +27,10 @@ class Prober(threading.Thread):
     def one(self, sock, buf) -> float:  # type: ignore[no-untyped-def]
         request = f"GET /latency HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
         t0 = time.perf_counter()
+        deadline = time.monotonic() + self.timeout_s  # for the whole probe, however the server paces it
         sock.sendall(request)
-        status, headers, early = read_head(sock, buf)
-        read_small_body(sock, buf, headers, early)
+        status, headers, early = read_head(sock, buf, deadline)
+        read_small_body(sock, buf, headers, early, deadline)
         if status != 200:
             raise MeasurementFailed(f"latency probe answered HTTP {status}")
         return (time.perf_counter() - t0) * 1000.0

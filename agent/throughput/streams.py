@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 from agent.throughput import tcpinfo
 from agent.throughput.errors import MeasurementFailed, ServerBusy
@@ -24,6 +25,9 @@ from testserver.payload import Payload
 RECV_BUFFER = 4 * 1024 * 1024
 REQUEST_BYTES = 256 * 1024 * 1024  # one download/upload request; the connection is reused
 CONNECT_TIMEOUT_S = 5.0
+# Error answers, latency probes and the admission check are small; a bigger announced body is a
+# server that is broken or hostile, and reading it would cost the gateway's memory.
+SMALL_BODY_MAX = 64 * 1024
 
 
 class HTTPStatusError(MeasurementFailed):
@@ -56,10 +60,30 @@ def connect(host: str, port: int) -> socket.socket:
     return sock
 
 
-def read_head(sock: socket.socket, buf: memoryview) -> tuple[int, dict[str, str], memoryview]:
-    """Read a response head; returns (status, headers, body bytes already received)."""
+def _until(sock: socket.socket, deadline: float | None) -> None:
+    """Give the next recv only what is left of `deadline` (a socket timeout alone is per recv: a
+    server sending one byte at a time would never trip it)."""
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise MeasurementFailed("server too slow: no complete answer within the time allowed")
+    sock.settimeout(left)
+
+
+def content_length(headers: dict[str, str]) -> int:
+    text = headers.get("content-length", "0")
+    if not text.isdigit():  # also refuses a negative length
+        raise MeasurementFailed(f"server sent an invalid Content-Length: {text[:40]!r}")
+    return int(text)
+
+
+def read_head(sock: socket.socket, buf: memoryview,
+              deadline: float | None = None) -> tuple[int, dict[str, str], memoryview]:
+    """Read a response head, by `deadline` if given; returns (status, headers, body bytes already received)."""
     have = 0
     while True:
+        _until(sock, deadline)
         n = sock.recv_into(buf[have:], len(buf) - have)
         if n == 0:
             raise MeasurementFailed("server closed the connection before answering")
@@ -81,10 +105,14 @@ def read_head(sock: socket.socket, buf: memoryview) -> tuple[int, dict[str, str]
     return status, headers, buf[end + 4: have]
 
 
-def read_small_body(sock: socket.socket, buf: memoryview, headers: dict[str, str], already: memoryview) -> bytes:
-    length = int(headers.get("content-length", "0"))
+def read_small_body(sock: socket.socket, buf: memoryview, headers: dict[str, str], already: memoryview,
+                    deadline: float | None = None) -> bytes:
+    length = content_length(headers)
+    if length > SMALL_BODY_MAX:
+        raise MeasurementFailed(f"server announced a {length}-byte answer where a small one was expected")
     body = bytearray(already[:length])
     while len(body) < length:
+        _until(sock, deadline)
         chunk = sock.recv(length - len(body))
         if not chunk:
             break
@@ -157,7 +185,10 @@ class DownloadStream(Stream):
             status, headers, early = read_head(sock, buf)
             if status != 200:
                 raise_for(status, read_small_body(sock, buf, headers, early))
-            left = int(headers.get("content-length", "0")) - len(early)
+            announced = content_length(headers)
+            if announced == 0:  # answering a download with nothing would make a zero rate out of a good line
+                raise MeasurementFailed("server answered the download with an empty body")
+            left = announced - len(early)
             self.received += len(early)
             while left > 0:
                 n = sock.recv_into(buf, min(left, RECV_BUFFER))

@@ -239,7 +239,103 @@ def test_reflector_with_forged_timestamps_gives_no_zero_rtt(claimed_s: float) ->
         m = udp_latency.run(cfg, make_ctx(timeout_s=10))
         assert time.monotonic() - started < 5
     assert m.metrics["received_count"] == 20
-    assert m.metrics["implausible_timestamps_count"] == 20
     assert m.metrics["rtt_min_ms"] is not None and m.metrics["rtt_min_ms"] > 0
     assert m.metrics["rtt_max_ms"] < 1000  # the round trip as measured, not the claimed hour
     assert m.status is Status.DEGRADED and "implausible reflector timestamps" in (m.reason or "")
+    assert m.metrics["implausible_timestamps_count"] == 20
+
+
+# --- the carrier's measurement server (linecheck-testserver protocol) ------------------------------
+def _requests(conn: socket.socket) -> Iterator[str]:
+    """The request lines of a keep-alive connection (the agent sends no request bodies here)."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        yield head.split(b"\r\n")[0].decode("latin-1")
+
+
+def _measurement_server(download: Callable[[socket.socket, threading.Event, str], None],
+                        latency: Callable[[socket.socket, threading.Event], None] | None = None) -> Serve:
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
+        for line in _requests(conn):
+            if line.startswith("GET /latency"):
+                if latency is not None:
+                    latency(conn, stop)
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif line.startswith("GET /download"):
+                download(conn, stop, line)
+            else:
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    return serve
+
+
+def _admit_then(rest: Callable[[socket.socket, threading.Event], None]) -> Callable[..., None]:
+    def download(conn: socket.socket, stop: threading.Event, line: str) -> None:
+        if "bytes=1&" in line:  # the admission request
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        else:
+            rest(conn, stop)
+
+    return download
+
+
+def _drip_latency(conn: socket.socket, stop: threading.Event) -> None:
+    _drip(conn, stop, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + b" " * 400, 0.5)
+
+
+def _huge_refusal(conn: socket.socket, stop: threading.Event, _line: str) -> None:
+    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000000000000\r\n\r\n")
+    chunk = b"{" * 65536
+    until = time.monotonic() + 30
+    while time.monotonic() < until and not stop.wait(0.03):  # ~2 MB/s for at most 30 s
+        conn.sendall(chunk)
+
+
+def _empty_download(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def _throughput(port: int, **cfg: object):  # type: ignore[no-untyped-def]
+    from agent.checks import throughput
+    from agent.checks.throughput import ThroughputConfig
+
+    config = ThroughputConfig.model_validate({"server": f"127.0.0.1:{port}", "directions": ["down"],
+                                              "max_direction_s": 4, "min_measure_s": 0.5, **cfg})
+    started = time.monotonic()
+    m = throughput.run(config, make_ctx(timeout_s=60, wan=None, plan_down=100.0))
+    return m, time.monotonic() - started
+
+
+def test_measurement_server_dripping_its_answers_is_a_failure_in_time(serve: Callable[[Serve], RawServer]) -> None:
+    """Before: the idle latency probe waited 2 s per recv, so a byte every 0.5 s held it for minutes."""
+    server = serve(_measurement_server(_admit_then(_empty_download), latency=_drip_latency))
+    m, took = _throughput(server.port)
+    assert took < 2.0 + SLACK_S + 1, f"held {took:.1f} s"
+    assert m.status is Status.FAILED and ("too slow" in (m.reason or "") or "timed out" in (m.reason or "")), m.reason
+    assert m.metrics["down_mbps"] is None and not m.findings
+
+
+def test_measurement_server_announcing_a_huge_refusal_is_not_read(serve: Callable[[Serve], RawServer]) -> None:
+    """Before: a 503 announcing a terabyte body was read into memory for as long as it came."""
+    server = serve(_measurement_server(_huge_refusal))
+    m, took = _throughput(server.port)
+    assert took < 5, f"held {took:.1f} s"
+    assert m.status is Status.FAILED and "1000000000000-byte answer" in (m.reason or ""), m.reason
+    assert m.metrics["down_mbps"] is None
+
+
+def test_measurement_server_sending_empty_downloads_gives_no_zero_rate(serve: Callable[[Serve], RawServer]) -> None:
+    """Before: empty 200 answers made a rate of almost nothing out of a loopback line, and with a
+    plan configured a `throughput_below_plan` finding blamed the line for the server's lie."""
+    server = serve(_measurement_server(_admit_then(_empty_download)))
+    m, took = _throughput(server.port)
+    assert took < 10
+    assert m.status is Status.FAILED and "empty body" in (m.reason or ""), m.reason
+    assert m.metrics["down_mbps"] is None and not m.findings
