@@ -25,6 +25,7 @@ from agent.idle import IdleTracker
 from agent.publisher import Publisher
 from agent.scheduler import CrossTrafficGate, Scheduler
 from agent.spool import SpoolRefused, open_spool
+from agent.statefile import private_dir
 from agent.traffic import Rates, TrafficMonitor
 from linecheck.wire import ResultEnvelope, Trigger, commands_topic
 
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 class Agent:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.spool = open_spool(cfg)
+        private_dir(cfg.data_dir)  # results, line details, command history: the agent's user only
+        self.spool = open_spool(cfg)  # a damaged spool is salvaged here, never a reason to exit
         self.publisher = Publisher(cfg, self.spool)
         self.stop_event = threading.Event()
         self.lock_path = cfg.data_dir / "check.lock"
