@@ -51,7 +51,7 @@ from collector.pki import FleetCA  # noqa: E402
 from collector.rules import RuleEngine, RulesConfig  # noqa: E402
 from collector.store import Store  # noqa: E402
 from linecheck.identity import make_csr, new_key  # noqa: E402
-from linecheck.wire import CheckResult, ResultEnvelope, Status, new_result_id, results_topic  # noqa: E402
+from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict, new_result_id, results_topic  # noqa: E402
 
 KINDS = ("valid", "resend", "forged", "poison", "reused", "revoked")
 HOSTILE = ("forged", "poison", "reused", "revoked")
@@ -192,7 +192,7 @@ def connection_plan(conn_no: int, connections: int, messages: int, agents: int, 
             yield kind, results_topic(env.agent_id), env.to_json()
         elif kind == "reused":
             env = rng.choice(stored[: len(stored) - REUSE_DISTANCE])
-            altered = env.model_copy(update={"verdict": "problems"})
+            altered = env.model_copy(update={"verdict": Verdict.PROBLEMS})
             yield kind, results_topic(env.agent_id), altered.to_json()
         elif kind == "forged":
             i, j = rng.choice(mine), rng.randrange(agents)

@@ -17,6 +17,7 @@ bound to the line they name (collector/binding.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -310,14 +311,16 @@ class Ingestor:
     def health(self) -> IngestHealth:
         """Broker connection, and whether messages taken from the broker are moving (for /healthz)."""
         now = time.monotonic()
-        arrivals = [a for a in (self._batch_arrived,) if a is not None]
+        # Read from the API's thread while the worker runs: each value is read once, and may be a moment old.
+        in_hand, in_hand_size = self._batch_arrived, self._batch_size
+        arrivals = [] if in_hand is None else [in_hand]
         with self.inbox.mutex:  # peek: the oldest waiting message is first in the queue
             if self.inbox.queue:
                 arrivals.append(self.inbox.queue[0].arrived)
             pending = len(self.inbox.queue)
-        if self._overflow:
+        with contextlib.suppress(IndexError):  # empty, or emptied by the worker since
             arrivals.append(self._overflow[0].arrived)
-        pending += len(self._overflow) + (self._batch_size if self._batch_arrived is not None else 0)
+        pending += len(self._overflow) + (in_hand_size if in_hand is not None else 0)
         oldest = now - min(arrivals) if arrivals else 0.0
         return IngestHealth(self.connected.is_set(), self.subscribed.is_set(), pending, oldest,
                             oldest > self.stall_after_s, self.db_retries)

@@ -32,7 +32,7 @@ from collector.rules import RuleEngine, RulesConfig
 from collector.store import REUSED_ID, Store
 from linecheck.configfile import ConfigError
 from linecheck.identity import make_csr, new_key
-from linecheck.wire import CheckResult, ResultEnvelope, Status, results_topic
+from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict, results_topic
 from tests.factory import envelope, finding, link_check, ping_check
 from tests.faultkit import Watcher
 from tests.helpers import wait_for
@@ -353,7 +353,7 @@ def test_result_id_reused_with_other_content_is_quarantined_identical_resend_is_
     # Two versions of one new result in a single batch: the first stands, the other is evidence; an identical
     # copy in the same batch is still a duplicate.
     twin = envelope("gw-1", "line-1")
-    ingestor.process([inbound(twin, 4), inbound(twin.model_copy(update={"verdict": "problems"}), 5),
+    ingestor.process([inbound(twin, 4), inbound(twin.model_copy(update={"verdict": Verdict.PROBLEMS}), 5),
                       inbound(twin, 6), inbound(original, 7), inbound(altered, 8)])
     assert wire.status_of(twin.result_id) == ["stored", "quarantined"]
     assert sorted(wire.status_of(original.result_id)[-2:]) == ["duplicate", "quarantined"]
