@@ -60,6 +60,25 @@ class HTTPConfig(Strict):
     timezone: str = Field(default="Asia/Shanghai", description="Time zone the console shows times in")
     secure_cookies: bool = Field(default=False, description="Set when the console is served over HTTPS")
     metrics_token_file: Path | None = Field(default=None, description="If set, /metrics wants this bearer token")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="Addresses or networks of the reverse proxies in front of the console (e.g. 10.0.0.5, "
+                    "10.0.0.0/24): X-Forwarded-For is believed from these peers only; default none")
+    api_token_max_days: int = Field(default=90, ge=1, le=3650,
+                                    description="The longest an API token may live; every token expires")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        import ipaddress
+
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r}: expected an IP address or network such as 10.0.0.5 or "
+                                 "10.0.0.0/24") from None
+        return values
 
     @field_validator("timezone")
     @classmethod

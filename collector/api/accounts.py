@@ -23,6 +23,7 @@ from collector import schema as t
 USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 SESSION_TTL = timedelta(hours=12)
+DEFAULT_TOKEN_MAX_DAYS = 90  # http.api_token_max_days: no API token lives longer
 
 
 class Role(StrEnum):
@@ -147,6 +148,21 @@ class Accounts:
                 token_id=token_id, user_id=user_id, kind=kind, name=name, secret_hash=_secret_hash(secret),
                 created_at=now, expires_at=now + ttl if ttl else None))
         return token_id, f"lc_{token_id}_{secret}"
+
+    def issue_bounded_token(self, caller: Principal, name: str, days: int, max_days: int,
+                            now: datetime | None = None) -> tuple[str, str]:
+        """An API token minted by a caller over HTTP: it always expires, within `max_days`, and one minted
+        with an API token never outlives that token (else a stolen token could renew itself for ever).
+        A console session may mint up to `max_days`: the password was presented for that session."""
+        now = now or datetime.now(UTC)
+        expires = now + timedelta(days=max(1, min(days, max_days)))
+        if caller.kind != "session":
+            with self.engine.connect() as conn:
+                own = conn.execute(select(t.api_tokens.c.expires_at)
+                                   .where(t.api_tokens.c.token_id == caller.token_id)).scalar()
+            if own is not None:
+                expires = min(expires, _aware(own))
+        return self.issue_token(caller.user_id, name=name, ttl=expires - now)
 
     def login(self, user_id: str, password: str) -> str | None:
         """A console session token for a correct password, else None (same answer for unknown users)."""

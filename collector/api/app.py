@@ -20,11 +20,11 @@ from collector.api import (
     routes_registry,
     routes_tickets,
 )
-from collector.api.accounts import Accounts
+from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, Accounts
 from collector.api.deps import route_roles
 from collector.api.headers import SecurityHeaders
 from collector.api.remote import CommandSender
-from collector.api.throttle import LoginThrottle
+from collector.api.throttle import LoginThrottle, parse_networks
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
@@ -33,7 +33,8 @@ API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, rout
 
 def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,
                extra_routers: Sequence[APIRouter] = (), console: bool = True, secure_cookies: bool = False,
-               metrics_token: str | None = None) -> FastAPI:
+               metrics_token: str | None = None, trusted_proxies: Sequence[str] = (),
+               api_token_max_days: int = DEFAULT_TOKEN_MAX_DAYS) -> FastAPI:
     app = FastAPI(title="linecheck collector API", version="1",
                   description="Fleet, lines, results, tickets and promises of a linecheck collector. "
                               "Authenticate with `Authorization: Bearer lc_...` (see docs/api.md). "
@@ -45,6 +46,8 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     app.state.metrics = metrics or CollectorMetrics(engine)
     app.state.secure_cookies = secure_cookies
     app.state.login_throttle = LoginThrottle()
+    app.state.trusted_proxies = parse_networks(trusted_proxies)
+    app.state.api_token_max_days = api_token_max_days
     for router in [*API_ROUTERS, *extra_routers]:
         _publish_roles(router.routes)
         app.include_router(router)

@@ -161,7 +161,9 @@ class TokenRow(BaseModel):
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    expires_in_days: int | None = Field(default=90, ge=1, le=3650)
+    expires_in_days: int = Field(default=90, ge=1, le=3650,
+                                 description="Capped by the collector's http.api_token_max_days (default 90); "
+                                             "a token made with an API token expires no later than that one")
 
 
 class TokenCreated(BaseModel):

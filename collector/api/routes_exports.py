@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -40,10 +41,26 @@ def _stream(engine: Engine, stmt: Select, columns: list[str]) -> Iterator[str]: 
             yield buf.getvalue()
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) from a gateway's
+# check target would be a link, or worse, in the carrier's own Excel). OWASP's CSV-injection advice:
+# prefix such text with a quote so it shows as text. Numbers stay numbers, negative ones included.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, str):
+        return neutralise(value)
     return value
+
+
+def neutralise(text: str) -> str:
+    """Text a spreadsheet would run as a formula, made inert with a leading quote; anything else unchanged."""
+    if text.startswith(FORMULA_START) and not NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def _csv(body: Iterator[str], name: str) -> StreamingResponse:

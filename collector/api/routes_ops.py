@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -10,7 +9,7 @@ from sqlalchemy import select
 
 from collector import schema as t
 from collector.api import queries
-from collector.api.accounts import AccountError, Principal, Role
+from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, AccountError, Principal, Role
 from collector.api.deps import ALL_ROLES, accounts_of, allow
 from collector.api.models import (
     CommandRequest,
@@ -92,9 +91,12 @@ def tokens(who: Anyone, request: Request) -> list[dict]:
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["access"])
 def create_token(who: Anyone, request: Request, body: TokenRequest) -> dict:
-    """A new API token for the caller, with the caller's role and tenant. The token is shown once."""
-    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    token_id, token = accounts_of(request).issue_token(who.user_id, name=body.name, ttl=ttl)
+    """A new API token for the caller, with the caller's role and tenant. The token is shown once.
+
+    Every token expires: `expires_in_days` is capped by the collector's `http.api_token_max_days`, and a
+    token minted with an API token expires no later than that token (`expires_at` says when)."""
+    max_days = getattr(request.app.state, "api_token_max_days", DEFAULT_TOKEN_MAX_DAYS)
+    token_id, token = accounts_of(request).issue_bounded_token(who, body.name, body.expires_in_days, max_days)
     row = next(r for r in accounts_of(request).tokens(who.user_id) if r["token_id"] == token_id)
     return {"token_id": token_id, "token": token, "expires_at": row["expires_at"]}
 

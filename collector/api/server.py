@@ -30,8 +30,10 @@ class HTTPServer:
     def __init__(self, app: FastAPI, host: str, port: int):
         self.app = app
         # lifespan off: the app holds no resources of its own; the store is the caller's.
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (any local process) or
+        # from FORWARDED_ALLOW_IPS; the app reads it itself, from `http.trusted_proxies` only.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", server_header=False)
+                                lifespan="off", server_header=False, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 
@@ -74,7 +76,8 @@ def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = N
                promises: PromisePolicy | None = None) -> HTTPServer:
     token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
     app = create_app(store.engine, commands=commands, metrics=metrics, secure_cookies=cfg.secure_cookies,
-                     metrics_token=token, extra_routers=_enrolment_routers(store, enrolment))
+                     metrics_token=token, extra_routers=_enrolment_routers(store, enrolment),
+                     trusted_proxies=cfg.trusted_proxies, api_token_max_days=cfg.api_token_max_days)
     app.state.timezone = ZoneInfo(cfg.timezone)
     app.state.promises = promises  # the console signs acceptance reports with its key
     if enrolment is not None:

@@ -10,11 +10,55 @@ API tokens need no throttle: they carry 256 random bits.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_ADDRESS_LEN = 64  # a forwarded "address" is text someone sent: it becomes a dict key, so keep it short
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """'10.0.0.5', '10.0.0.0/24', '::1' -> networks; ValueError names the value that is none of these."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
+
+
+def _trusted(host: str, trusted: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(address in net for net in trusted)
+
+
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The address to count sign-in failures against.
+
+    X-Forwarded-For is anyone's to write, so it only counts when the TCP peer is one of our trusted
+    proxies; then each proxy appended the address it saw, and the right-most entry that is not a trusted
+    proxy is the client as our own proxies saw it (entries left of it are the client's own claims).
+    Without trusted proxies (the default) the peer is the client and the header is ignored.
+    """
+    if not peer:
+        return "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return peer[:MAX_ADDRESS_LEN]
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop[:MAX_ADDRESS_LEN]
+    return (hops[0] if hops else peer)[:MAX_ADDRESS_LEN]
+
+
+def request_address(request: Any) -> str:
+    """`client_address` of a Starlette request, with the app's configured trusted proxies."""
+    trusted = getattr(request.app.state, "trusted_proxies", ())
+    return client_address(request.client.host if request.client else None,
+                          request.headers.getlist("x-forwarded-for"), trusted)
 
 
 @dataclass(frozen=True)

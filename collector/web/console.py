@@ -25,13 +25,13 @@ from collector import schema as t
 from collector.api import promise_queries as pq
 from collector.api import queries
 from collector.api import ticket_queries as tq
-from collector.api.accounts import SESSION_TTL, Principal, Role, csrf_token
+from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, SESSION_TTL, Principal, Role, csrf_token
 from collector.api.deps import SESSION_COOKIE
 from collector.api.headers import REPORT_CSP
 from collector.api.pagination import PageParams
 from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
-from collector.api.throttle import LoginThrottle
+from collector.api.throttle import LoginThrottle, request_address
 from collector.web import charts, i18n
 from linecheck.wire import valid_id
 
@@ -156,7 +156,7 @@ def _safe_next(target: str) -> str:
 def login(request: Request, user: str = Form(..., max_length=64), password: str = Form(..., max_length=200),
           next: str = Form("/console/")) -> Response:
     throttle: LoginThrottle = request.app.state.login_throttle
-    address = request.client.host if request.client else "unknown"
+    address = request_address(request)  # X-Forwarded-For only from a configured trusted proxy
     wait = throttle.retry_after(user, address)
     if wait > 0:
         response = _render(request, "login.html", None, status_code=429, next=_safe_next(next),
@@ -176,8 +176,13 @@ def login(request: Request, user: str = Form(..., max_length=64), password: str 
 
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form("")) -> Response:
+    """Sign out: the session the cookie names is revoked on the server, CSRF token or not.
+
+    Deleting only the cookie would leave a copied session valid for hours. Revoking without the token is
+    safe: the cookie is SameSite=Lax, so another site's form cannot send it (no cross-site logout), and
+    the worst a same-site request can do is sign the user out. The form still carries the token."""
     found = _session(request)
-    if found and _csrf_ok(found[1], csrf):
+    if found:
         request.app.state.accounts.revoke(found[0].token_id)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -419,7 +424,8 @@ def create_token(request: Request, csrf: str = Form(""), name: str = Form(..., m
         return caller
     who, session = caller
     accounts = request.app.state.accounts
-    _, token = accounts.issue_token(who.user_id, name=name, ttl=timedelta(days=90))
+    max_days = getattr(request.app.state, "api_token_max_days", DEFAULT_TOKEN_MAX_DAYS)
+    _, token = accounts.issue_bounded_token(who, name, max_days, max_days)
     return _render(request, "account.html", who, session, tokens=accounts.tokens(who.user_id), created=token)
 
 

