@@ -25,8 +25,23 @@ def parse(stdout: str) -> tuple[float, int, int]:
     bps = recv.get("bits_per_second")
     if not bps:
         raise MeasurementFailed("iperf3 reported no received data")
+    _consistent(recv, end.get("sum_sent") or {})
     streams = len(end.get("streams") or doc.get("start", {}).get("connected") or [])
     return float(bps), int(recv.get("bytes", 0)), streams
+
+
+def _consistent(recv: dict, sent: dict) -> None:
+    """In an upload the received side is the server's own report: a server cannot be taken at its
+    word when it claims more bytes than were sent, or a rate its own byte count does not support."""
+    got, put, seconds = recv.get("bytes"), sent.get("bytes"), recv.get("seconds")
+    if isinstance(got, int | float) and isinstance(put, int | float) and got > put:
+        raise MeasurementFailed(f"iperf3: the receiver reports {got:.0f} bytes, more than the {put:.0f} bytes "
+                                "sent; the server's report cannot be trusted")
+    bps = recv.get("bits_per_second")
+    if isinstance(got, int | float) and isinstance(seconds, int | float) and seconds > 0 and \
+            isinstance(bps, int | float) and bps > 1.5 * got * 8 / seconds:
+        raise MeasurementFailed(f"iperf3: a rate of {bps:.0f} bit/s is not what {got:.0f} bytes in "
+                                f"{seconds:g} s make; the server's report cannot be trusted")
 
 
 def run_iperf3(host: str, port: int, direction: str, seconds: float, streams: int = 4) -> tuple[float, int, int]:

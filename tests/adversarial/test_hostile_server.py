@@ -339,3 +339,24 @@ def test_measurement_server_sending_empty_downloads_gives_no_zero_rate(serve: Ca
     assert took < 10
     assert m.status is Status.FAILED and "empty body" in (m.reason or ""), m.reason
     assert m.metrics["down_mbps"] is None and not m.findings
+
+
+@pytest.mark.parametrize("lie", ["more_bytes_than_sent", "rate_beyond_its_bytes"])
+def test_iperf3_server_report_that_cannot_be_true_is_refused(lie: str) -> None:
+    """In an upload, iperf3's `sum_received` is the server's own word. Before: a server claiming ten
+    times the bytes the agent sent (or a rate its byte count cannot make) became the line's speed."""
+    import json
+    from pathlib import Path
+
+    from agent.throughput.errors import MeasurementFailed
+    from agent.throughput.iperf import parse
+
+    doc = json.loads((Path(__file__).parent.parent / "data" / "iperf3" / "reverse_p2.json").read_text())
+    received = doc["end"]["sum_received"]
+    if lie == "more_bytes_than_sent":
+        received["bytes"] = doc["end"]["sum_sent"]["bytes"] * 10
+        received["bits_per_second"] = received["bytes"] * 8 / received["seconds"]
+    else:
+        received["bits_per_second"] *= 100
+    with pytest.raises(MeasurementFailed, match="cannot be trusted"):
+        parse(json.dumps(doc))
