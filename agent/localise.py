@@ -27,16 +27,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agent.findings import finding
+from linecheck.catalogue import WIFI_THROUGHPUT
 from linecheck.wire import CheckResult, Finding, MetricValue
 
 if TYPE_CHECKING:
     from agent.checks.wifi import WifiConfig
 
-SPEED_CODES = {"throughput_below_plan", "speed_below_plan"}  # the throughput check's and the issue's name
+SPEED_CODES = {"throughput_below_plan"}  # the throughput check's; a room test carries a room or its kind
 ROOM_SLOW_CODES = {"wifi_throughput_low", "lan_throughput_low"}
 WIFI_CAUSES = {"wifi_weak", "wifi_low_rate", "wifi_channel_busy", "wifi_interference"}
-SUSPENSION_SYMPTOMS = {"dns_failure", "http_failure", "target_unreachable", "packet_loss", "high_latency",
-                       "service_state_unknown"} | SPEED_CODES
+SUSPENSION_SYMPTOMS = {"dns_failure", "http_failure", "target_unreachable", "packet_loss",
+                       "high_latency"} | SPEED_CODES
 LINE_DOWN_SYMPTOMS = {"target_unreachable", "packet_loss", "high_latency", "high_jitter", "dns_failure",
                       "gateway_unreachable", "http_failure", "pmtu_blackhole", "pmtu_reduced", "ipv6_unavailable",
                       "service_suspended"} | SPEED_CODES
@@ -72,14 +74,14 @@ def _room_of(f: Finding) -> str | None:
 
 def _is_room_test(f: Finding) -> bool:
     return f.code in ROOM_SLOW_CODES or (f.code in SPEED_CODES and (_room_of(f) is not None
-                                                                   or f.check == "wifi_throughput"))
+                                                                   or f.check == WIFI_THROUGHPUT))
 
 
 def _room_metrics(checks: list[CheckResult], f: Finding) -> dict[str, MetricValue]:
     """The metrics of the room test behind `f` (the wifi_throughput result for its room)."""
     room = _room_of(f)
     for c in checks:
-        if c.kind == "wifi_throughput" and (room is None or c.target == room):
+        if c.kind == WIFI_THROUGHPUT and (room is None or c.target == room):
             return c.metrics
     return {}
 
@@ -99,32 +101,32 @@ def classify_room(f: Finding, metrics: dict[str, MetricValue], wifi: WifiConfig)
     rates = [r for r in (_num(metrics.get("tx_bitrate_mbps")), _num(metrics.get("rx_bitrate_mbps"))) if r is not None]
     station = metrics.get("station_found_flag") == 1 or signal is not None
 
-    def out(code: str, where: str, message: str) -> Finding:
-        return _explain(Finding(code=code, severity=f.severity, check=f.check or "wifi_throughput", where=where,
-                                message=message, detail=detail), [f] if f.code != code else [])
+    def out(code: str, message: str) -> Finding:
+        return _explain(finding(code, f.severity, f.check or WIFI_THROUGHPUT, message, detail),
+                        [f] if f.code != code else [])
 
     if not station:
         how = ("the gateway could not tell whether over its WiFi" if metrics.get("station_found_flag") is None
                else "not over this gateway's WiFi")
-        return out("lan_throughput_low", "lan",
+        return out("lan_throughput_low",
                    f"The test from {room} reached {got} to the gateway over the office network ({how}): "
                    "check that device's cable, switch port or access point.")
     if signal is not None and signal <= wifi.signal_degraded_dbm:
-        return out("wifi_weak", "wifi",
+        return out("wifi_weak",
                    f"The test from {room} reached {got} because the WiFi signal there is weak ({signal:g} dBm): "
                    "the line is not the cause; move the access point closer or add one in that room.")
     if rates and min(rates) < wifi.rate_degraded_mbps:
-        return out("wifi_low_rate", "wifi",
+        return out("wifi_low_rate",
                    f"The test from {room} reached {got}: the device's WiFi link runs at only {min(rates):g} "
                    "Mbit/s although the signal is adequate (old or single-stream device, 2.4 GHz, narrow channel).")
     if busy is not None and busy >= wifi.busy_degraded_pct:
-        return out("wifi_channel_busy", "wifi",
+        return out("wifi_channel_busy",
                    f"The test from {room} reached {got}: the WiFi channel is busy {busy:g}% of the time.")
     if retry is not None and retry >= wifi.retry_degraded_pct:
-        return out("wifi_interference", "wifi",
+        return out("wifi_interference",
                    f"The test from {room} reached {got}: {retry:g}% of the frames to the device are sent again "
                    "(interference).")
-    return out("wifi_throughput_low", "wifi",
+    return out("wifi_throughput_low",
                f"The test from {room} reached {got} over WiFi although the device's radio figures look fine: "
                "the device itself (or its browser) may be the limit.")
 

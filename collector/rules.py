@@ -31,6 +31,8 @@ from sqlalchemy import Connection, func, select, text
 from collector import command_queue as cmds
 from collector import schema as t
 from collector import tickets
+from linecheck import catalogue, speed
+from linecheck.catalogue import THROUGHPUT
 from linecheck.configfile import Strict
 from linecheck.wire import AGENT_CHECK, ResultEnvelope, Status, Trigger
 
@@ -93,10 +95,12 @@ DEFAULT_RULES: dict[str, Rule] = {
                          retest=True, where="wan"),
     "high_latency": _rule("High latency", ["high_latency"], ["ping", "udp_latency"],
                           masked_by=["line_down", "packet_loss"], severity="warning", where="wan"),
+    # The class keeps its name (tickets and configs use it); the finding it matches is the one the
+    # throughput check emits, and its conditions are the same judgement (linecheck/speed.py).
     "speed_below_plan": Rule(
-        title="Speed below plan", findings=["speed_below_plan"], observed_by=["throughput"],
-        conditions=[Condition(metrics=["capacity_down_mbps", "down_mbps"], below_plan_pct=50, plan="down"),
-                    Condition(metrics=["capacity_up_mbps", "up_mbps"], below_plan_pct=50, plan="up")],
+        title="Speed below plan", findings=["throughput_below_plan"], observed_by=[THROUGHPUT],
+        conditions=[Condition(metrics=list(speed.FIGURES["down"]), below_plan_pct=speed.SLOW_PCT_OF_PLAN, plan="down"),
+                    Condition(metrics=list(speed.FIGURES["up"]), below_plan_pct=speed.SLOW_PCT_OF_PLAN, plan="up")],
         masked_by=["line_down", "wan_link_degraded"], retest=True, severity="warning", where="wan"),
     "dns_failure": _rule("DNS failure", ["dns_failure"], ["dns"], masked_by=["line_down"], where="dns"),
     "wan_link_degraded": _rule("WAN port degraded", ["wan_link_degraded"], ["link"], masked_by=["line_down"],
@@ -136,6 +140,12 @@ class RulesConfig(Strict):
             unknown = [c for c in rule.masked_by if c not in self.effective()]
             if unknown:
                 raise ValueError(f"classes.{name}.masked_by: unknown class(es) {unknown}")
+            # A code or kind outside the catalogue would match nothing, silently: refuse it.
+            if codes := catalogue.unknown_codes(rule.findings):
+                raise ValueError(f"classes.{name}.findings: unknown finding code(s) {codes} (linecheck/findings.csv)")
+            for key in ("observed_by", "retest_checks"):
+                if kinds := catalogue.unknown_kinds(getattr(rule, key) or []):
+                    raise ValueError(f"classes.{name}.{key}: unknown check kind(s) {kinds} (linecheck/kinds.csv)")
         return self
 
     def effective(self) -> dict[str, Rule]:
@@ -228,16 +238,30 @@ class RuleEngine:
                 return f.where or rule.where, f.message
         for c in self._observing_checks(rule, e):
             for cond in rule.conditions:
-                value, name = self._value(cond, c.metrics)
-                limit = self._limit(cond, plan)
-                if value is None or limit is None:
-                    continue
-                if (cond.above is not None and value >= limit) or (cond.above is None and value < limit):
-                    what = f"{name} {_fmt(value)} {'≥' if cond.above is not None else '<'} {_fmt(limit)}"
-                    if cond.below_plan_pct is not None:
-                        what += f" ({_fmt(cond.below_plan_pct)}% of the {cond.plan} plan)"
+                breach, what = self._judge(cond, c.metrics, plan)
+                if breach:
                     return rule.where, what + (f" ({c.kind} {c.target})" if c.target else f" ({c.kind})")
         return None
+
+    @staticmethod
+    def _judge(cond: Condition, metrics: dict[str, Any], plan: Plan) -> tuple[bool | None, str]:
+        """(breach, what) of one condition on one check's metrics; breach is None when the check cannot
+        tell: the metric was not measured, the plan is unknown, or (against the plan) the test's
+        cross-traffic was too high to trust — the agent's own judgement, linecheck/speed.py."""
+        if cond.below_plan_pct is not None:
+            assert cond.plan is not None  # the model validator pairs them
+            j = speed.judge_speed(metrics, cond.plan, plan.down if cond.plan == "down" else plan.up,
+                                  cond.below_plan_pct, cond.metrics)
+            if j.slow is None or j.measured_mbps is None or j.limit_mbps is None:
+                return None, ""
+            return j.slow, (f"{j.metric} {_fmt(j.measured_mbps)} < {_fmt(j.limit_mbps)} "
+                            f"({_fmt(cond.below_plan_pct)}% of the {cond.plan} plan)")
+        value, name = RuleEngine._value(cond, metrics)
+        limit = cond.above if cond.above is not None else cond.below
+        if value is None or limit is None:
+            return None, ""
+        breach = value >= limit if cond.above is not None else value < limit
+        return breach, f"{name} {_fmt(value)} {'≥' if cond.above is not None else '<'} {_fmt(limit)}"
 
     @staticmethod
     def _value(cond: Condition, metrics: dict[str, Any]) -> tuple[float | None, str]:
@@ -247,11 +271,10 @@ class RuleEngine:
         return None, cond.metrics[0]
 
     @staticmethod
-    def _limit(cond: Condition, plan: Plan) -> float | None:
-        if cond.below_plan_pct is not None:
-            rate = plan.down if cond.plan == "down" else plan.up
-            return None if rate is None else rate * cond.below_plan_pct / 100
-        return cond.above if cond.above is not None else cond.below
+    def _untrusted(rule: Rule, c: Any) -> bool:
+        """A speed test the agent itself did not trust (cross-traffic too high) says nothing about a
+        class judged against the plan: neither a breach nor healthy evidence."""
+        return any(cond.below_plan_pct is not None for cond in rule.conditions) and not speed.trusted(c.metrics)
 
     @staticmethod
     def _observing_checks(rule: Rule, e: ResultEnvelope) -> list[Any]:
@@ -269,12 +292,11 @@ class RuleEngine:
         hit = self._breach(rule, e, plan)
         if hit:
             return Observation(e.agent_id, e.result_id, e.started_at, True, hit[0], hit[1])
-        checks = self._observing_checks(rule, e)
+        checks = [c for c in self._observing_checks(rule, e) if not self._untrusted(rule, c)]
         if not checks:
             return None
-        if not rule.findings and not any(
-                self._value(cond, c.metrics)[0] is not None and self._limit(cond, plan) is not None
-                for c in checks for cond in rule.conditions):
+        if not rule.findings and not any(self._judge(cond, c.metrics, plan)[0] is not None
+                                         for c in checks for cond in rule.conditions):
             return None  # e.g. the throughput test failed, or the plan is unknown: unavailable is not slow
         return Observation(e.agent_id, e.result_id, e.started_at, False)
 

@@ -1,4 +1,5 @@
-"""Generate docs/result.schema.json and docs/metrics.md from the code (`python -m linecheck.schema`)."""
+"""Generate docs/result.schema.json, docs/metrics.md and docs/findings.md from the code and the catalogues
+(`python -m linecheck.schema`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from linecheck.catalogue import render_markdown
+from linecheck.catalogue import render_findings_markdown, render_markdown
 from linecheck.wire import ResultEnvelope
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -19,7 +20,8 @@ def result_schema() -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-GENERATED = {"result.schema.json": result_schema, "metrics.md": render_markdown}
+GENERATED = {"result.schema.json": result_schema, "metrics.md": render_markdown,
+             "findings.md": render_findings_markdown}
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ def room(signal=None, tx=None, rx=None, busy=None, retry=None, down=40.0, found=
              station_found_flag=found)
 
 
-def slow_room(name: str = ROOM2, code: str = "speed_below_plan", **detail) -> Finding:
+def slow_room(name: str = ROOM2, code: str = "throughput_below_plan", **detail) -> Finding:
     return F(code, "wan", check="wifi_throughput", room=name, measured_mbps=40.0, **detail)
 
 
@@ -35,7 +35,7 @@ CASES = [
     # (name, checks, findings, expected [(code, where, room)], explained codes on the first)
     ("the issue's example: line fine, station at -78 dBm / 40 Mbit/s -> wifi_weak in that room",
      [LINE_FINE, room(signal=-78, tx=40.0, rx=39.0)], [slow_room()],
-     [("wifi_weak", "wifi", ROOM2)], {"speed_below_plan"}),
+     [("wifi_weak", "wifi", ROOM2)], {"throughput_below_plan"}),
     ("good signal but a 2.4 GHz single-stream link -> wifi_low_rate",
      [LINE_FINE, room(signal=-52, tx=65.0, rx=72.2)], [slow_room(code="wifi_throughput_low")],
      [("wifi_low_rate", "wifi", ROOM2)], {"wifi_throughput_low"}),
@@ -88,9 +88,9 @@ CASES = [
     ("the wifi check and a room test both saw the weak station: reported once, the most severe",
      [room(signal=-82, tx=13.0)],
      [F("wifi_weak", "wifi", "warning", check="wifi", station="3c:22:fb:8e:41:07", room=ROOM2, signal_dbm=-78),
-      F("speed_below_plan", "wan", "critical", check="wifi_throughput", room=ROOM2, station="3c:22:fb:8e:41:07",
+      F("throughput_below_plan", "wan", "critical", check="wifi_throughput", room=ROOM2, station="3c:22:fb:8e:41:07",
         measured_mbps=12.0)],
-     [("wifi_weak", "wifi", ROOM2)], {"speed_below_plan"}),
+     [("wifi_weak", "wifi", ROOM2)], {"throughput_below_plan"}),
     ("nothing wrong", [LINE_FINE, PING_OK], [], [], set()),
 ]
 

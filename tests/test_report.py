@@ -25,7 +25,7 @@ from linecheck.wire import CheckResult, ClockState, Finding, ResultEnvelope, Sta
 SNAPSHOTS = Path(__file__).parent / "data" / "report"
 CONTRACT_CODES = ["line_down", "target_unreachable", "packet_loss", "high_latency", "high_jitter", "dns_failure",
                   "wan_link_degraded", "gateway_unreachable", "pmtu_blackhole", "pmtu_reduced", "ipv6_unavailable",
-                  "http_failure", "service_suspended", "wifi_weak", "speed_below_plan"]
+                  "http_failure", "service_suspended", "wifi_weak", "throughput_below_plan"]
 
 
 def problems_envelope() -> ResultEnvelope:

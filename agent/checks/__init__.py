@@ -1,7 +1,9 @@
 """The check registry: the only place that lists check kinds.
 
 To add a check, write agent/checks/<kind>.py exposing `SPEC = CheckSpec(...)`, add it below,
-list its metrics in linecheck/metrics.csv and give it a sample in config/. See docs/extending.md.
+give it its rows in the catalogues (linecheck/kinds.csv, metrics.csv, findings.csv for new codes)
+and a sample in config/. See docs/extending.md. The registry and the kind catalogue must agree:
+importing this module fails otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agent.checks import (
     wifi,
 )
 from agent.checks.base import CheckSpec
+from linecheck.catalogue import kinds
 
 REGISTRY: dict[str, CheckSpec] = {
     spec.kind: spec
@@ -39,3 +42,7 @@ REGISTRY: dict[str, CheckSpec] = {
         throughput.SPEC,
     )
 }
+
+_unregistered = sorted(k for k, spec in kinds().items() if spec.source == "check" and k not in REGISTRY)
+if _unregistered:  # a catalogued check kind without a module: the collector would expect results that never come
+    raise ImportError(f"linecheck/kinds.csv lists check kind(s) {_unregistered} that agent/checks does not register")

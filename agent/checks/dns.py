@@ -210,4 +210,4 @@ def _escalate_if_all_failed(out: list[Measurement]) -> None:
             m.findings = [Finding.model_validate(f.model_dump() | {"severity": "critical"}) for f in m.findings]
 
 
-SPEC = CheckSpec(kind="dns", config=DnsConfig, run=run, title="DNS resolution")
+SPEC = CheckSpec(kind="dns", config=DnsConfig, run=run)

@@ -101,4 +101,4 @@ def run(cfg: GatewayConfig, ctx: CheckContext) -> Measurement:
     return Measurement(Status.OK, None, metrics, target)
 
 
-SPEC = CheckSpec(kind="gateway", config=GatewayConfig, run=run, title="Default gateway")
+SPEC = CheckSpec(kind="gateway", config=GatewayConfig, run=run)

@@ -126,4 +126,4 @@ def run(cfg: Ipv6Config, ctx: CheckContext) -> Measurement:
                        [finding("ipv6_unavailable", severity, "ipv6", sentence, {"missing": missing})])
 
 
-SPEC = CheckSpec(kind="ipv6", config=Ipv6Config, run=run, title="IPv6")
+SPEC = CheckSpec(kind="ipv6", config=Ipv6Config, run=run)

@@ -125,4 +125,4 @@ def run(cfg: LinkConfig, ctx: CheckContext) -> list[Measurement]:
     return [out[name] for _p, name in ports]
 
 
-SPEC = CheckSpec(kind="link", config=LinkConfig, run=run, title="WAN and LAN links")
+SPEC = CheckSpec(kind="link", config=LinkConfig, run=run)

@@ -204,4 +204,4 @@ def run(cfg: PingConfig, ctx: CheckContext) -> list[Measurement]:
     return out
 
 
-SPEC = CheckSpec(kind="ping", config=PingConfig, run=run, title="Ping (loss, latency, jitter)")
+SPEC = CheckSpec(kind="ping", config=PingConfig, run=run)

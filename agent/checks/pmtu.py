@@ -207,4 +207,4 @@ def run(cfg: PmtuConfig, ctx: CheckContext) -> Measurement:
                  "downloads may hang. The WAN MTU must be lowered to match the line.", detail)])
 
 
-SPEC = CheckSpec(kind="pmtu", config=PmtuConfig, run=run, title="Path MTU")
+SPEC = CheckSpec(kind="pmtu", config=PmtuConfig, run=run)

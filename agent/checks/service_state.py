@@ -96,4 +96,4 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
     return Measurement(Status.OK, None, metrics, target)
 
 
-SPEC = CheckSpec(kind="service_state", config=ServiceStateConfig, run=run, title="Service state (suspension)")
+SPEC = CheckSpec(kind="service_state", config=ServiceStateConfig, run=run)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
+from linecheck import speed
 from linecheck.wire import Finding, Status
 
 MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
@@ -37,7 +38,7 @@ class ThroughputConfig(CheckConfig):
                                          description="Cross-traffic above this share of capacity: not trusted")
     cpu_limited_pct: float = Field(default=95.0, gt=0, le=100,
                                    description="Gateway CPU at or above this during the test: CPU-limited")
-    slow_pct_of_plan: float = Field(default=50.0, ge=0, le=100,
+    slow_pct_of_plan: float = Field(default=speed.SLOW_PCT_OF_PLAN, ge=0, le=100,
                                     description="Capacity below this share of the plan: degraded")
     token_file: Path | None = Field(default=None, description="File holding the test server's token")
     timeout_s: float = 90.0
@@ -94,12 +95,12 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
     problems: list[str] = []
     if (m.get("cpu_max_pct") or 0) >= cfg.cpu_limited_pct:
         notes.append(f"gateway CPU reached {m['cpu_max_pct']:g} %: the result may be CPU-limited")
-    if m.get("cross_traffic_high_flag") == 1:
+    if not speed.trusted(m):
         notes.append("cross-traffic was too high to trust the capacity estimate")
     for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
-        got = m.get(f"capacity_{direction}_mbps") or m.get(f"{direction}_mbps")
-        trusted = not m.get("cross_traffic_high_flag")
-        if plan and got is not None and got < plan * cfg.slow_pct_of_plan / 100 and trusted:
+        j = speed.judge_speed(m, direction, plan, cfg.slow_pct_of_plan)  # the collector's rule judges the same way
+        if j.slow and j.measured_mbps is not None and plan:
+            got = j.measured_mbps
             problems.append(f"{direction} {got:g} Mbit/s is below {cfg.slow_pct_of_plan:g} % of the {plan:g} plan")
             findings.append(finding(
                 "throughput_below_plan", "warning", "throughput",
@@ -109,4 +110,4 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
     return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
 
 
-SPEC = CheckSpec(kind="throughput", config=ThroughputConfig, run=run, title="Throughput")
+SPEC = CheckSpec(kind="throughput", config=ThroughputConfig, run=run)

@@ -178,4 +178,4 @@ def run(cfg: TracerouteConfig, ctx: CheckContext) -> list[Measurement]:
                                          f"{where}{note}", summary, address), *per_hop]
 
 
-SPEC = CheckSpec(kind="traceroute", config=TracerouteConfig, run=run, title="Traceroute")
+SPEC = CheckSpec(kind="traceroute", config=TracerouteConfig, run=run)

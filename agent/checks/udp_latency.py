@@ -166,4 +166,4 @@ def run(cfg: UdpLatencyConfig, ctx: CheckContext) -> Measurement:
     return Measurement(status, reason, metrics, label, found)
 
 
-SPEC = CheckSpec(kind="udp_latency", config=UdpLatencyConfig, run=run, title="UDP latency (STAMP)")
+SPEC = CheckSpec(kind="udp_latency", config=UdpLatencyConfig, run=run)

@@ -13,13 +13,14 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
+from agent.findings import finding
 from agent.wifi import assess
 from agent.wifi.iw import in_use_survey, parse_dev, parse_info, parse_link, parse_station_dump, parse_survey_dump
 from agent.wifi.model import Interface, Station, band_of
 from agent.wifi.proc import parse_proc_net_wireless
 from agent.wifi.scan import parse_scan
 from agent.wifi.source import CapturedIw, IwCommand, IwSource
-from linecheck.wire import Finding, Status
+from linecheck.wire import Status
 
 
 class WifiConfig(CheckConfig):
@@ -179,9 +180,8 @@ def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: Check
         uplink = _uplink_station(src, iface, stations)
         if uplink is None:
             verdict = assess.Verdict(Status.FAILED, [f"{iface.name} is not connected to any network"], [
-                Finding(code="wifi_not_connected", severity="critical", check="wifi", where="wifi",
-                               message=f"The gateway's WiFi interface {iface.name} is not connected.",
-                               detail={"interface": iface.name})])
+                finding("wifi_not_connected", "critical", "wifi",
+                        f"The gateway's WiFi interface {iface.name} is not connected.", {"interface": iface.name})])
             return [Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings)]
         stations = [uplink]
 
@@ -222,4 +222,4 @@ def run(cfg: WifiConfig, ctx: CheckContext) -> list[Measurement]:
     return out
 
 
-SPEC = CheckSpec(kind="wifi", config=WifiConfig, run=run, title="WiFi (signal, rates, channel load)")
+SPEC = CheckSpec(kind="wifi", config=WifiConfig, run=run)

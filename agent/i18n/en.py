@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from linecheck.catalogue import kinds
+
 UI: dict[str, str] = {
     "title": "Line self-check",
     "verdict_healthy": "Your line is healthy.",
@@ -67,21 +69,8 @@ WHERE: dict[str, str] = {
     "agent": "the linecheck agent",
 }
 
-CHECKS: dict[str, str] = {
-    "link": "WAN link",
-    "ping": "Ping (loss, latency)",
-    "udp_latency": "UDP latency (STAMP)",
-    "dns": "DNS",
-    "gateway": "Gateway",
-    "pmtu": "Path MTU",
-    "traceroute": "Route (traceroute)",
-    "ipv6": "IPv6",
-    "http": "Web (HTTP)",
-    "service_state": "Service state",
-    "wifi": "WiFi",
-    "wifi_throughput": "Room speed test",
-    "throughput": "Speed test",
-}
+# English check titles come from the kind catalogue (linecheck/kinds.csv), their one source; zh.py translates them.
+CHECKS: dict[str, str] = {spec.kind: spec.title for spec in kinds().values()}
 
 # code -> (sentence with {detail} placeholders, the same without placeholders, what to do)
 FINDINGS: dict[str, tuple[str, str, str]] = {
@@ -190,14 +179,8 @@ FINDINGS: dict[str, tuple[str, str, str]] = {
         "A room's speed test over the office network is slow.",
         "Check the cables and switches between that room and the gateway.",
     ),
-    "speed_below_plan": (
-        "The line delivered {down_mbps} Mbit/s, below the {plan_down_mbps} Mbit/s you pay for.",
-        "The line is slower than the plan you pay for.",
-        "Run the check again when the office is quiet; if it stays low, hand this report to the carrier: "
-        "the promised speed is not delivered.",
-    ),
     "throughput_below_plan": (
-        "The line delivered {down_mbps} Mbit/s, below the {plan_down_mbps} Mbit/s you pay for.",
+        "The line delivered {measured_mbps} Mbit/s, below the {plan_mbps} Mbit/s you pay for.",
         "The line is slower than the plan you pay for.",
         "Run the check again when the office is quiet; if it stays low, hand this report to the carrier: "
         "the promised speed is not delivered.",

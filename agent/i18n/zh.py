@@ -81,6 +81,7 @@ CHECKS: dict[str, str] = {
     "wifi": "WiFi",
     "wifi_throughput": "房间测速",
     "throughput": "测速",
+    "agent": "linecheck 代理程序",
 }
 
 FINDINGS: dict[str, tuple[str, str, str]] = {
@@ -185,13 +186,8 @@ FINDINGS: dict[str, tuple[str, str, str]] = {
         "某个房间通过办公室内网的测速偏慢。",
         "请检查该房间到网关之间的网线和交换机。",
     ),
-    "speed_below_plan": (
-        "线路实测 {down_mbps} Mbit/s，低于您购买的 {plan_down_mbps} Mbit/s。",
-        "线路速度低于您购买的套餐。",
-        "请在办公室空闲时再测一次；如仍偏低，请将本报告交给运营商：承诺的速率没有兑现。",
-    ),
     "throughput_below_plan": (
-        "线路实测 {down_mbps} Mbit/s，低于您购买的 {plan_down_mbps} Mbit/s。",
+        "线路实测 {measured_mbps} Mbit/s，低于您购买的 {plan_mbps} Mbit/s。",
         "线路速度低于您购买的套餐。",
         "请在办公室空闲时再测一次；如仍偏低，请将本报告交给运营商：承诺的速率没有兑现。",
     ),

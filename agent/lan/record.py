@@ -8,10 +8,12 @@ import math
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent import clock
+from agent.findings import finding
 from agent.lan.settings import valid_room
 from agent.lan.station import StationView
 from agent.localise import localise
 from linecheck import __version__
+from linecheck.catalogue import WIFI_THROUGHPUT
 from linecheck.wire import (
     CheckResult,
     Finding,
@@ -24,7 +26,7 @@ from linecheck.wire import (
     utcnow,
 )
 
-KIND = "wifi_throughput"
+KIND = WIFI_THROUGHPUT
 
 
 class ClientResult(BaseModel):
@@ -80,12 +82,12 @@ def judge(result: ClientResult, view: StationView, target_mbps: float | None) ->
     if view.mac:
         detail["station"] = view.mac
     code = "wifi_throughput_low" if wifi else "lan_throughput_low"
-    finding = Finding(code=code, severity="warning", check=KIND, where="wifi" if code.startswith("wifi") else "lan",
-                      message=f"The test from {result.room} reached {measured:g} Mbit/s, below its "
-                              f"{target_mbps:g} Mbit/s target.", detail=detail)
+    slow = finding(code, "warning", KIND,
+                   f"The test from {result.room} reached {measured:g} Mbit/s, below its {target_mbps:g} Mbit/s target.",
+                   detail)
     reason = f"{measured:g} Mbit/s is below the room's {target_mbps:g} Mbit/s target"
     return CheckResult(kind=KIND, status=Status.DEGRADED, reason=reason, metrics=metrics,
-                       duration_s=result.duration_s or 0.0, target=result.room), [finding]
+                       duration_s=result.duration_s or 0.0, target=result.room), [slow]
 
 
 def envelope(agent_id: str, line_id: str, site_id: str, result: ClientResult, view: StationView,

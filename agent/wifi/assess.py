@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.findings import finding
 from agent.wifi.model import Bss, Interface, Station, Survey, band_of, channel_of
 from linecheck.wire import Finding, MetricValue, Status
 
@@ -97,28 +98,27 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
         status = Status.FAILED if failed else Status.DEGRADED
         rate_txt = f" and {rate:g} Mbit/s" if isinstance(rate, int | float) else ""
         problems.append(f"weak signal {signal} dBm{rate_txt}")
-        findings.append(Finding(
-            code="wifi_weak", severity="critical" if failed else "warning", check="wifi", where="wifi",
-            message=f"The WiFi signal of {who} is weak ({signal} dBm{rate_txt}): move the access point closer "
-                    "or add one in that room.", detail=detail))
+        findings.append(finding(
+            "wifi_weak", "critical" if failed else "warning", "wifi",
+            f"The WiFi signal of {who} is weak ({signal} dBm{rate_txt}): move the access point closer "
+            "or add one in that room.", detail))
         return Verdict(status, problems, findings)
     if isinstance(rate, int | float) and rate < cfg.rate_degraded_mbps:
         failed = rate <= cfg.rate_failed_mbps
         status = Status.FAILED if failed else Status.DEGRADED
         band = f" on {band_ghz:g} GHz" if band_ghz else ""
         problems.append(f"PHY rate {rate:g} Mbit/s{band} with an adequate signal")
-        findings.append(Finding(
-            code="wifi_low_rate", severity="critical" if failed else "warning", check="wifi", where="wifi",
-            message=f"{who[0].upper() + who[1:]} connects at only {rate:g} Mbit/s{band} although its signal is "
-                    "adequate "
-                    "(old or single-stream client, 2.4 GHz, or a narrow channel).", detail=detail))
+        findings.append(finding(
+            "wifi_low_rate", "critical" if failed else "warning", "wifi",
+            f"{who[0].upper() + who[1:]} connects at only {rate:g} Mbit/s{band} although its signal is adequate "
+            "(old or single-stream client, 2.4 GHz, or a narrow channel).", detail))
     if isinstance(retry, int | float) and retry >= cfg.retry_degraded_pct:
         status = Status.DEGRADED if status is Status.OK else status
         problems.append(f"{retry:g}% of frames retried")
-        findings.append(Finding(
-            code="wifi_interference", severity="warning", check="wifi", where="wifi",
-            message=f"{retry:g}% of the frames to {who} must be sent again although the signal is good: "
-                    "interference on the channel.", detail=detail))
+        findings.append(finding(
+            "wifi_interference", "warning", "wifi",
+            f"{retry:g}% of the frames to {who} must be sent again although the signal is good: "
+            "interference on the channel.", detail))
     return Verdict(status, problems, findings)
 
 
@@ -192,18 +192,18 @@ def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | 
         failed = busy >= cfg.busy_failed_pct
         status = Status.FAILED if failed else Status.DEGRADED
         problems.append(f"{chan} busy {busy:g}% of the time")
-        findings.append(Finding(
-            code="wifi_channel_busy", severity="critical" if failed else "warning", check="wifi", where="wifi",
-            message=f"The air on {chan} of {where} is busy {busy:g}% of the time: little is left for this office's "
-                    "devices (choose a quieter channel or move clients to 5 GHz).", detail=detail))
+        findings.append(finding(
+            "wifi_channel_busy", "critical" if failed else "warning", "wifi",
+            f"The air on {chan} of {where} is busy {busy:g}% of the time: little is left for this office's "
+            "devices (choose a quieter channel or move clients to 5 GHz).", detail))
     strong = m.get("cochannel_networks_count")
     if isinstance(strong, int) and strong >= cfg.cochannel_degraded_count:
         status = Status.DEGRADED if status is Status.OK else status
         problems.append(f"{strong} other networks on {chan} at {cfg.cochannel_signal_dbm:g} dBm or stronger")
-        findings.append(Finding(
-            code="wifi_interference", severity="warning", check="wifi", where="wifi",
-            message=f"{strong} neighbouring networks share {chan} with {where} (strongest "
-                    f"{m.get('cochannel_strongest_dbm'):g} dBm): choose another channel.", detail=detail))
+        findings.append(finding(
+            "wifi_interference", "warning", "wifi",
+            f"{strong} neighbouring networks share {chan} with {where} (strongest "
+            f"{m.get('cochannel_strongest_dbm'):g} dBm): choose another channel.", detail))
     return Verdict(status, problems, findings)
 
 

@@ -14,10 +14,11 @@ from sqlalchemy import Connection
 
 from collector.promises.consequences import run_ledger
 from collector.promises.criterion import PromisePolicy
-from collector.promises.ledger import THROUGHPUT_KIND, WIFI_KINDS
+from collector.promises.ledger import WIFI_KINDS
+from linecheck.catalogue import THROUGHPUT
 from linecheck.wire import ResultEnvelope
 
-MEASURED = {THROUGHPUT_KIND, *WIFI_KINDS}
+MEASURED = {THROUGHPUT, *WIFI_KINDS}
 
 
 class PromiseHook:

@@ -34,13 +34,12 @@ from collector.promises.model import (
 from collector.promises.speed import sample_from_metrics
 from collector.promises.verdict import Verdict, dumps
 from collector.promises.wifi import WifiSample
+from linecheck.catalogue import LINK, THROUGHPUT, WIFI_THROUGHPUT
 from linecheck.configfile import ConfigError
 
-# Check kinds the evidence comes from (agent/checks/<kind>.py). The WiFi throughput test records
-# the room's label as the check's target.
-THROUGHPUT_KIND = "throughput"
-LINK_KIND = "link"
-WIFI_KINDS = ("wifi_throughput",)
+# Check kinds the evidence comes from, from the kind catalogue (linecheck/kinds.csv). The WiFi
+# throughput test records the room's label as the check's target.
+WIFI_KINDS = (WIFI_THROUGHPUT,)
 CHUNK = 500
 
 
@@ -146,11 +145,11 @@ def _check_metrics(conn: Connection, line_ids: list[str], kinds: Sequence[str], 
 
 def _speed_and_wifi(conn: Connection, line_ids: list[str], since: datetime, until: datetime,
                     evidence: dict[str, LineEvidence]) -> None:
-    rows = _check_metrics(conn, line_ids, (THROUGHPUT_KIND, LINK_KIND, *WIFI_KINDS), since, until)
-    links = {(r["agent_id"], r["result_id"]): r["metrics"] for r in rows if r["kind"] == LINK_KIND}
+    rows = _check_metrics(conn, line_ids, (THROUGHPUT, LINK, *WIFI_KINDS), since, until)
+    links = {(r["agent_id"], r["result_id"]): r["metrics"] for r in rows if r["kind"] == LINK}
     for r in rows:
         ev = evidence[r["line_id"]]
-        if r["kind"] == THROUGHPUT_KIND:
+        if r["kind"] == THROUGHPUT:
             ev.speed.append(sample_from_metrics(r["result_id"], r["at"], r["metrics"],
                                                 links.get((r["agent_id"], r["result_id"])), r["status"],
                                                 r["reason"], r["agent_id"]))
@@ -270,7 +269,7 @@ def lines_with_new_measurements(conn: Connection, keys: Iterable[tuple[str, str]
         ids = [rid for _, rid in part]
         rows = conn.execute(select(t.checks.c.line_id, t.checks.c.agent_id, t.checks.c.result_id)
                             .where(t.checks.c.result_id.in_(ids),
-                                   t.checks.c.kind.in_([THROUGHPUT_KIND, *WIFI_KINDS])))
+                                   t.checks.c.kind.in_([THROUGHPUT, *WIFI_KINDS])))
         wanted = set(part)
         lines.update(r.line_id for r in rows if (r.agent_id, r.result_id) in wanted)
     return lines

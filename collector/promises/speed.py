@@ -27,17 +27,15 @@ from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import Outcome, PromiseBase, SpeedPromise, worst
 from collector.promises.stats import Side, decisive_sample_size, side, wilson_bounds
 from collector.promises.verdict import Verdict, jsonable
+from linecheck import speed
 
 Direction = Literal["down", "up"]
 DIRECTIONS: tuple[Direction, ...] = ("down", "up")
 
-# Metric names from the agent's throughput and link checks (linecheck/metrics.csv). The capacity
-# estimate counts the office's other traffic on the WAN port during the test; it is what the line
-# can carry, so it is preferred to the test's own rate.
-FIGURES: dict[Direction, tuple[str, ...]] = {
-    "down": ("capacity_down_mbps", "down_mbps"),
-    "up": ("capacity_up_mbps", "up_mbps"),
-}
+# Metric names from the agent's throughput check, best first (the capacity estimate, else the test's
+# own rate), and whether its cross-traffic was too high to trust: the same reading as the agent's
+# check and the speed rule (linecheck/speed.py).
+FIGURES: dict[Direction, tuple[str, ...]] = speed.FIGURES
 
 
 class Exclusion(StrEnum):
@@ -81,16 +79,15 @@ def sample_from_metrics(result_id: str, at: datetime, throughput: Mapping[str, f
     link = link or {}
     figures: dict[str, tuple[float | None, str | None]] = {}
     for direction, names in FIGURES.items():
-        figures[direction] = next(((float(v), n) for n in names if (v := throughput.get(n)) is not None),
-                                  (None, None))
+        value, name = speed.figure(throughput, names)
+        figures[direction] = (value, name if value is not None else None)
     wan = link.get("wan_speed_mbps", throughput.get("wan_speed_mbps"))
     cpu = throughput.get("cpu_max_pct")
-    flag = throughput.get("cross_traffic_high_flag")
     return SpeedSample(
         result_id=result_id, at=at, down_mbps=figures["down"][0], down_source=figures["down"][1],
         up_mbps=figures["up"][0], up_source=figures["up"][1],
         wan_speed_mbps=None if wan is None else float(wan), cpu_max_pct=None if cpu is None else float(cpu),
-        cross_traffic_high=bool(flag), status=status, reason=reason, agent_id=agent_id)
+        cross_traffic_high=not speed.trusted(throughput), status=status, reason=reason, agent_id=agent_id)
 
 
 @dataclass(frozen=True)

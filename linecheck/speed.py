@@ -1,0 +1,71 @@
+"""The one speed judgement both sides use: is a throughput result far below the line's plan?
+
+The agent's throughput check turns a "slow" judgement into a `throughput_below_plan` finding
+(agent/checks/throughput.py); the collector's `speed_below_plan` rule compares the same figure
+with the same limit (collector/rules.py). A result whose cross-traffic was too high to trust
+(`cross_traffic_high_flag` = 1: the office's own traffic shared the line during the test) says
+nothing about the line's speed on either side: no finding, no breach, and no healthy evidence
+either (it neither opens nor resolves a ticket). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["down", "up"]
+
+SLOW_PCT_OF_PLAN = 50.0  # below this share of the plan a line is "far below plan" (both sides' default)
+CROSS_TRAFFIC_FLAG = "cross_traffic_high_flag"
+
+# Metric names of the throughput check (linecheck/metrics.csv), best first: the capacity estimate
+# adds the office's other traffic on the WAN port during the test, so it is what the line can carry.
+FIGURES: dict[Direction, tuple[str, ...]] = {
+    "down": ("capacity_down_mbps", "down_mbps"),
+    "up": ("capacity_up_mbps", "up_mbps"),
+}
+
+
+def figure(metrics: Mapping[str, object], names: Sequence[str]) -> tuple[float | None, str]:
+    """The first measured (non-null) metric of `names`, and its name; (None, names[0]) when none was."""
+    for name in names:
+        value = metrics.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value), name
+    return None, names[0]
+
+
+def trusted(metrics: Mapping[str, object]) -> bool:
+    """False when the test itself says cross-traffic was too high to trust its figures."""
+    return not metrics.get(CROSS_TRAFFIC_FLAG)
+
+
+@dataclass(frozen=True)
+class SpeedJudgement:
+    direction: Direction
+    metric: str  # the metric judged (or the first looked for, when none was measured)
+    measured_mbps: float | None
+    plan_mbps: float | None
+    pct: float
+    trusted: bool
+
+    @property
+    def limit_mbps(self) -> float | None:
+        return None if not self.plan_mbps or self.plan_mbps <= 0 else self.plan_mbps * self.pct / 100
+
+    @property
+    def slow(self) -> bool | None:
+        """True: far below plan; False: not; None: cannot tell (no figure, no plan, or untrusted)."""
+        limit = self.limit_mbps
+        if self.measured_mbps is None or limit is None or not self.trusted:
+            return None
+        return self.measured_mbps < limit
+
+
+def judge_speed(metrics: Mapping[str, object], direction: Direction, plan_mbps: float | None,
+                pct: float = SLOW_PCT_OF_PLAN, figures: Sequence[str] | None = None) -> SpeedJudgement:
+    """One direction of one throughput result against the plan (`figures`: the metrics to judge,
+    best first; default FIGURES[direction])."""
+    value, name = figure(metrics, figures or FIGURES[direction])
+    return SpeedJudgement(direction, name, value, plan_mbps, pct, trusted(metrics))
