@@ -14,6 +14,7 @@ counters, which must outlive the spool file they are about.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -76,6 +77,12 @@ class Ledger:
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
+        # A writer killed between writing its temporary file and renaming it leaves the file behind;
+        # one older than a minute belongs to no live write.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 60:
+                    stale.unlink()
         data = load_json(path)
 
         def count(key: str) -> int:

@@ -34,6 +34,9 @@ DEFAULT_PAGE_SIZE = 4096  # SQLite's default, which the spool never changes
 # enough (well under a second on a small gateway), above it quick_check (page structure only).
 FULL_CHECK_MAX_BYTES = 4 * 1024 * 1024
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # a garbage size varint must not allocate gigabytes
+# Damaged files kept as evidence; older ones are deleted, so a failing flash that damages the spool
+# again and again cannot fill the disk with copies.
+EVIDENCE_KEPT = 3
 _RESULT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # SQLite primary result codes that mean the file itself is damaged (not busy, not full).
 CORRUPTION_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -109,7 +112,18 @@ def move_aside(path: Path) -> Path:
         side = path.with_name(path.name + suffix)
         with contextlib.suppress(FileNotFoundError):
             side.rename(dest.with_name(dest.name + suffix))
+    _prune_evidence(path)
     return dest
+
+
+def _prune_evidence(path: Path) -> None:
+    kept = sorted((p for p in path.parent.glob(f"{path.name}.corrupt-*") if not p.name.endswith(("-wal", "-shm",
+                                                                                                   "-journal"))),
+                  key=lambda p: p.stat().st_mtime_ns)
+    for old in kept[:-EVIDENCE_KEPT]:
+        for victim in (old, *(old.with_name(old.name + s) for s in ("-wal", "-shm", "-journal"))):
+            with contextlib.suppress(FileNotFoundError):
+                victim.unlink()
 
 
 @dataclass(frozen=True)

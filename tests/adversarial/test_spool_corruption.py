@@ -336,3 +336,25 @@ def test_salvaged_results_reach_the_collector_and_the_loss_is_its_gap(tmp_path: 
     assert delivery is not None and delivery.max_seq == after.seq
     assert delivery.result_count == len(first) + len(unsent) - lost + 1
     assert delivery.missing_count == lost, "the collector must see every lost seq as missing"
+
+
+def test_repeated_damage_keeps_bounded_evidence_and_seq_keeps_rising(tmp_path: Path) -> None:
+    """A failing flash that damages the spool again and again: each time the readable results are
+    salvaged and seq keeps rising, and only the newest damaged files are kept (no disk filled with copies)."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path)
+    last_seq = 0
+    for round_ in range(5):
+        envs = [spool.enqueue(make_envelope("gw", n)) for n in range(5)]
+        assert envs[0].seq > last_seq
+        last_seq = envs[-1].seq
+        spool._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        spool.close()
+        with path.open("r+b") as fh:
+            fh.write(random.Random(round_).randbytes(100))  # the header, each time
+        spool = Spool(path)
+        assert {e.result_id for e in envs} <= {p.result_id for p in spool.pending(1000)}
+    assert spool.ledger.recoveries == 5 and spool.ledger.lost == 0
+    evidence = [p for p in tmp_path.glob("spool.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(evidence) == 3
+    spool.close()
