@@ -75,6 +75,11 @@ def redeem(engine: Engine, ca: FleetCA, token: str, csr_pem: bytes, now: datetim
         row = conn.execute(select(t.enrolment_tokens).where(t.enrolment_tokens.c.token_hash == _hash(token))).first()
         if row is None or row.used_at is not None or _aware(row.expires_at) <= now:
             raise refused
+        # The id may have been bound to another line since the token was issued (a registry import):
+        # redeeming must not move that gateway, possibly another tenant's, onto the token's line.
+        bound = conn.execute(select(t.agents.c.line_id).where(t.agents.c.agent_id == row.agent_id)).scalar()
+        if bound is not None and bound != row.line_id:
+            raise taken(row.agent_id)
         try:
             cert = ca.sign_agent_csr(csr_pem, row.agent_id)
         except PKIError as exc:
@@ -92,18 +97,24 @@ def redeem(engine: Engine, ca: FleetCA, token: str, csr_pem: bytes, now: datetim
     return Enrolled(row.agent_id, row.line_id, row.site_id, cert_pem(cert), cert_pem(ca.cert), cert.serial_number)
 
 
+def taken(agent_id: str) -> EnrolmentError:
+    """The one answer for an id that is not free, whatever holds it: ids are unique fleet-wide, so the
+    refusal itself is unavoidable, but it names no line, site or tenant, and a gateway of another
+    tenant, one of the caller's own other lines and a pending token all read the same."""
+    return EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
+
+
 def _refuse_if_claimed_elsewhere(conn: Connection, agent_id: str, line_id: str, now: datetime) -> None:
     """An agent id speaks for one line. A token for an id that another line's gateway holds (or has a
     live token for) would let whoever redeems it publish as that gateway, possibly another tenant's."""
+    # Both lookups always run: which of them refuses must not show in the answer's time either.
     bound = conn.execute(select(t.agents.c.line_id).where(t.agents.c.agent_id == agent_id)).scalar()
-    if bound is not None and bound != line_id:
-        raise EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
     pending = conn.execute(select(t.enrolment_tokens.c.line_id, t.enrolment_tokens.c.expires_at)
                            .where(t.enrolment_tokens.c.agent_id == agent_id,
                                   t.enrolment_tokens.c.used_at.is_(None),
                                   t.enrolment_tokens.c.line_id != line_id)).all()
-    if any(_aware(expires) > now for _, expires in pending):
-        raise EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
+    if (bound is not None and bound != line_id) or any(_aware(expires) > now for _, expires in pending):
+        raise taken(agent_id)
 
 
 def _bind_agent(conn: Connection, agent_id: str, line_id: str, site_id: str, now: datetime) -> None:

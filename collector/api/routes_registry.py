@@ -9,6 +9,7 @@ line or agent into the caller's tenant.
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,9 +78,17 @@ def _foreign(conn: Connection, data: registry.Registry, scope: Scope) -> list[st
                 problems.append(f"{section}: {ident!r} belongs to a tenant outside yours")
     agent_ids = [x.agent_id for x in data.agents]
     if agent_ids:
-        taken = conn.execute(select(t.agents.c.agent_id).where(
-            t.agents.c.agent_id.in_(agent_ids), ~scope.lines_clause(t.agents.c.line_id))).scalars()
-        problems += [f"agents: {a!r} is enrolled on a line outside your tenants" for a in taken]
+        # Bound to a line outside the caller's tenants, or promised to one by a live enrolment token: both
+        # read the same (the enrolment-token answer's one bit), and neither names the line or tenant.
+        et = t.enrolment_tokens.c
+        taken = set(conn.execute(select(t.agents.c.agent_id).where(
+            t.agents.c.agent_id.in_(agent_ids), ~scope.lines_clause(t.agents.c.line_id))).scalars())
+        now = datetime.now(UTC)
+        taken |= {a for a, expires in conn.execute(select(et.agent_id, et.expires_at).where(
+            et.agent_id.in_(agent_ids), et.used_at.is_(None), ~scope.lines_clause(et.line_id)))
+            if (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) > now}
+        problems += [f"agents: {a!r} is taken by a line outside your tenants; choose another id"
+                     for a in sorted(taken)]
     return problems
 
 

@@ -9,6 +9,8 @@ not know how to aim fails the suite, so a new route cannot skip the matrix.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -92,3 +94,56 @@ def test_registry_import_refuses_tree_changes_from_a_scoped_caller(fleet: Fleet)
         as_carrier = registry.Registry.model_validate(yaml.safe_load(REPARENTS[4][1]))
         assert any("kind" in p for p in registry.check(conn, as_carrier, "t.yaml", scope, "sh-telecom"))
         assert registry.check(conn, data, "t.yaml") == []  # the operator (no scope) may re-parent
+
+
+# --- enrolment answers: one bit, the same bit whoever holds the id ---------------------------------------
+
+NAMES_OF_A = ("acme-xuhui", "sh-telecom", "acme-trading", "tel-jingan")  # A's lines, sites and tenants
+
+
+def test_enrolment_answers_tell_one_bit_and_the_same_bit_whoever_holds_the_id(client: TestClient,
+                                                                              fleet: Fleet) -> None:
+    a, b = auth(fleet, "a-admin"), auth(fleet, "b-admin")
+    assert client.post("/api/v1/lines/acme-xuhui-2/enrolment-tokens", headers=a,
+                       json={"agent_id": "acme-pending-gw"}).status_code == 201
+    answers = {}
+    for agent_id in ("acme-gw", "acme-pending-gw"):  # bound to A's line; promised to A's line by a token
+        r = client.post("/api/v1/lines/bravo-pudong-1/enrolment-tokens", headers=b, json={"agent_id": agent_id})
+        assert r.status_code == 409
+        answers[agent_id] = r.json()["detail"].replace(agent_id, "<id>")
+        assert not any(name in r.text for name in NAMES_OF_A), r.text
+    assert len(set(answers.values())) == 1, answers
+    assert client.post("/api/v1/lines/bravo-pudong-1/enrolment-tokens", headers=b,
+                       json={"agent_id": "free-gw"}).status_code == 201
+    # The registry gives the same one bit, for a bound id and for a pending one alike.
+    imports = {}
+    for agent_id in ("acme-gw", "acme-pending-gw"):
+        r = client.post("/api/v1/registry", headers={**b, **YAML},
+                        content=f"agents: [{{agent_id: {agent_id}, line_id: bravo-pudong-1}}]\n")
+        assert r.status_code == 422, (agent_id, r.text)
+        imports[agent_id] = str(r.json()["detail"]).replace(agent_id, "<id>")
+        assert not any(name in r.text for name in NAMES_OF_A), r.text
+    assert len(set(imports.values())) == 1, imports
+    with fleet.engine.connect() as conn:
+        bound = dict(conn.execute(select(t.agents.c.agent_id, t.agents.c.line_id)).all())
+    assert bound["acme-gw"] == "acme-xuhui-1" and "acme-pending-gw" not in bound
+
+
+def test_redeeming_never_moves_a_gateway_bound_elsewhere_since_the_token(fleet: Fleet, tmp_path: Path) -> None:
+    from collector import enrolment
+    from collector.pki import FleetCA
+    from linecheck.identity import make_csr, new_key
+
+    ca = FleetCA.open_or_create(tmp_path / "ca")
+    issued = enrolment.issue_token(fleet.engine, "late-gw", "acme-xuhui-2", "acme-xuhui")
+    # Meanwhile the operator puts that id on carrier B's line.
+    with fleet.engine.begin() as conn:
+        registry.import_registry(conn, registry.Registry.model_validate(
+            {"agents": [{"agent_id": "late-gw", "line_id": "bravo-pudong-1"}]}), source="op.yaml")
+    with pytest.raises(enrolment.EnrolmentError, match="taken by another line"):
+        enrolment.redeem(fleet.engine, ca, issued.token, make_csr("late-gw", new_key()))
+    with fleet.engine.connect() as conn:
+        assert conn.execute(select(t.agents.c.line_id).where(t.agents.c.agent_id == "late-gw")).scalar() == \
+            "bravo-pudong-1"
+        assert conn.execute(select(t.agent_certificates.c.serial).where(
+            t.agent_certificates.c.agent_id == "late-gw")).first() is None
