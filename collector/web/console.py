@@ -216,6 +216,10 @@ def fleet(request: Request) -> Response:
 
 def _tenants(conn: Connection, scope: Scope) -> list[tuple[str, str]]:
     stmt = select(t.tenants.c.tenant_id, t.tenants.c.name).where(scope.tenant_clause(t.tenants.c.tenant_id))
+    if scope.principal.role == Role.TECHNICIAN:
+        # A technician sees its assigned lines only: not the names of every customer of its carrier.
+        stmt = stmt.where(t.tenants.c.tenant_id.in_(
+            select(t.lines.c.tenant_id).where(scope.lines_clause(t.lines.c.line_id))))
     return [tuple(r) for r in conn.execute(stmt.order_by(t.tenants.c.name).limit(500))]  # type: ignore[misc]
 
 

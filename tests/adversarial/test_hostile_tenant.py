@@ -9,7 +9,10 @@ not know how to aim fails the suite, so a new route cannot skip the matrix.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -147,3 +150,208 @@ def test_redeeming_never_moves_a_gateway_bound_elsewhere_since_the_token(fleet: 
             "bravo-pudong-1"
         assert conn.execute(select(t.agent_certificates.c.serial).where(
             t.agent_certificates.c.agent_id == "late-gw")).first() is None
+
+
+# --- every route × role × another tenant's object ---------------------------------------------------------
+
+ROLES = {"carrier_admin": "a-admin", "carrier_viewer": "a-viewer", "technician": "a-tech", "enterprise": "a-ent"}
+# A path parameter this suite knows how to aim at a victim's object. A route with any other parameter
+# fails `test_every_route_is_in_the_hostile_matrix` until it is taught here.
+KNOWN_PARAMS = {"line_id", "agent_id", "result_id", "ticket_id", "promise_id", "token_id", "item_id", "site_id",
+                "tenant_id", "user_id"}
+# Request bodies for the routes that change something: aimed at the victim with a valid body, so the
+# answer is the scope check's and not a validation error. A write route missing here fails the suite.
+API_BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/v1/tickets/{ticket_id}/transition"): {"to_state": "acknowledged"},
+    ("POST", "/api/v1/tickets/{ticket_id}/notes"): {"text": "hostile"},
+    ("POST", "/api/v1/tickets/{ticket_id}/evidence"): "evidence",  # the victim's own result, filled in below
+    ("PUT", "/api/v1/tickets/{ticket_id}/assignee"): {"assignee": "a-tech"},
+    ("POST", "/api/v1/lines/{line_id}/commands"): {"action": "check_now"},
+    ("POST", "/api/v1/lines/{line_id}/enrolment-tokens"): {"agent_id": "hostile-gw"},
+    ("DELETE", "/api/v1/tokens/{token_id}"): None,
+}
+CONSOLE_FORM = {"to_state": "acknowledged", "text": "hostile", "note": "hostile", "agent_id": "hostile-gw",
+                "action": "check_now", "assignee": "a-tech"}
+# Console forms whose handler acts on the caller's own things by construction (the token must be the
+# caller's): they may answer with their usual redirect, and the unchanged victim proves nothing happened.
+SELF_SCOPED = {("POST", "/console/account/tokens/{token_id}/revoke")}
+# Routes without a path parameter that change something, and the test that aims each at another tenant.
+WRITES_WITHOUT_PARAMS = {
+    ("POST", "/api/v1/tokens"): "the caller's own token (test_every_api_token_expires_and_none_outlives_its_maker)",
+    ("POST", "/api/v1/users"): "tests/test_api_matrix.py: a user in the other carrier's tenant is 403",
+    ("POST", "/api/v1/registry"): "test_only_the_operator_shapes_the_tenant_tree_over_the_api and the enrolment test",
+    ("POST", "/api/v1/enrol"): "public; the one-time token is the credential (tests/test_security_fleet.py)",
+    ("POST", "/console/login"): "public sign-in",
+    ("POST", "/console/logout"): "ends the caller's own session",
+    ("POST", "/console/account/tokens"): "the caller's own token",
+}
+PUBLIC_READS = {"/", "/healthz", "/metrics", "/api/openapi.json", "/api/docs", "/docs/oauth2-redirect",
+                "/console/login"}
+
+
+def _routes(app: Any) -> list[tuple[str, str]]:
+    """(method, path) of every route the app serves, routers included (FastAPI may wrap included routers)."""
+    from starlette.routing import Mount
+
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: Any, prefix: str) -> None:
+        for r in routes:
+            if hasattr(r, "original_router"):
+                walk(r.original_router.routes, prefix + r.include_context.prefix)
+            elif isinstance(r, Mount):
+                continue  # /console/static: files, no tenant data
+            else:
+                found.extend((m, prefix + r.path) for m in sorted(r.methods or ()) if m != "HEAD")
+
+    walk(app.routes, "")
+    return found
+
+
+def _params(path: str) -> list[str]:
+    import re
+
+    return re.findall(r"{([a-z_]+)}", path)
+
+
+def _add_sibling_enterprise(fleet: Fleet) -> dict[str, Any]:
+    """cargo-co: an enterprise of carrier A beside acme-trading, with a line, gateway, result, ticket,
+    promise, quarantined message and user of its own."""
+    from collector import tickets
+    from collector.promises import ledger
+    from collector.promises.criterion import PromisePolicy
+    from collector.promises.model import SpeedPromise
+    from collector.store import Quarantined
+    from tests.factory import envelope, ping_check, throughput_check
+
+    with fleet.engine.begin() as conn:
+        registry.import_registry(conn, registry.Registry.model_validate({
+            "tenants": [{"tenant_id": "cargo-co", "name": "Cargo Shipping", "kind": "enterprise",
+                         "parent_id": "sh-telecom"}],
+            "sites": [{"site_id": "cargo-yard", "tenant_id": "cargo-co", "name": "Cargo yard", "district": "Baoshan"}],
+            "lines": [{"line_id": "cargo-1", "tenant_id": "cargo-co", "site_id": "cargo-yard", "name": "Cargo line",
+                       "plan_down_mbps": 300}],
+            "agents": [{"agent_id": "cargo-gw", "line_id": "cargo-1"}]}), source="sibling")
+    e = envelope("cargo-gw", "cargo-1", checks=[ping_check(), throughput_check(280.0, 100.0)], site_id="cargo-yard",
+                 started_at=datetime.now(UTC) - timedelta(hours=2))
+    fleet.store.ingest([e], [Quarantined("linecheck/v1/agents/cargo-gw/results", "cargo-gw", "schema: seq: missing",
+                                         b'{"cargo":1}')])
+    with fleet.engine.begin() as conn:
+        ticket = tickets.open_ticket(conn, line_id="cargo-1", fault_class="line_down", summary="cargo outage",
+                                     evidence=[("cargo-gw", e.result_id)], agent_id="cargo-gw").ticket_id
+        ledger.import_promises(conn, [SpeedPromise(id="cargo-1-speed", line_id="cargo-1", down_mbps=300,
+                                                   effective=(datetime.now(UTC) - timedelta(days=5)).date())],
+                               source="sibling")
+        ledger.save_verdicts(conn, ledger.judge(conn, PromisePolicy()))
+        item = conn.execute(select(t.quarantine.c.id).where(t.quarantine.c.agent_id == "cargo-gw")).scalar()
+    accounts = Accounts(fleet.engine)
+    accounts.create_user("c-ent", "enterprise", "cargo-co", password="correct-horse-battery")
+    token_id, _ = accounts.issue_token("c-ent", name="cargo", ttl=timedelta(days=1))
+    return {"line_id": "cargo-1", "agent_id": "cargo-gw", "result_id": e.result_id, "ticket_id": ticket,
+            "promise_id": "cargo-1-speed", "token_id": token_id, "item_id": item, "site_id": "cargo-yard",
+            "tenant_id": "cargo-co", "user_id": "c-ent",
+            "markers": ("cargo", "Cargo", "Baoshan", e.result_id)}
+
+
+def _other_carrier(fleet: Fleet) -> dict[str, Any]:
+    agent_id, result_id = fleet.results["bravo-pudong-1"][0]
+    token_id, _ = Accounts(fleet.engine).issue_token("b-admin", name="victim", ttl=timedelta(days=1))
+    return {"line_id": "bravo-pudong-1", "agent_id": agent_id, "result_id": result_id,
+            "ticket_id": fleet.tickets["bravo-pudong-1"], "promise_id": "bravo-pudong-1-speed", "token_id": token_id,
+            "item_id": fleet.quarantine_ids["bravo-gw"], "site_id": "bravo-pudong", "tenant_id": "bravo-foods",
+            "user_id": "b-ent",
+            "markers": ("bravo", "Bravo", "sh-mobile", "Shanghai Mobile", "Pudong", "b-admin", "b-tech", result_id)}
+
+
+def _victim_state(fleet: Fleet, lines: list[str]) -> Any:
+    """Everything a hostile call could have changed about the victims' lines and accounts."""
+    with fleet.engine.connect() as conn:
+        tk = t.tickets.c
+        state = {
+            "tickets": sorted(map(tuple, conn.execute(select(tk.ticket_id, tk.state, tk.assignee)
+                                                      .where(tk.line_id.in_(lines))).all())),
+            "agents": sorted(map(tuple, conn.execute(select(t.agents.c.agent_id, t.agents.c.line_id)).all())),
+            "tenants": sorted(map(tuple, conn.execute(select(t.tenants.c.tenant_id, t.tenants.c.parent_id,
+                                                             t.tenants.c.kind)).all())),
+            "tokens": sorted(map(tuple, conn.execute(select(t.api_tokens.c.token_id, t.api_tokens.c.revoked_at)
+                                                     .where(t.api_tokens.c.user_id.in_(["b-admin", "c-ent"]))).all())),
+            "enrolment_tokens": conn.execute(select(t.enrolment_tokens.c.agent_id)
+                                             .where(t.enrolment_tokens.c.line_id.in_(lines))).all(),
+        }
+        events = getattr(t, "ticket_events", None)
+        if events is not None:
+            state["events"] = conn.execute(select(events.c.ticket_id).where(events.c.ticket_id.in_(
+                select(tk.ticket_id).where(tk.line_id.in_(lines))))).all()
+    return state
+
+
+def test_every_route_is_in_the_hostile_matrix(client: TestClient) -> None:
+    unknown = []
+    for method, path in _routes(client.app):
+        params = _params(path)
+        if any(p not in KNOWN_PARAMS for p in params):
+            unknown.append(f"{method} {path}: parameters {params} (teach KNOWN_PARAMS and the victims)")
+        elif params and method != "GET" and path.startswith("/api/") and (method, path) not in API_BODIES:
+            unknown.append(f"{method} {path}: add its body to API_BODIES")
+        elif not params and method != "GET" and (method, path) not in WRITES_WITHOUT_PARAMS:
+            unknown.append(f"{method} {path}: say in WRITES_WITHOUT_PARAMS which test aims it at another tenant")
+    assert not unknown, "routes the hostile tenant suite does not cover:\n" + "\n".join(unknown)
+
+
+def test_hostile_tenant_matrix(client: TestClient, fleet: Fleet, sender: Any) -> None:
+    """Each role of tenant A, against carrier B's objects and (for the roles scoped below the carrier) against a
+    sibling enterprise's: 403 or 404, none of the victim's data in the answer, and nothing of the victim changed."""
+    sibling = _add_sibling_enterprise(fleet)
+    other = _other_carrier(fleet)
+    victims_lines = ["bravo-pudong-1", "cargo-1"]
+    before = _victim_state(fleet, victims_lines)
+    tokens = {role: {"Authorization": f"Bearer {fleet.tokens[user]}"} for role, user in ROLES.items()}
+    failures: list[str] = []
+    calls = 0
+
+    def leaked(body: str, victim: dict[str, Any], sent: str) -> list[str]:
+        return [m for m in victim["markers"] if m in body and m not in sent]
+
+    routes = _routes(client.app)
+    for role, user in ROLES.items():
+        r = client.post("/console/login", data={"user": user, "password": "correct-horse-battery"},
+                        follow_redirects=False)
+        assert r.status_code == 303
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/console/account").text).group(1)
+        victims = [("other carrier", other)]
+        if role in ("technician", "enterprise"):
+            victims.append(("sibling enterprise", sibling))
+        for method, path in routes:
+            params = _params(path)
+            for label, victim in victims:
+                if not params:
+                    if method != "GET" or path in PUBLIC_READS:
+                        continue
+                    # Lists, exports and console pages: answered (or refused), never with the victim in them.
+                    resp = client.get(path, headers=tokens[role] if path.startswith("/api/") else {})
+                    calls += 1
+                    if leaked(resp.text, victim, path):
+                        failures.append(f"{role} GET {path}: shows {label}'s {leaked(resp.text, victim, path)}")
+                    continue
+                url = path.format(**{p: victim[p] for p in params})
+                calls += 1
+                if path.startswith("/api/"):
+                    body = API_BODIES.get((method, path))
+                    if body == "evidence":
+                        body = {"agent_id": victim["agent_id"], "result_id": victim["result_id"]}
+                    resp = client.request(method, url, headers=tokens[role], json=body)
+                    ok = resp.status_code in (403, 404)
+                elif method == "GET":
+                    resp = client.get(url, follow_redirects=False)
+                    ok = resp.status_code in (403, 404)
+                else:
+                    resp = client.post(url, data={"csrf": csrf, **CONSOLE_FORM}, follow_redirects=False)
+                    ok = resp.status_code in (403, 404) or ((method, path) in SELF_SCOPED and resp.status_code == 303)
+                if not ok:
+                    failures.append(f"{role} {method} {url} ({label}): {resp.status_code} {resp.text[:100]}")
+                if leaked(resp.text, victim, url):
+                    failures.append(f"{role} {method} {url} ({label}): shows {leaked(resp.text, victim, url)}")
+    assert not failures, "\n".join(failures)
+    assert _victim_state(fleet, victims_lines) == before, "a hostile call changed the victim's data"
+    assert not [s for s in sender.sent if s[0] in ("bravo-gw", "cargo-gw")], "a command reached a victim's gateway"
+    assert calls > 200
