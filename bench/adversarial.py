@@ -75,6 +75,8 @@ class Figures:
     db_quarantined: int = 0
     elapsed_s: float = 0.0
     longest_stall_s: float = 0.0
+    stalls_over_limit: int = 0  # gaps between batches over STALL_LIMIT_S while messages waited
+    batch_max: int = 500
     peak_rss_mb: float = 0.0
     backend: str = "sqlite"
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -99,7 +101,8 @@ class Figures:
             f"  quarantined  {self.quarantined:>8} (database {self.db_quarantined}) = hostile sent {hostile}",
             f"  duplicates   {self.duplicates:>8} = identical re-sends {self.sent.get('resend', 0)}",
             f"  drained in {self.elapsed_s:.1f} s ({self.total / max(self.elapsed_s, 1e-9):.0f} messages/s); "
-            f"longest ingest stall {self.longest_stall_s:.2f} s (limit {STALL_LIMIT_S:.0f} s); "
+            f"longest ingest stall {self.longest_stall_s:.2f} s (limit {STALL_LIMIT_S:.0f} s, "
+            f"{self.stalls_over_limit} over it; batches of up to {self.batch_max}); "
             f"collector peak RSS {self.peak_rss_mb:.0f} MB",
             f"  load average {self.load[0]:.2f} {self.load[1]:.2f} {self.load[2]:.2f}; "
             + ("CORRECT" if self.correct else "NOT CORRECT"),
@@ -265,6 +268,7 @@ class Progress:
         self.ingestor = ingestor
         self.last_progress = time.monotonic()
         self.longest_stall = 0.0
+        self.over_limit = 0
         self.peak_rss = 0
         self._stop = threading.Event()
         ingestor.on_batch = self._on_batch
@@ -273,6 +277,7 @@ class Progress:
     def _on_batch(self, *_args: object) -> None:
         now = time.monotonic()
         self.longest_stall = max(self.longest_stall, now - self.last_progress)
+        self.over_limit += now - self.last_progress >= STALL_LIMIT_S
         self.last_progress = now
 
     def _sample(self) -> None:
@@ -327,17 +332,17 @@ def _db_counts(store: Store) -> tuple[int, int]:
 
 
 def measure(workdir: Path, messages: int = 100_000, agents: int = 1000, connections: int = 8, pg: bool = False,
-            seed: int = 16, timeout_s: float = 3600.0) -> Figures:
+            seed: int = 16, timeout_s: float = 3600.0, batch_max: int = 500) -> Figures:
     workdir.mkdir(parents=True, exist_ok=True)
     gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli.py _serve)
     url, handle = _database(pg, workdir)
     broker = bench_broker(workdir / "broker")
     store = Store(url, hooks=[RuleEngine(RulesConfig()).on_ingest])
-    figures = Figures(backend="postgresql" if pg else "sqlite")
+    figures = Figures(backend="postgresql" if pg else "sqlite", batch_max=batch_max)
     try:
         enrol_fleet(store, agents, workdir / "ca")
-        cfg = CollectorConfig.model_validate({"database": url, "mqtt": {"port": broker.port,
-                                                                         "client_id": "adversarial-collector"}})
+        cfg = CollectorConfig.model_validate({"database": url, "ingest": {"batch_max": batch_max},
+                                              "mqtt": {"port": broker.port, "client_id": "adversarial-collector"}})
         ingestor = Ingestor(cfg, store)
         progress = Progress(ingestor)
         worker = threading.Thread(target=ingestor.run, daemon=True)
@@ -364,7 +369,7 @@ def measure(workdir: Path, messages: int = 100_000, agents: int = 1000, connecti
         figures.stored, figures.duplicates, figures.quarantined = (ingestor.stored, ingestor.duplicates,
                                                                    ingestor.quarantined)
         figures.db_stored, figures.db_quarantined = _db_counts(store)
-        figures.longest_stall_s = progress.longest_stall
+        figures.longest_stall_s, figures.stalls_over_limit = progress.longest_stall, progress.over_limit
         figures.peak_rss_mb = progress.peak_rss / 2**20
         figures.load = os.getloadavg()
     finally:
@@ -380,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--connections", type=int, default=8, help="MQTT connections of the hostile fleet")
     p.add_argument("--pg", action="store_true", help="a fresh PostgreSQL database ($LINECHECK_TEST_PG's server)")
+    p.add_argument("--batch-max", type=int, default=500, help="ingest.batch_max (the collector's default: 500)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (broker log, SQLite file)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # every hostile message is logged as quarantined otherwise
     work = Path(tempfile.mkdtemp(prefix="bench-adversarial-"))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores")
-    figures = measure(work, args.messages, args.agents, args.connections, args.pg)
+    figures = measure(work, args.messages, args.agents, args.connections, args.pg, batch_max=args.batch_max)
     print(figures.report())
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
