@@ -10,8 +10,12 @@ healthy re-test discards the window. An open ticket resolves after K consecutive
 observations newer than its last breach. `agent_offline` is separate: a periodic sweep notices
 an agent silent for longer than its schedule allows (the line may be fine; the agent is not talking).
 
-Everything runs inside the ingest transaction (an ingest hook), serialised per line on PostgreSQL
-with an advisory lock, so several collectors evaluating one line see each other's results.
+The hook has three parts: `load_evidence` reads each line's plan, open tickets, re-tests and recent
+results from the database (`LineEvidence`); `evaluate` is a pure function from that evidence to
+outcomes (open, resolve, ask for a re-test, answer one), table-tested without a database in
+tests/test_rules_pure.py; `apply` writes the outcomes. Everything runs inside the ingest
+transaction (an ingest hook), serialised per line on PostgreSQL with an advisory lock, so several
+collectors evaluating one line see each other's results.
 """
 
 from __future__ import annotations
@@ -178,7 +182,88 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-_JUST_OPENED: Any = object()  # a ticket opened earlier in this batch
+AGENT_OFFLINE = "agent_offline"  # the class the sweep opens and a report from the agent resolves
+
+
+@dataclass(frozen=True)
+class OpenTicket:
+    """An open ticket of a class, as the rules need it."""
+
+    last_breach_at: datetime | None = None  # newer healthy observations count towards resolving it
+    just_opened: bool = False  # opened by this evaluation: nothing resolves it in the same batch
+
+
+@dataclass(frozen=True)
+class PendingRetest:
+    """A re-test command sent (or about to be) and not answered yet."""
+
+    command_id: str
+    fault_class: str | None
+
+
+@dataclass
+class LineEvidence:
+    """What the rules know about one line when a batch of its results arrives (collector/rules.py loads
+    it from the database; tests build it by hand)."""
+
+    line_id: str
+    plan: Plan
+    fresh: list[ResultEnvelope]  # the batch's results of this line
+    open: dict[str, OpenTicket] = field(default_factory=dict)  # class -> its open ticket
+    refuted: dict[str, datetime] = field(default_factory=dict)  # class -> when a healthy re-test last ran
+    outstanding: list[PendingRetest] = field(default_factory=list)
+    recent: dict[str, list[ResultEnvelope]] = field(default_factory=dict)  # class -> newest results, newest first
+
+
+@dataclass(frozen=True)
+class Resolve:
+    line_id: str
+    fault_class: str
+    reason: str
+    evidence: tuple[tuple[str, str], ...]  # (agent_id, result_id), oldest first
+
+
+@dataclass(frozen=True)
+class Open:
+    line_id: str
+    fault_class: str
+    summary: str
+    severity: str
+    location: str | None
+    evidence: tuple[tuple[str, str], ...]  # the breaching results, oldest first
+    agent_id: str
+    detail: dict[str, Any]
+    retest: tuple[str, str] | None = None  # the re-test that confirmed it
+
+
+@dataclass(frozen=True)
+class AskRetest:
+    line_id: str
+    fault_class: str
+    agent_id: str
+    checks: list[str] | None  # None: every check
+    reason: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A re-test result answered a command: `confirmed` (it breached too) or `refuted`."""
+
+    command_id: str
+    answer: Literal["confirmed", "refuted"]
+    result_id: str
+    started_at: datetime
+    line_id: str
+    fault_class: str
+
+
+Outcome = Resolve | Open | AskRetest | Answer
+
+
+def _open_ticket(row: Any) -> OpenTicket:
+    detail = json.loads(row.detail) if row.detail else {}
+    last = detail.get("last_breach_at")
+    return OpenTicket(last_breach_at=datetime.fromisoformat(last) if last else None)
 
 
 @dataclass
@@ -300,7 +385,126 @@ class RuleEngine:
             return None  # e.g. the throughput test failed, or the plan is unknown: unavailable is not slow
         return Observation(e.agent_id, e.result_id, e.started_at, False)
 
-    # --- the ingest hook --------------------------------------------------------------------------
+    # --- evidence in, outcomes out: pure, table-tested in tests/test_rules_pure.py ----------------
+    def due(self, ev: LineEvidence) -> list[str]:
+        """The classes whose state the line's fresh results can change: an open ticket may resolve;
+        without one, only a new breach can open a ticket or ask for a re-test (healthy results only push
+        breaches out of the window). Skipping the rest spares a healthy fleet the history queries. A
+        window that was not acted on (a failed hook, an expired re-test) is acted on at the line's next
+        breach."""
+        # A result without findings can only breach a class through its metric conditions.
+        return [name for name, rule in self.rules.items()
+                if name in ev.open
+                or any((e.findings or rule.conditions) and self._breach(rule, e, ev.plan) for e in ev.fresh)]
+
+    def evaluate(self, ev: LineEvidence) -> list[Outcome]:
+        """What the rules conclude for one line from its evidence, in the order to apply it. Pure: no
+        database, no clock; `ev` is not changed."""
+        open_ = dict(ev.open)
+        refuted = dict(ev.refuted)
+        outstanding = list(ev.outstanding)
+        out: list[Outcome] = []
+        due = self.due(ev)
+        if ev.fresh and AGENT_OFFLINE in open_:
+            latest = max(ev.fresh, key=lambda e: e.started_at)
+            out.append(Resolve(ev.line_id, AGENT_OFFLINE, f"agent {latest.agent_id} reported again",
+                               ((latest.agent_id, latest.result_id),)))
+            del open_[AGENT_OFFLINE]
+        out += self._answer_retests(ev, open_, refuted, outstanding)
+        for name in due:
+            out += self._evaluate_class(ev, name, open_, refuted, outstanding)
+        return out
+
+    def _observations(self, ev: LineEvidence, name: str, limit: int) -> list[Observation]:
+        found = [self.observe(name, e, ev.plan) for e in ev.recent.get(name, [])[:limit]]
+        return [o for o in found if o is not None]
+
+    def _evaluate_class(self, ev: LineEvidence, name: str, open_: dict[str, OpenTicket],
+                        refuted: dict[str, datetime], outstanding: list[PendingRetest]) -> list[Outcome]:
+        rule = self.rules[name]
+        m, n, k = self.m(rule), self.n(rule), self.k(rule)
+        obs = self._observations(ev, name, limit=2 * max(n, k) + 5)
+        ticket = open_.get(name)
+        if ticket is not None:
+            return [] if ticket.just_opened else self._maybe_resolve(ev.line_id, name, ticket, obs[:k], k)
+        cutoff = refuted.get(name)
+        window = [o for o in obs if cutoff is None or _aware(o.started_at) > cutoff][:n]
+        breaches = [o for o in window if o.breach]
+        if not window or not window[0].breach or len(breaches) < m:
+            return []
+        if not rule.retest:
+            return [self._open(ev.line_id, name, breaches, len(window), open_)]
+        if any(c.fault_class == name for c in outstanding):
+            return []  # a re-test is on its way; its result decides
+        latest = window[0]
+        return [AskRetest(ev.line_id, name, latest.agent_id, self._retest_checks(rule, latest, ev.recent.get(name, [])),
+                          f"{rule.title or name}: {len(breaches)} of the last {len(window)} results breached")]
+
+    def _retest_checks(self, rule: Rule, latest: Observation, recent: list[ResultEnvelope]) -> list[str] | None:
+        """What to re-run: the configured list, else the observing kinds the breaching result carried
+        (an agent refuses a command naming a check it does not have), else everything."""
+        if rule.retest_checks:
+            return rule.retest_checks
+        e = next((r for r in recent if (r.agent_id, r.result_id) == (latest.agent_id, latest.result_id)), None)
+        kinds = [c.kind for c in e.checks if c.kind in rule.observed_by] if e else []
+        return list(dict.fromkeys(kinds)) or None
+
+    @staticmethod
+    def _maybe_resolve(line_id: str, name: str, ticket: OpenTicket, newest: list[Observation],
+                       k: int) -> list[Outcome]:
+        last = ticket.last_breach_at
+        healthy = [o for o in newest if not o.breach and (last is None or _aware(o.started_at) > last)]
+        if len(newest) < k or len(healthy) < k:
+            return []
+        return [Resolve(line_id, name, f"{k} consecutive healthy result(s)",
+                        tuple((o.agent_id, o.result_id) for o in reversed(healthy)))]
+
+    def _open(self, line_id: str, name: str, breaches: list[Observation], window: int,
+              open_: dict[str, OpenTicket], retest: Observation | None = None) -> Open:
+        rule = self.rules[name]
+        latest = retest or breaches[0]
+        summary = (f"{rule.title or name} on line {line_id}: {len(breaches)} of the last {window} results "
+                   f"breached{' and the re-test confirmed' if retest else ''} — {latest.detail}")
+        detail = {"rule": name, "breaches": self.m(rule), "window": self.n(rule), "heal_after": self.k(rule),
+                  "observed": [len(breaches), window],
+                  "last_breach_at": max(_aware(o.started_at) for o in [*breaches, *([retest] if retest else [])])
+                  .isoformat(), "retest_result_id": retest.result_id if retest else None}
+        open_[name] = OpenTicket(just_opened=True)
+        return Open(line_id, name, summary[:1000], rule.severity, latest.where or rule.where,
+                    tuple((o.agent_id, o.result_id) for o in reversed(breaches)), latest.agent_id, detail,
+                    (retest.agent_id, retest.result_id) if retest else None)
+
+    def _answer_retests(self, ev: LineEvidence, open_: dict[str, OpenTicket], refuted: dict[str, datetime],
+                        outstanding: list[PendingRetest]) -> list[Outcome]:
+        answers = sorted((e for e in ev.fresh if e.trigger == Trigger.RETEST), key=lambda x: x.started_at)
+        out: list[Outcome] = []
+        if not answers:
+            return out
+        for command in list(outstanding):
+            if command.fault_class not in self.rules:
+                continue
+            for e in answers:
+                asked = e.trigger_info.get("command_id")
+                if asked is not None and asked != command.command_id:
+                    continue
+                o = self.observe(command.fault_class, e, ev.plan)
+                if o is None:
+                    continue  # this result did not test what was asked
+                out.append(Answer(command.command_id, "confirmed" if o.breach else "refuted", e.result_id,
+                                  e.started_at, ev.line_id, command.fault_class))
+                outstanding.remove(command)
+                if o.breach:
+                    rule = self.rules[command.fault_class]
+                    obs = self._observations(ev, command.fault_class, 2 * self.n(rule) + 5)
+                    window = [x for x in obs if x.result_id != e.result_id][: self.n(rule)]
+                    out.append(self._open(ev.line_id, command.fault_class, [x for x in window if x.breach] or [o],
+                                          len(window), open_, retest=o))
+                else:
+                    refuted[command.fault_class] = _aware(e.started_at)
+                break
+        return out
+
+    # --- the ingest hook: load evidence, evaluate, apply -------------------------------------------
     def on_ingest(self, conn: Connection, fresh: Sequence[ResultEnvelope], now: datetime) -> None:
         if not self.cfg.enabled:
             return
@@ -308,30 +512,56 @@ class RuleEngine:
         for e in fresh:
             self._remember(e)
             by_line.setdefault(e.line_id, []).append(e)
-        line_ids = sorted(by_line)
-        self.lock_lines(conn, line_ids)
-        # A handful of set-wise queries for the whole batch, then pure Python per line and class.
-        batch = self._load_state(conn, line_ids)
-        due = {line_id: self._due(batch, line_id, by_line[line_id]) for line_id in line_ids}
-        self._load_history(conn, batch, [line_id for line_id in line_ids
-                                         if due[line_id] or self._retest_answers(by_line[line_id])])
-        for line_id in line_ids:
-            mine = by_line[line_id]
-            self._agent_reported(conn, batch, line_id, mine, now)
-            self._answer_retests(conn, batch, line_id, mine, now)
-            for name in due[line_id]:
-                self._evaluate(conn, batch, line_id, name, now)
+        self.lock_lines(conn, sorted(by_line))
+        for ev in self.load_evidence(conn, by_line):
+            self.apply(conn, self.evaluate(ev), now)
 
-    def _due(self, b: _Batch, line_id: str, mine: list[ResultEnvelope]) -> list[str]:
-        """The classes whose state these results can change: an open ticket may resolve; without one,
-        only a new breach can open a ticket or ask for a re-test (healthy results only push breaches
-        out of the window). Skipping the rest spares a healthy fleet the history queries. A window
-        that was not acted on (a failed hook, an expired re-test) is acted on at the line's next breach."""
-        plan = b.plans.get(line_id, Plan(None, None))
-        # A result without findings can only breach a class through its metric conditions.
-        return [name for name, rule in self.rules.items()
-                if (line_id, name) in b.open
-                or any((e.findings or rule.conditions) and self._breach(rule, e, plan) for e in mine)]
+    def load_evidence(self, conn: Connection, by_line: dict[str, list[ResultEnvelope]]) -> list[LineEvidence]:
+        """Each line's evidence, in a handful of set-wise queries for the whole batch."""
+        line_ids = sorted(by_line)
+        b = self._load_state(conn, line_ids)
+        evidence = {line_id: LineEvidence(
+            line_id=line_id, plan=b.plans.get(line_id, Plan(None, None)), fresh=by_line[line_id],
+            outstanding=[PendingRetest(r.command_id, r.fault_class) for r in b.outstanding.get(line_id, [])])
+            for line_id in line_ids}
+        for (line_id, cls), row in b.open.items():
+            evidence[line_id].open[cls] = _open_ticket(row)
+        for (line_id, cls), at in b.refuted.items():
+            evidence[line_id].refuted[cls] = at
+        wanted = {ev.line_id: [*self.due(ev), *(c.fault_class for c in ev.outstanding
+                                                if self._retest_answers(ev.fresh) and c.fault_class in self.rules)]
+                  for ev in evidence.values()}
+        self._load_history(conn, b, [line_id for line_id, classes in wanted.items() if classes])
+        for ev in evidence.values():
+            for name in dict.fromkeys(wanted[ev.line_id]):
+                rule = self.rules[name]
+                ev.recent[name] = self._recent(b, ev.line_id, rule, 2 * max(self.n(rule), self.k(rule)) + 5)
+        return list(evidence.values())
+
+    def apply(self, conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+        """Write what `evaluate` concluded: tickets, re-test commands and their answers."""
+        for o in outcomes:
+            if isinstance(o, Resolve):
+                tickets.resolve_open(conn, o.line_id, o.fault_class, "rule", o.reason, list(o.evidence), now)
+                log.info("line %s: %s resolved: %s", o.line_id, o.fault_class, o.reason)
+            elif isinstance(o, Answer):
+                cmds.answer(conn, o.command_id, o.answer, o.result_id, o.started_at)
+                if o.answer == "refuted":
+                    log.info("line %s: re-test %s refuted %s; no ticket", o.line_id, o.command_id, o.fault_class)
+            elif isinstance(o, AskRetest):
+                command_id = cmds.queue(conn, agent_id=o.agent_id, action="retest", ttl_s=self.cfg.retest_timeout_s,
+                                        checks=o.checks, line_id=o.line_id, fault_class=o.fault_class,
+                                        reason=o.reason, now=now)
+                if command_id:
+                    log.info("line %s: %s; re-test %s requested from %s", o.line_id, o.reason, command_id, o.agent_id)
+            else:
+                opened = tickets.open_ticket(conn, line_id=o.line_id, fault_class=o.fault_class, summary=o.summary,
+                                             severity=o.severity, location=o.location, evidence=list(o.evidence),
+                                             agent_id=o.agent_id, detail=o.detail, now=now)
+                if o.retest:
+                    tickets.add_evidence(conn, opened.ticket_id, [o.retest], "retest", now)
+                if opened.created:
+                    log.warning("ticket #%d opened: %s", opened.ticket_id, o.summary)
 
     @staticmethod
     def _retest_answers(mine: list[ResultEnvelope]) -> bool:
@@ -416,119 +646,6 @@ class RuleEngine:
         keys = sorted(found, key=lambda k: found[k], reverse=True)[:limit]
         return [self._parsed[k] for k in keys if k in self._parsed]
 
-    def _observations(self, b: _Batch, line_id: str, name: str, limit: int) -> list[Observation]:
-        rule, plan = self.rules[name], b.plans.get(line_id, Plan(None, None))
-        found = [self.observe(name, e, plan) for e in self._recent(b, line_id, rule, limit)]
-        return [o for o in found if o is not None]
-
-    def _evaluate(self, conn: Connection, b: _Batch, line_id: str, name: str, now: datetime) -> None:
-        rule = self.rules[name]
-        m, n, k = self.m(rule), self.n(rule), self.k(rule)
-        open_ticket = b.open.get((line_id, name))
-        obs = self._observations(b, line_id, name, limit=2 * max(n, k) + 5)
-        if open_ticket is not None:
-            if open_ticket is not _JUST_OPENED:
-                self._maybe_resolve(conn, open_ticket, obs[:k], k, now)
-            return
-        cutoff = b.refuted.get((line_id, name))
-        window = [o for o in obs if cutoff is None or _aware(o.started_at) > cutoff][:n]
-        breaches = [o for o in window if o.breach]
-        if not window or not window[0].breach or len(breaches) < m:
-            return
-        if not rule.retest:
-            self._open(conn, b, line_id, name, breaches, len(window), now)
-            return
-        if any(c.fault_class == name for c in b.outstanding.get(line_id, [])):
-            return  # a re-test is on its way; its result decides
-        latest = window[0]
-        command_id = cmds.queue(
-            conn, agent_id=latest.agent_id, action="retest", ttl_s=self.cfg.retest_timeout_s,
-            checks=self._retest_checks(rule, latest), line_id=line_id, fault_class=name,
-            reason=f"{rule.title or name}: {len(breaches)} of the last {len(window)} results breached", now=now)
-        if command_id:
-            log.info("line %s: %s breached %d/%d; re-test %s requested from %s", line_id, name, len(breaches),
-                     len(window), command_id, latest.agent_id)
-
-    def _retest_checks(self, rule: Rule, latest: Observation) -> list[str] | None:
-        """What to re-run: the configured list, else the observing kinds the breaching result carried
-        (an agent refuses a command naming a check it does not have), else everything."""
-        if rule.retest_checks:
-            return rule.retest_checks
-        e = self._parsed.get((latest.agent_id, latest.result_id))
-        kinds = [c.kind for c in e.checks if c.kind in rule.observed_by] if e else []
-        return list(dict.fromkeys(kinds)) or None
-
-    def _maybe_resolve(self, conn: Connection, ticket: Any, newest: list[Observation], k: int, now: datetime) -> None:
-        detail = json.loads(ticket.detail) if ticket.detail else {}
-        last_breach = datetime.fromisoformat(detail["last_breach_at"]) if "last_breach_at" in detail else None
-        healthy = [o for o in newest if not o.breach and (last_breach is None or _aware(o.started_at) > last_breach)]
-        if len(newest) < k or len(healthy) < k:
-            return
-        tickets.resolve_open(conn, ticket.line_id, ticket.fault_class, "rule",
-                             f"{k} consecutive healthy result(s)",
-                             [(o.agent_id, o.result_id) for o in reversed(healthy)], now)
-        log.info("line %s: %s resolved after %d healthy results", ticket.line_id, ticket.fault_class, k)
-
-    def _open(self, conn: Connection, b: _Batch, line_id: str, name: str, breaches: list[Observation],
-              window: int, now: datetime, retest: Observation | None = None) -> None:
-        rule = self.rules[name]
-        latest = retest or breaches[0]
-        summary = (f"{rule.title or name} on line {line_id}: {len(breaches)} of the last {window} results "
-                   f"breached{' and the re-test confirmed' if retest else ''} — {latest.detail}")
-        detail = {"rule": name, "breaches": self.m(rule), "window": self.n(rule), "heal_after": self.k(rule),
-                  "observed": [len(breaches), window],
-                  "last_breach_at": max(_aware(o.started_at) for o in [*breaches, *([retest] if retest else [])])
-                  .isoformat(), "retest_result_id": retest.result_id if retest else None}
-        opened = tickets.open_ticket(
-            conn, line_id=line_id, fault_class=name, summary=summary[:1000], severity=rule.severity,
-            location=latest.where or rule.where, evidence=[(o.agent_id, o.result_id) for o in reversed(breaches)],
-            agent_id=latest.agent_id, detail=detail, now=now)
-        b.open[(line_id, name)] = _JUST_OPENED
-        if retest:
-            tickets.add_evidence(conn, opened.ticket_id, [(retest.agent_id, retest.result_id)], "retest", now)
-        if opened.created:
-            log.warning("ticket #%d opened: %s", opened.ticket_id, summary)
-
-    def _answer_retests(self, conn: Connection, b: _Batch, line_id: str, mine: list[ResultEnvelope],
-                        now: datetime) -> None:
-        answers = [e for e in mine if e.trigger == Trigger.RETEST]
-        if not answers:
-            return
-        plan = b.plans.get(line_id, Plan(None, None))
-        for command in list(b.outstanding.get(line_id, [])):
-            if command.fault_class not in self.rules:
-                continue
-            for e in sorted(answers, key=lambda x: x.started_at):
-                asked = e.trigger_info.get("command_id")
-                if asked is not None and asked != command.command_id:
-                    continue
-                o = self.observe(command.fault_class, e, plan)
-                if o is None:
-                    continue  # this result did not test what was asked
-                cmds.answer(conn, command.command_id, "confirmed" if o.breach else "refuted", e.result_id,
-                            e.started_at)
-                b.outstanding[line_id].remove(command)
-                if o.breach:
-                    rule = self.rules[command.fault_class]
-                    obs = self._observations(b, line_id, command.fault_class, 2 * self.n(rule) + 5)
-                    window = [x for x in obs if x.result_id != e.result_id][: self.n(rule)]
-                    self._open(conn, b, line_id, command.fault_class, [x for x in window if x.breach] or [o],
-                               len(window), now, retest=o)
-                else:
-                    b.refuted[(line_id, command.fault_class)] = _aware(e.started_at)
-                    log.info("line %s: re-test %s refuted %s; no ticket", line_id, command.command_id,
-                             command.fault_class)
-                break
-
-    def _agent_reported(self, conn: Connection, b: _Batch, line_id: str, mine: list[ResultEnvelope],
-                        now: datetime) -> None:
-        if not mine or (line_id, "agent_offline") not in b.open:
-            return
-        latest = max(mine, key=lambda e: e.started_at)
-        tickets.resolve_open(conn, line_id, "agent_offline", "rule", f"agent {latest.agent_id} reported again",
-                             [(latest.agent_id, latest.result_id)], now)
-        del b.open[(line_id, "agent_offline")]
-
     # --- the periodic sweep -----------------------------------------------------------------------
     def sweep(self, conn: Connection, now: datetime | None = None) -> dict[str, int]:
         """Expire unanswered re-tests; open agent_offline for silent agents (call from every collector)."""
@@ -547,7 +664,7 @@ class RuleEngine:
             interval = r.report_interval_s or off.default_interval_s
             allowed = max(interval * off.grace_factor, off.min_silence_s)
             silent = (now - _aware(seen)).total_seconds()
-            if silent <= allowed or tickets.open_ticket_for(conn, r.line_id, "agent_offline") is not None:
+            if silent <= allowed or tickets.open_ticket_for(conn, r.line_id, AGENT_OFFLINE) is not None:
                 continue
             self.lock_lines(conn, [r.line_id])
             never = r.last_seen is None
@@ -556,10 +673,10 @@ class RuleEngine:
                        f" for {timedelta(seconds=int(silent))} (expected every {timedelta(seconds=interval)})")
             last = conn.execute(select(t.results.c.result_id).where(t.results.c.agent_id == r.agent_id)
                                 .order_by(t.results.c.started_at.desc()).limit(1)).scalar()
-            got = tickets.open_ticket(conn, line_id=r.line_id, fault_class="agent_offline", summary=summary,
+            got = tickets.open_ticket(conn, line_id=r.line_id, fault_class=AGENT_OFFLINE, summary=summary,
                                       severity=off.severity, location="agent", agent_id=r.agent_id,
                                       evidence=[(r.agent_id, last)] if last else [], now=now,
-                                      detail={"rule": "agent_offline", "silent_s": int(silent),
+                                      detail={"rule": AGENT_OFFLINE, "silent_s": int(silent),
                                               "allowed_s": int(allowed)})
             opened += got.created
         return {"expired": expired, "agent_offline": opened}
