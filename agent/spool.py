@@ -31,6 +31,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SPOOL_SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = the foundation's spool (no eviction columns)
+SPOOL_SCHEMA_VERSION = 3  # PRAGMA user_version; 0 = the foundation's spool (no eviction columns), 2 = no crc
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -72,6 +73,11 @@ CREATE TABLE IF NOT EXISTS evictions (
     at REAL NOT NULL
 );
 """
+# A checksum of each payload: flash can flip a digit of a metric and leave a valid envelope behind,
+# which no parse would catch; a result must arrive as it was measured or be counted as lost.
+_SCHEMA_V3 = """
+ALTER TABLE results ADD COLUMN crc INTEGER;  -- zlib.crc32(payload), NULL on older rows (comments here: no semicolons)
+"""
 _COUNTERS = ("next_seq", "receipted", "compacted", "evicted", "refused", "reported_compacted", "reported_evicted")
 
 # Keep this many eviction records (the counters are kept forever); enough to audit a bad month.
@@ -80,6 +86,10 @@ EVICTION_LOG_ROWS = 10_000
 PLAUSIBLE_EPOCH = 1_577_836_800.0
 # Reserve for SQLite's own growth (pages, WAL) beyond the payload bytes it counts.
 DISK_SLACK_BYTES = 256 * 1024
+
+
+class _Damaged(Exception):
+    """A row read back is not what was stored (checksum mismatch, text that is not UTF-8)."""
 
 
 class SpoolRefused(Exception):
@@ -210,9 +220,9 @@ class Spool:
         with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO results(seq, result_id, payload, created_at, sent_at, attempts, value_rank, "
-                "compacted) VALUES (?,?,?,?,?,?,?,?)",
-                [(r.seq, r.result_id, r.payload, r.created_at, r.sent_at, r.attempts, r.value_rank, r.compacted)
-                 for r in rows])
+                "compacted, crc) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.seq, r.result_id, r.payload, r.created_at, r.sent_at, r.attempts, r.value_rank, r.compacted,
+                  zlib.crc32(r.payload)) for r in rows])
             for key, value in found.counters.items():
                 if key != "next_seq":
                     self._set(key, value)
@@ -255,8 +265,8 @@ class Spool:
         and the readable results behind it are never sent."""
         try:
             return op()
-        except sqlite3.DatabaseError as exc:
-            if not is_corruption(exc):
+        except (sqlite3.DatabaseError, _Damaged, UnicodeDecodeError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and not is_corruption(exc):
                 raise
             reason = f"{exc} (found while in use)"
         self._close_quietly()
@@ -272,7 +282,8 @@ class Spool:
         try:
             (version,) = self._db.execute("PRAGMA user_version").fetchone()  # another opener may have won
             if version < SPOOL_SCHEMA_VERSION:
-                for statement in (_SCHEMA_V1 + _SCHEMA_V2).split(";"):
+                steps = (_SCHEMA_V1 + _SCHEMA_V2 if version < 2 else "") + _SCHEMA_V3
+                for statement in steps.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
@@ -334,8 +345,8 @@ class Spool:
             limit = self._limit(self._payload_bytes())
             self._set("next_seq", seq + 1)
             self._db.execute(
-                "INSERT INTO results(seq, result_id, payload, created_at, value_rank) VALUES (?,?,?,?,?)",
-                (seq, stamped.result_id, payload, now, value_rank(stamped)))
+                "INSERT INTO results(seq, result_id, payload, created_at, value_rank, crc) VALUES (?,?,?,?,?,?)",
+                (seq, stamped.result_id, payload, now, value_rank(stamped), zlib.crc32(payload)))
             if report_health:
                 self._set("reported_compacted", self._counter("compacted"))
                 self._set("reported_evicted", self._counter("evicted"))
@@ -444,7 +455,8 @@ class Spool:
             if saved <= 0:
                 self._db.execute("UPDATE results SET compacted = 1 WHERE seq = ?", (seq,))
                 continue
-            self._db.execute("UPDATE results SET payload = ?, compacted = 1 WHERE seq = ?", (summary, seq))
+            self._db.execute("UPDATE results SET payload = ?, compacted = 1, crc = ? WHERE seq = ?",
+                             (summary, zlib.crc32(summary), seq))
             self._record(seq, rid, "compacted", cause, now)
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key='compacted'")
             total -= saved
@@ -495,18 +507,18 @@ class Spool:
     def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Pending]:
         """The oldest `limit` results not in `exclude` (the publisher's in-flight set)."""
         with self._lock:
-            rows = self._guarded(lambda: self._db.execute(
-                "SELECT seq, result_id, payload FROM results ORDER BY seq LIMIT ?",
-                (limit + len(exclude),)).fetchall())
+            rows = self._guarded(lambda: _checked(self._db.execute(
+                "SELECT seq, result_id, payload, crc FROM results ORDER BY seq LIMIT ?",
+                (limit + len(exclude),)).fetchall()))
         return [Pending(seq, rid, bytes(p)) for seq, rid, p in rows if rid not in exclude][:limit]
 
     def due(self, limit: int, resend_after_s: float, now: float | None = None) -> list[Pending]:
         """Results never sent, or sent longer ago than resend_after_s without a receipt; oldest first."""
         now = time.time() if now is None else now
         with self._lock:
-            rows = self._guarded(lambda: self._db.execute(
-                "SELECT seq, result_id, payload FROM results WHERE sent_at IS NULL OR sent_at < ? "
-                "ORDER BY seq LIMIT ?", (now - resend_after_s, limit)).fetchall())
+            rows = self._guarded(lambda: _checked(self._db.execute(
+                "SELECT seq, result_id, payload, crc FROM results WHERE sent_at IS NULL OR sent_at < ? "
+                "ORDER BY seq LIMIT ?", (now - resend_after_s, limit)).fetchall()))
         return [Pending(seq, rid, bytes(payload)) for seq, rid, payload in rows]
 
     def mark_sent(self, result_ids: list[str], now: float | None = None) -> None:
@@ -584,6 +596,15 @@ class Spool:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _checked(rows: list[tuple[int, str, bytes, int | None]]) -> list[tuple[int, str, bytes]]:
+    """(seq, result_id, payload) of rows whose payload still matches its checksum; raises _Damaged
+    otherwise, so the spool is salvaged rather than a damaged result published as a measurement."""
+    for seq, _rid, payload, crc in rows:
+        if crc is not None and zlib.crc32(payload) != crc:
+            raise _Damaged(f"result seq {seq} no longer matches its checksum")
+    return [(seq, rid, payload) for seq, rid, payload, _crc in rows]
 
 
 class _Transaction:

@@ -20,6 +20,7 @@ import re
 import sqlite3
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,20 +78,26 @@ def diagnose(path: Path) -> str | None:
         problems = [row[0] for row in db.execute(f"PRAGMA {check}(20)").fetchall()]
         if problems != ["ok"]:
             return f"{check} failed: " + "; ".join(problems)[:400]
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone() is None:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+        if not columns:
             return None
-        for seq, rid, payload in db.execute("SELECT seq, result_id, payload FROM results"):
-            if not _valid_result(seq, rid, payload):
-                return f"result seq {seq} in the spool is not a valid envelope (its bytes are damaged)"
-    except sqlite3.DatabaseError as exc:
+        crc = "crc" if "crc" in columns else "NULL"
+        for seq, rid, payload, stored_crc in db.execute(f"SELECT seq, result_id, payload, {crc} FROM results"):
+            if not _valid_result(seq, rid, payload, stored_crc):
+                return f"result seq {seq} in the spool is not the envelope that was stored (its bytes are damaged)"
+    except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: text that is not UTF-8
         return f"reading the spool failed: {exc}"
     finally:
         db.close()
     return None
 
 
-def _valid_result(seq: object, rid: object, payload: object) -> bool:
+def _valid_result(seq: object, rid: object, payload: object, crc: object = None) -> bool:
+    """A valid envelope carrying the row's seq and result id, with the payload's checksum if one was stored."""
     if not isinstance(seq, int) or not isinstance(rid, str) or not isinstance(payload, bytes | str):
+        return False
+    raw = payload.encode() if isinstance(payload, str) else payload
+    if isinstance(crc, int) and zlib.crc32(raw) != crc:
         return False
     try:
         env = ResultEnvelope.from_json(payload)
@@ -177,7 +184,7 @@ def _classify(out: Salvage, rowid: int, values: list[object], counter_names: tup
     if len(values) < 6 or not isinstance(values[1], str) or not _RESULT_ID.match(values[1]):
         return
     rid, payload = values[1], values[2]
-    if not _valid_result(rowid, rid, payload):
+    if not _valid_result(rowid, rid, payload, values[8] if len(values) > 8 else None):
         out.damaged.add(rid)
         return
     assert isinstance(payload, bytes | str)

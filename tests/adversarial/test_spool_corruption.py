@@ -142,6 +142,18 @@ def _garbage_first_page(f: Filled) -> None:  # the header and the schema with it
     f.path.write_bytes(bytes(data))
 
 
+def _flipped_digit(f: Filled) -> None:
+    """One digit of one metric changes (worn flash): the payload is still a valid envelope, a wrong one."""
+    data = bytearray(f.original)
+    payload = f.held[7].to_json()
+    at = data.find(payload)
+    while at >= 0:
+        digit = at + payload.index(b'"rtt_avg_ms":') + len(b'"rtt_avg_ms":')
+        data[digit] = ord("9") if data[digit] != ord("9") else ord("8")
+        at = data.find(payload, at + 1)
+    f.path.write_bytes(bytes(data))
+
+
 def _deleted(f: Filled) -> None:
     f.path.unlink()
 
@@ -155,6 +167,7 @@ DAMAGE = {
     "garbage_header": _garbage_header,
     "garbage_first_page": _garbage_first_page,
     "deleted": _deleted,
+    "flipped_digit": _flipped_digit,
 }
 
 
