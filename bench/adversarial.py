@@ -86,11 +86,16 @@ class Figures:
         return sum(self.sent.values())
 
     @property
-    def correct(self) -> bool:
+    def counts_correct(self) -> bool:
+        """Every valid message stored, every hostile one quarantined, every identical re-send a duplicate."""
         hostile = sum(self.sent.get(k, 0) for k in HOSTILE)
         return (self.stored == self.db_stored == self.sent.get("valid", 0)
                 and self.quarantined == self.db_quarantined == hostile
-                and self.duplicates == self.sent.get("resend", 0) and self.longest_stall_s < STALL_LIMIT_S)
+                and self.duplicates == self.sent.get("resend", 0))
+
+    @property
+    def correct(self) -> bool:
+        return self.counts_correct and self.longest_stall_s < STALL_LIMIT_S
 
     def report(self) -> str:
         hostile = sum(self.sent.get(k, 0) for k in HOSTILE)
@@ -105,7 +110,8 @@ class Figures:
             f"{self.stalls_over_limit} over it; batches of up to {self.batch_max}); "
             f"collector peak RSS {self.peak_rss_mb:.0f} MB",
             f"  load average {self.load[0]:.2f} {self.load[1]:.2f} {self.load[2]:.2f}; "
-            + ("CORRECT" if self.correct else "NOT CORRECT"),
+            + ("counts CORRECT" if self.counts_correct else "counts NOT CORRECT")
+            + ("" if self.longest_stall_s < STALL_LIMIT_S else f"; stall limit {STALL_LIMIT_S:.0f} s MISSED"),
         ])
 
 

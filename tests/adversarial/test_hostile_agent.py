@@ -445,5 +445,7 @@ def test_adversarial_bench_stores_the_valid_and_quarantines_the_hostile(tmp_path
     from bench.adversarial import measure
 
     figures = measure(tmp_path, messages=2000, agents=50, connections=2)
-    assert figures.correct, figures.report()
+    assert figures.counts_correct, figures.report()
+    # The 1 s stall limit is the 100k run's (docs/scaling.md); a shared CI machine only proves no hang here.
+    assert figures.longest_stall_s < 10, figures.report()
     assert all(figures.sent.get(kind, 0) > 0 for kind in ("valid", "resend", "forged", "poison", "reused", "revoked"))
