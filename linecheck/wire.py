@@ -82,7 +82,7 @@ NUMBER_BOUND = 1e15
 # kept as evidence) to 2100 (nothing plausible is later; far-future years overflowed offset arithmetic).
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
-SHORT_TEXT = 255  # free-text values inside trigger_info and finding details
+SHORT_TEXT = 1000  # free-text values inside trigger_info and finding details (as long as a finding message)
 SMALL_DICT = 32  # entries of trigger_info and of a finding's detail
 METRICS_MAX = 200  # metrics of one check
 

@@ -271,7 +271,7 @@ def test_numbers_must_be_finite_bounded_and_numbers(token: str, where: str) -> N
 
 def test_trigger_info_is_bounded() -> None:
     env = envelope("gw-1", "l")
-    for info in ({f"k{i}": i for i in range(33)}, {"note": "x" * 256}, {"x" * 65: 1}):
+    for info in ({f"k{i}": i for i in range(33)}, {"note": "x" * 1001}, {"x" * 65: 1}):
         v = validate(results_topic("gw-1"), _payload(env, "trigger_info", info), 256 * 1024)
         assert v.envelope is None and "trigger_info" in str(v.reason)
 
