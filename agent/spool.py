@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from agent.findings import finding
 from agent.spool_ledger import Ledger, Recovery
 from agent.spool_salvage import diagnose, is_corruption, move_aside, salvage
 from agent.statefile import PRIVATE_FILE_MODE, private_dir, private_file
-from linecheck.wire import AGENT_CHECK, CheckResult, ResultEnvelope, Status, Verdict
+from linecheck.wire import AGENT_CHECK, CheckResult, Finding, MetricValue, ResultEnvelope, Status, Verdict
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -332,9 +333,11 @@ class Spool:
         try:
             seq = self._counter("next_seq")
             checks = list(envelope.checks)
+            findings = list(envelope.findings)
             if report_health:
                 checks.append(self._agent_check(now))
-            stamped = envelope.model_copy(update={"seq": seq, "checks": checks})
+                findings += self._loss_finding()
+            stamped = envelope.model_copy(update={"seq": seq, "checks": checks, "findings": findings})
             payload = ResultEnvelope.model_validate(stamped.model_dump(by_alias=True)).to_json()
             if len(payload) > self.max_payload_bytes:
                 self._db.execute("ROLLBACK")
@@ -351,6 +354,7 @@ class Spool:
                 self._set("reported_compacted", self._counter("compacted"))
                 self._set("reported_evicted", self._counter("evicted"))
                 self.ledger.reported_recoveries = self.ledger.recoveries
+                self.ledger.reported_lost = self.ledger.lost
             self._enforce_bounds(now, limit, protect_seq=seq)
             # Inside the transaction: the high mark is on disk before the result can be published.
             self.ledger.record(seq + 1, self._held_seqs(), pending=seq)
@@ -401,6 +405,20 @@ class Spool:
             return CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=metrics,
                                reason="; ".join(reasons)[:2000])
         return CheckResult(kind=AGENT_CHECK, status=Status.OK, duration_s=0.0, metrics=metrics)
+
+    def _loss_finding(self) -> list[Finding]:
+        """`spool_results_lost` on the first result after a recovery that lost results. About the
+        agent, not the line: the envelope's verdict (the line's) is left as the checks made it."""
+        lost = self.ledger.lost - self.ledger.reported_lost
+        if lost <= 0:
+            return []
+        last = self.ledger.last
+        detail: dict[str, MetricValue | str] = {"lost_count": lost, "salvaged_count": int(last.get("salvaged") or 0)}
+        if last.get("evidence"):
+            detail["evidence"] = str(last["evidence"])
+        message = (f"The agent's spool was damaged ({last.get('reason')}); {lost} unsent results could not be "
+                   "read back and are lost.")
+        return [finding("spool_results_lost", "warning", AGENT_CHECK, message[:1000], detail)]
 
     # --- bounds -----------------------------------------------------------------------------------
     def _limit(self, current_bytes: int) -> int:

@@ -73,6 +73,7 @@ class Ledger:
     salvaged: int = 0
     lost: int = 0
     reported_recoveries: int = 0
+    reported_lost: int = 0  # `lost` when the last recovery was reported
     last: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -94,6 +95,7 @@ class Ledger:
         return cls(path, next_seq=count("next_seq"), held=from_ranges(data.get("held")),
                    pending=pending if isinstance(pending, int) else None, recoveries=count("recoveries"),
                    salvaged=count("salvaged"), lost=count("lost"), reported_recoveries=count("reported_recoveries"),
+                   reported_lost=count("reported_lost"),
                    last=last if isinstance(last, dict) else {})
 
     @property
@@ -131,14 +133,15 @@ class Ledger:
         disk = Ledger.load(self.path)
         if disk.recoveries > self.recoveries:
             self.last = disk.last
-        for name in ("next_seq", "recoveries", "salvaged", "lost", "reported_recoveries"):
+        for name in ("next_seq", "recoveries", "salvaged", "lost", "reported_recoveries", "reported_lost"):
             setattr(self, name, max(getattr(self, name), getattr(disk, name)))
 
     def save(self) -> None:
         self._merge_disk()
         data = {"next_seq": self.next_seq, "held": to_ranges(self.held or ()), "pending": self.pending,
                 "recoveries": self.recoveries, "salvaged": self.salvaged, "lost": self.lost,
-                "reported_recoveries": self.reported_recoveries, "last_recovery": self.last}
+                "reported_recoveries": self.reported_recoveries, "reported_lost": self.reported_lost,
+                "last_recovery": self.last}
         if self.held is None:
             data.pop("held")
         try:

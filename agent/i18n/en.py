@@ -185,4 +185,10 @@ FINDINGS: dict[str, tuple[str, str, str]] = {
         "Run the check again when the office is quiet; if it stays low, hand this report to the carrier: "
         "the promised speed is not delivered.",
     ),
+    "spool_results_lost": (
+        "The agent's result store was damaged: {lost_count} results measured before could not be read and are lost.",
+        "Some earlier results of this gateway were lost (its storage was damaged).",
+        "Nothing to do on the line. If it happens again, the gateway's flash storage may be failing: "
+        "have it checked or replaced.",
+    ),
 }

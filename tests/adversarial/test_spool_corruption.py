@@ -189,11 +189,16 @@ def _assert_recovered(f: Filled, spool: Spool, readable: set[str], kept_evidence
     assert check.metrics["spool_salvaged_count"] == (len(pending_ids) if kept_evidence else 0)
     assert check.status is Status.DEGRADED and "spool damaged" in (check.reason or "")
     assert f"{lost} lost" in (check.reason or "")
+    lost_findings = [x for x in nxt.findings if x.code == "spool_results_lost"]
+    assert [x.detail["lost_count"] for x in lost_findings] == ([lost] if lost else [])
+    assert all(x.where == "agent" and x.severity == "warning" for x in lost_findings)
     evidence = list(f.path.parent.glob("spool.sqlite.corrupt-*"))
     assert bool([e for e in evidence if not e.name.endswith(("-wal", "-shm"))]) == kept_evidence
     # Reported once: the next result is healthy again, the counters stay.
-    again = _agent_check(spool.enqueue(make_envelope("gw", 100)))
+    later = spool.enqueue(make_envelope("gw", 100))
+    again = _agent_check(later)
     assert again.status is Status.OK and again.metrics["spool_lost_count"] == lost
+    assert not [x for x in later.findings if x.code == "spool_results_lost"]
 
 
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
