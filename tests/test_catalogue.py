@@ -201,6 +201,23 @@ def test_registry_and_kind_catalogue_agree() -> None:
     assert catalogue.kinds()[KIND].source == "lan"
 
 
+def test_the_sample_config_configures_every_catalogued_check() -> None:
+    from agent import config as agent_config
+
+    cfg = agent_config.load(ROOT / "config" / "agent.example.yaml")
+    assert set(cfg.checks) == {k for k, spec in catalogue.kinds().items() if spec.source == "check"}
+
+
+def test_a_catalogued_check_without_its_module_fails_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.checks
+
+    rows = dict(catalogue.kinds())
+    rows["speedtest"] = catalogue.KindSpec("speedtest", "check", "Speed", "a check nobody wrote")
+    monkeypatch.setattr(agent.checks, "kinds", lambda: rows)
+    with pytest.raises(ImportError, match="lists check kind 'speedtest' but agent/checks/speedtest.py does not exist"):
+        agent.checks._load()
+
+
 def test_check_titles_have_one_source() -> None:
     for kind, spec in REGISTRY.items():
         assert spec.title == catalogue.kinds()[kind].title == LANGS["en"].CHECKS[kind]

@@ -1,48 +1,36 @@
-"""The check registry: the only place that lists check kinds.
+"""The check registry, built from the kind catalogue: every `check` row of linecheck/kinds.csv is a
+module agent/checks/<kind>.py exposing `SPEC = CheckSpec(...)`.
 
-To add a check, write agent/checks/<kind>.py exposing `SPEC = CheckSpec(...)`, add it below,
-give it its rows in the catalogues (linecheck/kinds.csv, metrics.csv, findings.csv for new codes)
-and a sample in config/. See docs/extending.md. The registry and the kind catalogue must agree:
-importing this module fails otherwise.
+To add a check, write that module, give it its catalogue rows (linecheck/kinds.csv, its metrics in
+linecheck/metrics.csv, new finding codes in linecheck/findings.csv with their texts in agent/i18n)
+and a sample in config/agent.example.yaml; nothing else lists kinds. See docs/extending.md.
 """
 
 from __future__ import annotations
 
-from agent.checks import (
-    dns,
-    gateway,
-    http,
-    ipv6,
-    link,
-    ping,
-    pmtu,
-    service_state,
-    throughput,
-    traceroute,
-    udp_latency,
-    wifi,
-)
+import importlib
+
 from agent.checks.base import CheckSpec
 from linecheck.catalogue import kinds
 
-REGISTRY: dict[str, CheckSpec] = {
-    spec.kind: spec
-    for spec in (
-        link.SPEC,
-        ping.SPEC,
-        udp_latency.SPEC,
-        dns.SPEC,
-        wifi.SPEC,
-        gateway.SPEC,
-        pmtu.SPEC,
-        traceroute.SPEC,
-        ipv6.SPEC,
-        http.SPEC,
-        service_state.SPEC,
-        throughput.SPEC,
-    )
-}
 
-_unregistered = sorted(k for k, spec in kinds().items() if spec.source == "check" and k not in REGISTRY)
-if _unregistered:  # a catalogued check kind without a module: the collector would expect results that never come
-    raise ImportError(f"linecheck/kinds.csv lists check kind(s) {_unregistered} that agent/checks does not register")
+def _load() -> dict[str, CheckSpec]:
+    registry: dict[str, CheckSpec] = {}
+    for kind, row in kinds().items():  # the catalogue's order is the run order
+        if row.source != "check":
+            continue
+        try:
+            module = importlib.import_module(f"agent.checks.{kind}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"agent.checks.{kind}":
+                raise
+            raise ImportError(f"linecheck/kinds.csv lists check kind {kind!r} but agent/checks/{kind}.py "
+                              "does not exist") from exc
+        spec = getattr(module, "SPEC", None)
+        if not isinstance(spec, CheckSpec) or spec.kind != kind:
+            raise ImportError(f"agent/checks/{kind}.py must define SPEC = CheckSpec(kind={kind!r}, ...)")
+        registry[kind] = spec
+    return registry
+
+
+REGISTRY: dict[str, CheckSpec] = _load()

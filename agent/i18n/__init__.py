@@ -1,10 +1,11 @@
 """Texts of the self-check report in English and Chinese, and finding codes in plain language.
 
-Each finding code (docs/findings.md) has, per language, a sentence with the finding's detail in
-{placeholders}, the same sentence without them (used when the detail lacks a value), and what
-to do. A code without a text falls back to the finding's own English message and a general
-advice, so a new code never breaks the report; a test requires every code in
-agent/findings.CODES to have texts in both languages.
+Each finding code of the catalogue (linecheck/findings.csv, docs/findings.md) has, per language,
+under its `text_key`, a sentence with the finding's detail in {placeholders}, the same sentence
+without them (used when the detail lacks a value), and what to do. A code without a text falls
+back to the finding's own English message and a general advice, so a report from a newer agent
+never breaks; tests/test_catalogue.py requires texts for exactly the catalogued codes in both
+languages. English check titles come from linecheck/kinds.csv.
 """
 
 from __future__ import annotations
