@@ -436,7 +436,7 @@ def v9_fleet_summary(conn: Connection) -> None:
     op.create_index("ix_lines_search", "lines", ["line_id", "name", "site_id"])
 
 
-def v11_command_log(conn: Connection) -> None:
+def v10_command_log(conn: Connection) -> None:
     """Remote commands people sent (API, console, CLI): who asked, for which agent, when. The rate limits
     of collector/command_limits.py count these rows, so every collector process shares them."""
     op = ops(conn)

@@ -40,7 +40,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v7_seq_gaps,
     m.v8_promises,
     m.v9_fleet_summary,
-    m.v11_command_log,
+    m.v10_command_log,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
