@@ -16,15 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import config as agent_config
-from agent.i18n import LANGS, Texts, detect_lang
 from agent.lan import cli as lan_cli
 from linecheck.configfile import ConfigError
+from linecheck.i18n import LANGUAGES, Texts, from_locale, resolve
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _lang(value: str) -> str:
+    try:
+        return resolve(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
     check.add_argument("--no-spool", action="store_true",
                        help="do not queue the result for the collector (seq is then a placeholder)")
-    check.add_argument("--lang", choices=sorted(LANGS), default=detect_lang(),
-                       help="language of the report (default from the locale: zh for zh_*, else en)")
+    check.add_argument("--lang", type=_lang, default=from_locale(), metavar="|".join(LANGUAGES),
+                       help="language of the report (zh is zh-CN; default from the locale: zh-CN for zh_*, else en)")
     check.add_argument("--save-report", metavar="FILE.html",
                        help="also write a standalone HTML report (to hand over to the customer)")
     enroll = sub.add_parser("enroll", help="enrol this gateway with a one-time token from the carrier")

@@ -2,20 +2,21 @@
 
 Verdict first, then where the fault is, then each finding in plain language with what to do,
 then the checks for the technician. One view model feeds both the terminal (rich) and the
-standalone HTML file a technician hands over (`--save-report`): no external assets, everything
-escaped, deterministic output (snapshot-tested in tests/test_report.py).
+standalone HTML file a technician hands over (`--save-report`, a Jinja2 template with autoescape):
+no external assets, everything escaped, deterministic output (snapshot-tested in tests/test_report.py).
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
+from functools import cache
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agent.i18n import Texts
+from linecheck.i18n import Texts
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict
 
 _STYLE = {Status.OK: "green", Status.DEGRADED: "yellow", Status.FAILED: "red", Status.ERROR: "magenta",
@@ -121,7 +122,7 @@ def build(envelope: ResultEnvelope, lang: str = "en") -> ReportView:
     labels = {k: t.ui(k) for k in ("where", "what_to_do", "findings", "checks", "col_check", "col_target",
                                    "col_status", "col_details", "footer", "colon", "sentence_gap")}
     header = " · ".join(value for _, value in (facts[0], facts[3], facts[4]))
-    return ReportView(lang, t.ui("title"), envelope.verdict, headline, sub, t.ui("list_sep").join(places) or None,
+    return ReportView(t.lang, t.ui("title"), envelope.verdict, headline, sub, t.ui("list_sep").join(places) or None,
                       findings, checks, facts, labels, header)
 
 
@@ -162,60 +163,18 @@ def render(envelope: ResultEnvelope, console: Console, lang: str = "en") -> None
         console.print(Text(f"{label}{colon}{value}", style="dim"))
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;margin:2rem auto;
-max-width:52rem;padding:0 1rem;color:#1d2430;line-height:1.5}
-h1{font-size:1.4rem;margin-bottom:.2rem}.facts{color:#566;font-size:.9rem}
-.verdict{border-radius:.5rem;padding:1rem 1.2rem;margin:1.2rem 0;font-size:1.15rem}
-.verdict strong{display:block;font-size:1.35rem}
-.healthy{background:#e6f6ea;border:1px solid #3a9d55}.problems{background:#fdeaea;border:1px solid #c73a3a}
-.unknown{background:#fff6df;border:1px solid #c9972b}
-ol.findings li{margin-bottom:.9rem}.sev{font-size:.8rem;padding:.05rem .4rem;border-radius:.3rem;color:#fff}
-.critical{background:#c73a3a}.warning{background:#c9972b}.advice{margin:.2rem 0 0;color:#333}
-table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.3rem .5rem;
-border-bottom:1px solid #dde;vertical-align:top}td:nth-child(-n+3),th{white-space:nowrap}
-.st-ok{color:#2d7d46}.st-degraded{color:#a87300}.st-failed{color:#c73a3a}.st-error{color:#8a3aa8}
-.st-skipped{color:#778}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;font-size:.85rem;color:#455}
-dt{font-weight:600}dd{margin:0}footer{margin-top:2rem;font-size:.8rem;color:#667}
-""".strip()
+_COLUMNS = ("col_check", "col_target", "col_status", "col_details")
+
+
+@cache
+def _templates() -> Environment:
+    # autoescape on for every template: the report carries texts from the line (targets, reasons, a newer
+    # agent's messages) that must never become markup; StrictUndefined: a misspelt field fails, not blanks.
+    return Environment(loader=PackageLoader("agent", "templates"), autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 
 def render_html(envelope: ResultEnvelope, lang: str = "en") -> str:
-    """A standalone HTML report (inline CSS, no scripts, no external files)."""
+    """A standalone HTML report (agent/templates/report.html.j2: inline CSS, no scripts, no external files)."""
     v = build(envelope, lang)
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        f'<html lang="{"zh-CN" if lang == "zh" else "en"}">',
-        '<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(v.title)} — {e(v.header)}</title>",
-        f"<style>{_CSS}</style></head>",
-        "<body>",
-        f"<h1>{e(v.title)}</h1>",
-        f'<div class="facts">{e(v.header)}</div>',
-        f'<div class="verdict {v.verdict.value}"><strong>{_VERDICT_MARK[v.verdict]} {e(v.headline)}</strong>'
-        f"{e(v.sub)}</div>",
-    ]
-    if v.where:
-        parts.append(f"<p><b>{e(v.labels['where'] + v.labels['colon'])}</b>{e(v.where)}</p>")
-    if v.findings:
-        parts.append(f"<h2>{e(v.labels['findings'])}</h2>")
-        parts.append('<ol class="findings">')
-        for f in v.findings:
-            parts.append(f'<li><span class="sev {e(f.severity)}">{e(f.severity_text)}</span> {e(f.sentence)}'
-                         f'<p class="advice"><b>{e(v.labels["what_to_do"] + v.labels["colon"])}</b>'
-                         f"{e(f.advice)}</p></li>")
-        parts.append("</ol>")
-    parts.append(f"<h2>{e(v.labels['checks'])}</h2>")
-    parts.append("<table><thead><tr>" + "".join(
-        f"<th>{e(v.labels[k])}</th>" for k in ("col_check", "col_target", "col_status", "col_details"))
-        + "</tr></thead><tbody>")
-    for row in v.checks:
-        parts.append(f"<tr><td>{e(row.title)}</td><td>{e(row.target)}</td>"
-                     f'<td class="st-{row.status.value}">{e(row.status_text)}</td><td>{e(row.details)}</td></tr>')
-    parts.append("</tbody></table>")
-    parts.append("<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(val)}</dd>" for k, val in v.facts) + "</dl>")
-    parts.append(f"<footer>{e(v.labels['footer'])}</footer>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return _templates().get_template("report.html.j2").render(v=v, mark=_VERDICT_MARK[v.verdict], columns=_COLUMNS)

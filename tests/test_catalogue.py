@@ -17,12 +17,13 @@ from agent import localise
 from agent.checks import REGISTRY
 from agent.checks.base import CheckContext, LineInfo
 from agent.checks.throughput import ThroughputConfig, judge
-from agent.i18n import LANGS, placeholders
 from collector import registry
 from collector import schema as t
 from collector.rules import DEFAULT_RULES, Plan, RuleEngine, RulesConfig
 from collector.store import Store
 from linecheck import catalogue, speed
+from linecheck.i18n import LANGUAGES, placeholders
+from linecheck.i18n import catalogue as texts
 from linecheck.wire import AGENT_CHECK, CheckResult, Status
 from tests.factory import envelope, link_check, ping_check
 
@@ -170,24 +171,24 @@ def test_localisation_names_only_emitted_codes() -> None:
         assert getattr(localise, table) <= codes, f"agent/localise.py {table}: {getattr(localise, table) - codes}"
 
 
-@pytest.mark.parametrize("lang", sorted(LANGS))
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_translations_cover_exactly_the_catalogue(lang: str) -> None:
     keys = {spec.text_key for spec in catalogue.findings().values()}
-    assert set(LANGS[lang].FINDINGS) == keys, f"agent/i18n/{lang}.py FINDINGS vs linecheck/findings.csv"
-    assert set(LANGS[lang].CHECKS) == set(catalogue.kinds())
+    assert set(texts(lang).findings) == keys, f"linecheck/i18n/{lang}.toml [findings] vs linecheck/findings.csv"
+    assert set(texts(lang).checks) == set(catalogue.kinds())
 
 
 def test_translated_sentences_use_only_documented_detail_keys() -> None:
     """A placeholder the finding's detail never carries silently falls back to the plain sentence."""
     for spec in catalogue.findings().values():
         documented = set(re.findall(r"`([a-z0-9_]+)`", spec.detail))
-        for lang, module in LANGS.items():
-            full = module.FINDINGS[spec.text_key][0]
+        for lang in LANGUAGES:
+            full = texts(lang).findings[spec.text_key].sentence
             assert placeholders(full) <= documented, f"{lang} {spec.code}: {placeholders(full) - documented}"
 
 
 def test_locations_are_known() -> None:
-    where = LANGS["en"].WHERE
+    where = texts("en").where
     assert {spec.where for spec in catalogue.findings().values()} <= set(where)
 
 
@@ -220,7 +221,7 @@ def test_a_catalogued_check_without_its_module_fails_at_import(monkeypatch: pyte
 
 def test_check_titles_have_one_source() -> None:
     for kind, spec in REGISTRY.items():
-        assert spec.title == catalogue.kinds()[kind].title == LANGS["en"].CHECKS[kind]
+        assert spec.title == catalogue.kinds()[kind].title == texts("en").checks[kind]
     # Check modules do not write a title of their own (it would be ignored, and drift).
     pending = {"http.py"}  # owned by the issue-16 helpers; drop its title= and then this entry
     written = {p.name for p in (AGENT_DIR / "checks").glob("*.py")

@@ -18,8 +18,8 @@ import pytest
 from rich.console import Console
 
 from agent.findings import CODES
-from agent.i18n import LANGS, Texts, detect_lang, placeholders
 from agent.report import render, render_html
+from linecheck.i18n import LANGUAGES, Texts, catalogue, from_locale, placeholders
 from linecheck.wire import CheckResult, ClockState, Finding, ResultEnvelope, Status, Trigger, Verdict
 
 SNAPSHOTS = Path(__file__).parent / "data" / "report"
@@ -97,12 +97,19 @@ def check_snapshot(name: str, got: str) -> None:
     assert got == path.read_text(encoding="utf-8"), f"report differs from {path} (UPDATE_SNAPSHOTS=1 to accept)"
 
 
-@pytest.mark.parametrize("lang", ["en", "zh"])
+# The snapshots keep their short names (problems.zh.txt is quoted in the README).
+@pytest.mark.parametrize("lang, suffix", [("en", "en"), ("zh-CN", "zh")])
 @pytest.mark.parametrize("case, make", [("problems", problems_envelope), ("healthy", healthy_envelope)])
-def test_report_snapshots(lang: str, case: str, make: object) -> None:
+def test_report_snapshots(lang: str, suffix: str, case: str, make: object) -> None:
     envelope = make()  # type: ignore[operator]
-    check_snapshot(f"{case}.{lang}.txt", text_report(envelope, lang))
-    check_snapshot(f"{case}.{lang}.html", render_html(envelope, lang))
+    check_snapshot(f"{case}.{suffix}.txt", text_report(envelope, lang))
+    check_snapshot(f"{case}.{suffix}.html", render_html(envelope, lang))
+
+
+def test_the_short_code_is_the_same_language() -> None:
+    """`zh` (the agent's old spelling, still accepted) renders exactly the zh-CN report."""
+    assert text_report(problems_envelope(), "zh") == text_report(problems_envelope(), "zh-CN")
+    assert render_html(problems_envelope(), "zh") == render_html(problems_envelope(), "zh-CN")
 
 
 def test_problems_report_says_what_and_what_to_do_in_both_languages() -> None:
@@ -130,29 +137,30 @@ def test_html_report_is_standalone_and_escaped() -> None:
     assert "src=" not in page and "href=" not in page
 
 
-# --- the texts ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("lang", sorted(LANGS))
+# --- the texts (linecheck/i18n; tests/test_i18n.py checks the catalogue itself) ----------------------
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_every_finding_code_has_a_sentence_and_advice(lang: str) -> None:
-    texts = LANGS[lang].FINDINGS
+    texts = catalogue(lang).findings
     for code in [*CONTRACT_CODES, *CODES]:
         assert code in texts, f"{lang}: no text for finding code {code}"
-        full, plain, advice = texts[code]
-        assert full and plain and advice and not placeholders(plain) and not placeholders(advice)
+        text = texts[code]
+        assert text.sentence and text.plain and text.advice
+        assert not placeholders(text.plain) and not placeholders(text.advice)
 
 
 def test_languages_have_the_same_keys_and_placeholders() -> None:
-    en, zh = LANGS["en"], LANGS["zh"]
-    for table in ("UI", "STATUS", "TRIGGER", "WHERE", "CHECKS", "FINDINGS"):
+    en, zh = catalogue("en"), catalogue("zh-CN")
+    for table in ("report", "status", "trigger", "where", "checks", "findings"):
         assert getattr(en, table).keys() == getattr(zh, table).keys(), table
-    for code, (full, _, _) in en.FINDINGS.items():
-        assert placeholders(full) == placeholders(zh.FINDINGS[code][0]), code
-    for key, text in en.UI.items():
-        assert placeholders(text) == placeholders(zh.UI[key]), key
-    assert {s.value for s in Status} == en.STATUS.keys()
-    assert {t.value for t in Trigger} == en.TRIGGER.keys()
+    for code, text in en.findings.items():
+        assert placeholders(text.sentence) == placeholders(zh.findings[code].sentence), code
+    for key, text in en.report.items():
+        assert placeholders(text) == placeholders(zh.report[key]), key
+    assert {s.value for s in Status} == en.status.keys()
+    assert {t.value for t in Trigger} == en.trigger.keys()
 
 
-@pytest.mark.parametrize("lang", sorted(LANGS))
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_templates_fill_from_detail_or_fall_back(lang: str) -> None:
     t = Texts(lang)
     full = Finding(code="packet_loss", severity="warning", message="x",
@@ -160,15 +168,15 @@ def test_templates_fill_from_detail_or_fall_back(lang: str) -> None:
     sentence, advice = t.finding(full)
     assert "198.18.1.1" in sentence and "12.5" in sentence and advice
     bare = Finding(code="packet_loss", severity="warning", message="x")
-    assert t.finding(bare)[0] == LANGS[lang].FINDINGS["packet_loss"][1]
+    assert t.finding(bare)[0] == catalogue(lang).findings["packet_loss"].plain
 
 
 @pytest.mark.parametrize("env, lang", [
-    ({"LANG": "zh_CN.UTF-8"}, "zh"), ({"LANG": "en_US.UTF-8"}, "en"), ({}, "en"), ({"LANG": "C.UTF-8"}, "en"),
-    ({"LC_ALL": "zh_TW.UTF-8", "LANG": "en_GB.UTF-8"}, "zh"), ({"LC_ALL": "", "LANGUAGE": "zh_CN:en"}, "zh"),
+    ({"LANG": "zh_CN.UTF-8"}, "zh-CN"), ({"LANG": "en_US.UTF-8"}, "en"), ({}, "en"), ({"LANG": "C.UTF-8"}, "en"),
+    ({"LC_ALL": "zh_TW.UTF-8", "LANG": "en_GB.UTF-8"}, "zh-CN"), ({"LC_ALL": "", "LANGUAGE": "zh_CN:en"}, "zh-CN"),
 ])
 def test_language_defaults_from_the_locale(env: dict[str, str], lang: str) -> None:
-    assert detect_lang(env) == lang
+    assert from_locale(env) == lang
 
 
 # --- the CLI -------------------------------------------------------------------------------------------

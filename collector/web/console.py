@@ -63,11 +63,13 @@ def _session(request: Request) -> tuple[Principal, str] | None:
 
 
 def _lang(request: Request, who: Principal | None = None) -> str:
-    asked = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
-    if asked in i18n.LANGUAGES:
-        return asked  # type: ignore[return-value]
-    if who is not None and who.language in i18n.LANGUAGES:
-        return who.language  # type: ignore[return-value]
+    # Each source may spell the language otherwise (`?lang=zh`, an old cookie): normalise maps it to our tags.
+    asked = i18n.normalise(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
+    if asked is not None:
+        return asked
+    stored = i18n.normalise(who.language) if who is not None else None
+    if stored is not None:
+        return stored
     return i18n.pick(request.headers.get("accept-language"))
 
 
@@ -95,7 +97,7 @@ def _render(request: Request, template: str, who: Principal | None, session: str
         csrf=csrf_token(session) if session else "", when=when, link=link, tzname=str(tz), path=request.url.path,
         **ctx)
     response = HTMLResponse(body, status_code=status_code)
-    if request.query_params.get("lang") in i18n.LANGUAGES:
+    if i18n.normalise(request.query_params.get("lang")) is not None:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
     return response
 

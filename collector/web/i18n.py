@@ -1,174 +1,28 @@
-"""Console texts in English and Simplified Chinese. A missing translation is a test failure, not a blank."""
+"""The console's words, from the one catalogue both sides share (linecheck/i18n, section `console`).
+
+The console speaks the catalogue's language tags (LANGUAGES: `en`, `zh-CN`); `?lang=`, the cookie,
+a user's stored language and Accept-Language may spell them otherwise (`zh`, `zh-TW`, `en-US`) and are
+mapped with `normalise`. A key no language has shows as itself, and tests/test_i18n.py fails on it.
+"""
 
 from __future__ import annotations
 
-LANGUAGES = ("zh-CN", "en")
+from collections.abc import Callable
 
-# key: (English, 简体中文)
-TEXTS: dict[str, tuple[str, str]] = {
-    "app": ("linecheck console", "linecheck 控制台"),
-    "login": ("Sign in", "登录"),
-    "logout": ("Sign out", "退出"),
-    "user": ("User", "用户名"),
-    "password": ("Password", "密码"),
-    "login_failed": ("Wrong user or password.", "用户名或密码错误。"),
-    "login_throttled": ("Too many failed sign-ins from here. Try again in {minutes} min.",
-                        "此处登录失败次数过多，请 {minutes} 分钟后再试。"),
-    "session_expired": ("Please sign in.", "请登录。"),
-    "fleet": ("Fleet", "线路总览"),
-    "lines": ("Lines", "线路"),
-    "line": ("Line", "线路"),
-    "agents": ("Agents", "探针"),
-    "agent": ("Agent", "探针"),
-    "tickets": ("Tickets", "工单"),
-    "ticket": ("Ticket", "工单"),
-    "promises": ("Promises", "承诺兑现"),
-    "quarantine": ("Quarantine", "隔离消息"),
-    "account": ("API tokens", "API 令牌"),
-    "search": ("Search", "搜索"),
-    "filter": ("Filter", "筛选"),
-    "all": ("all", "全部"),
-    "tenant": ("Tenant", "租户"),
-    "district": ("District", "区"),
-    "segment": ("Segment", "客户类别"),
-    "site": ("Site", "站点"),
-    "name": ("Name", "名称"),
-    "plan": ("Plan (down/up)", "套餐（下行/上行）"),
-    "health": ("Health", "健康状态"),
-    "promise": ("Promise", "承诺"),
-    "last_result": ("Last result", "最近检测"),
-    "online": ("online", "在线"),
-    "offline": ("offline", "离线"),
-    "unknown": ("unknown", "未知"),
-    "healthy": ("healthy", "正常"),
-    "problems": ("problems", "有故障"),
-    "no_data": ("no data", "无数据"),
-    "status": ("Status", "状态"),
-    "last_seen": ("Last seen", "最后在线"),
-    "first_seen": ("First seen", "首次上报"),
-    "results": ("Results", "检测结果"),
-    "missing": ("Missing results (seq gaps)", "未到达结果（序号缺口）"),
-    "spool_backlog": ("Spool backlog", "本地缓存积压"),
-    "page": ("Page", "第"),
-    "of": ("of", "/"),
-    "prev": ("Previous", "上一页"),
-    "next": ("Next", "下一页"),
-    "total": ("total", "共"),
-    "lines_total": ("Lines", "线路数"),
-    "agents_online": ("Agents online", "在线探针"),
-    "results_24h": ("Results in 24 h", "24 小时检测数"),
-    "latest_result": ("Latest result", "最近一次检测"),
-    "check": ("Check", "检测项"),
-    "target": ("Target", "对象"),
-    "reason": ("Reason", "原因"),
-    "metrics": ("Measurements", "测量值"),
-    "findings": ("Findings", "发现的问题"),
-    "severity": ("Severity", "严重程度"),
-    "where": ("Where", "位置"),
-    "message": ("Message", "说明"),
-    "when": ("When", "时间"),
-    "trigger": ("Trigger", "触发方式"),
-    "verdict": ("Verdict", "结论"),
-    "history": ("History", "历史记录"),
-    "throughput_vs_plan": ("Throughput vs plan", "实测速率与套餐"),
-    "latency": ("Latency", "时延"),
-    "loss": ("Packet loss", "丢包率"),
-    "download": ("download", "下行"),
-    "upload": ("upload", "上行"),
-    "plan_down": ("plan down", "套餐下行"),
-    "plan_up": ("plan up", "套餐上行"),
-    "rtt": ("round trip", "往返时延"),
-    "no_chart_data": ("no measurements in this period", "此期间没有测量数据"),
-    "check_now": ("Check now", "立即检测"),
-    "retest": ("Re-test", "复测"),
-    "command_sent": ("Check requested; the result appears here when the agent reports.",
-                     "已请求检测；探针上报后结果将显示在此。"),
-    "command_unavailable": ("Remote checks are unavailable (no broker connection).",
-                            "远程检测不可用（未连接消息服务器）。"),
-    "command_rate_limited": ("Too many remote checks for this line or by you; try again later.",
-                             "该线路或您的远程检测次数过多，请稍后再试。"),
-    "no_agent": ("This line has no agent.", "该线路没有探针。"),
-    "not_registered": ("not in the registry", "未登记"),
-    "received": ("Received", "接收时间"),
-    "topic": ("Topic", "主题"),
-    "size": ("Size", "大小"),
-    "payload": ("Payload", "内容"),
-    "nothing": ("Nothing here.", "暂无数据。"),
-    "language": ("中文", "English"),
-    "role": ("Role", "角色"),
-    "carrier_admin": ("carrier admin", "运营商管理员"),
-    "carrier_viewer": ("carrier viewer", "运营商只读"),
-    "technician": ("technician", "装维人员"),
-    "enterprise": ("enterprise", "企业用户"),
-    "all_tenants": ("all tenants", "全部租户"),
-    "token_name": ("Token name", "令牌名称"),
-    "create_token": ("Create token", "创建令牌"),
-    "token_created": ("Copy this token now; it is not shown again:", "请立即复制此令牌，之后不会再显示："),
-    "enrol_gateway": ("Enrol a gateway:", "登记网关："),
-    "acceptance_report": ("Acceptance report", "验收报告"),
-    "agent_id": ("agent id", "代理 ID"),
-    "issue_enrol_token": ("Issue enrolment token", "生成登记令牌"),
-    "enrol_token_created": ("Enrolment token for the gateway (shown once, single use):",
-                            "网关登记令牌（仅显示一次，只能使用一次）："),
-    "valid_once_until": ("valid until", "有效期至"),
-    "revoke": ("Revoke", "吊销"),
-    "created": ("Created", "创建时间"),
-    "expires": ("Expires", "过期时间"),
-    "last_used": ("Last used", "最近使用"),
-    "revoked": ("revoked", "已吊销"),
-    "export_csv": ("Export CSV", "导出 CSV"),
-    "api_docs": ("API", "API 文档"),
-    "times_in": ("Times in", "时间以此时区显示"),
-    "state": ("State", "状态"),
-    "fault_class": ("Fault", "故障类型"),
-    "opened": ("Opened", "创建时间"),
-    "events": ("Events", "处理记录"),
-    "note": ("Note", "备注"),
-    "add_note": ("Add note", "添加备注"),
-    "move_to": ("Move to", "转为"),
-    "open": ("open", "待处理"),
-    "acknowledged": ("acknowledged", "已确认"),
-    "dispatched": ("dispatched", "已派单"),
-    "resolved": ("resolved", "已修复"),
-    "verified": ("verified", "已验证"),
-    "localisation": ("Localisation", "故障定位"),
-    "evidence": ("Evidence", "证据"),
-    "assignee": ("Assignee", "处理人"),
-    "compliance_by_district": ("Promise compliance by district", "各区承诺兑现情况"),
-    "delivered": ("delivered", "已兑现"),
-    "not_delivered": ("not delivered", "未兑现"),
-    "inconclusive": ("inconclusive", "待定"),
-    "limited_by_local_equipment": ("limited by local equipment", "受本地设备限制"),
-    "pending": ("not judged yet", "尚未判定"),
-    "in_grace": ("in its grace period", "宽限期内"),
-    "group_by": ("Group by", "分组"),
-    "share_delivered": ("Delivered", "兑现率"),
-    "median_ratio": ("Median measured/promised", "实测/承诺中位数"),
-    "judged": ("judged", "已判定"),
-    "verdicts": ("Verdicts", "判定结果"),
-    "by_district": ("Health by district", "各区线路健康"),
-    "forbidden": ("You may not do this.", "您无权执行此操作。"),
-    "not_found": ("Not found.", "未找到。"),
-    "csrf": ("The form expired; please try again.", "表单已过期，请重试。"),
-}
+from linecheck.i18n import LANGUAGES, catalogue, from_accept_language, normalise
+
+__all__ = ["LANGUAGES", "normalise", "pick", "translator"]
 
 
 def pick(accept_language: str | None) -> str:
-    """The language from an Accept-Language header: Chinese if it comes first, else English."""
-    for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("zh"):
-            return "zh-CN"
-        if tag.startswith("en"):
-            return "en"
-    return "en"
+    """The language from an Accept-Language header: the first one we have, else English."""
+    return from_accept_language(accept_language)
 
 
-def translator(lang: str):  # type: ignore[no-untyped-def]
-    index = 1 if lang == "zh-CN" else 0
+def translator(lang: str) -> Callable[[str], str]:
+    texts = catalogue(lang).console
 
     def t(key: str) -> str:
-        pair = TEXTS.get(key)
-        return pair[index] if pair else key
+        return texts.get(key, key)
 
     return t

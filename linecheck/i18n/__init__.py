@@ -1,0 +1,166 @@
+"""One translation catalogue for the agent's self-check report and the collector's console.
+
+Texts live in one data file per language next to this module (`en.toml`, `zh-CN.toml`), in sections:
+`report` (the report's words), `status`, `trigger`, `where`, `checks` (check titles by kind; English
+ones are the `title` column of linecheck/kinds.csv, their one source), `findings` (by the `text_key`
+of linecheck/findings.csv: a sentence with {detail} placeholders, the same without them, what to do)
+and `console`. tests/test_i18n.py requires every key in every language with the same placeholders.
+
+One language-code scheme: the BCP 47 tags of LANGUAGES (what the console, the HTML `lang` attribute
+and the users table already say). The edges still accept the other spellings people type or send -
+`zh`, `zh_CN.UTF-8`, `zh-TW`, `en-US` - and `normalise` maps them to the scheme; nothing inside
+the code compares a raw language string.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+
+from linecheck.catalogue import findings, kinds
+from linecheck.wire import Finding, MetricValue, Status, Trigger
+
+LANGUAGES = ("en", "zh-CN")
+DEFAULT_LANG = "en"
+SECTIONS = ("report", "status", "trigger", "where", "checks", "findings", "console")
+# A written-out language name -> our tag: the first subtag decides (Chinese is written in Simplified
+# characters here, so zh-TW and zh-Hant readers get zh-CN rather than English, as before).
+_BY_PRIMARY = {"en": "en", "zh": "zh-CN"}
+
+
+def normalise(tag: str | None) -> str | None:
+    """Our tag for a BCP 47 tag, a short code or a POSIX locale (`zh`, `zh-cn`, `zh_CN.UTF-8`); None if not ours."""
+    if not tag:
+        return None
+    primary = tag.strip().split(".")[0].split("@")[0].replace("_", "-").split("-")[0].lower()
+    return _BY_PRIMARY.get(primary)
+
+
+def resolve(tag: str) -> str:
+    """Our tag for `tag`, or a ValueError naming the languages there are (for arguments and callers)."""
+    lang = normalise(tag)
+    if lang is None:
+        raise ValueError(f"language {tag!r}: expected one of {', '.join(LANGUAGES)} (or zh for zh-CN)")
+    return lang
+
+
+def from_locale(env: Mapping[str, str] | None = None) -> str:
+    """The language of the POSIX locale (LC_ALL, LC_MESSAGES, LANG, LANGUAGE: the first one set); English else."""
+    env = os.environ if env is None else env
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = env.get(var, "")
+        if value:
+            return normalise(value.split(":")[0]) or DEFAULT_LANG
+    return DEFAULT_LANG
+
+
+def from_accept_language(header: str | None) -> str:
+    """The language from an Accept-Language header: the first tag we have, in the order sent; English else."""
+    for part in (header or "").split(","):
+        lang = normalise(part.split(";")[0])
+        if lang is not None:
+            return lang
+    return DEFAULT_LANG
+
+
+@dataclass(frozen=True)
+class FindingText:
+    sentence: str  # with {detail} placeholders
+    plain: str  # the same without placeholders, when the detail lacks a value
+    advice: str  # what to do
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every text of one language, by section and key."""
+
+    lang: str
+    report: Mapping[str, str]
+    status: Mapping[str, str]
+    trigger: Mapping[str, str]
+    where: Mapping[str, str]
+    checks: Mapping[str, str]
+    findings: Mapping[str, FindingText]
+    console: Mapping[str, str]
+
+
+def _strings(lang: str, section: str, table: object) -> Mapping[str, str]:
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ValueError(f"linecheck/i18n/{lang}.toml [{section}]: expected key = \"text\" lines")
+    return MappingProxyType(dict(table))
+
+
+@cache
+def catalogue(lang: str) -> Catalogue:
+    """The texts of `lang` (any spelling `normalise` knows), read once from linecheck/i18n/<tag>.toml."""
+    lang = resolve(lang)
+    data = tomllib.loads(resources.files("linecheck.i18n").joinpath(f"{lang}.toml").read_text(encoding="utf-8"))
+    extra = set(data) - set(SECTIONS)
+    if extra:
+        raise ValueError(f"linecheck/i18n/{lang}.toml: unknown section(s) {sorted(extra)}; expected {SECTIONS}")
+    if lang == "en":  # English titles have one source, the kind catalogue
+        if "checks" in data:
+            raise ValueError("linecheck/i18n/en.toml: English check titles belong in linecheck/kinds.csv")
+        data["checks"] = {spec.kind: spec.title for spec in kinds().values()}
+    finding_texts: dict[str, FindingText] = {}
+    for key, texts in data.get("findings", {}).items():
+        parts = _strings(lang, f"findings.{key}", texts)
+        if set(parts) != {"sentence", "plain", "advice"}:
+            raise ValueError(f"linecheck/i18n/{lang}.toml [findings.{key}]: expected sentence, plain and advice")
+        finding_texts[key] = FindingText(parts["sentence"], parts["plain"], parts["advice"])
+    sections = {name: _strings(lang, name, data.get(name, {})) for name in SECTIONS if name != "findings"}
+    return Catalogue(lang=lang, findings=MappingProxyType(finding_texts), **sections)  # type: ignore[arg-type]
+
+
+def placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _fmt(value: MetricValue | str) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+class Texts:
+    """The report's texts in one language, with the phrasing rules (detail in sentences, fallbacks)."""
+
+    def __init__(self, lang: str):
+        self.catalogue = catalogue(lang)
+        self.lang = self.catalogue.lang
+
+    def ui(self, key: str, **values: object) -> str:
+        return self.catalogue.report[key].format(**values)
+
+    def status(self, status: Status) -> str:
+        return self.catalogue.status[status.value]
+
+    def where(self, where: str | None) -> str:
+        return self.catalogue.where.get(where or "", where or "?")
+
+    def check(self, kind: str) -> str:
+        return self.catalogue.checks.get(kind, kind)
+
+    def severity(self, severity: str) -> str:
+        return self.ui(f"severity_{severity}")
+
+    def trigger(self, trigger: Trigger, info: Mapping[str, MetricValue | str]) -> str:
+        idle_s = info.get("idle_s")
+        days = f"{idle_s / 86400:.0f}" if isinstance(idle_s, int | float) else "?"
+        return self.catalogue.trigger[trigger.value].format(days=days)
+
+    def finding(self, f: Finding) -> tuple[str, str]:
+        """(what it means, what to do) for a finding, in this language."""
+        spec = findings().get(f.code)
+        texts = self.catalogue.findings.get(spec.text_key) if spec is not None else None
+        if texts is None:  # a code this version does not know (a newer agent): its own English sentence
+            return f.message, self.ui("unknown_advice")
+        values = {k: _fmt(v) for k, v in f.detail.items() if v is not None}
+        sentence = texts.sentence.format(**values) if placeholders(texts.sentence) <= values.keys() else texts.plain
+        return sentence, texts.advice
