@@ -101,6 +101,14 @@ class _Flight:
     sent_at: float  # time.monotonic()
     attempts: int
     timeout_s: float
+    message: mqtt.MQTTMessageInfo | None = None  # paho's copy of the latest publication
+
+
+def _awaiting_puback(info: mqtt.MQTTMessageInfo) -> bool:
+    """paho still holds this publication for want of a PUBACK, and re-sends it after a reconnect."""
+    if info.rc == mqtt.MQTT_ERR_NO_CONN:  # queued while disconnected: is_published() raises for ever after
+        return not info._published  # the PUBACK state paho keeps either way
+    return not info.is_published()
 
 
 class Publisher:
@@ -225,7 +233,12 @@ class Publisher:
         if self._reconnected.is_set():
             self._reconnected.clear()
             for flight in self._inflight.values():
-                flight.sent_at = float("-inf")
+                if flight.message is not None and _awaiting_puback(flight.message):
+                    # No PUBACK yet: paho re-sends it itself on the new connection (DUP, same packet id);
+                    # publishing it again would put two copies on the wire and in the window.
+                    flight.sent_at = now
+                else:  # the broker took it; a receipt sent while we had no subscription is lost
+                    flight.sent_at = float("-inf")
         if not self.connected.is_set():
             return 0
         expired = {rid for rid, f in self._inflight.items() if now - f.sent_at >= f.timeout_s}
@@ -238,12 +251,16 @@ class Publisher:
         sent: list[str] = []
         for item in due:
             info = self.client.publish(topic, item.payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # NO_CONN (the connection dropped a moment ago): paho keeps the message and sends it after
+            # reconnecting, so it is in flight like the others; any other refusal means paho dropped it.
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 break
             previous = self._inflight.get(item.result_id)
             attempts = previous.attempts + 1 if previous else 1
-            self._inflight[item.result_id] = _Flight(now, attempts, self._timeout(attempts))
+            self._inflight[item.result_id] = _Flight(now, attempts, self._timeout(attempts), info)
             sent.append(item.result_id)
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                break
         # A result that left the spool (evicted) without a receipt is no longer in flight either.
         if expired and len(due) < room:
             for rid in expired - {p.result_id for p in due}:

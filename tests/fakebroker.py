@@ -301,13 +301,26 @@ class FakeBroker:
     """A listening socket on a free loopback port; each `accept` hands one client to the script."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(8)
         self.host = "127.0.0.1"
-        self.port: int = self._sock.getsockname()[1]
+        self.port = 0
+        self._sock = self._listen()
+        self.port = self._sock.getsockname()[1]
         self.connections: list[Connection] = []
+
+    def _listen(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(8)
+        return sock
+
+    def stop_listening(self) -> None:
+        """Refuse new connections (a broker that is down): the client's connect fails at once."""
+        self._sock.close()
+
+    def listen_again(self) -> None:
+        """Accept connections again, on the same port."""
+        self._sock = self._listen()
 
     def accept(self, timeout: float = 10.0) -> Connection:
         self._sock.settimeout(timeout)
