@@ -100,7 +100,15 @@ def _strings(lang: str, section: str, table: object) -> Mapping[str, str]:
 def catalogue(lang: str) -> Catalogue:
     """The texts of `lang` (any spelling `normalise` knows), read once from linecheck/i18n/<tag>.toml."""
     lang = resolve(lang)
-    data = tomllib.loads(resources.files("linecheck.i18n").joinpath(f"{lang}.toml").read_text(encoding="utf-8"))
+    return parse(lang, resources.files("linecheck.i18n").joinpath(f"{lang}.toml").read_text(encoding="utf-8"))
+
+
+def parse(lang: str, text: str) -> Catalogue:
+    """One language's file; a malformed one is refused whole (a wrong section or shape is a typo, not a blank)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"linecheck/i18n/{lang}.toml: {exc}") from None
     extra = set(data) - set(SECTIONS)
     if extra:
         raise ValueError(f"linecheck/i18n/{lang}.toml: unknown section(s) {sorted(extra)}; expected {SECTIONS}")
@@ -109,7 +117,10 @@ def catalogue(lang: str) -> Catalogue:
             raise ValueError("linecheck/i18n/en.toml: English check titles belong in linecheck/kinds.csv")
         data["checks"] = {spec.kind: spec.title for spec in kinds().values()}
     finding_texts: dict[str, FindingText] = {}
-    for key, texts in data.get("findings", {}).items():
+    findings_table = data.get("findings", {})
+    if not isinstance(findings_table, dict):
+        raise ValueError(f"linecheck/i18n/{lang}.toml: [findings] holds one [findings.<text_key>] table per finding")
+    for key, texts in findings_table.items():
         parts = _strings(lang, f"findings.{key}", texts)
         if set(parts) != {"sentence", "plain", "advice"}:
             raise ValueError(f"linecheck/i18n/{lang}.toml [findings.{key}]: expected sentence, plain and advice")
