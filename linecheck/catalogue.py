@@ -3,12 +3,12 @@
 - `metrics.csv`: every metric a check may emit, with its unit and meaning (like Datadog's
   metadata.csv); docs/metrics.md is generated from it.
 - `findings.csv`: every finding code, with where the fault sits, the severities it may carry, its
-  meaning, who emits it, its detail keys and the key of its texts in agent/i18n; docs/findings.md
+  meaning, who emits it, its detail keys and the key of its texts in linecheck/i18n; docs/findings.md
   is generated from it.
 - `kinds.csv`: every check kind a result may carry: the agent's registered checks (`check`), the
   agent's own pseudo-check (`agent`) and the room speed test (`lan`), with the English title.
 
-The agent (agent/findings.py, agent/checks/__init__.py, agent/i18n) and the collector
+The agent (agent/findings.py, agent/checks/__init__.py), the translations (linecheck/i18n) and the collector
 (collector/rules.py, collector/promises) import these and refuse what is not listed, at load and
 in tests (tests/test_catalogue.py): an unknown code or kind is an error, never a silent no-op.
 """
@@ -40,14 +40,14 @@ class FindingSpec:
     meaning: str
     emitted_by: str  # the check kinds (or "localisation") that produce it, in words
     detail: str  # its detail keys, in words
-    text_key: str  # key of its sentence and advice in agent/i18n/<lang>.FINDINGS
+    text_key: str  # key of its sentence and advice in [findings.<text_key>] of linecheck/i18n/<lang>.toml
 
 
 @dataclass(frozen=True)
 class KindSpec:
     kind: str
     source: str  # check (agent/checks REGISTRY), agent (the pseudo-check), lan (the room speed test)
-    title: str  # English title; the one source of agent/i18n/en.CHECKS and the checks' progress titles
+    title: str  # English title; the one source of the English check titles (linecheck/i18n) and progress
     meaning: str
 
 
@@ -159,7 +159,8 @@ The catalogue `linecheck/findings.csv` is the contract both sides import (`linec
 the agent refuses to build a finding whose code it does not list, the collector refuses
 a rule that matches an unknown code, and `tests/test_catalogue.py` fails when a check emits a code
 the catalogue lacks, or when a rule or a translation names a code no check emits. Its `text_key` is
-the key of the code's sentence and advice in `agent/i18n/en.py` and `agent/i18n/zh.py`.
+the key of the code's sentence and advice in the translation catalogue, `[findings.<text_key>]` of
+`linecheck/i18n/en.toml` and `linecheck/i18n/zh-CN.toml` (shared by the agent's report and the console).
 
 `where`: `wan` the carrier's line and network beyond the gateway; `cpe` the customer's
 equipment (gateway port, cable); `lan` / `wifi` inside the office; `dns` name resolution;

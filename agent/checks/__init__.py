@@ -2,7 +2,7 @@
 module agent/checks/<kind>.py exposing `SPEC = CheckSpec(...)`.
 
 To add a check, write that module, give it its catalogue rows (linecheck/kinds.csv, its metrics in
-linecheck/metrics.csv, new finding codes in linecheck/findings.csv with their texts in agent/i18n)
+linecheck/metrics.csv, new finding codes in linecheck/findings.csv with their texts in linecheck/i18n)
 and a sample in config/agent.example.yaml; nothing else lists kinds. See docs/extending.md.
 """
 
