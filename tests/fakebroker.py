@@ -276,18 +276,33 @@ class Connection:
             body += bytes([reason]) + self._props()
         self.send(_packet(PUBACK, 0, body))
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1, dup: bool = False, retain: bool = False) -> int:
-        """Send a PUBLISH to the client; returns its packet id (0 for QoS 0)."""
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, dup: bool = False, retain: bool = False,
+                mid: int | None = None) -> int:
+        """Send a PUBLISH to the client; returns its packet id (0 for QoS 0). `mid` re-uses a packet id
+        (a redelivery, with dup=True); otherwise the next one is taken."""
+        packet_id, data = self._publish_packet(topic, payload, qos, dup, retain, mid)
+        self.send(data)
+        return packet_id
+
+    def publish_many(self, messages: list[tuple[str, bytes | str]], qos: int = 1) -> list[int]:
+        """Several PUBLISH packets in one write, so the client reads them together; returns their ids."""
+        built = [self._publish_packet(topic, payload, qos, False, False, None) for topic, payload in messages]
+        self.send(b"".join(data for _, data in built))
+        return [mid for mid, _ in built]
+
+    def _publish_packet(self, topic: str, payload: bytes | str, qos: int, dup: bool, retain: bool,
+                        mid: int | None) -> tuple[int, bytes]:
         raw = payload.encode() if isinstance(payload, str) else payload
-        mid = 0
         body = _string(topic)
+        packet_id = 0
         if qos:
-            self._next_mid = self._next_mid % 65535 + 1
-            mid = self._next_mid
-            body += struct.pack("!H", mid)
+            if mid is None:
+                self._next_mid = self._next_mid % 65535 + 1
+                mid = self._next_mid
+            packet_id = mid
+            body += struct.pack("!H", packet_id)
         body += self._props() + raw
-        self.send(_packet(PUBLISH, (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0), body))
-        return mid
+        return packet_id, _packet(PUBLISH, (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0), body)
 
     def drop(self) -> None:
         """Close the socket abruptly, as a broker restart or a lost route would."""
