@@ -176,6 +176,35 @@ def test_receipts_free_exactly_their_slots_and_unknown_ids_are_ignored(fake: Fak
     assert published == ids[:5], "each result was published once"
 
 
+def test_unreceipted_results_are_republished_after_their_timeout_within_the_window(
+        fake: FakeBroker, tmp_path: Path) -> None:
+    a = Agent(_cfg(tmp_path, fake.port, max_inflight=2, resend_after_s=0.3, resend_max_s=10))
+    try:
+        ids = a.enqueue(3)
+        conn = a.connect(fake)
+        assert a.publisher.pump() == 2
+        first = conn.expect_publishes(2, RESULTS)
+        for p in first:
+            conn.puback(p.mid or 0)
+        assert a.publisher.pump() == 0  # not due yet
+        # Due after ~0.3 s: the same two results again (new publications: new packet ids, no DUP),
+        # never the third, which has no room while they wait for receipts.
+        wait_for(lambda: a.publisher.pump() == 2, 5, "the re-send")
+        again = conn.expect_publishes(2, RESULTS)
+        assert [(rid(p), p.dup) for p in again] == [(ids[0], False), (ids[1], False)]
+        assert {p.mid for p in again}.isdisjoint({p.mid for p in first})
+        # The next wait is twice as long (0.6 s, ±10 % jitter).
+        flights = [a.publisher._inflight[r] for r in ids[:2]]
+        assert [f.attempts for f in flights] == [2, 2]
+        assert all(0.54 <= f.timeout_s <= 0.66 for f in flights), [f.timeout_s for f in flights]
+        for p in again:
+            conn.puback(p.mid or 0)
+        assert finish(a, conn) == []
+        assert a.spool.count() == 3
+    finally:
+        a.close()
+
+
 def test_refused_connect_is_reported_and_retried_with_backoff_keeping_the_spool(
         tmp_path: Path, fake: FakeBroker, caplog: pytest.LogCaptureFixture) -> None:
     secret = tmp_path / "pw"
