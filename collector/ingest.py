@@ -273,12 +273,25 @@ class Ingestor:
                     break
 
     def _publish_receipt(self, agent_id: str, payload: str) -> None:
+        """Hand a receipt to paho. Never raises: the results it answers are committed, so a receipt
+        that cannot go out (broker away, paho's queue full) must not make them look like poison; the
+        agent re-sends what it got no receipt for and is answered "duplicate"."""
         self._wait_for_receipt_room()
-        info = self.client.publish(receipts_topic(agent_id), payload, qos=1)
+        try:
+            info = self.client.publish(receipts_topic(agent_id), payload, qos=1)
+        except Exception:  # noqa: BLE001 - see the docstring
+            self.receipts_refused += 1
+            log.exception("could not hand a receipt for %s to paho; the agent will re-send", agent_id)
+            return
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             # Should not happen below the bound; the agent re-sends and gets a "duplicate" receipt.
             self.receipts_refused += 1
             log.error("paho refused a receipt for %s (%s); the agent will re-send", agent_id, info.rc)
+            return
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # Not connected: paho keeps the QoS 1 receipt and sends it after it reconnects (and
+            # is_published() would raise here). Not counted as un-acked: _on_connect starts afresh.
+            log.info("broker away; the receipt for %s goes out after reconnecting (%s)", agent_id, info.rc)
             return
         with self._receipts_cond:
             if info.mid in self._acked_early:
