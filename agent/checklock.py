@@ -14,13 +14,19 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from agent.statefile import PRIVATE_FILE_MODE, private_dir
+
 
 @contextlib.contextmanager
 def holding(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Hold the check lock; `on_wait` is called once if another process holds it first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    private_dir(path.parent)
+    # 0600 like every file in data_dir (agent/statefile.py), whatever the umask; a lock file left by an
+    # older agent with 0644 is narrowed when we own it.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,18 +23,9 @@ import subprocess
 import sys
 from typing import Any
 
-from agent import clock
+from agent import envelope
 from agent.config import AgentConfig
-from linecheck import __version__
-from linecheck.wire import (
-    CheckResult,
-    ResultEnvelope,
-    Status,
-    Trigger,
-    Verdict,
-    new_result_id,
-    utcnow,
-)
+from linecheck.wire import CheckResult, Status, Trigger, Verdict, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +46,8 @@ def child_deadline_s(cfg: AgentConfig, kinds: list[str]) -> float:
 
 
 def run_in_child(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
-                 skip: dict[str, str] | None = None, trigger_info: dict[str, Any] | None = None) -> ResultEnvelope:
-    """The envelope of one line check run by a fresh interpreter (same meaning as runner.run_line_check)."""
+                 skip: dict[str, str] | None = None, trigger_info: dict[str, Any] | None = None) -> envelope.Draft:
+    """The envelope (a draft, seq 0) of one line check run by a fresh interpreter (as runner.run_line_check)."""
     request = {"config": config_for_child(cfg), "trigger": trigger.value, "only": only, "skip": skip or {},
                "trigger_info": trigger_info or {}, "log_level": logging.getLogger().getEffectiveLevel()}
     kinds = [k for k in cfg.checks if only is None or k in only]
@@ -74,25 +65,21 @@ def run_in_child(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None =
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
                                f"check process exited with status {done.returncode} (see the agent's log)")
     try:
-        # The runner leaves seq unset (0, below the wire minimum): the spool assigns it at enqueue.
-        raw = json.loads(done.stdout)
-        return ResultEnvelope.model_validate({**raw, "seq": 1}).model_copy(update={"seq": raw.get("seq")})
-    except (ValueError, TypeError) as exc:
+        # A draft (seq 0): the spool numbers it at enqueue. Validated again here: the child is another process.
+        return envelope.parse_draft(done.stdout)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
                                f"check process answered no valid result: {str(exc)[:200]}")
 
 
 def failed_envelope(cfg: AgentConfig, trigger: Trigger, kinds: list[str], skip: dict[str, str] | None,
-                    trigger_info: dict[str, Any] | None, started_at: Any, reason: str) -> ResultEnvelope:
+                    trigger_info: dict[str, Any] | None, started_at: Any, reason: str) -> envelope.Draft:
     log.error("line check failed: %s", reason)
     skip = skip or {}
     checks = [CheckResult(kind=k, status=Status.SKIPPED if k in skip else Status.ERROR,
                           reason=(skip.get(k) or reason)[:2000], duration_s=0.0) for k in kinds]
-    return ResultEnvelope.model_construct(
-        schema_=1, result_id=new_result_id(), agent_id=cfg.agent_id, seq=0, line_id=cfg.line_id,
-        site_id=cfg.site_id, trigger=trigger, trigger_info=dict(trigger_info or {}), started_at=started_at,
-        ended_at=utcnow(), clock=clock.state(), agent_version=__version__, checks=checks,
-        verdict=Verdict.UNKNOWN, findings=[])
+    return envelope.draft(agent_id=cfg.agent_id, line_id=cfg.line_id, site_id=cfg.site_id, trigger=trigger,
+                          trigger_info=trigger_info, started_at=started_at, checks=checks, verdict=Verdict.UNKNOWN)
 
 
 def main() -> int:
@@ -102,9 +89,9 @@ def main() -> int:
     request = json.loads(sys.stdin.buffer.read())
     logging.basicConfig(level=request["log_level"], format="%(asctime)s %(levelname)s %(name)s[check]: %(message)s")
     cfg = AgentConfig.model_validate(request["config"])
-    envelope = run_line_check(cfg, Trigger(request["trigger"]), only=request["only"], skip=request["skip"],
-                              trigger_info=request["trigger_info"])
-    sys.stdout.write(envelope.model_dump_json(by_alias=True))
+    result = run_line_check(cfg, Trigger(request["trigger"]), only=request["only"], skip=request["skip"],
+                            trigger_info=request["trigger_info"])
+    sys.stdout.write(result.model_dump_json(by_alias=True))
     return 0
 
 

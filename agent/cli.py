@@ -11,7 +11,6 @@ import contextlib
 import logging
 import sqlite3
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the result envelope as JSON, nothing else")
     check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
     check.add_argument("--no-spool", action="store_true",
-                       help="do not queue the result for the collector (seq is then a placeholder)")
+                       help="do not queue the result for the collector (its seq is then 0: not numbered)")
     check.add_argument("--lang", type=_lang, default=from_locale(), metavar="|".join(LANGUAGES),
                        help="language of the report (zh is zh-CN; default from the locale: zh-CN for zh_*, else en)")
     check.add_argument("--save-report", metavar="FILE.html",
@@ -74,10 +73,9 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     console = Console(stderr=True, quiet=args.json)
     envelope = _run_with_progress(cfg, args, console)
-    if args.no_spool:
-        # Not delivered, so no sequence number is consumed; a time-based placeholder keeps seq >= 1.
-        envelope = envelope.model_copy(update={"seq": int(time.time() * 1000)})
-    else:
+    # Not queued (--no-spool): the result keeps seq 0 (agent/envelope.py): no number is consumed, so the
+    # collector sees no gap, and a result below the wire's minimum seq can never be ingested as delivered.
+    if not args.no_spool:
         from agent.spool import SpoolRefused, open_spool
 
         try:

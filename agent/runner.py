@@ -6,7 +6,6 @@ identity and clock stamps, the overall verdict. One failing check never stops th
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -14,23 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent import clock
+from agent import envelope
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig, CheckContext, LineInfo, Measurement
 from agent.config import AgentConfig
 from agent.localise import localise
 from agent.netinfo import default_route
-from linecheck import __version__
-from linecheck.wire import (
-    CheckResult,
-    Finding,
-    ResultEnvelope,
-    Status,
-    Trigger,
-    Verdict,
-    new_result_id,
-    utcnow,
-)
+from agent.statefile import load_json, save_json
+from linecheck.wire import CheckResult, Finding, Status, Trigger, Verdict, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +40,21 @@ def line_info(cfg: AgentConfig) -> LineInfo:
 
 
 class CheckState:
-    """Per-check state kept between runs (e.g. carrier flap counters), in data_dir/check-state.json."""
+    """Per-check state kept between runs (e.g. carrier flap counters), in data_dir/check-state.json.
+
+    Written like every other state file of the agent (agent/statefile.py): atomically with fsync,
+    0600, so a power cut mid-write leaves the old state, not an empty file."""
 
     def __init__(self, path: Path | None):
         self.path = path
-        self.data: dict[str, dict[str, Any]] = {}
-        if path and path.exists():
-            try:
-                self.data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable check state %s", path)
+        self.data: dict[str, dict[str, Any]] = load_json(path) if path else {}
 
     def for_kind(self, kind: str) -> dict[str, Any]:
         return self.data.setdefault(kind, {})
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
+        if self.path is not None:
+            save_json(self.path, self.data)
 
 
 def run_one(kind: str, cfg: CheckConfig, line: LineInfo, state: dict[str, Any],
@@ -120,8 +105,9 @@ def verdict_of(checks: list[CheckResult], findings: list[Finding]) -> Verdict:
 def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
                    trigger_info: dict[str, Any] | None = None,
                    skip: dict[str, str] | None = None,
-                   on_check: Callable[[str, str], None] = lambda _k, _msg: None) -> ResultEnvelope:
-    """Run the configured checks (or `only` these kinds) and build an envelope with seq unset (0).
+                   on_check: Callable[[str, str], None] = lambda _k, _msg: None) -> envelope.Draft:
+    """Run the configured checks (or `only` these kinds); their envelope is a draft (agent/envelope.py):
+    validated, with seq 0 until the spool numbers it.
 
     Kinds in `skip` are not run but recorded as `skipped` with the given reason (e.g. the
     scheduler's cross-traffic gate or data budget), so the gap is visible in the result.
@@ -148,9 +134,6 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
         state.save()
     except OSError as exc:
         log.warning("cannot save check state: %s", exc)
-    return ResultEnvelope.model_construct(
-        schema_=1, result_id=new_result_id(), agent_id=cfg.agent_id, seq=0, line_id=cfg.line_id,
-        site_id=cfg.site_id, trigger=trigger, trigger_info=dict(trigger_info or {}),
-        started_at=started_at, ended_at=utcnow(), clock=clock.state(), agent_version=__version__,
-        checks=checks, verdict=verdict_of(checks, findings), findings=findings,
-    )
+    return envelope.draft(agent_id=cfg.agent_id, line_id=cfg.line_id, site_id=cfg.site_id, trigger=trigger,
+                          trigger_info=trigger_info, started_at=started_at, checks=checks,
+                          verdict=verdict_of(checks, findings), findings=findings)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from agent.envelope import rebuilt, sealed
 from agent.findings import finding
 from agent.spool_ledger import Ledger, Recovery
 from agent.spool_salvage import diagnose, is_corruption, move_aside, salvage
@@ -145,7 +146,7 @@ def summarize(payload: bytes) -> bytes:
     checks.append(CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=agent_metrics,
                               reason="compacted by the spool: metrics dropped, verdict and findings kept"))
     findings = [f.model_copy(update={"detail": {}}) for f in env.findings]
-    return env.model_copy(update={"checks": checks, "findings": findings}).to_json()
+    return rebuilt(env, checks=checks, findings=findings).to_json()
 
 
 def _is_disk_full(exc: sqlite3.Error) -> bool:
@@ -303,6 +304,10 @@ class Spool:
     def enqueue(self, envelope: ResultEnvelope, report_health: bool = True) -> ResultEnvelope:
         """Give the envelope its seq (and the `agent` pseudo-check), store it durably, return it as stored.
 
+        The seq is handed out here, inside the write transaction (agent/envelope.py `sealed`): the
+        envelope's own seq (0 for a draft) is ignored, so two processes sharing the spool (the daemon
+        and `linecheck-agent check`) get increasing seqs without gaps in the order they commit.
+
         Raises PayloadTooLarge for a result above max_payload_bytes and SpoolFull when the disk has
         no room even after eviction; both are counted in `spool_refused_count`."""
         with self._lock:
@@ -332,13 +337,9 @@ class Spool:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             seq = self._counter("next_seq")
-            checks = list(envelope.checks)
-            findings = list(envelope.findings)
-            if report_health:
-                checks.append(self._agent_check(now))
-                findings += self._loss_finding()
-            stamped = envelope.model_copy(update={"seq": seq, "checks": checks, "findings": findings})
-            payload = ResultEnvelope.model_validate(stamped.model_dump(by_alias=True)).to_json()
+            health = [self._agent_check(now)] if report_health else []
+            stamped = sealed(envelope, seq, add_checks=health, add_findings=self._loss_finding() if health else [])
+            payload = stamped.to_json()
             if len(payload) > self.max_payload_bytes:
                 self._db.execute("ROLLBACK")
                 self._count_refused()

@@ -7,24 +7,13 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent import clock
+from agent import envelope as envelopes
 from agent.findings import finding
 from agent.lan.settings import valid_room
 from agent.lan.station import StationView
 from agent.localise import localise
-from linecheck import __version__
 from linecheck.catalogue import WIFI_THROUGHPUT
-from linecheck.wire import (
-    CheckResult,
-    Finding,
-    MetricValue,
-    ResultEnvelope,
-    Status,
-    Trigger,
-    Verdict,
-    new_result_id,
-    utcnow,
-)
+from linecheck.wire import CheckResult, Finding, MetricValue, Status, Trigger, Verdict
 
 KIND = WIFI_THROUGHPUT
 
@@ -91,14 +80,11 @@ def judge(result: ClientResult, view: StationView, target_mbps: float | None) ->
 
 
 def envelope(agent_id: str, line_id: str, site_id: str, result: ClientResult, view: StationView,
-             target_mbps: float | None, wifi_cfg: object | None = None) -> ResultEnvelope:
-    """One envelope per room test (seq is set by the spool)."""
+             target_mbps: float | None, wifi_cfg: object | None = None) -> envelopes.Draft:
+    """One envelope per room test: a draft (agent/envelope.py) the spool numbers when it stores it."""
     check, findings = judge(result, view, target_mbps)
     findings = localise([check], findings, wifi_cfg)  # type: ignore[arg-type]
     verdict = Verdict.PROBLEMS if findings or check.status is not Status.OK else Verdict.HEALTHY
-    now = utcnow()
-    return ResultEnvelope.model_construct(
-        schema_=1, result_id=new_result_id(), agent_id=agent_id, seq=0, line_id=line_id, site_id=site_id,
-        trigger=Trigger.MANUAL, trigger_info={"source": "lan_test", "room": result.room, "client": result.client},
-        started_at=now, ended_at=now, clock=clock.state(), agent_version=__version__, checks=[check],
-        verdict=verdict, findings=findings)
+    return envelopes.draft(agent_id=agent_id, line_id=line_id, site_id=site_id, trigger=Trigger.MANUAL,
+                           trigger_info={"source": "lan_test", "room": result.room, "client": result.client},
+                           checks=[check], verdict=verdict, findings=findings)
