@@ -3,7 +3,7 @@
 Who may send a command is the broker's business: each agent subscribes only to its own command
 topic, and the broker ACL lets only the collector identities and the write-only command identity
 `linecheck.commands` publish there (the ACL that
-`linecheck-collector broker-config` writes, collector/brokerconf.py). MQTT 3.1.1 carries no
+`linecheck-collector broker-config` writes, collector/fleet/broker_config.py). MQTT 3.1.1 carries no
 sender identity, so on top of that the agent checks what it can:
 
 - the topic is exactly this agent's command topic (the publisher drops anything else);

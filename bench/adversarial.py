@@ -44,12 +44,12 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ingest_rig import bench_broker  # noqa: E402
-from collector import enrolment, registry  # noqa: E402
 from collector.config import CollectorConfig  # noqa: E402
-from collector.ingest import Ingestor  # noqa: E402
-from collector.pki import FleetCA  # noqa: E402
-from collector.rules import RuleEngine, RulesConfig  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.fleet import enrolment, registry  # noqa: E402
+from collector.fleet.pki import FleetCA  # noqa: E402
+from collector.ingest.worker import Ingestor  # noqa: E402
+from collector.rules.engine import RuleEngine, RulesConfig  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 from linecheck.identity import make_csr, new_key  # noqa: E402
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict, new_result_id, results_topic  # noqa: E402
 
@@ -330,7 +330,7 @@ def _drop(handle: object) -> None:
 def _db_counts(store: Store) -> tuple[int, int]:
     from sqlalchemy import func, select
 
-    from collector import schema as t
+    from collector.store import schema as t
 
     with store.engine.connect() as conn:
         return (int(conn.execute(select(func.count()).select_from(t.results)).scalar_one()),
@@ -340,7 +340,7 @@ def _db_counts(store: Store) -> tuple[int, int]:
 def measure(workdir: Path, messages: int = 100_000, agents: int = 1000, connections: int = 8, pg: bool = False,
             seed: int = 16, timeout_s: float = 3600.0, batch_max: int = 500) -> Figures:
     workdir.mkdir(parents=True, exist_ok=True)
-    gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli.py _serve)
+    gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli/program.py _serve)
     url, handle = _database(pg, workdir)
     broker = bench_broker(workdir / "broker")
     store = Store(url, hooks=[RuleEngine(RulesConfig()).on_ingest])

@@ -38,10 +38,10 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench import fleet_sql  # noqa: E402
-from collector import line_state  # noqa: E402
 from collector.api.accounts import Accounts  # noqa: E402
 from collector.api.deps import SESSION_COOKIE  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.store import line_state  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 
 GENERATOR_VERSION = 1  # bump when fleet_sql changes what it writes: cached databases are then rebuilt
 TARGET_MS = 100.0
@@ -121,7 +121,7 @@ def serve(url: str) -> None:
     from collector.api.app import create_app
     from collector.api.fleet_summary import AGENT_COUNTS_EVERY_S, refresh_agent_counts
     from collector.api.server import HTTPServer
-    from collector.store import make_engine
+    from collector.store.database import make_engine
 
     engine = make_engine(url)
     done = threading.Event()

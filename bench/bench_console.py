@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from collector import registry  # noqa: E402
 from collector.api.accounts import Accounts  # noqa: E402
 from collector.api.app import create_app  # noqa: E402
 from collector.api.server import HTTPServer  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.fleet import registry  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 from linecheck.wire import CheckResult, Finding, ResultEnvelope, Status, new_result_id  # noqa: E402
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector import registry  # noqa: E402
+from collector.fleet import registry  # noqa: E402
 from collector.promises import ledger  # noqa: E402
 from collector.promises.consequences import run_ledger  # noqa: E402
 from collector.promises.criterion import PromisePolicy  # noqa: E402
 from collector.promises.model import SpeedPromise  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 from linecheck.wire import CheckResult, ResultEnvelope, Status, new_result_id  # noqa: E402
 
 NOW = datetime(2024, 6, 30, 12, tzinfo=UTC)

@@ -51,7 +51,7 @@ from linecheck.wire import (  # noqa: E402
 from tests.factory import finding, link_check, ping_check, throughput_check  # noqa: E402
 
 HEALTHY, LINE_DOWN, HIGH_LATENCY = "healthy", "line_down", "high_latency"
-# Results needed before the default rules open a ticket (collector/rules.py DEFAULT_RULES: M of N).
+# Results needed before the default rules open a ticket (collector/rules/engine.py DEFAULT_RULES: M of N).
 TICKET_AFTER = {LINE_DOWN: 2, HIGH_LATENCY: 3}
 SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE packet
 REPORT_INTERVAL_S = 900  # spacing of one agent's results on its own clock (started_at)

@@ -257,7 +257,7 @@ def load(dsn: str, lines: int, per_line: int, now: datetime, rebuild_state: Call
         dsn, [s for lo, hi in slices for s in _insert_flattened(now, per_line, lines, lo, hi)], workers))
     phase("keys and indexes", lambda: _parallel(dsn, keys, workers))
     phase("foreign keys", lambda: _parallel(dsn, fks, 1))
-    phase("line_state (collector.line_state.rebuild)", rebuild_state)
+    phase("line_state (collector.store.line_state.rebuild)", rebuild_state)
     with psycopg.connect(dsn, autocommit=True) as conn:
         phase("tickets and promises", lambda: [conn.execute(s) for s in _tickets_and_promises(now, lines, per_line)])  # type: ignore[call-overload]
         phase("vacuum analyze", lambda: conn.execute("VACUUM (ANALYZE)"))

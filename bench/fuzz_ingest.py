@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.ingest import Inbound  # noqa: E402
+from collector.ingest.worker import Inbound  # noqa: E402
 from linecheck.wire import results_topic  # noqa: E402
 from tests import fuzz_payloads  # noqa: E402
 from tests.test_hardened_ingest import make_ingestor  # noqa: E402

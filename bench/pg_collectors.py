@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from collector import schema as t
+from collector.store import schema as t
 from tests.helpers import wait_for
 from tests.mosquitto import Broker
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, select, text  # noqa: E402
 
-from collector import registry  # noqa: E402
-from collector import schema as t  # noqa: E402
-from collector.rules import RuleEngine, RulesConfig  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.fleet import registry  # noqa: E402
+from collector.rules.engine import RuleEngine, RulesConfig  # noqa: E402
+from collector.store import schema as t  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 from linecheck.wire import ResultEnvelope  # noqa: E402
 from tests.factory import envelope, finding, link_check, ping_check, throughput_check  # noqa: E402
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet_sim import HEALTHY, build_result  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.store.database import Store  # noqa: E402
 from linecheck.wire import ResultEnvelope, new_result_id  # noqa: E402
 
 PG_ADMIN = os.environ.get("LINECHECK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

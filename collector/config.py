@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from collector.commands_config import RemoteCommandsConfig
+from collector.commands.config import RemoteCommandsConfig
 from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
-from collector.retention import RetentionConfig
-from collector.rules import RulesConfig
+from collector.rules.engine import RulesConfig
+from collector.store.retention import RetentionConfig
 from linecheck.configfile import Strict, load_model
 
 
@@ -39,7 +39,7 @@ class IngestConfig(Strict):
     batch_wait_s: float = Field(default=0.05, ge=0, le=5, description="Wait this long to fill a batch")
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger messages are quarantined")
     queue_max: int = Field(default=20000, ge=100, description="Messages received but not yet committed")
-    # An enrolled agent speaks only for the line and site it was enrolled on (collector/store.py binding).
+    # An enrolled agent speaks only for the line and site it was enrolled on (collector/store/database.py binding).
     unenrolled: Literal["bind_first", "quarantine"] = Field(
         default="bind_first",
         description="Results of agents that were never enrolled: bind_first = the first stored result binds the "

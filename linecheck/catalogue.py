@@ -9,7 +9,7 @@
   agent's own pseudo-check (`agent`) and the room speed test (`lan`), with the English title.
 
 The agent (agent/findings.py, agent/checks/__init__.py), the translations (linecheck/i18n) and the collector
-(collector/rules.py, collector/promises) import these and refuse what is not listed, at load and
+(collector/rules/engine.py, collector/promises) import these and refuse what is not listed, at load and
 in tests (tests/test_catalogue.py): an unknown code or kind is an error, never a silent no-op.
 """
 

@@ -2,7 +2,7 @@
 
 The agent's throughput check turns a "slow" judgement into a `throughput_below_plan` finding
 (agent/checks/throughput.py); the collector's `speed_below_plan` rule compares the same figure
-with the same limit (collector/rules.py). A result whose cross-traffic was too high to trust
+with the same limit (collector/rules/engine.py). A result whose cross-traffic was too high to trust
 (`cross_traffic_high_flag` = 1: the office's own traffic shared the line during the test) says
 nothing about the line's speed on either side: no finding, no breach, and no healthy evidence
 either (it neither opens nor resolves a ticket). Pure: no I/O, no clock.

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collector.api.app import create_app
-from collector.store import Store
+from collector.store.database import Store
 from tests.fleet_data import Fleet, seed
 
 

@@ -210,8 +210,8 @@ def run_agent(args: argparse.Namespace) -> int:
 
 def run_collector(args: argparse.Namespace) -> int:
     from collector import config as collector_config
-    from collector.ingest import Ingestor
-    from collector.store import Store
+    from collector.ingest.worker import Ingestor
+    from collector.store.database import Store
 
     cfg = collector_config.load(args.config)
     store = Store(cfg.database)

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from collector import registry
-from collector import schema as t
 from collector.api.accounts import Accounts
-from collector.store import Quarantined, Store
+from collector.fleet import registry
+from collector.store import schema as t
+from collector.store.database import Quarantined, Store
 from tests.factory import envelope, finding, link_check, ping_check, throughput_check
 
 REGISTRY = registry.Registry.model_validate({
@@ -109,7 +109,7 @@ def seed(url: str, results_per_line: int = 12, now: datetime | None = None) -> F
         for row in conn.execute(select(t.quarantine.c.id, t.quarantine.c.agent_id)):
             fleet.quarantine_ids[row.agent_id or "none"] = row.id
     # Tickets: an open one on each carrier's side, and one further along on tenant A's own line.
-    from collector import tickets
+    from collector.tickets import lifecycle as tickets
 
     with store.engine.begin() as conn:
         for line_id, fault, state in (("acme-xuhui-1", "packet_loss", "open"),

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from collector import schema as t
 from collector.api.accounts import Accounts, verify_password
+from collector.store import schema as t
 from tests.api_support import RecordingSender, auth
 from tests.factory import envelope, link_check, throughput_check
 from tests.fleet_data import PASSWORD, Fleet

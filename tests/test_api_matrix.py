@@ -63,7 +63,7 @@ WORKERS = {"carrier_admin", "technician"}
 
 def _fresh_ticket(fleet: Fleet, side: str) -> int:
     """A new open ticket on the side's line, so each call of a state-changing route has one to change."""
-    from collector import tickets
+    from collector.tickets import lifecycle as tickets
 
     with fleet.engine.begin() as conn:
         return tickets.open_ticket(conn, line_id=line(side), fault_class=f"matrix_{next(_ids)}",

@@ -17,10 +17,10 @@ from agent import localise
 from agent.checks import REGISTRY
 from agent.checks.base import CheckContext, LineInfo
 from agent.checks.throughput import ThroughputConfig, judge
-from collector import registry
-from collector import schema as t
-from collector.rules import DEFAULT_RULES, Plan, RuleEngine, RulesConfig
-from collector.store import Store
+from collector.fleet import registry
+from collector.rules.engine import DEFAULT_RULES, Plan, RuleEngine, RulesConfig
+from collector.store import schema as t
+from collector.store.database import Store
 from linecheck import catalogue, speed
 from linecheck.i18n import LANGUAGES, placeholders
 from linecheck.i18n import catalogue as texts

@@ -18,8 +18,8 @@ from paho.mqtt.properties import Properties
 from agent.commands import CommandInbox
 from agent.config import CommandsConfig
 from agent.spool import Spool
-from collector.brokerconf import acl_text
-from collector.commands import make_command
+from collector.commands.publish import make_command
+from collector.fleet.broker_config import acl_text
 from linecheck.wire import Command, ResultEnvelope, Trigger, commands_topic, status_topic, utcnow
 from tests.helpers import collector_config, start, stop, wait_for
 from tests.mosquitto import Broker, running_broker

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
-from collector import registry
+from collector.fleet import registry
 from collector.web import charts, i18n
 from linecheck.i18n import LANGUAGES, catalogue
 from tests.api_support import RecordingSender

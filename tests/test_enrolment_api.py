@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from collector.pki import FleetCA
+from collector.fleet.pki import FleetCA
 from tests.helpers import collector_config, start, stop, wait_for
 from tests.mosquitto import Broker
 

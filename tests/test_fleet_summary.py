@@ -19,14 +19,16 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from collector import migrations as m
-from collector import registry, retention, tickets
-from collector import schema as t
 from collector.api import fleet_summary
 from collector.api.accounts import Accounts
 from collector.api.app import create_app
 from collector.api.scope import Scope
-from collector.store import MIGRATIONS, Store, migrate
+from collector.fleet import registry
+from collector.store import migrations as m
+from collector.store import retention
+from collector.store import schema as t
+from collector.store.database import MIGRATIONS, Store, migrate
+from collector.tickets import lifecycle as tickets
 from linecheck.wire import Verdict, new_result_id
 from tests.factory import envelope
 from tests.fleet_data import seed

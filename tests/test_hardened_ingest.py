@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.config import CollectorConfig
-from collector.ingest import Inbound, Ingestor, validate
-from collector.store import Store
-from collector.timeflags import clock_flag
+from collector.ingest.worker import Inbound, Ingestor, validate
+from collector.store.database import Store
+from collector.store.timeflags import clock_flag
 from linecheck.wire import results_topic
 from tests import fuzz_payloads
 from tests.helpers import acknowledged

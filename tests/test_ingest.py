@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import OperationalError
 
-from collector import schema as t
 from collector.config import CollectorConfig
-from collector.delivery import agent_delivery, missing_totals, seq_gaps
-from collector.ingest import RECEIPT_MAX_IDS, Inbound, Ingestor, validate
-from collector.store import Store
+from collector.ingest.worker import RECEIPT_MAX_IDS, Inbound, Ingestor, validate
+from collector.store import schema as t
+from collector.store.database import Store
+from collector.store.delivery import agent_delivery, missing_totals, seq_gaps
 from linecheck.wire import Receipt, ResultEnvelope, receipts_topic, results_topic
 from tests.faultkit import make_envelope
 from tests.mosquitto import Broker
@@ -266,8 +266,8 @@ def test_status_before_the_first_result_is_kept_until_the_agent_exists(tmp_path:
 
 
 def test_gaps_are_visible_in_metrics_and_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from collector.cli import main
-    from collector.metrics import CollectorMetrics
+    from collector.cli.program import main
+    from collector.service.metrics import CollectorMetrics
 
     db = f"sqlite:///{tmp_path}/c.db"
     store = Store(db)
@@ -293,7 +293,7 @@ def test_receipts_beyond_the_unacked_bound_wait_and_all_arrive(broker: Broker, t
     # full, paho's thread, which reads the acks the worker waits for, is stuck handing over a message
     # and the worker frees it; a 100k-result storm deadlocked so. This broker's in-flight window of
     # 20 does not fill an inbox of 100, so bench/storm.py is what exercises that path.)
-    from collector import ingest
+    from collector.ingest import worker as ingest
     from tests.faultkit import Watcher
     from tests.helpers import wait_for
 

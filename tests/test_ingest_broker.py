@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import AgentConfig
 from collector.config import CollectorConfig
-from collector.ingest import Ingestor
-from collector.store import Store
+from collector.ingest.worker import Ingestor
+from collector.store.database import Store
 from linecheck.wire import results_topic
 from tests.faultkit import make_envelope, stored_seqs
 from tests.helpers import wait_for

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from collector import schema as t
-from collector import tickets
 from collector.notify.config import NotifyConfig
 from collector.notify.outbox import Notifier
 from collector.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from collector.store import Store
+from collector.store import schema as t
+from collector.store.database import Store
+from collector.tickets import lifecycle as tickets
 from tests.mosquitto import free_port
 
 SECRET = b"s3cret-for-tests"

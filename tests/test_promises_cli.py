@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import main
-from collector.store import Store
+from collector.cli.program import main
+from collector.store.database import Store
 from tests.factory import envelope, link_check
 from tests.test_promises_reports import throughput_check
 

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from collector import registry, tickets
-from collector.ingest import validate
+from collector.fleet import registry
+from collector.ingest.worker import validate
 from collector.promises import acceptance, ledger
 from collector.promises.consequences import LOCAL_CLASS, run_ledger
 from collector.promises.criterion import PromisePolicy, SpeedCriterion
 from collector.promises.model import Outcome, SpeedPromise
-from collector.store import Store
+from collector.store.database import Store
+from collector.tickets import lifecycle as tickets
 from linecheck.wire import ResultEnvelope, results_topic
 from tests.lab import SERVER_ADDR, LineLab
 

@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from collector import registry
-from collector import schema as t
+from collector.fleet import registry
 from collector.promises import files, ledger
 from collector.promises.billing import load_billing_csv
 from collector.promises.consequences import LOCAL_CLASS, run_ledger
 from collector.promises.criterion import PromisePolicy
 from collector.promises.model import Outcome, SpeedPromise
-from collector.store import Store
+from collector.store import schema as t
+from collector.store.database import Store
 from linecheck.configfile import ConfigError
 from linecheck.wire import CheckResult, ResultEnvelope, Status
 from tests.factory import envelope, finding, link_check
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2024, 5, 20, 4, 0, tzinfo=UTC)
-HAS_TICKETS = importlib.util.find_spec("collector.tickets") is not None
+HAS_TICKETS = importlib.util.find_spec("collector.tickets.lifecycle") is not None
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def throughput(down: float | None, up: float | None, cpu: float = 35.0, busy: bo
                                 "cross_traffic_high_flag": int(busy) if measured else None})
 
 
-# The site each example line is registered on: ingest refuses results naming another (collector/binding.py).
+# The site each example line is registered on: ingest refuses results naming another (collector/ingest/binding.py).
 SITE_OF = {"acme-xuhui-1": "acme-xuhui", "lotus-jingan-1": "lotus-jingan"}
 
 
@@ -148,9 +148,9 @@ def test_continuity_breach_from_a_stored_service_suspended_finding(store: Store)
     assert v.detail["reports"] >= 2 * 180
 
 
-@pytest.mark.skipif(not HAS_TICKETS, reason="the ticket store (collector/tickets.py, issue 6) has not landed")
+@pytest.mark.skipif(not HAS_TICKETS, reason="the ticket store (collector/tickets/lifecycle.py, issue 6) has not landed")
 def test_tickets_open_for_a_broken_promise_and_a_local_limit_and_resolve(store: Store) -> None:
-    from collector import tickets
+    from collector.tickets import lifecycle as tickets
 
     store.ingest(results_on("acme-xuhui-1", "acme-xuhui-gw", [(96.0, 48.0)] * 12)
                  + results_on("lotus-jingan-1", "lotus-jingan-gw", [(94.0, 94.0)] * 12, port=100.0))
@@ -185,8 +185,8 @@ def test_tickets_open_for_a_broken_promise_and_a_local_limit_and_resolve(store: 
 
 
 def test_ingest_hook_judges_new_speed_tests_in_the_ingest_transaction(db_url: str) -> None:
-    from collector import tickets
     from collector.promises.hook import PromiseHook
+    from collector.tickets import lifecycle as tickets
 
     s = Store(db_url, hooks=[PromiseHook(PromisePolicy())])
     try:

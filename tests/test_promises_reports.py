@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from collector import registry
+from collector.fleet import registry
 from collector.promises import acceptance, ledger, reports
 from collector.promises.consequences import run_ledger
 from collector.promises.criterion import PromisePolicy
 from collector.promises.model import Outcome, SpeedPromise
-from collector.store import Store
+from collector.store.database import Store
 from linecheck.wire import CheckResult, Status
 from tests.factory import envelope, link_check
 

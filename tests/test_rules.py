@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from collector import registry, tickets
-from collector import schema as t
-from collector.rules import Plan, RuleEngine, RulesConfig
-from collector.store import Store
+from collector.fleet import registry
+from collector.rules.engine import Plan, RuleEngine, RulesConfig
+from collector.store import schema as t
+from collector.store.database import Store
+from collector.tickets import lifecycle as tickets
 from linecheck.wire import ResultEnvelope, Trigger
 from tests.factory import envelope, finding, link_check, ping_check, throughput_check
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from collector.rules import (
+from collector.rules.engine import (
     Answer,
     AskRetest,
     LineEvidence,

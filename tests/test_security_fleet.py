@@ -26,10 +26,11 @@ import uvicorn
 from fastapi import FastAPI
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector import brokerconf, enrolment
-from collector.enrolment_api import make_router
-from collector.pki import FleetCA, cert_pem
-from collector.store import Store
+from collector.fleet import broker_config as brokerconf
+from collector.fleet import enrolment
+from collector.fleet.enrolment_api import make_router
+from collector.fleet.pki import FleetCA, cert_pem
+from collector.store.database import Store
 from linecheck.identity import key_pem, make_csr, new_key, write_private
 from linecheck.wire import receipts_topic, results_topic
 from tests.helpers import acknowledged, start, stop, wait_for
@@ -256,7 +257,7 @@ def test_agent_ids_are_validated_at_enrolment(fleet: Fleet, bad: str) -> None:
 
 def test_revoked_agents_results_are_quarantined(fleet: Fleet, tmp_path: Path) -> None:
     from collector.config import CollectorConfig
-    from collector.ingest import Inbound, Ingestor
+    from collector.ingest.worker import Inbound, Ingestor
     from tests.test_wire import envelope
 
     store = Store(f"sqlite:///{tmp_path}/c.db")

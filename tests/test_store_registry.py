@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from collector import registry
-from collector import schema as t
-from collector.store import Store
+from collector.fleet import registry
+from collector.store import schema as t
+from collector.store.database import Store
 from linecheck.configfile import ConfigError
 from tests.factory import envelope
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from collector import retention, tickets
-from collector import schema as t
-from collector.store import Store
+from collector.store import retention
+from collector.store import schema as t
+from collector.store.database import Store
+from collector.tickets import lifecycle as tickets
 from tests.factory import BASE, envelope, finding, link_check, ping_check
 
 

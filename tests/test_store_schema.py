@@ -1,4 +1,4 @@
-"""Migrations build exactly the schema collector/schema.py describes, on SQLite and PostgreSQL,
+"""Migrations build exactly the schema collector/store/schema.py describes, on SQLite and PostgreSQL,
 from an empty database and from a foundation-era database that already holds results."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from collector import schema as t
-from collector.store import MIGRATIONS, Store, make_engine, migrate
+from collector.store import schema as t
+from collector.store.database import MIGRATIONS, Store, make_engine, migrate
 from tests.factory import envelope
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from collector import schema as t
-from collector import tickets
-from collector.store import Store
+from collector.store import schema as t
+from collector.store.database import Store
+from collector.tickets import lifecycle as tickets
 from tests.factory import BASE, envelope, finding, link_check
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, func, select
 
-from collector import schema as t
+from collector.store import schema as t
 from linecheck.wire import Receipt, results_topic
 from tests.factory import envelope, finding, link_check, ping_check
 from tests.helpers import start, stop, wait_for

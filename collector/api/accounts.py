@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from sqlalchemy import Engine, select
 
-from collector import schema as t
+from collector.store import schema as t
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}

@@ -25,7 +25,7 @@ from collector.api.deps import route_roles
 from collector.api.headers import SecurityHeaders
 from collector.api.remote import CommandSender
 from collector.api.throttle import LoginThrottle, parse_networks
-from collector.metrics import CONTENT_TYPE, CollectorMetrics
+from collector.service.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
                                  routes_registry.router, routes_exports.router, routes_enrolment.router]

@@ -59,8 +59,8 @@ def _password(path: Path | None, prompt: bool) -> str | None:
 def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
     from sqlalchemy import select
 
-    from collector import schema as t
-    from collector.store import Store
+    from collector.store import schema as t
+    from collector.store.database import Store
 
     store = Store(cfg.database)
     accounts = Accounts(store.engine)

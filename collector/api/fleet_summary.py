@@ -1,6 +1,6 @@
 """The overview's fleet-wide counts, read from summaries instead of counted over the fleet per request.
 
-- Lines per health: line_state, one row per line (collector/line_state.py), kept at write time.
+- Lines per health: line_state, one row per line (collector/store/line_state.py), kept at write time.
 - Results in 24 h: results_hourly (per hour and tenant, kept at ingest) for the whole hours, the
   results of the part-hour before them counted raw.
 - Agents and agents online: agent_counts, per tenant, recomputed every AGENT_COUNTS_EVERY_S by each
@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import schema as t
 from collector.api.accounts import Role
 from collector.api.queries import online_clause
 from collector.api.scope import Scope
+from collector.store import schema as t
 
 AGENT_COUNTS_EVERY_S = 15.0
 AGENT_COUNTS_MAX_AGE = timedelta(seconds=4 * AGENT_COUNTS_EVERY_S)

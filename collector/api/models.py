@@ -52,7 +52,7 @@ class AgentRow(BaseModel):
     max_seq: int
     result_count: int
     missing: int | None = Field(description="Seq numbers below the agent's latest not stored here: in flight, "
-                                            "evicted by its spool, or lost (collector.delivery)")
+                                            "evicted by its spool, or lost (collector.store.delivery)")
     spool_backlog: int | None = Field(description="Results waiting in the agent's spool, as it last reported")
 
 

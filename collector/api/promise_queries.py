@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, case, func, select
 
-from collector import schema as t
 from collector.api.pagination import PageParams, paginate
 from collector.api.queries import aware
 from collector.api.scope import Scope
+from collector.store import schema as t
 
 OUTCOMES = ("delivered", "not_delivered", "inconclusive", "limited_by_local_equipment")
 SEVERITY = {"delivered": 0, "inconclusive": 1, "limited_by_local_equipment": 2, "not_delivered": 3}

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, func, or_, select
 
-from collector import schema as t
 from collector.api.pagination import PageParams, paginate
 from collector.api.scope import Scope
+from collector.store import schema as t
 
 HEALTH = ("healthy", "problems", "unknown", "no_data")
 # How long after its last report an agent with no status message still counts as online.
@@ -238,7 +238,7 @@ def list_agents(conn: Connection, scope: Scope, params: PageParams, status: str 
 
 
 def add_delivery(conn: Connection, views: list[dict[str, Any]]) -> None:
-    """Seq gaps (collector.delivery) and the spool backlog each agent last reported, for one page of agents."""
+    """Seq gaps (collector.store.delivery) and the spool backlog each agent last reported, for one page of agents."""
     ids = [v["agent_id"] for v in views]
     if not ids:
         return

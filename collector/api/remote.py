@@ -1,11 +1,11 @@
 """Remote "check now" / "retest" from the API, console and CLI: who may ask is decided there, the rest here.
 
 Every command a person asks for passes through one `CommandDesk`: the command is bounded
-(collector/commands.py `checked_command`), rate-limited per line and per user and logged
-(collector/command_limits.py, in the database, so all collector processes share the limits), then
+(collector/commands/publish.py `checked_command`), rate-limited per line and per user and logged
+(collector/commands/limits.py, in the database, so all collector processes share the limits), then
 published. Inside `linecheck-collector serve` it goes out on ingest's own broker connection; when
 that is down, or outside `serve`, on the command identity's connection (never as ingest: see
-collector/commands.py). The API sees only a `CommandSender`, so tests of access rules need no
+collector/commands/publish.py). The API sees only a `CommandSender`, so tests of access rules need no
 broker; tests/test_api_serve.py checks the real path over Mosquitto.
 """
 
@@ -19,10 +19,9 @@ from typing import Protocol
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, select
 
-from collector import command_limits
-from collector import schema as t
-from collector.command_limits import RateLimited
-from collector.commands import (
+from collector.commands import limits as command_limits
+from collector.commands.limits import RateLimited
+from collector.commands.publish import (
     CommandError,
     CommandInvalid,
     checked_command,
@@ -31,6 +30,7 @@ from collector.commands import (
     send_command,
 )
 from collector.config import CollectorConfig
+from collector.store import schema as t
 from linecheck.wire import Command
 
 __all__ = ["COMMAND_TTL_S", "CommandDesk", "CommandError", "CommandInvalid", "CommandSender", "RateLimited",
@@ -50,7 +50,7 @@ class CommandSender(Protocol):
 
 
 class IngestConnection(Protocol):
-    """What the desk needs of the Ingestor (collector/ingest.py): its client and whether it is up."""
+    """What the desk needs of the Ingestor (collector/ingest/worker.py): its client and whether it is up."""
 
     client: mqtt.Client
     connected: threading.Event
@@ -87,7 +87,7 @@ class CommandDesk:
 
 
 def own_connection(cfg: CollectorConfig) -> Publish:
-    """Publish on a connection of the command identity (or refuse, see collector/commands.py)."""
+    """Publish on a connection of the command identity (or refuse, see collector/commands/publish.py)."""
     return lambda agent_id, command: send_command(cfg, agent_id, command)
 
 

@@ -1,6 +1,6 @@
 """Enrolment tokens for technicians on-site: issued for a registered line, spent by `linecheck-agent enroll`.
 
-The redemption endpoint (POST /api/v1/enrol, collector/enrolment_api.py) needs the fleet CA and is
+The redemption endpoint (POST /api/v1/enrol, collector/fleet/enrolment_api.py) needs the fleet CA and is
 public; issuing a token is an authenticated act on a line, scoped like every other line route.
 """
 
@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from collector import enrolment
-from collector import schema as t
 from collector.api.accounts import Principal, Role
 from collector.api.deps import allow
 from collector.api.routes_fleet import ID, Conn
 from collector.api.scope import Scope
+from collector.fleet import enrolment
+from collector.store import schema as t
 
 router = APIRouter(prefix="/api/v1")
 # Those who put gateways on lines: the carrier's admins and its technicians (on their assigned lines).

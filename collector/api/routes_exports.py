@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine, Select, select
 
-from collector import schema as t
 from collector.api import queries
 from collector.api.accounts import Principal
 from collector.api.deps import ALL_ROLES, allow
 from collector.api.scope import Scope, scope_for
+from collector.store import schema as t
 
 router = APIRouter(prefix="/api/v1/exports")
 Anyone = Annotated[Principal, Depends(allow(*ALL_ROLES))]

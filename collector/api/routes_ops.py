@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
 
-from collector import schema as t
 from collector.api import queries
 from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, AccountError, Principal, Role
 from collector.api.deps import ALL_ROLES, accounts_of, allow
@@ -28,6 +27,7 @@ from collector.api.queries import aware
 from collector.api.remote import CommandInvalid, RateLimited
 from collector.api.routes_fleet import Conn, Paging
 from collector.api.scope import Scope
+from collector.store import schema as t
 
 router = APIRouter(prefix="/api/v1")
 Anyone = Annotated[Principal, Depends(allow(*ALL_ROLES))]
@@ -74,11 +74,11 @@ def send_command(who: Actor, conn: Conn, request: Request, line_id: str, body: C
     try:
         sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason, requested_by=who.user_id)}
                 for a in agent_ids]
-    except RateLimited as exc:  # per line / per user (collector/command_limits.py)
+    except RateLimited as exc:  # per line / per user (collector/commands/limits.py)
         raise HTTPException(429, f"command not sent: {exc}", headers={"Retry-After": str(exc.retry_after_s)}) from None
     except CommandInvalid as exc:  # unknown check kind, too many checks
         raise HTTPException(422, f"command not sent: {exc}") from None
-    except RuntimeError as exc:  # collector.commands.CommandError: the broker did not take it
+    except RuntimeError as exc:  # collector.commands.publish.CommandError: the broker did not take it
         raise HTTPException(503, f"command not sent: {exc}") from None
     return {"line_id": line_id, "action": body.action, "commands": sent}
 

@@ -1,6 +1,6 @@
 """Registry import and export over the API: the same files as `linecheck-collector registry`, scoped.
 
-An import is validated whole by collector.registry (types, references, the tenant tree, the caller's
+An import is validated whole by collector.fleet.registry (types, references, the tenant tree, the caller's
 tenants) and upserted in one transaction. On top of that, ids that already exist in another tenant's
 part of the registry are refused here: an upsert by id would otherwise move another tenant's site,
 line or agent into the caller's tenant.
@@ -19,12 +19,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, select
 
-from collector import registry
-from collector import schema as t
 from collector.api.accounts import Principal, Role
 from collector.api.deps import allow
 from collector.api.models import Problem
 from collector.api.scope import Scope
+from collector.fleet import registry
+from collector.store import schema as t
 from linecheck.configfile import ConfigError, format_validation_error
 
 router = APIRouter(prefix="/api/v1/registry", tags=["registry"])
@@ -41,7 +41,7 @@ def _parse(body: bytes, content_type: str, section: str | None) -> registry.Regi
     if len(body) > MAX_BYTES:
         raise ConfigError("request", [f"(top level): larger than {MAX_BYTES} bytes; split the file"])
     if "csv" in content_type:
-        # collector.registry reads CSV from a file (BOM, header and row checks): give it one.
+        # collector.fleet.registry reads CSV from a file (BOM, header and row checks): give it one.
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "request.csv"
             path.write_bytes(body)

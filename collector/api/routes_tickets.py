@@ -9,8 +9,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from collector import schema as t
-from collector import tickets
 from collector.api import ticket_queries as tq
 from collector.api.accounts import Principal, Role
 from collector.api.deps import ALL_ROLES, allow
@@ -18,6 +16,8 @@ from collector.api.models import Problem
 from collector.api.pagination import Page, page_of
 from collector.api.routes_fleet import Paging
 from collector.api.scope import Scope
+from collector.store import schema as t
+from collector.tickets import lifecycle as tickets
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 Anyone = Annotated[Principal, Depends(allow(*ALL_ROLES))]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from sqlalchemy import ColumnElement, Connection, Engine, and_, false, select, true
 
-from collector import registry
-from collector import schema as t
 from collector.api.accounts import Principal, Role
+from collector.fleet import registry
+from collector.store import schema as t
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from fastapi import APIRouter, FastAPI
 from collector.api.app import create_app
 from collector.api.remote import CommandSender
 from collector.config import EnrolmentConfig, HTTPConfig
-from collector.metrics import CollectorMetrics
-from collector.pki import FleetCA
+from collector.fleet.pki import FleetCA
 from collector.promises.criterion import PromisePolicy
-from collector.store import Store
+from collector.service.metrics import CollectorMetrics
+from collector.store.database import Store
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _enrolment_routers(store: Store, cfg: EnrolmentConfig | None) -> list[APIRou
         log.info("enrolment endpoint off: no fleet CA in %s (`linecheck-collector broker-config` creates it)",
                  cfg.ca_dir)
         return []
-    from collector.enrolment_api import make_router
+    from collector.fleet.enrolment_api import make_router
 
     log.info("enrolment endpoint on at /api/v1/enrol (fleet CA in %s)", cfg.ca_dir)
     return [make_router(store.engine, FleetCA.open_or_create(cfg.ca_dir), cfg.broker_host, cfg.broker_port)]

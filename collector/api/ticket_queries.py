@@ -1,6 +1,6 @@
 """Tickets as the API and console read them: scoped, paged, with events and evidence.
 
-Changes go through collector.tickets (lifecycle rules, events, row locks); this module only
+Changes go through collector.tickets.lifecycle (lifecycle rules, events, row locks); this module only
 decides what the caller may see and reads pages of it.
 """
 
@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from collector import schema as t
-from collector import tickets
 from collector.api.accounts import Role
 from collector.api.pagination import PageParams
 from collector.api.queries import aware
 from collector.api.scope import Scope
+from collector.store import schema as t
+from collector.tickets import lifecycle as tickets
 
 # Who may move tickets and write on them: the carrier's admins and the technicians doing the work.
 WORKERS = (Role.CARRIER_ADMIN, Role.TECHNICIAN)

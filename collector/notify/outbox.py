@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import registry, tickets
-from collector import schema as t
+from collector.fleet import registry
 from collector.notify import mail, webhook
 from collector.notify.config import Mail, NotifyConfig, Target, Webhook
 from collector.notify.webhook import Outcome
+from collector.store import schema as t
+from collector.tickets import lifecycle as tickets
 
 log = logging.getLogger(__name__)
 

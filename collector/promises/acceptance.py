@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Connection, select
 
-from collector import schema as t
 from collector.promises.model import PROMISE_ADAPTER
 from collector.promises.verdict import Verdict, jsonable
+from collector.store import schema as t
 from linecheck.identity import write_private
 
 REPORT_VERSION = 1

@@ -79,7 +79,7 @@ def _ticket_detail(v: Verdict) -> dict[str, Any]:
 
 def act(conn: Connection, verdicts: Sequence[Verdict], now: datetime, run: LedgerRun) -> None:
     try:
-        tickets = importlib.import_module("collector.tickets")  # the ticket store (issue 6)
+        tickets = importlib.import_module("collector.tickets.lifecycle")  # the ticket store (issue 6)
     except ImportError:
         run.tickets_unavailable = True
         log.warning("the ticket store is not available; promise verdicts are kept without tickets")

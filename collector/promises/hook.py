@@ -1,6 +1,6 @@
 """Judge promises as their evidence arrives: an ingest hook for `linecheck-collector serve`.
 
-Runs inside the ingest transaction (collector/store.py), so a ticket for a broken promise commits
+Runs inside the ingest transaction (collector/store/database.py), so a ticket for a broken promise commits
 with the result that proves it. Only lines whose new results carry a throughput or WiFi test are
 re-judged; billing and continuity promises wait for `promises evaluate` (cron).
 """

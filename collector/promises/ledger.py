@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Connection, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import schema as t
 from collector.promises.billing import BillingRecord
 from collector.promises.continuity import SUSPENDED_CODE, Suspension
 from collector.promises.criterion import PromisePolicy
@@ -34,6 +33,7 @@ from collector.promises.model import (
 from collector.promises.speed import sample_from_metrics
 from collector.promises.verdict import Verdict, dumps
 from collector.promises.wifi import WifiSample
+from collector.store import schema as t
 from linecheck.catalogue import LINK, THROUGHPUT, WIFI_THROUGHPUT
 from linecheck.configfile import ConfigError
 

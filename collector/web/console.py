@@ -20,8 +20,6 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Connection, select
 
-from collector import enrolment, tickets
-from collector import schema as t
 from collector.api import promise_queries as pq
 from collector.api import queries
 from collector.api import ticket_queries as tq
@@ -32,6 +30,9 @@ from collector.api.pagination import PageParams
 from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
 from collector.api.throttle import LoginThrottle, request_address
+from collector.fleet import enrolment
+from collector.store import schema as t
+from collector.tickets import lifecycle as tickets
 from collector.web import charts, i18n
 from linecheck.wire import valid_id
 
@@ -366,7 +367,7 @@ def check_now(request: Request, line_id: str, csrf: str = Form(""), action: str 
                 sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console",
                        requested_by=who.user_id)
             msg = "command_sent"
-        except RuntimeError as exc:  # RateLimited carries retry_after_s (collector/command_limits.py)
+        except RuntimeError as exc:  # RateLimited carries retry_after_s (collector/commands/limits.py)
             msg = "command_rate_limited" if hasattr(exc, "retry_after_s") else "command_unavailable"
     return RedirectResponse(f"/console/lines/{line_id}?msg={msg}", status_code=303)
 

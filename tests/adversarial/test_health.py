@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, text
 
 from collector.api.app import create_app
 from collector.config import CollectorConfig
-from collector.ingest import Ingestor
-from collector.metrics import CollectorMetrics
-from collector.store import Store
+from collector.ingest.worker import Ingestor
+from collector.service.metrics import CollectorMetrics
+from collector.store.database import Store
 from linecheck.wire import results_topic
 from tests.conftest import PG_ADMIN_URL
 from tests.factory import envelope

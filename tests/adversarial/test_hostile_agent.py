@@ -17,19 +17,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from collector import enrolment, line_state, registry
-from collector import schema as t
 from collector.config import CollectorConfig, load
-from collector.delivery import missing_totals, seq_gaps
-from collector.ingest import Inbound, Ingestor, validate
-from collector.metrics import CollectorMetrics
-from collector.pki import FleetCA
+from collector.fleet import enrolment, registry
+from collector.fleet.pki import FleetCA
+from collector.ingest.worker import Inbound, Ingestor, validate
 from collector.promises import ledger
 from collector.promises.criterion import PromisePolicy
 from collector.promises.hook import PromiseHook
 from collector.promises.model import SpeedPromise
-from collector.rules import RuleEngine, RulesConfig
-from collector.store import REUSED_ID, Store
+from collector.rules.engine import RuleEngine, RulesConfig
+from collector.service.metrics import CollectorMetrics
+from collector.store import line_state
+from collector.store import schema as t
+from collector.store.database import REUSED_ID, Store
+from collector.store.delivery import missing_totals, seq_gaps
 from linecheck.configfile import ConfigError
 from linecheck.identity import make_csr, new_key
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict, results_topic

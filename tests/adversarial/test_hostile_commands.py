@@ -31,16 +31,17 @@ from sqlalchemy import func, select
 
 from agent.config import ScheduleConfig
 from agent.scheduler import Scheduler
-from collector import brokerconf, enrolment
-from collector import schema as t
 from collector.api.app import create_app
 from collector.api.remote import CommandDesk
-from collector.command_limits import RateLimited
-from collector.commands import CommandInvalid, checked_command
-from collector.commands_config import RemoteCommandsConfig
+from collector.commands.config import RemoteCommandsConfig
+from collector.commands.limits import RateLimited
+from collector.commands.publish import CommandInvalid, checked_command
 from collector.config import CollectorConfig
-from collector.pki import FleetCA
-from collector.store import Store
+from collector.fleet import broker_config as brokerconf
+from collector.fleet import enrolment
+from collector.fleet.pki import FleetCA
+from collector.store import schema as t
+from collector.store.database import Store
 from linecheck.configfile import ConfigError
 from linecheck.identity import key_pem, make_csr, new_key, write_private
 from linecheck.wire import (

@@ -19,9 +19,9 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from collector import registry
-from collector import schema as t
 from collector.api.accounts import Accounts
+from collector.fleet import registry
+from collector.store import schema as t
 from linecheck.configfile import ConfigError
 from tests.api_support import auth
 from tests.fleet_data import Fleet
@@ -133,8 +133,8 @@ def test_enrolment_answers_tell_one_bit_and_the_same_bit_whoever_holds_the_id(cl
 
 
 def test_redeeming_never_moves_a_gateway_bound_elsewhere_since_the_token(fleet: Fleet, tmp_path: Path) -> None:
-    from collector import enrolment
-    from collector.pki import FleetCA
+    from collector.fleet import enrolment
+    from collector.fleet.pki import FleetCA
     from linecheck.identity import make_csr, new_key
 
     ca = FleetCA.open_or_create(tmp_path / "ca")
@@ -217,11 +217,11 @@ def _params(path: str) -> list[str]:
 def _add_sibling_enterprise(fleet: Fleet) -> dict[str, Any]:
     """cargo-co: an enterprise of carrier A beside acme-trading, with a line, gateway, result, ticket,
     promise, quarantined message and user of its own."""
-    from collector import tickets
     from collector.promises import ledger
     from collector.promises.criterion import PromisePolicy
     from collector.promises.model import SpeedPromise
-    from collector.store import Quarantined
+    from collector.store.database import Quarantined
+    from collector.tickets import lifecycle as tickets
     from tests.factory import envelope, ping_check, throughput_check
 
     with fleet.engine.begin() as conn:

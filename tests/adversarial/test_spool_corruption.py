@@ -295,8 +295,8 @@ def test_spool_and_ledger_are_private_whatever_the_umask(tmp_path: Path) -> None
 @pytest.fixture
 def collector(tmp_path: Path, broker: object) -> Iterator[object]:
     from collector.config import CollectorConfig
-    from collector.ingest import Ingestor
-    from collector.store import Store
+    from collector.ingest.worker import Ingestor
+    from collector.store.database import Store
     from tests.helpers import wait_for
 
     cfg = CollectorConfig.model_validate({"database": f"sqlite:///{tmp_path}/c.db",
@@ -316,7 +316,7 @@ def collector(tmp_path: Path, broker: object) -> Iterator[object]:
 def test_salvaged_results_reach_the_collector_and_the_loss_is_its_gap(tmp_path: Path, broker: object,
                                                                        collector: object) -> None:
     from agent.config import AgentConfig
-    from collector.delivery import agent_delivery
+    from collector.store.delivery import agent_delivery
     from tests.helpers import wait_for
     from tests.test_publisher import Running
 

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from agent import report
-from collector import registry
 from collector.api.accounts import Accounts
 from collector.api.app import create_app
-from collector.ingest import validate
-from collector.store import Store
+from collector.fleet import registry
+from collector.ingest.worker import validate
+from collector.store.database import Store
 from linecheck.wire import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,

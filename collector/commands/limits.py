@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, select, text
 
-from collector import schema as t
-from collector.commands import CommandError
-from collector.commands_config import RemoteCommandsConfig
+from collector.commands.config import RemoteCommandsConfig
+from collector.commands.publish import CommandError
+from collector.store import schema as t
 
 KEEP_LOG = timedelta(days=30)  # the log doubles as an audit trail of who asked for what
 _ADVISORY_KEY = 0x6C63636D64  # "lccmd": serialises admissions across collectors on PostgreSQL

@@ -6,8 +6,9 @@ import argparse
 import getpass
 import sys
 
-from collector import registry, tickets
 from collector.config import CollectorConfig
+from collector.fleet import registry
+from collector.tickets import lifecycle as tickets
 
 _MOVES = {"ack": "acknowledged", "dispatch": "dispatched", "resolve": "resolved"}
 
@@ -41,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
-    from collector.store import Store
+    from collector.store.database import Store
 
     store = Store(cfg.database)
     actor = args.actor or getpass.getuser()

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import schema as t
+from collector.store import schema as t
 
 OPEN_STATES = t.OPEN_STATES
 STATES = ("open", "acknowledged", "dispatched", "resolved", "verified")

@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import line_state
-from collector import schema as t
+from collector.store import line_state
+from collector.store import schema as t
 from linecheck.configfile import ConfigError, Strict, format_validation_error, parse_yaml
 from linecheck.wire import Ident
 

@@ -3,7 +3,7 @@
 A rule decides to ask for a re-test inside the ingest transaction; it cannot publish there (the
 transaction may still roll back), so it writes a `commands` row (an outbox). `CommandSender`
 publishes due rows after commit on the ingest's MQTT connection and marks them sent, the same way
-`collector.commands.send_command` does for commands a person sends: QoS 1 and retained, so an agent
+`collector.commands.publish.send_command` does for commands a person sends: QoS 1 and retained, so an agent
 that is briefly offline gets it when it reconnects; the agent ignores it once expired and runs a
 command id once. It answers a re-test with a result whose trigger is `retest` and
 `trigger_info.command_id` set. A re-test nobody answers expires (no ticket) and is asked again later.
@@ -21,14 +21,14 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import schema as t
+from collector.store import schema as t
 from linecheck.wire import Command, commands_topic, new_result_id
 
 log = logging.getLogger(__name__)
 
 
 def new_command_id() -> str:
-    return new_result_id()  # time-ordered, like the ids collector.commands.make_command gives
+    return new_result_id()  # time-ordered, like the ids collector.commands.publish.make_command gives
 
 
 def send(client: mqtt.Client, agent_id: str, command: Command) -> mqtt.MQTTMessageInfo:

@@ -12,7 +12,7 @@ revocation committed before the batch counts at once, not after a cache refresh)
 - an agent whose every certificate is revoked is refused.
 
 A refused result is quarantined with its reason; rules, promises, line state and tickets never see it.
-Ingest itself never moves an agent between lines (collector/store.py `_touch_agents`).
+Ingest itself never moves an agent between lines (collector/store/database.py `_touch_agents`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, func, select
 
-from collector import schema as t
+from collector.store import schema as t
 from linecheck.wire import ResultEnvelope
 
 UnenrolledPolicy = Literal["bind_first", "quarantine"]

@@ -10,11 +10,13 @@ import sys
 
 from sqlalchemy import select
 
-from collector import cli_promises, cli_registry, cli_tickets
 from collector import config as collector_config
-from collector import schema as t
 from collector.api import cli_users
 from collector.api.fleet_summary import AGENT_COUNTS_EVERY_S
+from collector.cli import promises as cli_promises
+from collector.cli import registry as cli_registry
+from collector.cli import tickets as cli_tickets
+from collector.store import schema as t
 from linecheck.configfile import ConfigError
 
 
@@ -66,9 +68,10 @@ def _add_security_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
 def _security(cfg: collector_config.CollectorConfig, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from collector import brokerconf, enrolment
-    from collector.pki import FleetCA
-    from collector.store import Store
+    from collector.fleet import broker_config as brokerconf
+    from collector.fleet import enrolment
+    from collector.fleet.pki import FleetCA
+    from collector.store.database import Store
 
     ca = FleetCA.open_or_create(cfg.enrolment.ca_dir)
     store = Store(cfg.database)
@@ -116,9 +119,9 @@ def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) ->
     import getpass
 
     from collector.api.remote import CommandDesk, own_connection
-    from collector.command_limits import RateLimited
-    from collector.commands import CommandError
-    from collector.store import Store
+    from collector.commands.limits import RateLimited
+    from collector.commands.publish import CommandError
+    from collector.store.database import Store
 
     store = Store(cfg.database)  # the rate limits and the command log live in the database
     try:
@@ -138,11 +141,11 @@ def _command(cfg: collector_config.CollectorConfig, args: argparse.Namespace) ->
 
 
 def _serve(cfg: collector_config.CollectorConfig) -> int:
-    from collector.background import Background
-    from collector.ingest import Ingestor
+    from collector.ingest.worker import Ingestor
     from collector.promises.hook import PromiseHook
-    from collector.rules import RuleEngine
-    from collector.store import Store
+    from collector.rules.engine import RuleEngine
+    from collector.service.background import Background
+    from collector.store.database import Store
 
     # Ingest allocates thousands of short-lived objects per batch (parsed envelopes, rows) while the
     # rules' cache holds tens of thousands of long-lived ones: with CPython's default thresholds
@@ -182,7 +185,7 @@ def _agent_counts(store: object) -> None:
 
 
 def _retention(store: object, cfg: collector_config.CollectorConfig) -> None:
-    from collector import retention
+    from collector.store import retention
 
     with store.engine.begin() as conn:  # type: ignore[attr-defined]
         retention.apply(conn, cfg.retention)
@@ -194,7 +197,7 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
         return None
     from collector.api.remote import broker_sender
     from collector.api.server import start_http
-    from collector.metrics import CollectorMetrics
+    from collector.service.metrics import CollectorMetrics
 
     metrics = CollectorMetrics(store.engine, ingest=ingestor)  # type: ignore[attr-defined,arg-type]  # /healthz
     ingestor.on_batch = metrics.observe_batch  # type: ignore[attr-defined]
@@ -212,7 +215,7 @@ def _start_http(cfg: collector_config.CollectorConfig, store: object, ingestor: 
 
 
 def _results(cfg: collector_config.CollectorConfig, limit: int) -> int:
-    from collector.store import Store
+    from collector.store.database import Store
 
     store = Store(cfg.database)
     with store.engine.connect() as conn:
@@ -252,15 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "user":
         return cli_users.run(args, cfg)
     if args.command == "delivery":
-        from collector.delivery import render
-        from collector.store import Store
+        from collector.store.database import Store
+        from collector.store.delivery import render
 
         store = Store(cfg.database)
         print(render(store.engine, args.agent))
         store.close()
         return 0
     if args.command == "init-db":
-        from collector.store import Store
+        from collector.store.database import Store
 
         Store(cfg.database).close()
         print(f"database ready: {cfg.database}")

@@ -1,6 +1,6 @@
 """The collector's tables as they are NOW, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Queries use these definitions. Migrations (collector/migrations.py) build the same shape step by
+Queries use these definitions. Migrations (collector/store/migrations.py) build the same shape step by
 step with their own frozen DDL; tests/test_store_schema.py fails when the two drift apart.
 
 Results are keyed by (agent_id, result_id), so a re-sent result inserts nothing the second time,
@@ -120,7 +120,7 @@ results = Table(
     Column("clock_synced", Integer),
     Column("agent_version", String(40), nullable=False),
     Column("payload", Text, nullable=False),  # the envelope as received, for evidence and re-processing
-    Column("clock_flag", String(24)),  # future / unset_clock / ends_before_start: see collector/timeflags.py
+    Column("clock_flag", String(24)),  # future / unset_clock / ends_before_start: see collector/store/timeflags.py
     PrimaryKeyConstraint("agent_id", "result_id"),
     Index("ix_results_line_started", "line_id", "started_at"),
     Index("ix_results_agent_seq", "agent_id", "seq"),
@@ -131,7 +131,7 @@ results = Table(
 # registry when it is imported) and every line that reports without being registered (tenant null),
 # with its newest result (by started_at, then result_id: a late result with an older start does not
 # replace it; null = no result yet). Written by the registry import and the ingest transaction
-# (collector/line_state.py). The fleet list, its health filter and the overview's counts read one
+# (collector/store/line_state.py). The fleet list, its health filter and the overview's counts read one
 # narrow row per line here instead of the registry, the agents and every line's newest result.
 line_state = Table(
     "line_state", metadata,
@@ -148,7 +148,7 @@ line_state = Table(
 )
 
 # Results received per hour (UTC, by the collector's clock) and tenant of their line at ingest ('' = not
-# registered), counted in the ingest transaction (collector/line_state.py): the overview's "results in
+# registered), counted in the ingest transaction (collector/store/line_state.py): the overview's "results in
 # 24 h" sums 24 rows per tenant instead of counting every result. `shard` is the writing collector's
 # (random per process), so collectors do not queue on one hot row; readers sum over it.
 results_hourly = Table(
@@ -299,7 +299,7 @@ user_lines = Table(
     Index("ix_user_lines_line", "line_id"),
 )
 
-# --- rules, tickets, remote commands, notifications (collector/rules.py, tickets.py, notify/) ----
+# --- rules, tickets, remote commands, notifications (collector/rules/, collector/tickets/, collector/notify/) ----
 
 # States a ticket can be "open" in: at most one such ticket per line and fault class, enforced by
 # the partial unique index below, so two collectors evaluating the same line cannot both open one.
@@ -493,7 +493,7 @@ promise_verdicts = Table(
     Index("ix_promise_verdicts_kind_outcome", "kind", "outcome"),
 )
 
-# Remote commands people sent (API, console, CLI), counted by the rate limits (collector/command_limits.py).
+# Remote commands people sent (API, console, CLI), counted by the rate limits (collector/commands/limits.py).
 command_log = Table(
     "command_log", metadata,
     Column("command_id", String(64), primary_key=True),

@@ -32,9 +32,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from sqlalchemy import Connection, func, select, text
 
-from collector import command_queue as cmds
-from collector import schema as t
-from collector import tickets
+from collector.commands import queue as cmds
+from collector.store import schema as t
+from collector.tickets import lifecycle as tickets
 from linecheck import catalogue, speed
 from linecheck.catalogue import THROUGHPUT
 from linecheck.configfile import Strict
@@ -203,7 +203,7 @@ class PendingRetest:
 
 @dataclass
 class LineEvidence:
-    """What the rules know about one line when a batch of its results arrives (collector/rules.py loads
+    """What the rules know about one line when a batch of its results arrives (collector/rules/engine.py loads
     it from the database; tests build it by hand)."""
 
     line_id: str

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Float, and_, bindparam, case, cast, delete, desc, func, insert, select, text
 
-from collector import schema as t
+from collector.store import schema as t
 from linecheck.wire import ResultEnvelope
 
 log = logging.getLogger(__name__)

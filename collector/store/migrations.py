@@ -1,6 +1,6 @@
 """Schema migrations, in order. Each brings the database from version i to i+1 with its OWN frozen DDL.
 
-A migration must never read collector/schema.py: that module describes the schema as it is now,
+A migration must never read collector/store/schema.py: that module describes the schema as it is now,
 and a migration written against it would build a different schema tomorrow. tests/test_store_schema.py
 migrates an empty database on SQLite and PostgreSQL and compares the result with schema.py
 (alembic's compare_metadata), so a forgotten migration or a drifted definition fails a test.
@@ -214,7 +214,7 @@ def v4_console_access(conn: Connection) -> None:
 
 
 def v5_clock_flag(conn: Connection) -> None:
-    """results.clock_flag: timestamps the collector found implausible (see collector/timeflags.py)."""
+    """results.clock_flag: timestamps the collector found implausible (see collector/store/timeflags.py)."""
     with ops(conn).batch_alter_table("results") as batch:
         batch.add_column(Column("clock_flag", String(24)))
 
@@ -438,7 +438,7 @@ def v9_fleet_summary(conn: Connection) -> None:
 
 def v10_command_log(conn: Connection) -> None:
     """Remote commands people sent (API, console, CLI): who asked, for which agent, when. The rate limits
-    of collector/command_limits.py count these rows, so every collector process shares them."""
+    of collector/commands/limits.py count these rows, so every collector process shares them."""
     op = ops(conn)
     op.create_table("command_log",
                     Column("command_id", String(64), primary_key=True),

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, cfg: CollectorConfig | None) -> int:
     if args.promises_command == "verify-report":
         return _verify(args.file)
     assert cfg is not None
-    from collector.store import Store
+    from collector.store.database import Store
 
     store = Store(cfg.database)
     try:
@@ -147,7 +147,7 @@ def _show(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int:
 def _scope(store: Any, tenant: str | None) -> set[str] | None:
     if tenant is None:
         return None
-    from collector.registry import tenant_scope
+    from collector.fleet.registry import tenant_scope
 
     with store.engine.connect() as conn:
         return tenant_scope(conn, tenant)
@@ -182,9 +182,9 @@ def _export(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int:
 def _acceptance(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from collector import schema as t
     from collector.promises import acceptance, ledger
     from collector.promises.consequences import run_ledger
+    from collector.store import schema as t
 
     with store.engine.begin() as conn:
         if not args.stored:

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, exists, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import schema as t
-from collector.timeflags import clock_flag
+from collector.store import schema as t
+from collector.store.timeflags import clock_flag
 from linecheck.wire import ResultEnvelope
 
 HOURLY_KEEP = timedelta(days=2)  # the overview needs 24 h; a day more for late readers
@@ -42,7 +42,7 @@ def _insert(conn: Connection):  # type: ignore[no-untyped-def]
 def record(conn: Connection, fresh: Sequence[ResultEnvelope], received_at: datetime | None = None) -> None:
     """Let newly stored results replace their line's newest result where they are newer.
 
-    A result dated ahead of the collector's clock (flagged `future`, collector/timeflags.py) never becomes
+    A result dated ahead of the collector's clock (flagged `future`, collector/store/timeflags.py) never becomes
     the newest: ranked by its start it would stay newest for ever (one result dated 9999 froze a line's
     health). It is stored and listed, flagged, like any other."""
     now = received_at or datetime.now(UTC)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from collector.command_queue import CommandSender
-from collector.rules import RuleEngine
-from collector.store import Store
+from collector.commands.queue import CommandSender
+from collector.rules.engine import RuleEngine
+from collector.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.pki import FleetCA
+from collector.fleet.pki import FleetCA
 from linecheck.wire import TOPIC_ROOT
 
 COLLECTOR_IDENTITY = "linecheck.collector"

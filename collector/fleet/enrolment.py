@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from sqlalchemy import Connection, Engine, select, update
 
-from collector import schema as t
-from collector.brokerconf import COLLECTOR_IDENTITY
-from collector.pki import FleetCA, PKIError, cert_pem
+from collector.fleet.broker_config import COLLECTOR_IDENTITY
+from collector.fleet.pki import FleetCA, PKIError, cert_pem
+from collector.store import schema as t
 from linecheck.wire import valid_id
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)

@@ -10,7 +10,7 @@ quarantined with its reason, and a message the database itself rejects is isolat
 and quarantined too. A batch that fails for any other reason is taken apart message by message; a
 message that still fails is quarantined with the exception as its reason. A database that is
 unreachable is waited for (nothing acked, nothing lost). The store refuses results of agents not
-bound to the line they name (collector/binding.py).
+bound to the line they name (collector/ingest/binding.py).
 
 `health()` tells the API (/healthz, /metrics) whether ingest is connected, subscribed and moving.
 """
@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from collector.config import CollectorConfig
-from collector.store import Quarantined, Store
+from collector.store.database import Quarantined, Store
 from linecheck.wire import (
     ALL_RESULTS,
     ALL_STATUS,
@@ -168,7 +168,7 @@ class Ingestor:
         self.store = store
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest.queue_max)
         self.stop_event = threading.Event()
-        store.unenrolled = cfg.ingest.unenrolled  # the store checks each result's binding (collector/binding.py)
+        store.unenrolled = cfg.ingest.unenrolled  # the store checks each result's binding (collector/ingest/binding.py)
         self.client = self._make_client()
         self.stored = 0
         self.duplicates = 0

@@ -28,7 +28,7 @@ from functools import cache
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.commands_config import RemoteCommandsConfig
+from collector.commands.config import RemoteCommandsConfig
 from collector.config import CollectorConfig
 from linecheck.wire import Command, commands_topic, new_result_id, utcnow, valid_id
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
-from collector.enrolment import EnrolmentError, redeem
-from collector.pki import FleetCA
+from collector.fleet.enrolment import EnrolmentError, redeem
+from collector.fleet.pki import FleetCA
 
 
 class EnrolRequest(BaseModel):

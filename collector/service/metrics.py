@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from collector import schema as t
-from collector.delivery import missing_totals
+from collector.store import schema as t
+from collector.store.delivery import missing_totals
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,7 +82,7 @@ class _DatabaseGauges(Collector):
 
 
 def _open_tickets(conn) -> dict[str, int] | None:  # type: ignore[no-untyped-def]
-    """Open tickets by class, once the tickets table exists (collector/tickets.py)."""
+    """Open tickets by class, once the tickets table exists (collector/tickets/lifecycle.py)."""
     tickets = getattr(t, "tickets", None)
     if tickets is None or "fault_class" not in tickets.c or "state" not in tickets.c:
         return None
@@ -93,7 +93,7 @@ def _open_tickets(conn) -> dict[str, int] | None:  # type: ignore[no-untyped-def
 
 
 class HasHealth(Protocol):
-    def health(self) -> Any: ...  # collector.ingest.IngestHealth
+    def health(self) -> Any: ...  # collector.ingest.worker.IngestHealth
 
 
 class _IngestGauges(Collector):

@@ -19,17 +19,18 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from collector import binding, line_state
-from collector import migrations as m
-from collector import schema as t
-from collector.delivery import account_quarantined, lock_agents, track_sequences
-from collector.timeflags import clock_flag
+from collector.ingest import binding
+from collector.store import line_state
+from collector.store import migrations as m
+from collector.store import schema as t
+from collector.store.delivery import account_quarantined, lock_agents, track_sequences
+from collector.store.timeflags import clock_flag
 from linecheck.wire import ResultEnvelope, results_topic
 
 log = logging.getLogger(__name__)
 
 # Ordered migrations: index i brings the schema from version i to i+1. Never edit a shipped one;
-# append (see collector/migrations.py for why each carries its own DDL).
+# append (see collector/store/migrations.py for why each carries its own DDL).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v1_foundation,
     m.v2_registry,
@@ -123,7 +124,7 @@ class Quarantined:
     agent_id: str | None
     reason: str
     payload: bytes
-    seq: int | None = None  # the agent's seq when known: not counted as missing (collector/delivery.py)
+    seq: int | None = None  # the agent's seq when known: not counted as missing (collector/store/delivery.py)
 
 
 Key = tuple[str, str]  # (agent_id, result_id)
@@ -310,7 +311,7 @@ class Store:
         greatest = func.max if self.engine.dialect.name == "sqlite" else func.greatest
         # One executemany for the batch (a statement per agent cost a round trip each on
         # PostgreSQL), rows sorted by agent: a stable row-lock order between collectors.
-        # line_id and site_id are written only with a new row (its binding, collector/binding.py): ingest
+        # line_id and site_id are written only with a new row (its binding, collector/ingest/binding.py): ingest
         # never moves an agent between lines, only enrolment and the registry do.
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[t.agents.c.agent_id],

@@ -20,8 +20,8 @@ from pydantic import Field
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector import line_state
-from collector import schema as t
+from collector.store import line_state
+from collector.store import schema as t
 from linecheck.configfile import Strict
 
 log = logging.getLogger(__name__)

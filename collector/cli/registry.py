@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collector import registry
 from collector.config import CollectorConfig
+from collector.fleet import registry
 from linecheck.configfile import ConfigError
 
 
@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
-    from collector.store import Store
+    from collector.store.database import Store
 
     store = Store(cfg.database)
     try:
