@@ -109,8 +109,8 @@ def test_outcome_since_holds_while_the_outcome_stands(store: Store) -> None:
         ledger.save_verdicts(conn, ledger.judge(conn, PromisePolicy(), NOW))
         ledger.save_verdicts(conn, ledger.judge(conn, PromisePolicy(), NOW + timedelta(hours=1)))
         row = conn.execute(select(t.promise_verdicts)).one()
-    assert ledger.aware(row.outcome_since) == NOW
-    assert ledger.aware(row.evaluated_at) == NOW + timedelta(hours=1)
+    assert row.outcome_since == NOW
+    assert row.evaluated_at == NOW + timedelta(hours=1)
 
 
 def test_tariff_and_waiver_from_imported_billing_csv(store: Store) -> None:

@@ -161,7 +161,7 @@ class Accounts:
                 own = conn.execute(select(t.api_tokens.c.expires_at)
                                    .where(t.api_tokens.c.token_id == caller.token_id)).scalar()
             if own is not None:
-                expires = min(expires, _aware(own))
+                expires = min(expires, own)
         return self.issue_token(caller.user_id, name=name, ttl=expires - now)
 
     def login(self, user_id: str, password: str) -> str | None:
@@ -191,10 +191,10 @@ class Accounts:
             return None
         if row.revoked_at is not None or row.disabled_at is not None:
             return None
-        if row.expires_at is not None and _aware(row.expires_at) <= now:
+        if row.expires_at is not None and row.expires_at <= now:
             return None
         # Write last_used_at at most once a minute: a busy token must not turn every read into a write.
-        if touch and (row.last_used_at is None or now - _aware(row.last_used_at) > timedelta(minutes=1)):
+        if touch and (row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1)):
             with self.engine.begin() as conn:
                 conn.execute(t.api_tokens.update().where(t.api_tokens.c.token_id == token_id)
                              .values(last_used_at=now))
@@ -213,15 +213,9 @@ class Accounts:
         with self.engine.connect() as conn:
             rows = conn.execute(select(*cols).where(t.api_tokens.c.user_id == user_id, t.api_tokens.c.kind == "api")
                                 .order_by(t.api_tokens.c.created_at)).mappings().all()
-        times = ("created_at", "expires_at", "last_used_at", "revoked_at")
-        return [{k: (_aware(v) if k in times and v is not None else v) for k, v in r.items()} for r in rows]
+        return [dict(r) for r in rows]
 
 
 def csrf_token(session_token: str) -> str:
     """The console's form token: derived from the session secret, so another site cannot know it."""
     return hmac.new(session_token.encode(), b"linecheck-console-csrf", hashlib.sha256).hexdigest()[:32]
-
-
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, case, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.api.accounts import Role
 from collector.api.queries import online_clause
 from collector.api.scope import Scope
 from collector.store import schema as t
+from collector.store.upsert import insert_for
 
 AGENT_COUNTS_EVERY_S = 15.0
 AGENT_COUNTS_MAX_AGE = timedelta(seconds=4 * AGENT_COUNTS_EVERY_S)
@@ -44,7 +44,7 @@ def refresh_agent_counts(conn: Connection, now: datetime | None = None) -> int:
                                          .group_by(tenant))]
     # Upsert, then drop tenants that have no agent any more: several collectors may refresh at once.
     if rows:
-        stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(c)
+        stmt = insert_for(conn, c)
         conn.execute(stmt.on_conflict_do_update(index_elements=[c.c.tenant_id], set_={
             k: stmt.excluded[k] for k in ("agents", "agents_online", "computed_at")}), rows)
     conn.execute(delete(c).where(c.c.tenant_id.not_in([r["tenant_id"] for r in rows])))
@@ -57,7 +57,7 @@ def agent_counts(conn: Connection, scope: Scope, now: datetime | None = None) ->
     if scope.principal.role != Role.TECHNICIAN:
         c = t.agent_counts.c
         computed = conn.execute(select(func.min(c.computed_at))).scalar()
-        if computed is not None and _aware(computed) >= now - AGENT_COUNTS_MAX_AGE:
+        if computed is not None and computed >= now - AGENT_COUNTS_MAX_AGE:
             total, up = conn.execute(select(func.coalesce(func.sum(c.agents), 0),
                                             func.coalesce(func.sum(c.agents_online), 0))
                                      .where(scope.tenant_clause(c.tenant_id))).one()
@@ -78,7 +78,3 @@ def results_received_since(conn: Connection, scope: Scope, since: datetime) -> i
     counted = conn.execute(select(func.coalesce(func.sum(h.results), 0)).where(
         h.hour >= whole, scope.tenant_clause(h.tenant_id))).scalar_one()
     return int(counted) + int(conn.execute(raw.where(r.received_at < whole)).scalar_one())
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

@@ -15,7 +15,6 @@ from typing import Any, Literal
 from sqlalchemy import Connection, case, func, select
 
 from collector.api.pagination import PageParams, paginate
-from collector.api.queries import aware
 from collector.api.scope import Scope
 from collector.store import schema as t
 
@@ -73,9 +72,8 @@ def _medians(conn: Connection, scope: Scope, group: Any, kind: str | None, tenan
 
 def verdict_view(row: dict[str, Any], with_detail: bool = False) -> dict[str, Any]:
     out = {k: row[k] for k in ("promise_id", "line_id", "kind", "outcome", "in_grace", "summary",
-                               "delivered_ratio", "ticket_id", "tenant_id", "district", "segment")}
-    for k in ("evaluated_at", "judgeable_from", "outcome_since"):
-        out[k] = aware(row[k])
+                               "delivered_ratio", "ticket_id", "tenant_id", "district", "segment",
+                               "evaluated_at", "judgeable_from", "outcome_since")}
     if with_detail:
         out["detail"] = json.loads(row["detail"]) if row.get("detail") else {}
     return out

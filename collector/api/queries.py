@@ -15,17 +15,14 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 from collector.api.pagination import PageParams, paginate
 from collector.api.scope import Scope
 from collector.store import schema as t
+from collector.store.types import as_utc
+
+# web/ still calls queries.aware; values read through the schema are aware UTC already, so web/ can drop it.
+aware = as_utc
 
 HEALTH = ("healthy", "problems", "unknown", "no_data")
 # How long after its last report an agent with no status message still counts as online.
 ONLINE_GRACE = timedelta(hours=2)
-
-
-def aware(ts: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _like(text: str) -> str:
@@ -106,7 +103,6 @@ def _add_agent_state(conn: Connection, rows: list[dict[str, Any]]) -> None:
         mine = agents.get(r["line_id"], [])
         r["agents_online"] = sum(1 for a in mine if a["online"])
         r["agents"] = len(mine)
-        r["last_result_at"] = aware(r.get("last_result_at"))
         r["open_tickets"] = int(tickets_open.get(r["line_id"], 0))
         r["promise"] = promises.get(r["line_id"])
 
@@ -134,7 +130,7 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
     c = t.tickets.c
     detail["open_tickets"] = [
         {"ticket_id": x.ticket_id, "fault_class": x.fault_class, "state": x.state, "summary": x.summary,
-         "opened_at": aware(x.opened_at)}
+         "opened_at": x.opened_at}
         for x in conn.execute(select(c.ticket_id, c.fault_class, c.state, c.summary, c.opened_at).where(
             c.line_id == line_id, c.state.in_(t.OPEN_STATES)).order_by(c.opened_at.desc()).limit(50))]
     return detail
@@ -142,9 +138,7 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
 
 def result_view(row: dict[str, Any], with_payload: bool = True) -> dict[str, Any]:
     out = {k: row[k] for k in ("agent_id", "result_id", "seq", "line_id", "site_id", "trigger", "verdict",
-                               "agent_version")}
-    for k in ("started_at", "ended_at", "received_at"):
-        out[k] = aware(row[k])
+                               "agent_version", "started_at", "ended_at", "received_at")}
     out["clock_synced"] = None if row["clock_synced"] is None else bool(row["clock_synced"])
     if with_payload:
         envelope = json.loads(row["payload"])
@@ -169,8 +163,6 @@ def line_findings(conn: Connection, line_id: str, params: PageParams) -> tuple[l
     stmt = (select(f.agent_id, f.result_id, f.started_at, f.code, f.severity, f.check_kind, f.location, f.message)
             .where(f.line_id == line_id).order_by(f.started_at.desc(), f.idx))
     rows, total = paginate(conn, stmt, params)
-    for row in rows:
-        row["started_at"] = aware(row["started_at"])
     return rows, total
 
 
@@ -193,7 +185,7 @@ def line_series(conn: Connection, line_id: str, names: list[str], since: datetim
             .order_by(c.started_at).limit(MAX_POINTS))
     series: dict[str, list[tuple]] = {n: [] for n in names}
     for started_at, name, value in conn.execute(stmt):
-        series[name].append((aware(started_at), value))
+        series[name].append((started_at, value))
     return series
 
 
@@ -202,12 +194,12 @@ def line_series(conn: Connection, line_id: str, names: list[str], since: datetim
 
 def agent_view(a: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
-    last_seen = aware(a.get("last_seen"))
+    last_seen = a.get("last_seen")
     status = a.get("status")
     # Without a status message (an agent that never sent one), judge by the last report.
     online = (last_seen is not None and now - last_seen < ONLINE_GRACE) if status is None else status == "online"
     return {"agent_id": a["agent_id"], "line_id": a["line_id"], "site_id": a["site_id"], "online": online,
-            "status": status, "status_at": aware(a.get("status_at")), "first_seen": aware(a.get("first_seen")),
+            "status": status, "status_at": a.get("status_at"), "first_seen": a.get("first_seen"),
             "last_seen": last_seen, "max_seq": a.get("max_seq") or 0, "result_count": a.get("result_count") or 0,
             "missing": None, "spool_backlog": None}  # filled by add_delivery
 
@@ -272,8 +264,6 @@ def list_quarantine(conn: Connection, scope: Scope, params: PageParams,
     if agent_id:
         stmt = stmt.where(q.agent_id == agent_id)
     rows, total = paginate(conn, stmt, params)
-    for row in rows:
-        row["received_at"] = aware(row["received_at"])
     return rows, total
 
 
@@ -283,7 +273,6 @@ def quarantined(conn: Connection, scope: Scope, item_id: int) -> dict[str, Any] 
     if row is None:
         return None
     out = dict(row)
-    out["received_at"] = aware(out["received_at"])
     raw = bytes(out.pop("payload"))
     out["payload_text"] = raw.decode("utf-8", errors="replace")
     return out

@@ -23,7 +23,6 @@ from collector.api.models import (
     UserRow,
 )
 from collector.api.pagination import Page, page_of
-from collector.api.queries import aware
 from collector.api.remote import CommandInvalid, RateLimited
 from collector.api.routes_fleet import Conn, Paging
 from collector.api.scope import Scope
@@ -120,8 +119,6 @@ def users(who: Admin, conn: Conn, paging: Paging) -> dict:
     if who.tenant_id is not None:
         stmt = stmt.where(u.tenant_id.is_not(None))
     rows, total = paginate(conn, stmt, paging)
-    for row in rows:
-        row["created_at"], row["disabled_at"] = aware(row["created_at"]), aware(row["disabled_at"])
     return page_of(rows, total, paging)
 
 
@@ -151,4 +148,4 @@ def create_user(who: Admin, conn: Conn, request: Request, body: UserRequest) -> 
         accounts.assign_line(body.user_id, line_id)
     user = accounts.user(body.user_id)
     assert user is not None
-    return user | {"created_at": aware(user["created_at"]), "disabled_at": aware(user["disabled_at"])}
+    return user

@@ -86,7 +86,7 @@ def _foreign(conn: Connection, data: registry.Registry, scope: Scope) -> list[st
         now = datetime.now(UTC)
         taken |= {a for a, expires in conn.execute(select(et.agent_id, et.expires_at).where(
             et.agent_id.in_(agent_ids), et.used_at.is_(None), ~scope.lines_clause(et.line_id)))
-            if (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) > now}
+            if expires > now}
         problems += [f"agents: {a!r} is taken by a line outside your tenants; choose another id"
                      for a in sorted(taken)]
     return problems

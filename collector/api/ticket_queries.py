@@ -13,7 +13,6 @@ from sqlalchemy import Connection, func, select
 
 from collector.api.accounts import Role
 from collector.api.pagination import PageParams
-from collector.api.queries import aware
 from collector.api.scope import Scope
 from collector.store import schema as t
 from collector.tickets import lifecycle as tickets
@@ -34,9 +33,8 @@ def visible(scope: Scope) -> Any:
 
 def ticket_view(row: Any) -> dict[str, Any]:
     out = {k: row._mapping[k] for k in ("ticket_id", "line_id", "fault_class", "state", "severity", "location",
-                                        "summary", "tenant_id", "site_id", "agent_id", "opened_by", "assignee")}
-    for k in _TIMES:
-        out[k] = aware(row._mapping[k])
+                                        "summary", "tenant_id", "site_id", "agent_id", "opened_by", "assignee",
+                                        *_TIMES)}
     out["next_states"] = list(tickets.NEXT[row.state])
     return out
 
@@ -72,7 +70,7 @@ def find(conn: Connection, scope: Scope, ticket_id: int) -> Any | None:
 def detail(conn: Connection, row: Any) -> dict[str, Any]:
     out = ticket_view(row)
     out["detail"] = json.loads(row.detail) if row.detail else None
-    out["events"] = [{"at": aware(e.at), "kind": e.kind, "from_state": e.from_state, "to_state": e.to_state,
+    out["events"] = [{"at": e.at, "kind": e.kind, "from_state": e.from_state, "to_state": e.to_state,
                       "actor": e.actor, "note": e.note, "result_id": e.result_id}
                      for e in tickets.events(conn, row.ticket_id)]
     ev = tickets.evidence(conn, row.ticket_id)
@@ -86,8 +84,8 @@ def detail(conn: Connection, row: Any) -> dict[str, Any]:
     for e in ev:
         r = verdicts.get((e.agent_id, e.result_id))
         out["evidence"].append({"agent_id": e.agent_id, "result_id": e.result_id, "role": e.role,
-                                "added_at": aware(e.added_at), "verdict": r.verdict if r else None,
-                                "started_at": aware(r.started_at) if r else None,
+                                "added_at": e.added_at, "verdict": r.verdict if r else None,
+                                "started_at": r.started_at if r else None,
                                 "trigger": r.trigger if r else None})
     return out
 
@@ -107,5 +105,5 @@ def verification_candidates(conn: Connection, row: Any, limit: int = 10) -> list
     rows = conn.execute(select(r.agent_id, r.result_id, r.started_at, r.trigger, r.verdict)
                         .where(r.line_id == row.line_id, r.started_at >= row.opened_at, r.verdict == "healthy")
                         .order_by(r.started_at.desc()).limit(limit)).all()
-    return [{"agent_id": x.agent_id, "result_id": x.result_id, "started_at": aware(x.started_at),
+    return [{"agent_id": x.agent_id, "result_id": x.result_id, "started_at": x.started_at,
              "trigger": x.trigger} for x in rows]

@@ -73,7 +73,6 @@ def _check(conn: Connection, who: object, limit: int, window_s: float, now: date
     if count <= limit:  # the row just written is counted
         return
     # The slot frees when the oldest command in the window leaves it (the window slides).
-    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
     retry = max(1, math.ceil((oldest + timedelta(seconds=window_s) - now).total_seconds()))
     raise RateLimited(f"{message}; try again in {retry} s", retry)
 

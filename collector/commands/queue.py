@@ -19,9 +19,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Connection, Engine, Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.store import schema as t
+from collector.store.upsert import insert_for
 from linecheck.wire import Command, commands_topic, new_result_id
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ def queue(conn: Connection, *, agent_id: str, action: str, ttl_s: float, checks:
     returns None when one already is (another collector may have queued it)."""
     now = now or datetime.now(UTC)
     command_id = new_command_id()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(t.commands).values(
+    stmt = insert_for(conn, t.commands).values(
         command_id=command_id, agent_id=agent_id, action=action,
         checks=json.dumps(list(checks)) if checks else None, reason=reason, line_id=line_id,
         fault_class=fault_class, state="pending", created_at=now, expires_at=now + timedelta(seconds=ttl_s))
@@ -76,8 +75,7 @@ def expire(conn: Connection, now: datetime | None = None) -> int:
 
 
 def to_wire(row: Row[Any]) -> Command:
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-    return Command(command_id=row.command_id, action=row.action, expires_at=expires, reason=row.reason,
+    return Command(command_id=row.command_id, action=row.action, expires_at=row.expires_at, reason=row.reason,
                    checks=json.loads(row.checks) if row.checks else None)
 
 

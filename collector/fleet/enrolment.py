@@ -73,7 +73,7 @@ def redeem(engine: Engine, ca: FleetCA, token: str, csr_pem: bytes, now: datetim
     refused = EnrolmentError("enrolment token is unknown, expired or already used")
     with engine.begin() as conn:
         row = conn.execute(select(t.enrolment_tokens).where(t.enrolment_tokens.c.token_hash == _hash(token))).first()
-        if row is None or row.used_at is not None or _aware(row.expires_at) <= now:
+        if row is None or row.used_at is not None or row.expires_at <= now:
             raise refused
         # The id may have been bound to another line since the token was issued (a registry import):
         # redeeming must not move that gateway, possibly another tenant's, onto the token's line.
@@ -113,7 +113,7 @@ def _refuse_if_claimed_elsewhere(conn: Connection, agent_id: str, line_id: str, 
                            .where(t.enrolment_tokens.c.agent_id == agent_id,
                                   t.enrolment_tokens.c.used_at.is_(None),
                                   t.enrolment_tokens.c.line_id != line_id)).all()
-    if (bound is not None and bound != line_id) or any(_aware(expires) > now for _, expires in pending):
+    if (bound is not None and bound != line_id) or any(expires > now for _, expires in pending):
         raise taken(agent_id)
 
 
@@ -152,10 +152,6 @@ def revoked_agents(engine: Engine) -> set[str]:
     revoked = {a for a, r in rows if r is not None}
     valid = {a for a, r in rows if r is None}
     return revoked - valid
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive datetimes
 
 
 def certificate_agent(cert_pem_bytes: bytes) -> str:

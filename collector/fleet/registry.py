@@ -22,10 +22,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.store import line_state
 from collector.store import schema as t
+from collector.store.upsert import insert_for, upsert_rows
 from linecheck.configfile import ConfigError, Strict, format_validation_error, parse_yaml
 from linecheck.wire import Ident
 
@@ -244,17 +244,7 @@ def _tenant_tree_problems(where: str, x: Tenant, stored: Any, kinds: dict[str, s
 
 # --- import / export ----------------------------------------------------------------------------
 
-
-def _upsert(conn: Connection, table: t.Table, key: str, rows: list[dict[str, Any]],
-            keep: Sequence[str] = ("created_at",)) -> None:
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for i in range(0, len(rows), 500):
-        stmt = dialect.insert(table).values(rows[i:i + 500])
-        update = {c: stmt.excluded[c] for c in rows[0] if c != key and c not in keep}
-        conn.execute(stmt.on_conflict_do_update(index_elements=[table.c[key]], set_=update))
-
+_KEEP = ("created_at",)  # a re-import updates a row; only its first import sets created_at
 
 def import_registry(conn: Connection, data: Registry, source: str = "registry",
                     scope: set[str] | None = None, now: datetime | None = None,
@@ -267,11 +257,11 @@ def import_registry(conn: Connection, data: Registry, source: str = "registry",
     stamp = {"created_at": now, "updated_at": now}
     # Carriers before enterprises, so a parent row exists when its child arrives.
     tenants = sorted(data.tenants, key=lambda x: x.kind != "carrier")
-    _upsert(conn, t.tenants, "tenant_id", [x.model_dump() | stamp for x in tenants])
-    _upsert(conn, t.sites, "site_id", [x.model_dump() | stamp for x in data.sites])
+    upsert_rows(conn, t.tenants, ["tenant_id"], [x.model_dump() | stamp for x in tenants], keep=_KEEP)
+    upsert_rows(conn, t.sites, ["site_id"], [x.model_dump() | stamp for x in data.sites], keep=_KEEP)
     site_district = {k: r.district for k, r in _existing(conn, t.sites, "site_id",
                                                           [x.site_id for x in data.lines]).items()}
-    _upsert(conn, t.lines, "line_id", [
+    upsert_rows(conn, t.lines, ["line_id"], keep=_KEEP, rows=[
         x.model_dump() | {"district": x.district or site_district.get(x.site_id)} | stamp for x in data.lines])
     line_state.registered(conn, [x.line_id for x in data.lines])
     line_site = {k: r.site_id for k, r in _existing(conn, t.lines, "line_id",
@@ -281,9 +271,8 @@ def import_registry(conn: Connection, data: Registry, source: str = "registry",
 
 
 def _enrol(conn: Connection, agents: list[tuple[Agent, str]], now: datetime) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for agent, site_id in agents:
-        stmt = dialect.insert(t.agents).values(
+        stmt = insert_for(conn, t.agents).values(
             agent_id=agent.agent_id, line_id=agent.line_id, site_id=site_id, max_seq=0, result_count=0,
             enrolled_at=now, report_interval_s=agent.report_interval_s)
         conn.execute(stmt.on_conflict_do_update(index_elements=[t.agents.c.agent_id], set_={

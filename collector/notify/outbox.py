@@ -10,24 +10,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.fleet import registry
 from collector.notify import mail, webhook
 from collector.notify.config import Mail, NotifyConfig, Target, Webhook
 from collector.notify.webhook import Outcome
 from collector.store import schema as t
+from collector.store.upsert import insert_for
 from collector.tickets import lifecycle as tickets
 
 log = logging.getLogger(__name__)
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 def _iso(ts: datetime | None) -> str | None:
-    return _aware(ts).isoformat() if ts else None
+    return ts.isoformat() if ts else None
 
 
 class Notifier:
@@ -66,8 +62,7 @@ class Notifier:
                 rows = [r for r in conn.execute(stmt) if scopes[name] is None or r.tenant_id in scopes[name]]
                 if not rows:
                     continue
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                ins = dialect.insert(n).values([
+                ins = insert_for(conn, n).values([
                     {"event_id": r.event_id, "target": name, "state": "pending", "attempts": 0,
                      "next_attempt_at": now, "created_at": now} for r in rows]).on_conflict_do_nothing()
                 created += conn.execute(ins).rowcount or 0

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.promises.billing import BillingRecord
 from collector.promises.continuity import SUSPENDED_CODE, Suspension
@@ -34,6 +33,7 @@ from collector.promises.speed import sample_from_metrics
 from collector.promises.verdict import Verdict, dumps
 from collector.promises.wifi import WifiSample
 from collector.store import schema as t
+from collector.store.upsert import upsert_rows
 from linecheck.catalogue import LINK, THROUGHPUT, WIFI_THROUGHPUT
 from linecheck.configfile import ConfigError
 
@@ -43,26 +43,10 @@ WIFI_KINDS = (WIFI_THROUGHPUT,)
 CHUNK = 500
 
 
-def aware(ts: datetime) -> datetime:
-    """SQLite hands back naive datetimes for timezone-aware columns; they were stored as UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
-
-
 def _chunks(ids: Iterable[str]) -> Iterable[list[str]]:
     ids = sorted(set(ids))
     for i in range(0, len(ids), CHUNK):
         yield ids[i:i + CHUNK]
-
-
-def _upsert(conn: Connection, table: t.Table, keys: Sequence[str], rows: list[dict[str, Any]],
-            keep: Sequence[str] = ()) -> None:
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for i in range(0, len(rows), CHUNK):
-        stmt = dialect.insert(table).values(rows[i:i + CHUNK])
-        update = {c: stmt.excluded[c] for c in rows[0] if c not in keys and c not in keep}
-        conn.execute(stmt.on_conflict_do_update(index_elements=[table.c[k] for k in keys], set_=update))
 
 
 def _unknown_lines(conn: Connection, line_ids: Iterable[str]) -> set[str]:
@@ -83,7 +67,7 @@ def import_promises(conn: Connection, promises: Sequence[Promise], source: str =
     if unknown:
         raise ConfigError(source, [f"line_id: unknown line(s) {sorted(unknown)} (import them into the registry first)"])
     now = now or datetime.now(UTC)
-    _upsert(conn, t.promises, ["promise_id"], [{
+    upsert_rows(conn, t.promises, ["promise_id"], [{
         "promise_id": p.id, "line_id": p.line_id, "kind": p.kind, "effective": p.effective,
         "grace_days": p.grace_days, "terms": p.model_dump_json(), "note": p.note,
         "created_at": now, "updated_at": now} for p in promises], keep=("created_at",))
@@ -101,7 +85,7 @@ def import_billing(conn: Connection, records: Sequence[BillingRecord], source: s
     if unknown:
         raise ConfigError(source, [f"line_id: unknown line(s) {sorted(unknown)} (import them into the registry first)"])
     now = now or datetime.now(UTC)
-    _upsert(conn, t.billing_records, ["line_id", "period", "product"], [
+    upsert_rows(conn, t.billing_records, ["line_id", "period", "product"], [
         r.model_dump() | {"source": source[-255:], "imported_at": now} for r in records])
     return len(records)
 
@@ -137,7 +121,7 @@ def _check_metrics(conn: Connection, line_ids: list[str], kinds: Sequence[str], 
         if row is None:
             row = checks[key] = {"agent_id": r.agent_id, "result_id": r.result_id, "line_id": r.line_id,
                                  "kind": r.kind, "target": r.target, "status": r.status, "reason": r.reason,
-                                 "at": aware(r.started_at), "metrics": {}}
+                                 "at": r.started_at, "metrics": {}}
         if r.name is not None:
             row["metrics"][r.name] = r.value
     return list(checks.values())
@@ -186,11 +170,11 @@ def load_evidence(conn: Connection, promises: Sequence[Promise], policy: Promise
                                    .where(f.c.line_id.in_(chunk), f.c.code == SUSPENDED_CODE,
                                           f.c.started_at >= start, f.c.started_at <= now)):
                 evidence[fr.line_id].suspensions.append(Suspension(fr.agent_id, fr.result_id,
-                                                                   aware(fr.started_at), fr.message))
+                                                                   fr.started_at, fr.message))
             for rr in conn.execute(select(t.results.c.line_id, t.results.c.started_at)
                                    .where(t.results.c.line_id.in_(chunk), t.results.c.started_at >= start,
                                           t.results.c.started_at <= now)):
-                evidence[rr.line_id].report_times.append(aware(rr.started_at))
+                evidence[rr.line_id].report_times.append(rr.started_at)
     return evidence
 
 
@@ -215,14 +199,14 @@ def save_verdicts(conn: Connection, verdicts: Sequence[Verdict]) -> dict[str, An
     rows = []
     for v in verdicts:
         before = previous.get(v.promise_id)
-        since = aware(before.outcome_since) if before is not None and before.outcome == v.outcome.value \
+        since = before.outcome_since if before is not None and before.outcome == v.outcome.value \
             else v.evaluated_at
         rows.append({"promise_id": v.promise_id, "line_id": v.line_id, "kind": v.kind, "outcome": v.outcome.value,
                      "in_grace": v.in_grace, "summary": v.summary, "detail": dumps(v.as_dict()),
                      "delivered_ratio": v.delivered_ratio, "evaluated_at": v.evaluated_at,
                      "judgeable_from": v.judgeable_from, "outcome_since": since,
                      "ticket_id": before.ticket_id if before is not None else None})
-    _upsert(conn, t.promise_verdicts, ["promise_id"], rows)
+    upsert_rows(conn, t.promise_verdicts, ["promise_id"], rows)
     return previous
 
 
@@ -253,8 +237,6 @@ def verdict_rows(conn: Connection, scope: set[str] | None = None, line_ids: Iter
     out = []
     for r in conn.execute(stmt):
         row = dict(r._mapping)
-        for k in ("evaluated_at", "outcome_since", "judgeable_from"):
-            row[k] = aware(row[k])
         row["outcome"] = Outcome(row["outcome"])
         out.append(row)
     return out

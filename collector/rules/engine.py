@@ -178,10 +178,6 @@ class Plan:
     up: float | None
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 AGENT_OFFLINE = "agent_offline"  # the class the sweep opens and a report from the agent resolves
 
 
@@ -428,7 +424,7 @@ class RuleEngine:
         if ticket is not None:
             return [] if ticket.just_opened else self._maybe_resolve(ev.line_id, name, ticket, obs[:k], k)
         cutoff = refuted.get(name)
-        window = [o for o in obs if cutoff is None or _aware(o.started_at) > cutoff][:n]
+        window = [o for o in obs if cutoff is None or o.started_at > cutoff][:n]
         breaches = [o for o in window if o.breach]
         if not window or not window[0].breach or len(breaches) < m:
             return []
@@ -453,7 +449,7 @@ class RuleEngine:
     def _maybe_resolve(line_id: str, name: str, ticket: OpenTicket, newest: list[Observation],
                        k: int) -> list[Outcome]:
         last = ticket.last_breach_at
-        healthy = [o for o in newest if not o.breach and (last is None or _aware(o.started_at) > last)]
+        healthy = [o for o in newest if not o.breach and (last is None or o.started_at > last)]
         if len(newest) < k or len(healthy) < k:
             return []
         return [Resolve(line_id, name, f"{k} consecutive healthy result(s)",
@@ -467,7 +463,7 @@ class RuleEngine:
                    f"breached{' and the re-test confirmed' if retest else ''} — {latest.detail}")
         detail = {"rule": name, "breaches": self.m(rule), "window": self.n(rule), "heal_after": self.k(rule),
                   "observed": [len(breaches), window],
-                  "last_breach_at": max(_aware(o.started_at) for o in [*breaches, *([retest] if retest else [])])
+                  "last_breach_at": max(o.started_at for o in [*breaches, *([retest] if retest else [])])
                   .isoformat(), "retest_result_id": retest.result_id if retest else None}
         open_[name] = OpenTicket(just_opened=True)
         return Open(line_id, name, summary[:1000], rule.severity, latest.where or rule.where,
@@ -500,7 +496,7 @@ class RuleEngine:
                     out.append(self._open(ev.line_id, command.fault_class, [x for x in window if x.breach] or [o],
                                           len(window), open_, retest=o))
                 else:
-                    refuted[command.fault_class] = _aware(e.started_at)
+                    refuted[command.fault_class] = e.started_at
                 break
         return out
 
@@ -601,7 +597,7 @@ class RuleEngine:
                                          func.max(t.commands.c.answered_at).label("at"))
                                   .where(t.commands.c.line_id.in_(chunk), t.commands.c.state == "refuted")
                                   .group_by(t.commands.c.line_id, t.commands.c.fault_class)):
-                b.refuted[(r.line_id, r.fault_class)] = _aware(r.at)
+                b.refuted[(r.line_id, r.fault_class)] = r.at
             for r in conn.execute(select(t.commands).where(t.commands.c.line_id.in_(chunk),
                                                            t.commands.c.state.in_(("pending", "sent")))):
                 b.outstanding.setdefault(r.line_id, []).append(r)
@@ -619,13 +615,13 @@ class RuleEngine:
             # query each (window functions: SQLite >= 3.25 and PostgreSQL).
             if kinds:
                 for r in _ranked(conn, t.checks, t.checks.c.kind, kinds, chunk, depth * 4):
-                    b.by_kind.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+                    b.by_kind.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = r.started_at
             if codes:
                 for r in _ranked(conn, t.findings, t.findings.c.code, codes, chunk, depth):
-                    b.by_code.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+                    b.by_code.setdefault((r.line_id, r.part), {})[(r.agent_id, r.result_id)] = r.started_at
             if every:
                 for r in _ranked(conn, t.results, None, None, chunk, depth):
-                    b.by_line.setdefault(r.line_id, {})[(r.agent_id, r.result_id)] = _aware(r.started_at)
+                    b.by_line.setdefault(r.line_id, {})[(r.agent_id, r.result_id)] = r.started_at
         wanted = {k for d in (*b.by_kind.values(), *b.by_code.values(), *b.by_line.values()) for k in d}
         missing = sorted(k for k in wanted if k not in self._parsed)
         for i in range(0, len(missing), 500):
@@ -663,7 +659,7 @@ class RuleEngine:
                 continue
             interval = r.report_interval_s or off.default_interval_s
             allowed = max(interval * off.grace_factor, off.min_silence_s)
-            silent = (now - _aware(seen)).total_seconds()
+            silent = (now - seen).total_seconds()
             if silent <= allowed or tickets.open_ticket_for(conn, r.line_id, AGENT_OFFLINE) is not None:
                 continue
             self.lock_lines(conn, [r.line_id])

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from collector.ingest import binding
@@ -25,6 +24,7 @@ from collector.store import migrations as m
 from collector.store import schema as t
 from collector.store.delivery import account_quarantined, lock_agents, track_sequences
 from collector.store.timeflags import clock_flag
+from collector.store.upsert import insert_for
 from linecheck.wire import ResultEnvelope, results_topic
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,6 @@ def migrate(engine: Engine) -> int:
             MIGRATIONS[version](conn)
             conn.execute(t.schema_version.insert().values(version=version + 1, applied_at=datetime.now(UTC)))
         return len(MIGRATIONS)
-
-
-def _insert(engine: Engine, table: t.Table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 # Columns of the rows _write_results builds, in their order (named, so a column added later is no trap).
@@ -266,7 +261,8 @@ class Store:
                        now: datetime) -> list[ResultEnvelope]:
         # ON CONFLICT DO NOTHING: another collector may commit the same result between our check and
         # insert; RETURNING tells which rows were ours, so nothing downstream runs twice.
-        insert_results = _insert(self.engine, t.results).returning(t.results.c.agent_id, t.results.c.result_id)
+        insert_results = (insert_for(conn, t.results).on_conflict_do_nothing()
+                          .returning(t.results.c.agent_id, t.results.c.result_id))
         inserted = conn.execute(insert_results, [{
             "agent_id": e.agent_id, "result_id": e.result_id, "seq": e.seq, "line_id": e.line_id,
             "site_id": e.site_id, "trigger": e.trigger.value, "started_at": e.started_at,
@@ -306,8 +302,7 @@ class Store:
                 latest[e.agent_id] = e
         if not latest:
             return
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(t.agents)
+        stmt = insert_for(conn, t.agents)
         greatest = func.max if self.engine.dialect.name == "sqlite" else func.greatest
         # One executemany for the batch (a statement per agent cost a round trip each on
         # PostgreSQL), rows sorted by agent: a stable row-lock order between collectors.

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, exists, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.store import schema as t
 from collector.store.timeflags import clock_flag
+from collector.store.upsert import insert_for
 from linecheck.wire import ResultEnvelope
 
 HOURLY_KEEP = timedelta(days=2)  # the overview needs 24 h; a day more for late readers
@@ -35,8 +35,6 @@ RESULT_COLUMNS = ("agent_id", "result_id", "site_id", "started_at", "verdict")
 _CHUNK = 500
 
 
-def _insert(conn: Connection):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(t.line_state)
 
 
 def record(conn: Connection, fresh: Sequence[ResultEnvelope], received_at: datetime | None = None) -> None:
@@ -56,7 +54,7 @@ def record(conn: Connection, fresh: Sequence[ResultEnvelope], received_at: datet
     if not newest:
         return
     ls = t.line_state.c
-    stmt = _insert(conn)
+    stmt = insert_for(conn, t.line_state)
     # One row per line (ON CONFLICT may touch a row once per statement); sorted, so two collectors
     # updating the same lines take their row locks in the same order.
     rows = [{"line_id": e.line_id, "agent_id": e.agent_id, "result_id": e.result_id, "site_id": e.site_id,
@@ -86,9 +84,8 @@ def count_received(conn: Connection, fresh: Sequence[ResultEnvelope], received_a
     for e in fresh:
         key = tenant.get(e.line_id) or ""
         counts[key] = counts.get(key, 0) + 1
-    aware = received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC)  # naive means UTC here
-    hour = aware.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(h)
+    hour = received_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)  # received_at is aware
+    stmt = insert_for(conn, h)
     conn.execute(stmt.on_conflict_do_update(index_elements=[h.c.hour, h.c.tenant_id, h.c.shard],
                                             set_={"results": h.c.results + stmt.excluded.results}),
                  [{"hour": hour, "tenant_id": k, "shard": shard, "results": n} for k, n in sorted(counts.items())])
@@ -105,7 +102,7 @@ def registered(conn: Connection, line_ids: Iterable[str]) -> None:
     ids = sorted(set(line_ids))
     ls, lines = t.line_state.c, t.lines.c
     for start in range(0, len(ids), _CHUNK):
-        stmt = _insert(conn).from_select(["line_id", "tenant_id", "district"], select(
+        stmt = insert_for(conn, t.line_state).from_select(["line_id", "tenant_id", "district"], select(
             lines.line_id, lines.tenant_id, lines.district).where(lines.line_id.in_(ids[start:start + _CHUNK])))
         conn.execute(stmt.on_conflict_do_update(index_elements=[ls.line_id], set_={
             "tenant_id": stmt.excluded.tenant_id, "district": stmt.excluded.district}))

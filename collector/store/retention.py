@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import Field
 from sqlalchemy import Connection, and_, exists, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.store import line_state
 from collector.store import schema as t
+from collector.store.upsert import insert_for
 from linecheck.configfile import Strict
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,6 @@ class RetentionConfig(Strict):
     aggregate_days: float = Field(default=730, ge=0, description="keep daily figures this long; 0 = forever")
     interval_s: float = Field(default=3600, ge=10, le=86400, description="how often a collector applies it")
     batch: int = Field(default=5000, ge=100, le=10_000, description="results folded per transaction")
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def apply(conn: Connection, cfg: RetentionConfig, now: datetime | None = None) -> dict[str, int]:
@@ -64,7 +60,7 @@ def _fold(conn: Connection, cfg: RetentionConfig, now: datetime) -> int:
     if not old:
         return 0
     keys = [(o.agent_id, o.result_id) for o in old]
-    meta = {(o.agent_id, o.result_id): (_aware(o.started_at).date(), o.line_id) for o in old}
+    meta = {(o.agent_id, o.result_id): (o.started_at.date(), o.line_id) for o in old}
     c, m = t.checks, t.metrics
     checks = conn.execute(select(c.c.agent_id, c.c.result_id, c.c.idx, c.c.kind, c.c.status)
                           .where(tuple_(c.c.agent_id, c.c.result_id).in_(keys))).all()
@@ -87,14 +83,13 @@ def _fold(conn: Connection, cfg: RetentionConfig, now: datetime) -> int:
         bucket = agg[(day, line, kind_of[(v.agent_id, v.result_id, v.idx)], v.name)]
         if v.value is not None:
             bucket.append(float(v.value))
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
     d = t.daily_metrics
     for (day, line, kind, name), vals in agg.items():
         row = {"day": day, "line_id": line, "kind": kind, "name": name, "samples": len(vals),
                "total": sum(vals), "minimum": min(vals) if vals else None, "maximum": max(vals) if vals else None,
                "results": len(carried[(day, line, kind)]), "failed": len(failed[(day, line, kind)])}
-        stmt = dialect.insert(d).values(row)
+        stmt = insert_for(conn, d).values(row)
         conn.execute(stmt.on_conflict_do_update(index_elements=[d.c.day, d.c.line_id, d.c.kind, d.c.name], set_={
             "samples": d.c.samples + stmt.excluded.samples, "total": d.c.total + stmt.excluded.total,
             # least/greatest of NULL: coalesce so a day's first measured value is not lost.

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -35,12 +34,14 @@ from sqlalchemy import (
     text,
 )
 
+from collector.store.types import UtcDateTime
+
 metadata = MetaData()
 
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", UtcDateTime(), nullable=False),
 )
 
 tenants = Table(
@@ -49,8 +50,8 @@ tenants = Table(
     Column("name", String(200), nullable=False),
     Column("kind", String(16), nullable=False),  # carrier | enterprise
     Column("parent_id", String(64), ForeignKey("tenants.tenant_id")),  # an enterprise's carrier
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_tenants_parent", "parent_id"),
 )
 
@@ -61,8 +62,8 @@ sites = Table(
     Column("name", String(200)),
     Column("address", Text),
     Column("district", String(64)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_sites_tenant", "tenant_id"),
 )
 
@@ -77,8 +78,8 @@ lines = Table(
     Column("plan_down_mbps", Float),  # the subscribed rate now in force; rules compare against it
     Column("plan_up_mbps", Float),
     Column("account_since", Date),  # upload promises rise with account age
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_lines_tenant", "tenant_id"),
     Index("ix_lines_site", "site_id"),
     Index("ix_lines_district_segment", "district", "segment"),
@@ -94,13 +95,13 @@ agents = Table(
     Column("agent_id", String(64), primary_key=True),
     Column("line_id", String(64), nullable=False),
     Column("site_id", String(64), nullable=False),
-    Column("first_seen", DateTime(timezone=True)),
-    Column("last_seen", DateTime(timezone=True)),
+    Column("first_seen", UtcDateTime()),
+    Column("last_seen", UtcDateTime()),
     Column("max_seq", BigInteger, nullable=False, default=0),
     Column("result_count", BigInteger, nullable=False, default=0),
     Column("status", String(16)),  # online / offline, from the agent's retained status topic
-    Column("status_at", DateTime(timezone=True)),
-    Column("enrolled_at", DateTime(timezone=True)),  # set by the registry; null = only seen reporting
+    Column("status_at", UtcDateTime()),
+    Column("enrolled_at", UtcDateTime()),  # set by the registry; null = only seen reporting
     Column("report_interval_s", Integer),  # the agent's schedule; silence past it means agent_offline
     Index("ix_agents_line", "line_id"),
 )
@@ -113,9 +114,9 @@ results = Table(
     Column("line_id", String(64), nullable=False),
     Column("site_id", String(64), nullable=False),
     Column("trigger", String(32), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("ended_at", DateTime(timezone=True), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("ended_at", UtcDateTime(), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("verdict", String(16), nullable=False),
     Column("clock_synced", Integer),
     Column("agent_version", String(40), nullable=False),
@@ -141,7 +142,7 @@ line_state = Table(
     Column("agent_id", String(64)),
     Column("result_id", String(36)),
     Column("site_id", String(64)),
-    Column("started_at", DateTime(timezone=True)),
+    Column("started_at", UtcDateTime()),
     Column("verdict", String(16)),  # null = no result (health "no_data")
     Index("ix_line_state_verdict_line", "verdict", "line_id"),
     Index("ix_line_state_tenant", "tenant_id", "district", "verdict"),
@@ -153,7 +154,7 @@ line_state = Table(
 # (random per process), so collectors do not queue on one hot row; readers sum over it.
 results_hourly = Table(
     "results_hourly", metadata,
-    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("hour", UtcDateTime(), nullable=False),
     Column("tenant_id", String(64), nullable=False),
     Column("shard", Integer, nullable=False),
     Column("results", BigInteger, nullable=False),
@@ -169,7 +170,7 @@ agent_counts = Table(
     Column("tenant_id", String(64), primary_key=True),
     Column("agents", BigInteger, nullable=False),
     Column("agents_online", BigInteger, nullable=False),
-    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("computed_at", UtcDateTime(), nullable=False),
 )
 
 checks = Table(
@@ -178,7 +179,7 @@ checks = Table(
     Column("result_id", String(36), nullable=False),
     Column("idx", Integer, nullable=False),
     Column("line_id", String(64), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("target", String(255)),
     Column("status", String(16), nullable=False),
@@ -208,7 +209,7 @@ findings = Table(
     Column("result_id", String(36), nullable=False),
     Column("idx", Integer, nullable=False),
     Column("line_id", String(64), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
     Column("code", String(64), nullable=False),
     Column("severity", String(16), nullable=False),
     Column("check_kind", String(40)),
@@ -223,7 +224,7 @@ findings = Table(
 quarantine = Table(
     "quarantine", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("topic", String(255), nullable=False),
     Column("agent_id", String(64)),  # from the topic, when it names a valid agent
     Column("reason", Text, nullable=False),
@@ -240,9 +241,9 @@ enrolment_tokens = Table(
     Column("agent_id", String(64), nullable=False),
     Column("line_id", String(64), nullable=False),
     Column("site_id", String(64), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("used_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime()),
     Column("created_by", String(64)),
 )
 
@@ -250,9 +251,9 @@ agent_certificates = Table(
     "agent_certificates", metadata,
     Column("serial", String(40), primary_key=True),  # hex: serials exceed 64-bit integers
     Column("agent_id", String(64), nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
-    Column("not_after", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True)),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("not_after", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime()),
     Column("revoked_reason", Text),
     Index("ix_agent_certificates_agent", "agent_id"),
 )
@@ -270,8 +271,8 @@ users = Table(
     Column("tenant_id", String(64), ForeignKey("tenants.tenant_id")),  # null = the operator (all tenants)
     Column("password_hash", Text),  # null: token-only (service) account, cannot log in to the console
     Column("language", String(8)),  # zh-CN | en; null = from the browser
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("disabled_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("disabled_at", UtcDateTime()),
     Index("ix_users_tenant", "tenant_id"),
 )
 
@@ -282,10 +283,10 @@ api_tokens = Table(
     Column("kind", String(16), nullable=False),  # api | session (console login)
     Column("name", String(200)),
     Column("secret_hash", String(64), nullable=False),  # sha256 hex of the secret part
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True)),
-    Column("last_used_at", DateTime(timezone=True)),
-    Column("revoked_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime()),
+    Column("last_used_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
     Index("ix_api_tokens_user", "user_id"),
 )
 
@@ -294,7 +295,7 @@ user_lines = Table(
     "user_lines", metadata,
     Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
     Column("line_id", String(64), nullable=False),
-    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Column("assigned_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("user_id", "line_id"),
     Index("ix_user_lines_line", "line_id"),
 )
@@ -322,12 +323,12 @@ tickets = Table(
     Column("opened_by", String(64), nullable=False),  # rule | promise | a user id
     Column("assignee", String(64)),  # a technician's user id (console)
     Column("detail", Text),  # JSON: rule, thresholds, window, re-test outcome
-    Column("opened_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("acknowledged_at", DateTime(timezone=True)),
-    Column("dispatched_at", DateTime(timezone=True)),
-    Column("resolved_at", DateTime(timezone=True)),
-    Column("verified_at", DateTime(timezone=True)),
+    Column("opened_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime()),
+    Column("dispatched_at", UtcDateTime()),
+    Column("resolved_at", UtcDateTime()),
+    Column("verified_at", UtcDateTime()),
     Index("uq_tickets_open_line_class", "line_id", "fault_class", unique=True,
           sqlite_where=text(_OPEN), postgresql_where=text(_OPEN)),
     Index("ix_tickets_tenant_state", "tenant_id", "state", "opened_at"),
@@ -339,7 +340,7 @@ ticket_events = Table(
     "ticket_events", metadata,
     Column("event_id", Integer, primary_key=True, autoincrement=True),
     Column("ticket_id", Integer, ForeignKey("tickets.ticket_id", ondelete="CASCADE"), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Column("kind", String(24), nullable=False),  # opened | acknowledged | dispatched | resolved | verified | note
     Column("from_state", String(16)),
     Column("to_state", String(16)),
@@ -358,7 +359,7 @@ ticket_evidence = Table(
     Column("agent_id", String(64), nullable=False),
     Column("result_id", String(36), nullable=False),
     Column("role", String(16), nullable=False),  # trigger | retest | resolve | verify | attached
-    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("added_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("ticket_id", "agent_id", "result_id", "role"),
     Index("ix_ticket_evidence_result", "agent_id", "result_id"),
 )
@@ -377,10 +378,10 @@ commands = Table(
     Column("line_id", String(64)),
     Column("fault_class", String(40)),  # for a re-test: which rule is waiting on it
     Column("state", String(16), nullable=False),  # pending → sent → confirmed | refuted | expired
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True)),
-    Column("answered_at", DateTime(timezone=True)),  # when the answering result was taken (agent clock)
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
+    Column("answered_at", UtcDateTime()),  # when the answering result was taken (agent clock)
     Column("answer_result_id", String(36)),
     Index("uq_commands_outstanding_retest", "line_id", "fault_class", unique=True,
           sqlite_where=text(_OUTSTANDING), postgresql_where=text(_OUTSTANDING)),
@@ -396,9 +397,9 @@ notifications = Table(
     Column("target", String(100), nullable=False),  # webhook:<name> | mail:<name>
     Column("state", String(16), nullable=False),  # pending | delivered | dead
     Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("delivered_at", DateTime(timezone=True)),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("delivered_at", UtcDateTime()),
     Column("last_error", Text),
     UniqueConstraint("event_id", "target", name="uq_notifications_event_target"),
     Index("ix_notifications_due", "state", "next_attempt_at"),
@@ -409,7 +410,7 @@ notification_attempts = Table(
     Column("attempt_id", Integer, primary_key=True, autoincrement=True),
     Column("notification_id", Integer, ForeignKey("notifications.notification_id", ondelete="CASCADE"),
            nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Column("outcome", String(16), nullable=False),  # delivered | retry | dead
     Column("status_code", Integer),  # HTTP status or SMTP reply code
     Column("error", Text),
@@ -441,7 +442,7 @@ seq_gaps = Table(
     Column("agent_id", String(64), nullable=False),
     Column("first_seq", BigInteger, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
-    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Column("detected_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("agent_id", "first_seq"),
 )
 
@@ -456,8 +457,8 @@ promises = Table(
     Column("grace_days", Integer),  # null = the policy's default for the kind
     Column("terms", Text, nullable=False),  # the whole promise as JSON (collector.promises.model)
     Column("note", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_promises_line", "line_id"),
 )
 
@@ -470,7 +471,7 @@ billing_records = Table(
     Column("waived", Float, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("source", String(255)),  # the imported file
-    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Column("imported_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("line_id", "period", "product"),
 )
 
@@ -485,9 +486,9 @@ promise_verdicts = Table(
     Column("summary", Text, nullable=False),
     Column("detail", Text, nullable=False),  # JSON evidence (collector.promises.verdict.Verdict.as_dict)
     Column("delivered_ratio", Float),
-    Column("evaluated_at", DateTime(timezone=True), nullable=False),
-    Column("judgeable_from", DateTime(timezone=True), nullable=False),
-    Column("outcome_since", DateTime(timezone=True), nullable=False),
+    Column("evaluated_at", UtcDateTime(), nullable=False),
+    Column("judgeable_from", UtcDateTime(), nullable=False),
+    Column("outcome_since", UtcDateTime(), nullable=False),
     Column("ticket_id", Integer),  # the ticket the verdict opened, if any
     Index("ix_promise_verdicts_line", "line_id"),
     Index("ix_promise_verdicts_kind_outcome", "kind", "outcome"),
@@ -501,7 +502,7 @@ command_log = Table(
     Column("line_id", String(64)),
     Column("requested_by", String(128)),  # user id, "cli:<login>", or null when the caller did not say
     Column("action", String(16), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=False),
     Index("ix_command_log_agent_sent", "agent_id", "sent_at"),
     Index("ix_command_log_user_sent", "requested_by", "sent_at"),
     Index("ix_command_log_sent", "sent_at"),

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.store import schema as t
+from collector.store.upsert import insert_for
 
 OPEN_STATES = t.OPEN_STATES
 STATES = ("open", "acknowledged", "dispatched", "resolved", "verified")
@@ -51,8 +51,6 @@ class Opened:
 Evidence = tuple[str, str]  # (agent_id, result_id)
 
 
-def _insert(conn: Connection, table: t.Table):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: str, severity: str = "critical",
@@ -62,7 +60,7 @@ def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: st
     """Open a ticket unless one is open for this line and class; either way attach the evidence."""
     now = now or datetime.now(UTC)
     line = conn.execute(select(t.lines.c.tenant_id, t.lines.c.site_id).where(t.lines.c.line_id == line_id)).first()
-    stmt = _insert(conn, t.tickets).values(
+    stmt = insert_for(conn, t.tickets).values(
         line_id=line_id, fault_class=fault_class, state="open", severity=severity, location=location,
         summary=summary, tenant_id=line.tenant_id if line else None, site_id=line.site_id if line else None,
         agent_id=agent_id, opened_by=opened_by, detail=json.dumps(detail, default=str) if detail else None,
@@ -134,7 +132,7 @@ def verify(conn: Connection, ticket_id: int, agent_id: str, result_id: str, acto
         raise TicketError(f"no stored result {result_id} from agent {agent_id}")
     if result.line_id != ticket.line_id:
         raise TicketError(f"result {result_id} is from line {result.line_id}, not the ticket's {ticket.line_id}")
-    if _aware(result.started_at) < _aware(ticket.opened_at):
+    if result.started_at < ticket.opened_at:
         raise TicketError(f"result {result_id} was taken before the ticket opened; run a new check")
     ok = healthy if healthy is not None else result.verdict == "healthy"
     if not ok:
@@ -149,7 +147,7 @@ def add_evidence(conn: Connection, ticket_id: int, evidence: Iterable[Evidence],
     rows = [{"ticket_id": ticket_id, "agent_id": a, "result_id": r, "role": role,
              "added_at": now or datetime.now(UTC)} for a, r in dict.fromkeys(evidence)]
     if rows:
-        conn.execute(_insert(conn, t.ticket_evidence).values(rows).on_conflict_do_nothing())
+        conn.execute(insert_for(conn, t.ticket_evidence).values(rows).on_conflict_do_nothing())
 
 
 def note(conn: Connection, ticket_id: int, actor: str, text: str, now: datetime | None = None) -> None:
@@ -162,10 +160,6 @@ def _event(conn: Connection, ticket_id: int, kind: str, from_state: str | None, 
     conn.execute(t.ticket_events.insert().values(
         ticket_id=ticket_id, at=now or datetime.now(UTC), kind=kind, from_state=from_state, to_state=to_state,
         actor=actor, note=note_, result_id=result_id))
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # SQLite returns naive UTC
 
 
 # --- reading ------------------------------------------------------------------------------------
