@@ -88,6 +88,49 @@ def test_forms_need_the_csrf_token_and_logout_ends_the_session(client: TestClien
     assert client.get("/console/", follow_redirects=False).status_code == 303
 
 
+def _console_routes(app: object) -> list[tuple[str, str, object]]:
+    """(method, path, route) of every console route in the app's route table, included routers walked."""
+    from fastapi.routing import APIRoute
+
+    found: list[tuple[str, str, object]] = []
+
+    def walk(routes: object, prefix: str) -> None:
+        for r in routes:  # type: ignore[attr-defined]
+            if hasattr(r, "original_router"):
+                walk(r.original_router.routes, prefix + r.include_context.prefix)
+            elif isinstance(r, APIRoute) and (prefix + r.path).startswith("/console"):
+                found.extend((m, prefix + r.path, r) for m in sorted(r.methods or ()) if m != "HEAD")
+
+    walk(app.routes, "")  # type: ignore[attr-defined]
+    return found
+
+
+def test_every_console_route_requires_sign_in(client: TestClient) -> None:
+    """Every console page and form takes the one sign-in dependency (a handler added without it fails here),
+    and answers as the console always has: to the sign-in page with `next` when signed out, 403 on a form
+    without the session's CSRF token. Only sign-in and sign-out are open (static files are a mount)."""
+    from collector.web.auth import PUBLIC, requires_sign_in
+
+    routes = _console_routes(client.app)
+    assert len(routes) >= 18, routes
+    without = sorted(f"{m} {p}" for m, p, r in routes if not requires_sign_in(r))
+    assert without == ["GET /console/login", "POST /console/login", "POST /console/logout"], without
+    assert {p for m, p, r in routes if not requires_sign_in(r)} == PUBLIC
+    guarded = [(m, re.sub(r"{[a-z_]+}", "1", p)) for m, p, r in routes if requires_sign_in(r)]
+    for method, path in guarded:
+        r = client.request(method, path + "?lang=en", data={"name": "x"} if method == "POST" else None,
+                           follow_redirects=False)
+        assert r.status_code == 303, (method, path, r.status_code)
+        assert r.headers["location"] == "/console/login?next=" + path.replace("/", "%2F") + "%3Flang%3Den"
+    login(client, "a-admin")  # a carrier admin holds every role the console's forms ask for
+    for method, path in guarded:
+        if method == "POST":
+            r = client.post(path, data={"csrf": "0" * 32, "name": "x", "text": "x", "to_state": "acknowledged",
+                                        "agent_id": "x-gw"}, follow_redirects=False)
+            assert r.status_code == 403 and "The form expired" in r.text, (path, r.status_code)
+            assert r.headers["content-security-policy"].startswith("default-src 'none'")
+
+
 def test_viewer_cannot_request_checks_and_nobody_sees_other_tenants(client: TestClient,
                                                                      sender: RecordingSender) -> None:
     login(client, "a-viewer")

@@ -49,20 +49,23 @@ def test_every_language_has_a_file_and_nothing_else_does() -> None:
 
 
 def _console_keys() -> set[str]:
-    """The keys the console names: t("...") in its templates, tr("...") and message=/error=/msg= in console.py."""
+    """The keys the console names: t("...") in its templates; tr("..."), message(..., "key"), message=/error=/msg=
+    in its page modules (collector/web/*.py)."""
     keys: set[str] = set()
     for path in (WEB / "templates").glob("*.html"):
         keys |= set(re.findall(r"""\bt\(["']([a-z_0-9]+)["']\)""", path.read_text(encoding="utf-8")))
-    code = (WEB / "console.py").read_text(encoding="utf-8")
+    code = "\n".join(path.read_text(encoding="utf-8") for path in sorted(WEB.glob("*.py")))
     keys |= set(re.findall(r"""\btr\(["']([a-z_0-9]+)["']\)""", code))
     keys |= set(re.findall(r"""\b(?:message|error)=["']([a-z_0-9]+)["']""", code))
+    keys |= set(re.findall(r"""\bmessage\([^()]*?, \d{3}, ["']([a-z_0-9]+)["']\)""", code))
     keys |= set(re.findall(r"""["']((?:command|login)_[a-z_]+)["']""", code))
     return keys
 
 
 def test_the_console_names_only_catalogued_keys() -> None:
     keys = _console_keys()
-    assert {"no_chart_data", "not_found", "login_throttled", "command_unavailable"} <= keys  # the scan works
+    # The scan works:
+    assert {"no_chart_data", "not_found", "forbidden", "csrf", "login_throttled", "command_unavailable"} <= keys
     for lang in LANGUAGES:
         assert sorted(keys - catalogue(lang).console.keys()) == [], lang
 

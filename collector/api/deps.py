@@ -33,9 +33,25 @@ def token_of(request: Request, cookie_ok: bool) -> str | None:
     return None
 
 
+def principal_for(request: Request, token: str | None) -> Principal | None:
+    """Who a token names (an API token or a console session), or None: the one lookup the API and the
+    console share, so both refuse the same unknown, expired, revoked or disabled credentials."""
+    return accounts_of(request).resolve(token) if token else None
+
+
+def console_session(request: Request) -> tuple[Principal, str] | None:
+    """The console's signed-in user and session token from the session cookie, or None.
+
+    Only a token of kind "session" counts: an API token pasted into the cookie does not sign anyone in
+    (the console's CSRF token is derived from the session)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    who = principal_for(request, token)
+    return (who, token) if who is not None and token and who.kind == "session" else None
+
+
 def current_principal(request: Request) -> Principal:
     token = token_of(request, cookie_ok=request.method in SAFE_METHODS)
-    principal = accounts_of(request).resolve(token) if token else None
+    principal = principal_for(request, token)
     if principal is None:
         raise HTTPException(status_code=401, detail="a valid API token is required (Authorization: Bearer lc_...)",
                             headers={"WWW-Authenticate": "Bearer"})
