@@ -324,6 +324,19 @@ def test_logout_revokes_the_session_even_without_the_csrf_token(client: TestClie
     assert client.get("/api/v1/me").status_code == 401
 
 
+def test_a_forged_csrf_token_of_any_spelling_is_a_403_not_a_crash(client: TestClient, fleet: Fleet) -> None:
+    """A token with non-ASCII characters once reached hmac.compare_digest as str and raised (500): every
+    spelling of a wrong token is the same refusal, and nothing is done."""
+    login(client, "a-admin")
+    before = client.get("/console/account").text.count("<tr")
+    for forged in ("é" * 32, "\u200b", "０" * 32, "", "0" * 32, "%00"):
+        for path, form in (("/console/account/tokens", {"name": "forged"}),
+                           ("/console/lines/acme-xuhui-1/check", {"action": "check_now"})):
+            r = client.post(path, data={"csrf": forged, **form}, follow_redirects=False)
+            assert r.status_code == 403, (forged, path, r.status_code)
+    assert client.get("/console/account").text.count("<tr") == before
+
+
 def test_every_api_token_expires_and_none_outlives_its_maker(client: TestClient, fleet: Fleet) -> None:
     now = datetime.now(UTC)
     h = auth(fleet, "a-admin")
