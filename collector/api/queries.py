@@ -15,10 +15,6 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 from collector.api.pagination import PageParams, paginate
 from collector.api.scope import Scope
 from collector.store import schema as t
-from collector.store.types import as_utc
-
-# web/ still calls queries.aware; values read through the schema are aware UTC already, so web/ can drop it.
-aware = as_utc
 
 HEALTH = ("healthy", "problems", "unknown", "no_data")
 # How long after its last report an agent with no status message still counts as online.
