@@ -29,7 +29,7 @@ def fleet(request: Request, me: Anyone) -> Response:
         scope = Scope.of(conn, me.who)
         rows, total = queries.list_lines(conn, scope, params, **{k: v[:64] if v else v for k, v in filters.items()})
         by_district = _health_by_district(conn, scope)
-        ctx = {"overview": queries.overview(conn, scope), "tenants": _tenants(conn, scope),
+        ctx: dict[str, Any] = {"overview": queries.overview(conn, scope), "tenants": _tenants(conn, scope),
                "districts": [r["district"] for r in by_district if r["district"] is not None][:500],
                "by_district": by_district[:100]}
     return render(request, "fleet.html", me, rows=rows, paging=pager(params, total), filters=filters,

@@ -31,10 +31,10 @@ def login(request: Request, user: str = Form(..., max_length=64), password: str 
     address = request_address(request)  # X-Forwarded-For only from a configured trusted proxy
     wait = throttle.retry_after(user, address)
     if wait > 0:
-        response = render(request, "login.html", None, status_code=429, next=safe_next(next),
-                          error="login_throttled", minutes=max(1, round(wait / 60)))
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
+        refused = render(request, "login.html", None, status_code=429, next=safe_next(next),
+                         error="login_throttled", minutes=max(1, round(wait / 60)))
+        refused.headers["Retry-After"] = str(int(wait) + 1)
+        return refused
     token = request.app.state.accounts.login(user, password)
     if token is None:
         throttle.failed(user, address)
