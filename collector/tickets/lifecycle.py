@@ -66,13 +66,12 @@ def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: st
         agent_id=agent_id, opened_by=opened_by, detail=json.dumps(detail, default=str) if detail else None,
         opened_at=now, updated_at=now,
     ).on_conflict_do_nothing(index_elements=["line_id", "fault_class"], index_where=t.OPEN_PREDICATE)
-    ticket_id = conn.execute(stmt.returning(t.tickets.c.ticket_id)).scalar()
-    created = ticket_id is not None
-    if not created:
-        ticket_id = conn.execute(select(t.tickets.c.ticket_id).where(
-            t.tickets.c.line_id == line_id, t.tickets.c.fault_class == fault_class,
-            t.tickets.c.state.in_(OPEN_STATES))).scalar_one()
-    else:
+    inserted: int | None = conn.execute(stmt.returning(t.tickets.c.ticket_id)).scalar()
+    created = inserted is not None
+    ticket_id: int = inserted if inserted is not None else conn.execute(select(t.tickets.c.ticket_id).where(
+        t.tickets.c.line_id == line_id, t.tickets.c.fault_class == fault_class,
+        t.tickets.c.state.in_(OPEN_STATES))).scalar_one()
+    if created:
         _event(conn, ticket_id, "opened", None, "open", opened_by, summary, now=now)
     add_evidence(conn, ticket_id, evidence, "trigger", now)
     return Opened(ticket_id, created)
