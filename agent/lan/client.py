@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from linecheck.throughput import protocol as p
+
+# The gateway's own API beside the measurement endpoints (served by agent/lan/server.py).
+STATION_PATH = "/api/station"
+RESULT_PATH = "/api/result"
+
 CHUNK = 256 * 1024
 WARMUP_SHARE = 0.25  # the first quarter of each phase is TCP ramp-up: not counted
 
@@ -65,13 +71,13 @@ class LanTestClient:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
 
     def _path(self, path: str, **query: Any) -> str:
-        q = {**query, "test": self.test_id}
+        q = {**query, p.TEST_PARAM: self.test_id}
         if self.token:
-            q["token"] = self.token
+            q[p.TOKEN_PARAM] = self.token
         return f"{path}?{urlencode(q)}"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return p.auth_header(self.token)
 
     def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         conn = self._conn()
@@ -93,7 +99,7 @@ class LanTestClient:
 
     # --- phases ----------------------------------------------------------------------------------
     def station(self) -> dict[str, Any]:
-        status, info = self._json("GET", "/api/station")
+        status, info = self._json("GET", STATION_PATH)
         if status != 200:
             raise LanTestError(f"the gateway refused: {info.get('detail') or info.get('error')}")
         return info
@@ -104,7 +110,7 @@ class LanTestClient:
         try:
             for i in range(count):
                 t0 = time.perf_counter()
-                conn.request("GET", self._path("/latency", n=i), headers=self._headers())
+                conn.request("GET", self._path(p.LATENCY, n=i), headers=self._headers())
                 conn.getresponse().read()
                 rtts.append((time.perf_counter() - t0) * 1000)
         finally:
@@ -144,7 +150,7 @@ class LanTestClient:
         buf = bytearray(CHUNK)
         try:
             while not stop.is_set():
-                conn.request("GET", self._path("/download", bytes=256 * 1024 * 1024), headers=self._headers())
+                conn.request("GET", self._path(p.DOWNLOAD, **{p.BYTES_PARAM: p.REQUEST_BYTES}), headers=self._headers())
                 resp = conn.getresponse()
                 if resp.status != 200:
                     raise LanTestError(f"download refused: {resp.status} {resp.read()[:200]!r}")
@@ -169,8 +175,8 @@ class LanTestClient:
 
         try:
             while not stop.is_set():
-                headers = {**self._headers(), "Content-Type": "application/octet-stream"}
-                conn.request("POST", self._path("/upload"), body=body(), headers=headers, encode_chunked=True)
+                headers = {**self._headers(), "Content-Type": p.CONTENT_TYPE_BYTES}
+                conn.request("POST", self._path(p.UPLOAD), body=body(), headers=headers, encode_chunked=True)
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
@@ -195,7 +201,7 @@ class LanTestClient:
         except (OSError, LanTestError) as exc:
             result["error"] = str(exc)[:500]
         result["duration_s"] = round(time.monotonic() - started, 2)
-        status, answer = self._json("POST", "/api/result", result)
+        status, answer = self._json("POST", RESULT_PATH, result)
         if status != 200:
             raise LanTestError(f"the gateway did not record the result: {answer.get('detail') or answer.get('error')}")
         return answer

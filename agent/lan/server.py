@@ -1,5 +1,6 @@
-"""The LAN-side speed test server: the carrier test server's HTTP endpoints (testserver/http.py:
-/download, /upload, /latency and LibreSpeed's garbage/empty/getIP), plus
+"""The LAN-side speed test server: the shared measurement server (linecheck/throughput/server.py, the
+one the carrier's test server runs: /download, /upload, /latency and LibreSpeed's garbage/empty/getIP,
+as linecheck/throughput/protocol.py defines them), plus
 
     GET  /             the agent's own test page (static/index.html + static/lantest.js)
     GET  /api/station  what the gateway sees of the caller (MAC, signal, PHY rate) and the rooms
@@ -24,11 +25,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.checks.wifi import WifiConfig
+from agent.lan.client import RESULT_PATH, STATION_PATH
 from agent.lan.record import KIND, ClientResult, envelope
 from agent.lan.settings import LanTestConfig
 from agent.lan.station import StationView, look_up
+from linecheck.throughput.server import Limits, MeasurementHandler, ThroughputServer
 from linecheck.wire import ResultEnvelope
-from testserver.http import Limits, MeasurementHandler, ThroughputServer
 
 log = logging.getLogger(__name__)
 MAX_RESULT_BYTES = 64 * 1024
@@ -55,7 +57,7 @@ class _LanHandler(MeasurementHandler):
         if path in STATIC:
             name, ctype = STATIC[path]
             self._small(200, lan.static(name), ctype)
-        elif path == "/api/station":
+        elif path == STATION_PATH:
             if not self._authorised(query):
                 self._json(401, {"error": "unauthorised", "detail": "this gateway needs a token"})
                 return
@@ -67,7 +69,7 @@ class _LanHandler(MeasurementHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path, query = self._query()
-        if path != "/api/result":
+        if path != RESULT_PATH:
             super().do_POST()
             return
         lan: LanServer = self.server.context
@@ -102,7 +104,7 @@ class LanServer:
         self._recent: deque[float] = deque()
         self._lock = threading.Lock()
         limits = Limits(max_tests=cfg.max_tests, max_test_s=cfg.max_test_s, token=cfg.token)
-        # The carrier's measurement server with our page and API in front (a subclass of its handler),
+        # The shared measurement server with our page and API in front (a subclass of its handler),
         # so the transfers, admission and caps stay exactly the carrier server's.
         self.http = ThroughputServer(host, cfg.port, limits, handler=_LanHandler, context=self)
         self._static: dict[str, bytes] = {}

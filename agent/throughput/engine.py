@@ -27,7 +27,8 @@ from agent.throughput.streams import (
     read_head,
     read_small_body,
 )
-from testserver.payload import Payload
+from linecheck.throughput import protocol as p
+from linecheck.throughput.payload import Payload
 
 ADMIT_TIMEOUT_S = 10.0  # the admission answer, start to end
 
@@ -63,8 +64,8 @@ def admit(opts: EngineOptions, test_id: str) -> None:
     sock.settimeout(ADMIT_TIMEOUT_S)
     deadline = time.monotonic() + ADMIT_TIMEOUT_S  # for the whole exchange, not per recv
     try:
-        auth = f"Authorization: Bearer {opts.token}\r\n" if opts.token else ""
-        sock.sendall(f"GET /download?bytes=1&test={test_id} HTTP/1.1\r\nHost: {opts.host}\r\n{auth}\r\n".encode())
+        sock.sendall(p.raw_request("GET", p.download_target(p.ADMISSION_BYTES, test_id), opts.host,
+                                   p.auth_header(opts.token)))
         buf = memoryview(bytearray(65536))
         status, headers, early = read_head(sock, buf, deadline)
         raise_for(status, read_small_body(sock, buf, headers, early, deadline))

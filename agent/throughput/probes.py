@@ -12,6 +12,7 @@ import time
 
 from agent.throughput.errors import MeasurementFailed
 from agent.throughput.streams import connect, read_head, read_small_body
+from linecheck.throughput import protocol as p
 
 
 class Prober(threading.Thread):
@@ -25,13 +26,13 @@ class Prober(threading.Thread):
         self._halt = threading.Event()
 
     def one(self, sock, buf) -> float:  # type: ignore[no-untyped-def]
-        request = f"GET /latency HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
+        request = p.raw_request("GET", p.LATENCY, self.host)
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.timeout_s  # for the whole probe, however the server paces it
         sock.sendall(request)
         status, headers, early = read_head(sock, buf, deadline)
         read_small_body(sock, buf, headers, early, deadline)
-        if status != 200:
+        if status != p.OK:
             raise MeasurementFailed(f"latency probe answered HTTP {status}")
         return (time.perf_counter() - t0) * 1000.0
 

@@ -12,7 +12,6 @@ sampler), not what sits in socket buffers.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -20,10 +19,11 @@ import time
 
 from agent.throughput import tcpinfo
 from agent.throughput.errors import MeasurementFailed, ServerBusy
-from testserver.payload import Payload
+from linecheck.throughput import protocol as p
+from linecheck.throughput.payload import Payload
 
 RECV_BUFFER = 4 * 1024 * 1024
-REQUEST_BYTES = 256 * 1024 * 1024  # one download/upload request; the connection is reused
+REQUEST_BYTES = p.REQUEST_BYTES  # one download/upload request; the connection is reused
 CONNECT_TIMEOUT_S = 5.0
 # Error answers, latency probes and the admission check are small; a bigger announced body is a
 # server that is broken or hostile, and reading it would cost the gateway's memory.
@@ -32,21 +32,17 @@ SMALL_BODY_MAX = 64 * 1024
 
 class HTTPStatusError(MeasurementFailed):
     def __init__(self, status: int, body: bytes) -> None:
-        try:
-            doc = json.loads(body)
-            text = f"{doc.get('error', '')}: {doc.get('detail', '')}".strip(": ")
-        except (ValueError, AttributeError):
-            text = body[:200].decode(errors="replace")
+        text = p.error_text(body)
         super().__init__(f"server answered HTTP {status}: {text}" if text else f"server answered HTTP {status}")
         self.status_code = status
         self.text = text
 
 
 def raise_for(status: int, body: bytes) -> None:
-    if status == 503:
+    if status == p.BUSY:
         text = HTTPStatusError(status, body).text or "at its concurrency limit"
-        raise ServerBusy(text if text.startswith("server busy") else f"server busy: {text}")
-    if status != 200:
+        raise ServerBusy(text if text.startswith(p.BUSY_ERROR) else f"{p.BUSY_ERROR}: {text}")
+    if status != p.OK:
         raise HTTPStatusError(status, body)
 
 
@@ -132,8 +128,6 @@ class Stream(threading.Thread):
         self._last_count = 0
         self.connected = threading.Event()
 
-    def _auth(self) -> str:
-        return f"Authorization: Bearer {self.token}\r\n" if self.token else ""
 
     def progress(self) -> int:
         """Bytes delivered so far: received (download) or acknowledged by the server (upload)."""
@@ -178,12 +172,12 @@ class DownloadStream(Stream):
 
     def transfer(self, sock: socket.socket) -> None:
         buf = memoryview(bytearray(RECV_BUFFER))
-        request = (f"GET /download?bytes={REQUEST_BYTES}&test={self.test_id} HTTP/1.1\r\n"
-                   f"Host: {self.host}\r\n{self._auth()}\r\n").encode()
+        request = p.raw_request("GET", p.download_target(REQUEST_BYTES, self.test_id), self.host,
+                                p.auth_header(self.token))
         while not self.stop_event.is_set():
             sock.sendall(request)
             status, headers, early = read_head(sock, buf)
-            if status != 200:
+            if status != p.OK:
                 raise_for(status, read_small_body(sock, buf, headers, early))
             announced = content_length(headers)
             if announced == 0:  # answering a download with nothing would make a zero rate out of a good line
@@ -218,8 +212,9 @@ class UploadStream(Stream):
 
     def transfer(self, sock: socket.socket) -> None:
         buf = memoryview(bytearray(64 * 1024))
-        head = (f"POST /upload?test={self.test_id} HTTP/1.1\r\nHost: {self.host}\r\n{self._auth()}"
-                f"Content-Type: application/octet-stream\r\nContent-Length: {REQUEST_BYTES}\r\n\r\n").encode()
+        head = p.raw_request("POST", p.upload_target(self.test_id), self.host,
+                             {**p.auth_header(self.token), "Content-Type": p.CONTENT_TYPE_BYTES,
+                              "Content-Length": str(REQUEST_BYTES)})
         fd = sock.fileno()
         while not self.stop_event.is_set():
             sock.sendall(head)

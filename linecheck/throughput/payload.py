@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-PAYLOAD_BYTES = 16 * 1024 * 1024
+from linecheck.throughput.protocol import PAYLOAD_BYTES
 
 
 class Payload:
