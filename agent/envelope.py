@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -29,7 +29,7 @@ from agent import clock
 from linecheck import __version__
 from linecheck.wire import CheckResult, Finding, ResultEnvelope, Trigger, Verdict, new_result_id, utcnow
 
-UNSEQUENCED = 0  # the seq of a draft: not (yet) given a number by the spool
+UNSEQUENCED: Final[Literal[0]] = 0  # the seq of a draft: not (yet) given a number by the spool
 
 
 class Draft(ResultEnvelope):
