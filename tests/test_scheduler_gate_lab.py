@@ -10,7 +10,6 @@ the scheduled throughput test through.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.envelope import parse_draft
 from agent.spool import Spool
 from linecheck.wire import ResultEnvelope, Status, Trigger
 from tests.helpers import wait_for
@@ -93,7 +93,7 @@ def test_gate_defers_then_skips_scheduled_run_while_manual_runs(lab: LineLab, tm
     manual = lab.run(lab.gw, [sys.executable, "-m", "agent.cli", "check", "--json", "--no-spool", "--only",
                               "throughput", "--config", str(busy_cfg)], timeout=60)
     assert manual.returncode in (0, 1), manual.stderr
-    mine = ResultEnvelope.model_validate(json.loads(manual.stdout))
+    mine = parse_draft(manual.stdout)  # --no-spool: validated, not numbered (seq 0, agent/envelope.py)
     (tp,) = [c for c in mine.checks if c.kind == "throughput"]
     assert mine.trigger is Trigger.MANUAL and tp.status is not Status.SKIPPED, tp.reason
     assert "gate_waited_s" not in mine.trigger_info
