@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections import deque
@@ -31,7 +30,6 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -39,6 +37,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from collector.config import CollectorConfig
 from collector.store.database import Quarantined, Store
+from linecheck.mqtt_client import build_client
 from linecheck.wire import (
     ALL_RESULTS,
     ALL_STATUS,
@@ -102,7 +101,7 @@ class Inbound:
 
 
 @dataclass
-class Verdict:
+class Checked:
     """What validation made of one message: an envelope to store, or a reason to quarantine."""
 
     envelope: ResultEnvelope | None
@@ -111,21 +110,21 @@ class Verdict:
     result_id: str | None  # known even for some bad messages, so the agent can stop re-sending
 
 
-def validate(topic: str, payload: bytes, max_bytes: int) -> Verdict:
+def validate(topic: str, payload: bytes, max_bytes: int) -> Checked:
     try:
         return _validate(topic, payload, max_bytes)
     except Exception as exc:  # a validator bug must cost one message, never the batch
         agent_id = agent_from_topic(topic)
-        return Verdict(None, f"validation failed: {type(exc).__name__}: {exc}"[:2000], agent_id,
+        return Checked(None, f"validation failed: {type(exc).__name__}: {exc}"[:2000], agent_id,
                        _result_id_of(payload) if len(payload) <= max_bytes else None)
 
 
-def _validate(topic: str, payload: bytes, max_bytes: int) -> Verdict:
+def _validate(topic: str, payload: bytes, max_bytes: int) -> Checked:
     agent_id = agent_from_topic(topic)
     if agent_id is None:
-        return Verdict(None, f"topic {topic!r} does not name a valid agent", None, None)
+        return Checked(None, f"topic {topic!r} does not name a valid agent", None, None)
     if len(payload) > max_bytes:
-        return Verdict(None, f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit", agent_id, None)
+        return Checked(None, f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit", agent_id, None)
     try:
         envelope = ResultEnvelope.from_json(payload)
     except ValidationError as exc:
@@ -133,12 +132,12 @@ def _validate(topic: str, payload: bytes, max_bytes: int) -> Verdict:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         reason = f"schema: {where}: {first['msg']}{more}"
-        return Verdict(None, reason, agent_id, _result_id_of(payload))
+        return Checked(None, reason, agent_id, _result_id_of(payload))
     if envelope.agent_id != agent_id:
         # Topic identity comes from the broker's authentication; the payload's is only a claim.
-        return Verdict(None, f"payload claims agent {envelope.agent_id!r} on {agent_id!r}'s topic",
+        return Checked(None, f"payload claims agent {envelope.agent_id!r} on {agent_id!r}'s topic",
                        agent_id, envelope.result_id)
-    return Verdict(envelope, None, agent_id, envelope.result_id)
+    return Checked(envelope, None, agent_id, envelope.result_id)
 
 
 def _result_id_of(payload: bytes) -> str | None:
@@ -187,27 +186,21 @@ class Ingestor:
         self.stall_after_s = STALL_AFTER_S
         self._batch_arrived: float | None = None  # arrival of the oldest message of the batch in hand
         self._batch_size = 0
+        # Seconds one message costs, averaged over recent batches (0 = not measured yet): sizes batches.
+        self._cost_per_message = 0.0
         # Called after each batch's receipts: (stored, duplicates, quarantined, receipt latencies in s).
         self.on_batch: Callable[[int, int, int, Sequence[float]], None] | None = None
 
     def _make_client(self) -> mqtt.Client:
         m = self.cfg.mqtt
         # Persistent session + manual ack: messages not yet committed are redelivered after a crash.
-        if m.session_expiry_s is None:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
-                                 manual_ack=True)
-        else:
-            # MQTT 5, session kept across restarts but not for ever: Mosquitto goes on handing a dead
-            # collector's session its share of the group's messages until the session expires; the
-            # agents re-send what the expired session held (no receipt came for it).
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5,
-                                 manual_ack=True)
-        if m.username:
-            client.username_pw_set(m.username, m.password_file.read_text().strip() if m.password_file else None)
-        if m.ca_file:
-            client.tls_set(ca_certs=str(m.ca_file), certfile=str(m.cert_file) if m.cert_file else None,
-                           keyfile=str(m.key_file) if m.key_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.reconnect_delay_set(1, 30)
+        # With session_expiry_s: MQTT 5, session kept across restarts but not for ever: Mosquitto goes on
+        # handing a dead collector's session its share of the group's messages until the session
+        # expires; the agents re-send what the expired session held (no receipt came for it).
+        client = build_client(m.client_id, clean_session=False, mqtt5=m.session_expiry_s is not None,
+                              manual_ack=True, username=m.username, password_file=m.password_file,
+                              ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file,
+                              reconnect_delay_s=(1, 30))
         client.max_inflight_messages_set(CLIENT_INFLIGHT)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
@@ -304,9 +297,25 @@ class Ingestor:
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, generation=self._generation))
 
     # --- worker ---------------------------------------------------------------------------------
+    def batch_limit(self) -> int:
+        """How many messages the next batch may take. A batch of batch_max hostile and valid results took
+        up to 1.9 s on a busy machine while every other agent's results waited behind it; sized by the
+        measured cost per message, a batch takes about batch_target_s (never fewer than 10 messages:
+        a transaction per message would cost more than it saves)."""
+        cap = self.cfg.ingest.batch_max
+        if self._cost_per_message <= 0:
+            return cap
+        return max(min(10, cap), min(cap, int(self.cfg.ingest.batch_target_s / self._cost_per_message)))
+
+    def _measured(self, size: int, elapsed_s: float) -> None:
+        if size >= 10:  # a lone message says little about the cost of many (fixed costs dominate)
+            cost = elapsed_s / size
+            self._cost_per_message = cost if self._cost_per_message <= 0 else 0.7 * self._cost_per_message + 0.3 * cost
+
     def _take_batch(self) -> list[Inbound]:
         batch: list[Inbound] = []
-        while self._overflow and len(batch) < self.cfg.ingest.batch_max:
+        limit = self.batch_limit()
+        while self._overflow and len(batch) < limit:
             batch.append(self._overflow.popleft())
         if not batch:
             try:
@@ -314,7 +323,7 @@ class Ingestor:
             except queue.Empty:
                 return []
         deadline = time.monotonic() + self.cfg.ingest.batch_wait_s
-        while len(batch) < self.cfg.ingest.batch_max:
+        while len(batch) < limit:
             try:
                 batch.append(self.inbox.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
@@ -484,12 +493,14 @@ class Ingestor:
                 batch = self._take_batch()
                 if batch:
                     self._batch_arrived, self._batch_size = min(item.arrived for item in batch), len(batch)
+                began = time.monotonic()
                 try:
                     self.process_isolating(batch)
                 except _Stopping:
                     return
                 finally:
                     self._batch_arrived = None
+                self._measured(len(batch), time.monotonic() - began)
         finally:
             self.client.disconnect()
             self.client.loop_stop()
