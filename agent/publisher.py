@@ -18,37 +18,17 @@ import contextlib
 import logging
 import queue
 import random
-import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 
-def _import_paho_without_dnspython() -> None:
-    """paho imports dnspython, when installed, only for Client.connect_srv(), which the agent never
-    calls; that import is ~4 MB of a daemon that should stay under 35 MB (docs/scaling.md). Hide
-    dnspython while paho loads (paho then sets HAVE_DNS = False); the dns check imports it later in
-    its own process. A no-op where dnspython or paho is loaded already."""
-    if "paho.mqtt.client" in sys.modules or "dns.resolver" in sys.modules:
-        return
-    sys.modules["dns.resolver"] = None  # type: ignore[assignment]  # makes `import dns.resolver` fail
-    try:
-        import paho.mqtt.client  # noqa: F401
-    finally:
-        del sys.modules["dns.resolver"]
-
-
-_import_paho_without_dnspython()
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-
-from agent.config import AgentConfig  # noqa: E402
-from agent.spool import Spool  # noqa: E402
-from linecheck.wire import Command, Receipt, commands_topic, receipts_topic, results_topic, status_topic  # noqa: E402
+from agent.config import AgentConfig
+from agent.spool import Spool
+from linecheck.mqtt_client import build_client, mqtt  # paho as loaded there: without dnspython
+from linecheck.wire import Command, Receipt, commands_topic, receipts_topic, results_topic, status_topic
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +58,11 @@ class Backoff:
 
 
 def make_client(cfg: AgentConfig) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.agent_id, clean_session=True)
     m = cfg.mqtt
-    if m.username:
-        password = m.password_file.read_text().strip() if m.password_file else None
-        client.username_pw_set(m.username, password)
-    if m.tls:
-        client.tls_set(ca_certs=str(m.tls.ca_file),
-                       certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                       keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    # A clean session: results are kept by the spool, not by the broker. Reconnect delays are ours (Backoff).
+    client = build_client(cfg.agent_id, clean_session=True, username=m.username, password_file=m.password_file,
+                          ca_file=m.tls.ca_file if m.tls else None, cert_file=m.tls.cert_file if m.tls else None,
+                          key_file=m.tls.key_file if m.tls else None)
     client.max_inflight_messages_set(m.max_inflight)
     # Retained status with a Last Will: the collector sees "offline" when the agent vanishes.
     client.will_set(status_topic(cfg.agent_id), OFFLINE, qos=1, retain=True)
