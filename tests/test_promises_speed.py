@@ -230,12 +230,12 @@ def test_sample_prefers_capacity_and_falls_back_to_the_test_rate() -> None:
 
 
 def test_verdict_round_trips_through_json() -> None:
-    from collector.promises.verdict import Verdict, dumps
+    from collector.promises.verdict import PromiseVerdict, dumps
 
     v = judge(history([(94.0, 94.0)] * 15, wan_speed_mbps=100.0)).as_verdict()
     import json
 
-    back = Verdict.from_dict(json.loads(dumps(v.as_dict())))
+    back = PromiseVerdict.from_dict(json.loads(dumps(v.as_dict())))
     assert back.outcome is Outcome.LIMITED and back.fixes == v.fixes
     assert back.detail["directions"]["down"]["excluded"] == {"wan_port_below_promise": 15}
     assert back.detail["directions"]["down"]["tests"][0]["excluded"] == Exclusion.WAN_PORT.value

@@ -179,7 +179,7 @@ def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: Check
     if not iface.is_ap and (iface.type or "").lower() == "managed":
         uplink = _uplink_station(src, iface, stations)
         if uplink is None:
-            verdict = assess.Verdict(Status.FAILED, [f"{iface.name} is not connected to any network"], [
+            verdict = assess.RoomAssessment(Status.FAILED, [f"{iface.name} is not connected to any network"], [
                 finding("wifi_not_connected", "critical", "wifi",
                         f"The gateway's WiFi interface {iface.name} is not connected.", {"interface": iface.name})])
             return [Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings)]

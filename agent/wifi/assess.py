@@ -21,7 +21,7 @@ Metrics = dict[str, MetricValue]
 
 
 @dataclass
-class Verdict:
+class RoomAssessment:
     status: Status
     problems: list[str]
     findings: list[Finding]
@@ -76,7 +76,7 @@ def _where(iface: str, mac: str | None, label: str | None) -> str:
 
 
 def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: str | None,
-                  band_ghz: float | None, uplink: bool = False) -> Verdict:
+                  band_ghz: float | None, uplink: bool = False) -> RoomAssessment:
     """Weak signal explains a low rate and retries, so it is reported alone; a low rate or many
     retries with a good signal point elsewhere (old client, 2.4 GHz, interference)."""
     detail: dict[str, MetricValue | str] = {"interface": iface, "station": mac}
@@ -89,7 +89,7 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
         detail["band_ghz"] = band_ghz
     inactive = m.get("inactive_ms")
     if not uplink and isinstance(inactive, int) and inactive > cfg.active_within_ms:
-        return Verdict(Status.OK, [], [])  # idle: figures are stale, nothing to judge
+        return RoomAssessment(Status.OK, [], [])  # idle: figures are stale, nothing to judge
     who = f"the gateway's WiFi uplink ({iface})" if uplink else _where(iface, mac, label)
     signal, rate, retry = m.get("signal_dbm"), m.get("tx_bitrate_mbps"), m.get("tx_retry_pct")
     status, problems, findings = Status.OK, [], []
@@ -102,7 +102,7 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
             "wifi_weak", "critical" if failed else "warning", "wifi",
             f"The WiFi signal of {who} is weak ({signal} dBm{rate_txt}): move the access point closer "
             "or add one in that room.", detail))
-        return Verdict(status, problems, findings)
+        return RoomAssessment(status, problems, findings)
     if isinstance(rate, int | float) and rate < cfg.rate_degraded_mbps:
         failed = rate <= cfg.rate_failed_mbps
         status = Status.FAILED if failed else Status.DEGRADED
@@ -119,7 +119,7 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
             "wifi_interference", "warning", "wifi",
             f"{retry:g}% of the frames to {who} must be sent again although the signal is good: "
             "interference on the channel.", detail))
-    return Verdict(status, problems, findings)
+    return RoomAssessment(status, problems, findings)
 
 
 def overlaps(iface: Interface, bss: Bss) -> bool:
@@ -177,7 +177,7 @@ def interface_metrics(iface: Interface, stations: list[Station], survey: Survey 
     }
 
 
-def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | None) -> Verdict:
+def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | None) -> RoomAssessment:
     detail: dict[str, MetricValue | str] = {"interface": iface.name}
     if label:
         detail["room"] = label
@@ -204,7 +204,7 @@ def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | 
             "wifi_interference", "warning", "wifi",
             f"{strong} neighbouring networks share {chan} with {where} (strongest "
             f"{m.get('cochannel_strongest_dbm'):g} dBm): choose another channel.", detail))
-    return Verdict(status, problems, findings)
+    return RoomAssessment(status, problems, findings)
 
 
 def worse(a: Status, b: Status) -> Status:

@@ -118,11 +118,8 @@ def _evaluate(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int
         counts[v.outcome.value] = counts.get(v.outcome.value, 0) + 1
     print(f"judged {len(result.verdicts)} promise(s): "
           + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none stored"))
-    if result.tickets_unavailable:
-        print("tickets: the ticket store is not available; none opened")
-    else:
-        print(f"tickets: {len(result.opened)} opened, {len(result.refreshed)} still open (evidence added), "
-              f"{len(result.resolved)} resolved")
+    print(f"tickets: {len(result.opened)} opened, {len(result.refreshed)} still open (evidence added), "
+          f"{len(result.resolved)} resolved")
     return 0
 
 

@@ -31,7 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Connection, select
 
 from collector.promises.model import PROMISE_ADAPTER
-from collector.promises.verdict import Verdict, jsonable
+from collector.promises.verdict import PromiseVerdict, jsonable
 from collector.store import schema as t
 from linecheck.identity import write_private
 
@@ -117,7 +117,7 @@ def verify(text: str) -> SignedReport:
 # --- content -----------------------------------------------------------------------------------------
 
 
-def build_payload(conn: Connection, verdict: Verdict, technician: str, customer: str | None = None,
+def build_payload(conn: Connection, verdict: PromiseVerdict, technician: str, customer: str | None = None,
                   now: datetime | None = None) -> dict[str, Any]:
     """What the report states: the line (from the registry), the promise, the verdict with its measurements."""
     ln, s, tn = t.lines, t.sites, t.tenants
@@ -183,7 +183,7 @@ def html_to_pdf(html_path: Path, pdf_path: Path, chromium: str | None = None, ti
         raise ReportError(f"Chromium did not produce a PDF (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
 
 
-def write_report(conn: Connection, verdict: Verdict, out_dir: Path, key: Ed25519PrivateKey, zone: tzinfo,
+def write_report(conn: Connection, verdict: PromiseVerdict, out_dir: Path, key: Ed25519PrivateKey, zone: tzinfo,
                  technician: str, customer: str | None = None, pdf: bool = True,
                  now: datetime | None = None) -> tuple[Path, Path | None, SignedReport]:
     """Write <line>-<promise>-acceptance.html (and .pdf); returns their paths and the signed report."""

@@ -30,7 +30,7 @@ from collector.promises.model import (
     parse_period,
     periods_between,
 )
-from collector.promises.verdict import Verdict
+from collector.promises.verdict import PromiseVerdict
 from linecheck.configfile import ConfigError, Strict, format_validation_error
 from linecheck.wire import ID_PATTERN
 
@@ -125,7 +125,7 @@ def _rows(records: Sequence[BillingRecord]) -> list[dict[str, object]]:
 
 
 def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRecord], now: datetime,
-                    judgeable_from: datetime) -> Verdict:
+                    judgeable_from: datetime) -> PromiseVerdict:
     """Reduction of the charge for `period` against `reference_period`, per product and in total."""
     mine = _select(records, promise.line_id, promise.products)
     periods = _by_period(mine)
@@ -138,10 +138,10 @@ def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRe
         missing = [p for p, rows in ((promise.reference_period, ref), (promise.period, cur)) if not rows]
         why = (f"no billing record for {', '.join(missing)}" if missing
                else "the two periods bill different products")
-        return Verdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
+        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
                        f"Tariff reduction cannot be judged yet: {why}.", now, judgeable_from, in_grace, detail)
     if len(currencies) > 1:
-        return Verdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
+        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
                        f"Tariff reduction cannot be judged: records mix currencies {sorted(currencies)}.",
                        now, judgeable_from, in_grace, detail)
     before = sum(r.amount for r in ref if r.product in common)
@@ -155,7 +155,7 @@ def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRe
     detail |= {"before": before, "after": after, "reduction_pct": reduction, "products": per_product,
                "currency": currencies.pop()}
     if reduction is None:
-        return Verdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
+        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
                        f"Tariff reduction cannot be judged: nothing was charged in {promise.reference_period}.",
                        now, judgeable_from, in_grace, detail)
     met = reduction >= promise.percent - 1e-9
@@ -167,12 +167,12 @@ def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRe
     if in_grace and not met:
         summary += f" (Provisional until {judgeable_from.date().isoformat()}.)"
     # Ratio for fleet medians: achieved reduction / promised reduction.
-    return Verdict(promise.id, promise.line_id, "tariff_reduction", outcome, summary, now, judgeable_from,
+    return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", outcome, summary, now, judgeable_from,
                    in_grace, detail, delivered_ratio=reduction / promise.percent)
 
 
 def evaluate_waiver(promise: FeeWaiverPromise, records: Sequence[BillingRecord], now: datetime,
-                    judgeable_from: datetime) -> Verdict:
+                    judgeable_from: datetime) -> PromiseVerdict:
     """Months of rent waived within [first_period, last_period], as full-month equivalents."""
     window = set(periods_between(promise.first_period, promise.last_period))
     mine = [r for r in _select(records, promise.line_id, promise.products) if r.period in window]
@@ -206,5 +206,5 @@ def evaluate_waiver(promise: FeeWaiverPromise, records: Sequence[BillingRecord],
             outcome = Outcome.NOT_DELIVERED
             summary = (f"Only {months:.2f} of {promise.months:g} promised month(s) of rent were waived between "
                        f"{promise.first_period} and {promise.last_period}: NOT delivered.")
-    return Verdict(promise.id, promise.line_id, "fee_waiver", outcome, summary, now, judgeable_from, in_grace,
+    return PromiseVerdict(promise.id, promise.line_id, "fee_waiver", outcome, summary, now, judgeable_from, in_grace,
                    detail, delivered_ratio=months / promise.months)

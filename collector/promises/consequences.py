@@ -1,6 +1,6 @@
 """What a verdict sets in motion: tickets to the carrier for broken promises, to the customer for local limits.
 
-Only verdicts past their grace window act (Verdict.actionable). One ticket per line and fault
+Only verdicts past their grace window act (PromiseVerdict.actionable). One ticket per line and fault
 class stays open (the ticket store enforces it), so judging again attaches fresh evidence to the
 open ticket instead of opening another. A later `delivered` verdict resolves the carrier's ticket;
 a verdict that can judge the line again (delivered or not_delivered) resolves the customer's.
@@ -9,8 +9,6 @@ Inconclusive verdicts change nothing: absence of evidence closes no ticket.
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +19,8 @@ from sqlalchemy import Connection
 from collector.promises import ledger
 from collector.promises.criterion import PromisePolicy
 from collector.promises.model import Outcome
-from collector.promises.verdict import Verdict
-
-log = logging.getLogger(__name__)
+from collector.promises.verdict import PromiseVerdict
+from collector.tickets import lifecycle as tickets
 
 # Fault class per promise kind (the carrier's side) and where the fault lies.
 FAULT_CLASS = {
@@ -43,14 +40,13 @@ MAX_EVIDENCE = 20  # the most recent results that show it; the verdict keeps the
 
 @dataclass
 class LedgerRun:
-    verdicts: list[Verdict]
+    verdicts: list[PromiseVerdict]
     opened: list[int] = field(default_factory=list)
     refreshed: list[int] = field(default_factory=list)  # already open: evidence added
     resolved: list[int] = field(default_factory=list)
-    tickets_unavailable: bool = False
 
 
-def _tests(v: Verdict) -> list[dict[str, Any]]:
+def _tests(v: PromiseVerdict) -> list[dict[str, Any]]:
     if v.kind == "speed":
         return [t for d in v.detail.get("directions", {}).values() for t in d.get("tests", [])]
     if v.kind == "wifi_coverage":
@@ -58,7 +54,7 @@ def _tests(v: Verdict) -> list[dict[str, Any]]:
     return []
 
 
-def evidence_of(v: Verdict, local: bool = False) -> list[tuple[str, str]]:
+def evidence_of(v: PromiseVerdict, local: bool = False) -> list[tuple[str, str]]:
     """(agent_id, result_id) of the results that show the verdict: failing valid tests, or locally limited ones."""
     if v.kind == "service_continuity":
         picked = [(s["agent_id"], s["result_id"]) for s in v.detail.get("suspensions", [])]
@@ -72,18 +68,12 @@ def evidence_of(v: Verdict, local: bool = False) -> list[tuple[str, str]]:
     return list(dict.fromkeys(picked))[:MAX_EVIDENCE]
 
 
-def _ticket_detail(v: Verdict) -> dict[str, Any]:
+def _ticket_detail(v: PromiseVerdict) -> dict[str, Any]:
     return {"promise_id": v.promise_id, "kind": v.kind, "outcome": v.outcome.value, "fixes": v.fixes,
             "evaluated_at": v.evaluated_at.isoformat(), "delivered_ratio": v.delivered_ratio}
 
 
-def act(conn: Connection, verdicts: Sequence[Verdict], now: datetime, run: LedgerRun) -> None:
-    try:
-        tickets = importlib.import_module("collector.tickets.lifecycle")  # the ticket store (issue 6)
-    except ImportError:
-        run.tickets_unavailable = True
-        log.warning("the ticket store is not available; promise verdicts are kept without tickets")
-        return
+def act(conn: Connection, verdicts: Sequence[PromiseVerdict], now: datetime, run: LedgerRun) -> None:
     for v in verdicts:
         carrier_class = FAULT_CLASS[v.kind]
         if v.actionable and v.outcome is Outcome.NOT_DELIVERED:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from collector.promises.criterion import ContinuityCriterion
 from collector.promises.model import Outcome, ServiceContinuityPromise
-from collector.promises.verdict import Verdict
+from collector.promises.verdict import PromiseVerdict
 
 SUSPENDED_CODE = "service_suspended"
 
@@ -37,7 +37,7 @@ def silences(report_times: Sequence[datetime], start: datetime, end: datetime,
 
 def evaluate_continuity(promise: ServiceContinuityPromise, suspensions: Sequence[Suspension],
                         report_times: Sequence[datetime], crit: ContinuityCriterion, now: datetime,
-                        judgeable_from: datetime, zone: tzinfo) -> Verdict:
+                        judgeable_from: datetime, zone: tzinfo) -> PromiseVerdict:
     start, end = promise.window(zone)
     inside = sorted((s for s in suspensions if start <= s.at < end), key=lambda s: s.at)
     in_grace = now < judgeable_from
@@ -74,5 +74,5 @@ def evaluate_continuity(promise: ServiceContinuityPromise, suspensions: Sequence
     else:
         outcome = Outcome.DELIVERED
         summary = f"The line stayed in service through the protected window ({span}), watched without gaps."
-    return Verdict(promise.id, promise.line_id, "service_continuity", outcome, summary, now, judgeable_from,
+    return PromiseVerdict(promise.id, promise.line_id, "service_continuity", outcome, summary, now, judgeable_from,
                    in_grace, detail)

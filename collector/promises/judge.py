@@ -1,4 +1,4 @@
-"""One entry point for every kind: a promise, the evidence about its line, the policy, a time → a Verdict."""
+"""One entry point for every kind: a promise, the evidence about its line, the policy, a time → a PromiseVerdict."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collector.promises.model import (
     WifiCoveragePromise,
 )
 from collector.promises.speed import SpeedSample, evaluate_speed
-from collector.promises.verdict import Verdict
+from collector.promises.verdict import PromiseVerdict
 from collector.promises.wifi import WifiSample, evaluate_wifi
 
 
@@ -38,7 +38,7 @@ def grace_days(promise: PromiseBase, policy: PromisePolicy) -> int:
     return policy.grace_days.for_kind(promise.kind) if promise.grace_days is None else promise.grace_days  # type: ignore[attr-defined]
 
 
-def evaluate(promise: PromiseBase, evidence: LineEvidence, policy: PromisePolicy, now: datetime) -> Verdict:
+def evaluate(promise: PromiseBase, evidence: LineEvidence, policy: PromisePolicy, now: datetime) -> PromiseVerdict:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     crit = policy.speed

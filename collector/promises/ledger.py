@@ -30,7 +30,7 @@ from collector.promises.model import (
     WifiCoveragePromise,
 )
 from collector.promises.speed import sample_from_metrics
-from collector.promises.verdict import Verdict, dumps
+from collector.promises.verdict import PromiseVerdict, dumps
 from collector.promises.wifi import WifiSample
 from collector.store import schema as t
 from collector.store.upsert import upsert_rows
@@ -182,7 +182,7 @@ def load_evidence(conn: Connection, promises: Sequence[Promise], policy: Promise
 
 
 def judge(conn: Connection, policy: PromisePolicy, now: datetime | None = None,
-          line_ids: Iterable[str] | None = None) -> list[Verdict]:
+          line_ids: Iterable[str] | None = None) -> list[PromiseVerdict]:
     """Judge the stored promises (of these lines, or all) from the stored evidence. Pure reads."""
     now = now or datetime.now(UTC)
     promises = stored_promises(conn, line_ids)
@@ -190,7 +190,7 @@ def judge(conn: Connection, policy: PromisePolicy, now: datetime | None = None,
     return [evaluate(p, evidence[p.line_id], policy, now) for p in promises]
 
 
-def save_verdicts(conn: Connection, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+def save_verdicts(conn: Connection, verdicts: Sequence[PromiseVerdict]) -> dict[str, Any]:
     """Keep the latest verdict per promise; returns the previous rows by promise id (None when new)."""
     previous: dict[str, Any] = {}
     for chunk in _chunks(v.promise_id for v in verdicts):
@@ -215,10 +215,10 @@ def set_ticket(conn: Connection, promise_id: str, ticket_id: int | None) -> None
                  .values(ticket_id=ticket_id))
 
 
-def stored_verdict(conn: Connection, promise_id: str) -> Verdict | None:
+def stored_verdict(conn: Connection, promise_id: str) -> PromiseVerdict | None:
     detail = conn.execute(select(t.promise_verdicts.c.detail)
                           .where(t.promise_verdicts.c.promise_id == promise_id)).scalar()
-    return None if detail is None else Verdict.from_dict(json.loads(detail))
+    return None if detail is None else PromiseVerdict.from_dict(json.loads(detail))
 
 
 def verdict_rows(conn: Connection, scope: set[str] | None = None, line_ids: Iterable[str] | None = None
@@ -257,8 +257,8 @@ def lines_with_new_measurements(conn: Connection, keys: Iterable[tuple[str, str]
     return lines
 
 
-def by_line(verdicts: Iterable[Verdict]) -> dict[str, list[Verdict]]:
-    out: dict[str, list[Verdict]] = defaultdict(list)
+def by_line(verdicts: Iterable[PromiseVerdict]) -> dict[str, list[PromiseVerdict]]:
+    out: dict[str, list[PromiseVerdict]] = defaultdict(list)
     for v in verdicts:
         out[v.line_id].append(v)
     return out

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import Outcome, PromiseBase, SpeedPromise, worst
 from collector.promises.stats import Side, decisive_sample_size, side, wilson_bounds
-from collector.promises.verdict import Verdict, jsonable
+from collector.promises.verdict import PromiseVerdict, jsonable
 from linecheck import speed
 
 Direction = Literal["down", "up"]
@@ -322,7 +322,7 @@ class SpeedVerdict:
     def up(self) -> DirectionVerdict:
         return self.direction("up")
 
-    def as_verdict(self) -> Verdict:
+    def as_verdict(self) -> PromiseVerdict:
         detail = {
             "criterion": self.criterion.model_dump(mode="json"),
             "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
@@ -330,10 +330,10 @@ class SpeedVerdict:
             "directions": {d.direction: jsonable(d) for d in self.directions},
         }
         ratio = self.directions[0].all.median_ratio if self.directions else None
-        return Verdict(promise_id=self.promise.id, line_id=self.promise.line_id, kind="speed", outcome=self.outcome,
-                       summary=self.summary, evaluated_at=self.window_end, judgeable_from=self.judgeable_from,
-                       in_grace=self.in_grace, detail=detail,
-                       fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio)
+        return PromiseVerdict(promise_id=self.promise.id, line_id=self.promise.line_id, kind="speed",
+                              outcome=self.outcome, summary=self.summary, evaluated_at=self.window_end,
+                              judgeable_from=self.judgeable_from, in_grace=self.in_grace, detail=detail,
+                              fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio)
 
 
 def window_for(promise: PromiseBase, crit: SpeedCriterion, now: datetime, grace_days: int

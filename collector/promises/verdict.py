@@ -17,7 +17,7 @@ from collector.promises.model import Outcome
 
 
 @dataclass
-class Verdict:
+class PromiseVerdict:
     promise_id: str
     line_id: str
     kind: str
@@ -45,7 +45,7 @@ class Verdict:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+    def from_dict(cls, d: dict[str, Any]) -> PromiseVerdict:
         return cls(promise_id=d["promise_id"], line_id=d["line_id"], kind=d["kind"], outcome=Outcome(d["outcome"]),
                    summary=d["summary"], evaluated_at=datetime.fromisoformat(d["evaluated_at"]),
                    judgeable_from=datetime.fromisoformat(d["judgeable_from"]), in_grace=d["in_grace"],
@@ -81,5 +81,5 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """JSON text; values already made plain (a Verdict's detail) are not walked again."""
+    """JSON text; values already made plain (a PromiseVerdict's detail) are not walked again."""
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_default)

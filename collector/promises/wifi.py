@@ -19,7 +19,7 @@ from datetime import datetime
 from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import Outcome, WifiCoveragePromise, worst
 from collector.promises.speed import Exclusion, ShareEstimate, estimate, window_for
-from collector.promises.verdict import Verdict, jsonable
+from collector.promises.verdict import PromiseVerdict, jsonable
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _room(room: str, minimum: float, samples: Sequence[WifiSample], crit: SpeedC
 
 
 def evaluate_wifi(promise: WifiCoveragePromise, samples: Sequence[WifiSample], crit: SpeedCriterion,
-                  now: datetime, grace_days: int = 30) -> Verdict:
+                  now: datetime, grace_days: int = 30) -> PromiseVerdict:
     start, judgeable, in_grace = window_for(promise, crit, now, grace_days)
     inside = [s for s in samples if start <= s.at <= now]
     rooms = [_room(label, minimum, [s for s in inside if s.room == label], crit)
@@ -103,7 +103,7 @@ def evaluate_wifi(promise: WifiCoveragePromise, samples: Sequence[WifiSample], c
     if in_grace:
         head += f" (Provisional: within the grace window until {judgeable.date().isoformat()}.)"
     ratios = [r.estimate.median_ratio for r in rooms if r.estimate.median_ratio is not None]
-    return Verdict(
+    return PromiseVerdict(
         promise_id=promise.id, line_id=promise.line_id, kind="wifi_coverage", outcome=outcome,
         summary=" ".join([head, *[r.reason for r in rooms]]), evaluated_at=now, judgeable_from=judgeable,
         in_grace=in_grace, delivered_ratio=min(ratios) if ratios else None,

@@ -484,7 +484,7 @@ promise_verdicts = Table(
     Column("outcome", String(32), nullable=False),
     Column("in_grace", Boolean, nullable=False),
     Column("summary", Text, nullable=False),
-    Column("detail", Text, nullable=False),  # JSON evidence (collector.promises.verdict.Verdict.as_dict)
+    Column("detail", Text, nullable=False),  # JSON evidence (collector.promises.verdict.PromiseVerdict.as_dict)
     Column("delivered_ratio", Float),
     Column("evaluated_at", UtcDateTime(), nullable=False),
     Column("judgeable_from", UtcDateTime(), nullable=False),
