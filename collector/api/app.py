@@ -23,8 +23,8 @@ from collector.api import (
 from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, Accounts
 from collector.api.deps import route_roles
 from collector.api.headers import SecurityHeaders
-from collector.api.remote import CommandSender
 from collector.api.throttle import LoginThrottle, parse_networks
+from collector.commands.desk import CommandSender
 from collector.service.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,

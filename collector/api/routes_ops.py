@@ -23,9 +23,9 @@ from collector.api.models import (
     UserRow,
 )
 from collector.api.pagination import Page, page_of
-from collector.api.remote import CommandInvalid, RateLimited
 from collector.api.routes_fleet import Conn, Paging
 from collector.api.scope import Scope
+from collector.commands.desk import CommandInvalid, NoAgent, RateLimited, send_to_line
 from collector.store import schema as t
 
 router = APIRouter(prefix="/api/v1")
@@ -65,14 +65,11 @@ def send_command(who: Actor, conn: Conn, request: Request, line_id: str, body: C
     sender = request.app.state.commands
     if sender is None:
         raise HTTPException(503, "remote commands are not available: this API runs without a broker connection")
-    agent_ids = list(conn.execute(select(t.agents.c.agent_id).where(t.agents.c.line_id == line_id)
-                                  .order_by(t.agents.c.agent_id)).scalars())
-    if not agent_ids:
-        raise HTTPException(409, f"line {line_id!r} has no agent to run the check")
     reason = body.reason or f"{body.action} requested by {who.user_id}"
     try:
-        sent = [{"agent_id": a, "command_id": sender(a, body.action, body.checks, reason, requested_by=who.user_id)}
-                for a in agent_ids]
+        sent = send_to_line(sender, conn, line_id, body.action, body.checks, reason, who.user_id)
+    except NoAgent as exc:
+        raise HTTPException(409, str(exc)) from None
     except RateLimited as exc:  # per line / per user (collector/commands/limits.py)
         raise HTTPException(429, f"command not sent: {exc}", headers={"Retry-After": str(exc.retry_after_s)}) from None
     except CommandInvalid as exc:  # unknown check kind, too many checks

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from collector.api.app import create_app
-from collector.api.remote import CommandSender
+from collector.commands.desk import CommandSender
 from collector.config import EnrolmentConfig, HTTPConfig
 from collector.fleet.pki import FleetCA
 from collector.promises.criterion import PromisePolicy

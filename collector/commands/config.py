@@ -1,6 +1,6 @@
 """The collector config's `commands:` section: the identity remote commands leave with, and their limits.
 
-Kept apart from collector/config.py so the command path (collector/commands/publish.py, collector/api/remote.py)
+Kept apart from collector/config.py so the command path (collector/commands/publish.py, collector/commands/desk.py)
 owns its settings. See docs/api.md ("Remote commands") for what each limit protects.
 """
 

@@ -9,7 +9,7 @@ certificate's identity (`use_username_as_clientid`), so a second connection made
 identity *is* ingest's client id: the broker disconnects ingest, and a clean session drops the
 results it had queued for it while ingest was away. So a command never connects as ingest:
 
-- inside `linecheck-collector serve` it goes out on ingest's own connection (collector/api/remote.py);
+- inside `linecheck-collector serve` it goes out on ingest's own connection (collector/commands/desk.py);
 - elsewhere (the `command` CLI, an API without ingest, ingest disconnected) it connects with the
   command identity of the `commands:` config section (`linecheck.commands`, write-only on command topics);
 - with no command identity configured, a collector config that names an identity (mqtt.cert_file or
@@ -26,11 +26,12 @@ from datetime import timedelta
 from functools import cache
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.commands.config import RemoteCommandsConfig
+from collector.commands.outgoing import publish_nowait
 from collector.config import CollectorConfig
-from linecheck.wire import Command, commands_topic, new_result_id, utcnow, valid_id
+from linecheck.mqtt_client import build_client
+from linecheck.wire import Command, new_result_id, utcnow, valid_id
 
 MAX_TTL_S = 86400.0  # the agent's default commands.max_ttl_s: a longer-lived command would be refused there
 MAX_REASON = 500  # linecheck.wire.Command.reason
@@ -111,13 +112,9 @@ def _client(cfg: CollectorConfig) -> mqtt.Client:
     # forces ids, and a random one cannot collide.
     random_id = f"{m.client_id}-cmd-{secrets.token_hex(4)}"
     client_id = (c.username or "linecheck.commands") if c.has_identity else random_id
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    if c.username:
-        client.username_pw_set(c.username, c.password_file.read_text().strip() if c.password_file else None)
-    if m.ca_file:
-        client.tls_set(ca_certs=str(m.ca_file), certfile=str(c.cert_file) if c.cert_file else None,
-                       keyfile=str(c.key_file) if c.key_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    return client
+    # The broker's CA is the collector's; the certificate (or username) is the command identity's.
+    return build_client(client_id, clean_session=True, username=c.username, password_file=c.password_file,
+                        ca_file=m.ca_file, cert_file=c.cert_file, key_file=c.key_file)
 
 
 def _publish_once(cfg: CollectorConfig, agent_id: str, command: Command, timeout_s: float) -> None:
@@ -139,7 +136,7 @@ def _publish_once(cfg: CollectorConfig, agent_id: str, command: Command, timeout
         raise CommandError(f"cannot reach the broker at {m.host}:{m.port}: {exc}") from exc
     client.loop_start()
     try:
-        info = client.publish(commands_topic(agent_id), command.model_dump_json(by_alias=True), qos=1, retain=True)
+        info = publish_nowait(client, agent_id, command)
         try:
             info.wait_for_publish(timeout_s)
         except (RuntimeError, ValueError) as exc:
@@ -157,7 +154,7 @@ def publish_on(client: mqtt.Client, agent_id: str, command: Command, timeout_s: 
     """Publish on an already connected client (ingest's own) and wait for the PUBACK."""
     if not valid_id(agent_id):
         raise CommandError(f"invalid agent id {agent_id!r}: letters, digits, '_' and '-' only")
-    info = client.publish(commands_topic(agent_id), command.model_dump_json(by_alias=True), qos=1, retain=True)
+    info = publish_nowait(client, agent_id, command)
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         raise CommandError(f"ingest's broker connection did not take the command (rc={info.rc})")
     try:

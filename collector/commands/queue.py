@@ -1,11 +1,12 @@
 """Commands the collector decides on by itself (re-tests), queued in the database and published after commit.
 
 A rule decides to ask for a re-test inside the ingest transaction; it cannot publish there (the
-transaction may still roll back), so it writes a `commands` row (an outbox). `CommandSender`
-publishes due rows after commit on the ingest's MQTT connection and marks them sent, the same way
-`collector.commands.publish.send_command` does for commands a person sends: QoS 1 and retained, so an agent
-that is briefly offline gets it when it reconnects; the agent ignores it once expired and runs a
-command id once. It answers a re-test with a result whose trigger is `retest` and
+transaction may still roll back), so it writes a `commands` row (an outbox). `Outbox` publishes
+due rows after commit on the ingest's MQTT connection and marks them sent, through the same publish
+function as the commands people send (collector/commands/outgoing.py: QoS 1 and
+retained, so an agent that is briefly offline gets it when it reconnects); the agent ignores it once
+expired and runs a command id once. Re-tests skip the people's rate limits (commands/limits.py): at
+most one is outstanding per line and fault class. It answers a re-test with a result whose trigger is `retest` and
 `trigger_info.command_id` set. A re-test nobody answers expires (no ticket) and is asked again later.
 """
 
@@ -20,20 +21,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from sqlalchemy import Connection, Engine, Row, select
 
+from collector.commands.outgoing import log_sent, publish_nowait
 from collector.store import schema as t
 from collector.store.upsert import insert_for
-from linecheck.wire import Command, commands_topic, new_result_id
+from linecheck.wire import Command, new_result_id
 
 log = logging.getLogger(__name__)
 
 
 def new_command_id() -> str:
     return new_result_id()  # time-ordered, like the ids collector.commands.publish.make_command gives
-
-
-def send(client: mqtt.Client, agent_id: str, command: Command) -> mqtt.MQTTMessageInfo:
-    """Publish one command to one agent on an already connected client (QoS 1, retained)."""
-    return client.publish(commands_topic(agent_id), command.model_dump_json(by_alias=True), qos=1, retain=True)
 
 
 def queue(conn: Connection, *, agent_id: str, action: str, ttl_s: float, checks: Sequence[str] | None = None,
@@ -79,7 +76,7 @@ def to_wire(row: Row[Any]) -> Command:
                    checks=json.loads(row.checks) if row.checks else None)
 
 
-class CommandSender:
+class Outbox:
     """Publishes pending commands after commit. Safe with several collectors: rows are claimed with
     SKIP LOCKED on PostgreSQL (SQLite has one writer)."""
 
@@ -96,12 +93,13 @@ class CommandSender:
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             for row in conn.execute(stmt).all():
-                info = send(self.client, row.agent_id, to_wire(row))
+                command = to_wire(row)
+                info = publish_nowait(self.client, row.agent_id, command)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     log.warning("cannot publish command %s now (rc=%s); will retry", row.command_id, info.rc)
                     break
                 conn.execute(t.commands.update().where(t.commands.c.command_id == row.command_id)
                              .values(state="sent", sent_at=now))
                 sent += 1
-                log.info("sent %s command %s to %s (%s)", row.action, row.command_id, row.agent_id, row.reason)
+                log_sent(command, row.agent_id, "rules")
         return sent

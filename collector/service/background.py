@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from collector.commands.queue import CommandSender
+from collector.commands.queue import Outbox
 from collector.rules.engine import RuleEngine
 from collector.store.database import Store
 
@@ -23,11 +23,11 @@ class Background:
     def __init__(self, store: Store, rules: RuleEngine, client: mqtt.Client, tick_s: float = 1.0):
         self.store = store
         self.rules = rules
-        self.sender = CommandSender(store.engine, client)
+        self.outbox = Outbox(store.engine, client)
         self.tick_s = tick_s
         self.stop_event = threading.Event()
         self.jobs: list[tuple[str, float, Callable[[], object]]] = [
-            ("commands", tick_s, self.sender.publish_due),
+            ("commands", tick_s, self.outbox.publish_due),
             ("sweep", rules.cfg.sweep_interval_s, self._sweep),
         ]
         self._thread = threading.Thread(target=self._run, name="collector-background", daemon=True)

@@ -17,6 +17,7 @@ from collector.api.headers import REPORT_CSP
 from collector.api.pagination import PageParams
 from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
+from collector.commands.desk import NoAgent, RateLimited, send_to_line
 from collector.fleet import enrolment
 from collector.store import schema as t
 from collector.web import charts, i18n
@@ -127,19 +128,19 @@ def check_now(request: Request, me: Actor, line_id: str, action: str = Form("che
     with connect(request) as conn:
         if not Scope.of(conn, me.who).can_see_line(conn, line_id):
             return message(request, me, 404, "not_found")
-        agent_ids = list(conn.execute(select(t.agents.c.agent_id).where(t.agents.c.line_id == line_id)).scalars())
-    sender = request.app.state.commands
-    if sender is None:
-        msg = "command_unavailable"
-    elif not agent_ids:
-        msg = "no_agent"
-    else:
-        who = me.who
+        sender = request.app.state.commands
+        # The API's POST /api/v1/lines/{line_id}/commands and this button share send_to_line.
         try:
-            for agent_id in agent_ids:
-                sender(agent_id, action, None, f"{action} requested by {who.user_id} in the console",
-                       requested_by=who.user_id)
-            msg = "command_sent"
-        except RuntimeError as exc:  # RateLimited carries retry_after_s (collector/commands/limits.py)
-            msg = "command_rate_limited" if hasattr(exc, "retry_after_s") else "command_unavailable"
+            if sender is None:
+                msg = "command_unavailable"
+            else:
+                send_to_line(sender, conn, line_id, action, None,
+                             f"{action} requested by {me.who.user_id} in the console", me.who.user_id)
+                msg = "command_sent"
+        except NoAgent:
+            msg = "no_agent"
+        except RateLimited:
+            msg = "command_rate_limited"
+        except RuntimeError:  # the broker did not take it
+            msg = "command_unavailable"
     return RedirectResponse(f"/console/lines/{line_id}?msg={msg}", status_code=303)

@@ -32,13 +32,12 @@ from sqlalchemy import func, select
 from agent.config import ScheduleConfig
 from agent.scheduler import Scheduler
 from collector.api.app import create_app
-from collector.api.remote import CommandDesk
 from collector.commands.config import RemoteCommandsConfig
+from collector.commands.desk import CommandDesk
 from collector.commands.limits import RateLimited
 from collector.commands.publish import CommandInvalid, checked_command
 from collector.config import CollectorConfig
-from collector.fleet import broker_config as brokerconf
-from collector.fleet import enrolment
+from collector.fleet import broker_config, enrolment
 from collector.fleet.pki import FleetCA
 from collector.store import schema as t
 from collector.store.database import Store
@@ -70,13 +69,13 @@ pytestmark = pytest.mark.broker
 class TLSFleet:
     root: Path
     ca: FleetCA
-    files: brokerconf.BrokerFiles
+    files: broker_config.BrokerFiles
     port: int
     db: Path
 
     @property
     def collector_cert(self) -> tuple[Path, Path]:
-        return self.files.collectors[brokerconf.COLLECTOR_IDENTITY]
+        return self.files.collectors[broker_config.COLLECTOR_IDENTITY]
 
     def enrol(self, agent_id: str, line_id: str, site_id: str) -> tuple[Path, Path]:
         """Enrol like a gateway does (token, CSR): the agent is bound to the line; returns (cert, key)."""
@@ -95,7 +94,7 @@ class TLSFleet:
     def collector_yaml(self, name: str, *, command_identity: bool, http_port: int = 0) -> Path:
         cert, key = self.collector_cert
         body = (f"database: sqlite:///{self.db}\n"
-                f"mqtt: {{host: 127.0.0.1, port: {self.port}, client_id: {brokerconf.COLLECTOR_IDENTITY}, "
+                f"mqtt: {{host: 127.0.0.1, port: {self.port}, client_id: {broker_config.COLLECTOR_IDENTITY}, "
                 f"ca_file: {self.ca.cert_path}, cert_file: {cert}, key_file: {key}}}\n"
                 f"http: {{port: {http_port}}}\n")
         if command_identity:
@@ -113,7 +112,7 @@ def tls(tmp_path: Path) -> Iterator[TLSFleet]:
         pytest.skip("mosquitto is not installed (scripts/test.sh installs it when run as root)")
     ca = FleetCA.open_or_create(tmp_path / "ca")
     port = free_port()
-    files = brokerconf.generate(tmp_path / "broker", ca, ["127.0.0.1", "localhost"], port=port, bind="127.0.0.1",
+    files = broker_config.generate(tmp_path / "broker", ca, ["127.0.0.1", "localhost"], port=port, bind="127.0.0.1",
                                run_as="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"))
     broker = subprocess.Popen(["mosquitto", "-c", str(files.config)], stdout=subprocess.DEVNULL,
                               stderr=(tmp_path / "mosquitto.log").open("wb"))
@@ -251,8 +250,8 @@ def test_command_identity_may_only_write_commands(tls: TLSFleet) -> None:
     results or receipts."""
     assert tls.files.commands is not None
     agent_cert = tls.enrol("acl-gw", "acl-line", "acl-site")
-    commands = Probe(tls, tls.files.commands, brokerconf.COMMANDS_IDENTITY)
-    reader = Probe(tls, tls.collector_cert, brokerconf.COLLECTOR_IDENTITY)  # the control: may read results
+    commands = Probe(tls, tls.files.commands, broker_config.COMMANDS_IDENTITY)
+    reader = Probe(tls, tls.collector_cert, broker_config.COLLECTOR_IDENTITY)  # the control: may read results
     agent = Probe(tls, agent_cert, "acl-gw")
     try:
         commands.subscribe("linecheck/v1/agents/+/results")
@@ -277,9 +276,9 @@ def test_command_identity_may_only_write_commands(tls: TLSFleet) -> None:
 
 def test_acl_rewritten_after_a_revocation_keeps_the_command_identity_write_only(tmp_path: Path) -> None:
     ca = FleetCA.open_or_create(tmp_path / "ca")
-    files = brokerconf.generate(tmp_path / "broker", ca, ["127.0.0.1"])
+    files = broker_config.generate(tmp_path / "broker", ca, ["127.0.0.1"])
     assert files.commands is not None and files.commands[0].name == "linecheck.commands.crt"
-    acl = brokerconf.write_acl(tmp_path / "broker", ["stolen-gw"]).read_text()
+    acl = broker_config.write_acl(tmp_path / "broker", ["stolen-gw"]).read_text()
     block = acl.split("user linecheck.commands\n", 1)[1].split("\n\n", 1)[0]
     assert block == "topic write linecheck/v1/agents/+/commands"
     assert "user linecheck.collector\n" in acl and "user stolen-gw\ntopic deny linecheck/v1/agents/#" in acl
@@ -487,7 +486,7 @@ def test_agent_survives_any_command_payload_and_remote_throughput_keeps_the_budg
     sender = None
     try:
         wait_for(lambda: "connected to 127.0.0.1" in log.read_text(), 30, "the agent connected")
-        sender = Probe(tls, tls.collector_cert, brokerconf.COLLECTOR_IDENTITY)
+        sender = Probe(tls, tls.collector_cert, broker_config.COLLECTOR_IDENTITY)
         for name, payload in hostile_payloads():
             assert sender.publish(commands_topic("hostile-gw"), payload) == 0, name
         real = Command(command_id=new_result_id(), action="check_now", checks=["link", "throughput"],
