@@ -26,8 +26,7 @@ import uvicorn
 from fastapi import FastAPI
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.fleet import broker_config as brokerconf
-from collector.fleet import enrolment
+from collector.fleet import broker_config, enrolment
 from collector.fleet.enrolment_api import make_router
 from collector.fleet.pki import FleetCA, cert_pem
 from collector.store.database import Store
@@ -44,7 +43,7 @@ class Fleet:
     root: Path
     ca: FleetCA
     store: Store
-    files: brokerconf.BrokerFiles
+    files: broker_config.BrokerFiles
     port: int
     broker: subprocess.Popen[bytes]
 
@@ -68,7 +67,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ca = FleetCA.open_or_create(root / "ca")
     store = Store(f"sqlite:///{root}/collector.db")
     port = free_port()
-    files = brokerconf.generate(root / "broker", ca, ["127.0.0.1", "localhost"], port=port, bind="127.0.0.1",
+    files = broker_config.generate(root / "broker", ca, ["127.0.0.1", "localhost"], port=port, bind="127.0.0.1",
                                run_as="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"))
     broker = subprocess.Popen(["mosquitto", "-c", str(files.config)], stdout=subprocess.DEVNULL,
                               stderr=(root / "mosquitto.log").open("wb"))
@@ -227,7 +226,7 @@ def test_enrolment_end_to_end_then_revocation(fleet: Fleet, enrol_server: str, t
         # Revoked: the broker refuses the certificate after a reload, and the collector would
         # quarantine anything the broker had already accepted.
         assert enrolment.revoke(fleet.store.engine, fleet.ca, "enrolled-gw", "gateway stolen") == 1
-        brokerconf.write_acl(fleet.root / "broker", sorted(enrolment.revoked_agents(fleet.store.engine)))
+        broker_config.write_acl(fleet.root / "broker", sorted(enrolment.revoked_agents(fleet.store.engine)))
         fleet.reload()
         cert = (out / "data" / "identity" / "agent.crt", key)
         wait_for(lambda: Client(fleet, cert, "enrolled-gw").wait_outcome() is False, 10, "the revoked cert refused")
