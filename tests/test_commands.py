@@ -232,3 +232,47 @@ def test_broker_acl_stops_a_forged_command_from_another_identity(tmp_path: Path)
             assert "forged" not in json.dumps([e.trigger_info for e in spooled(tmp_path)])
         finally:
             stop(agent)
+
+
+def test_a_persons_command_and_a_rules_retest_leave_through_one_path(broker: Broker, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The desk (API, console, CLI) and the rules' outbox publish with one function and log one line:
+    both commands arrive retained on the agent's topic, and one logger names who asked for each."""
+    from collector import config as collector_config_module
+    from collector.commands import queue
+    from collector.commands.desk import CommandDesk, own_connection
+    from collector.store.database import Store
+    from linecheck.mqtt_client import build_client
+
+    cfg = collector_config_module.load(str(collector_config(tmp_path, broker.port)))
+    store = Store(cfg.database)
+    ingest_like = build_client("test-outbox")  # the outbox publishes on ingest's connection in serve
+    ingest_like.connect("127.0.0.1", broker.port)
+    ingest_like.loop_start()
+    try:
+        with caplog.at_level("INFO", logger="collector.commands"):
+            person = CommandDesk(cfg, store.engine, own_connection(cfg))("gw-one", "check_now", ["ping"], "ticket 1",
+                                                                          requested_by="cli:alice")
+            with store.engine.begin() as conn:
+                rule = queue.queue(conn, agent_id="gw-two", action="retest", ttl_s=600, reason="re-test of ping")
+            assert queue.Outbox(store.engine, ingest_like).publish_due() == 1
+        got: dict[str, Command] = {}
+        reader = build_client("test-reader")
+        reader.on_connect = lambda c, *_: c.subscribe([(commands_topic("gw-one"), 1), (commands_topic("gw-two"), 1)])
+        reader.on_message = lambda _c, _u, m: got.__setitem__(m.topic, Command.model_validate_json(m.payload))
+        reader.connect("127.0.0.1", broker.port)
+        reader.loop_start()
+        try:
+            wait_for(lambda: len(got) == 2 or None, 10, "both retained commands")
+        finally:
+            reader.disconnect()
+            reader.loop_stop()
+        assert got[commands_topic("gw-one")].command_id == person
+        assert got[commands_topic("gw-two")].command_id == rule and got[commands_topic("gw-two")].action == "retest"
+        sent = [r.getMessage() for r in caplog.records if r.name == "collector.commands"]
+        assert any(person in m and "requested by cli:alice" in m for m in sent), sent
+        assert any(str(rule) in m and "requested by rules" in m for m in sent), sent
+    finally:
+        ingest_like.disconnect()
+        ingest_like.loop_stop()
+        store.close()
