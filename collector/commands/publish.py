@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 from collector.commands.config import RemoteCommandsConfig
 from collector.commands.outgoing import publish_nowait
 from collector.config import CollectorConfig
+from linecheck.catalogue import kinds
 from linecheck.mqtt_client import build_client
 from linecheck.wire import Command, new_result_id, utcnow, valid_id
 
@@ -54,10 +55,9 @@ def make_command(action: str, checks: list[str] | None = None, ttl_s: float = 36
 
 @cache
 def known_checks() -> frozenset[str]:
-    """Check kinds an agent can run (the agent's check registry is the only list of them)."""
-    from agent.checks import REGISTRY
-
-    return frozenset(REGISTRY)
+    """Check kinds an agent can run: the kind catalogue both sides read (the agent's check registry is
+    built from it, tests/test_catalogue.py keeps them equal), so the collector needs no agent code."""
+    return frozenset(kind for kind, spec in kinds().items() if spec.source == "check")
 
 
 def checked_command(cfg: RemoteCommandsConfig, action: str, checks: list[str] | None = None,
