@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from linecheck import stamp
+from linecheck.throughput.sessions import Limits, Refused, Sessions
 from tests.helpers import wait_for
 from testserver.cli import byte_size
 from testserver.http import ThroughputServer, ookla_image_bytes
-from testserver.sessions import Limits, Refused, Sessions
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from linecheck import stamp
 from linecheck.configfile import ConfigError, format_validation_error
+from linecheck.throughput.sessions import Limits
 from testserver import config as server_config
 from testserver.http import ThroughputServer
 from testserver.reflector import Reflector
-from testserver.sessions import Limits
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 

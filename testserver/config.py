@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from linecheck import stamp
 from linecheck.configfile import Strict, load_model
-from testserver.sessions import Limits
+from linecheck.throughput.sessions import Limits
 
 _D = Limits()
 
