@@ -77,6 +77,7 @@ class Figures:
     longest_stall_s: float = 0.0
     stalls_over_limit: int = 0  # gaps between batches over STALL_LIMIT_S while messages waited
     batch_max: int = 500
+    batch_target_s: float = 0.1
     peak_rss_mb: float = 0.0
     backend: str = "sqlite"
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -107,7 +108,8 @@ class Figures:
             f"  duplicates   {self.duplicates:>8} = identical re-sends {self.sent.get('resend', 0)}",
             f"  drained in {self.elapsed_s:.1f} s ({self.total / max(self.elapsed_s, 1e-9):.0f} messages/s); "
             f"longest ingest stall {self.longest_stall_s:.2f} s (limit {STALL_LIMIT_S:.0f} s, "
-            f"{self.stalls_over_limit} over it; batches of up to {self.batch_max}); "
+            f"{self.stalls_over_limit} over it; batches of up to {self.batch_max}, "
+            f"sized for {self.batch_target_s:g} s); "
             f"collector peak RSS {self.peak_rss_mb:.0f} MB",
             f"  load average {self.load[0]:.2f} {self.load[1]:.2f} {self.load[2]:.2f}; "
             + ("counts CORRECT" if self.counts_correct else "counts NOT CORRECT")
@@ -338,16 +340,19 @@ def _db_counts(store: Store) -> tuple[int, int]:
 
 
 def measure(workdir: Path, messages: int = 100_000, agents: int = 1000, connections: int = 8, pg: bool = False,
-            seed: int = 16, timeout_s: float = 3600.0, batch_max: int = 500) -> Figures:
+            seed: int = 16, timeout_s: float = 3600.0, batch_max: int = 500,
+            batch_target_s: float = 0.1) -> Figures:
     workdir.mkdir(parents=True, exist_ok=True)
-    gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli/program.py _serve)
+    gc.set_threshold(50_000, 20, 100)  # as `linecheck-collector serve` sets it (collector/cli/serve.py)
     url, handle = _database(pg, workdir)
     broker = bench_broker(workdir / "broker")
     store = Store(url, hooks=[RuleEngine(RulesConfig()).on_ingest])
-    figures = Figures(backend="postgresql" if pg else "sqlite", batch_max=batch_max)
+    figures = Figures(backend="postgresql" if pg else "sqlite", batch_max=batch_max,
+                      batch_target_s=batch_target_s)
     try:
         enrol_fleet(store, agents, workdir / "ca")
-        cfg = CollectorConfig.model_validate({"database": url, "ingest": {"batch_max": batch_max},
+        cfg = CollectorConfig.model_validate({"database": url, "ingest": {"batch_max": batch_max,
+                                                                              "batch_target_s": batch_target_s},
                                               "mqtt": {"port": broker.port, "client_id": "adversarial-collector"}})
         ingestor = Ingestor(cfg, store)
         progress = Progress(ingestor)
@@ -392,12 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=8, help="MQTT connections of the hostile fleet")
     p.add_argument("--pg", action="store_true", help="a fresh PostgreSQL database ($LINECHECK_TEST_PG's server)")
     p.add_argument("--batch-max", type=int, default=500, help="ingest.batch_max (the collector's default: 500)")
+    p.add_argument("--batch-target", type=float, default=0.1,
+                   help="ingest.batch_target_s (the collector's default: 0.1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (broker log, SQLite file)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # every hostile message is logged as quarantined otherwise
     work = Path(tempfile.mkdtemp(prefix="bench-adversarial-"))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores")
-    figures = measure(work, args.messages, args.agents, args.connections, args.pg, batch_max=args.batch_max)
+    figures = measure(work, args.messages, args.agents, args.connections, args.pg, batch_max=args.batch_max,
+                      batch_target_s=args.batch_target)
     print(figures.report())
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -38,7 +38,7 @@ class IngestConfig(Strict):
     batch_max: int = Field(default=500, ge=1, le=10000, description="Messages committed in one transaction")
     batch_wait_s: float = Field(default=0.05, ge=0, le=5, description="Wait this long to fill a batch")
     batch_target_s: float = Field(
-        default=0.25, gt=0, le=10,
+        default=0.1, gt=0, le=10,
         description="Aim for batches that take about this long: the batch size follows the measured cost per "
                     "message (at most batch_max), so one batch never holds the fleet's results for long")
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger messages are quarantined")
