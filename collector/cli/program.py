@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic (its operations run the migrations) announces each of its plugins at INFO on every start.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     return subcommand.run(args, cfg)
 
 
