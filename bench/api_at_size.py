@@ -316,7 +316,8 @@ def main() -> int:
         fleets = [big, ref]
         print(f"fleet: {args.lines} lines x {args.results_per_line} results = "
               f"{args.lines * args.results_per_line:,} results in {big_name}: {how}")
-        print(f"reference fleet: {args.ref_lines} lines x {args.results_per_line} results, loaded in {ref_took:.0f} s")
+        print(f"reference fleet: {args.ref_lines} lines x {args.results_per_line} results in {throwaway[0]}, "
+              f"loaded in {ref_took:.0f} s")
         for fleet in fleets:
             fleet.start()
         times = measure(fleets, args.samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -102,8 +103,11 @@ def test_api_at_size_loads_serves_measures_and_cleans_up(pg_url: str) -> None:
         p50, p95, p99 = (float(x) for x in row[38:].split()[:3])
         assert 0 < p50 <= p95 <= p99
     assert "TARGET MET" in out or "TARGET MISSED" in out
+    # Only this run's databases: the server is shared, and a run killed elsewhere may have left its own.
+    made = re.findall(r"results in (linecheck_apisize_(?:run|ref)_[0-9a-f]{8})", out)
+    assert len(made) == 2, out
     with psycopg.connect(admin) as conn:
-        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'linecheck_apisize_r%'").fetchall()
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (made,)).fetchall()
     assert left == []
 
 
