@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from collector.config import CollectorConfig
+from collector.ingest.broker_link import BrokerLink, LinkState
 from collector.store.database import Quarantined, Store
 from linecheck.mqtt_client import build_client
 from linecheck.wire import (
@@ -75,10 +76,12 @@ class IngestHealth:
     stalled: bool
     db_retries: int
 
+    broker: LinkState | None = None  # the connection's state, address and last error
+
     def problems(self) -> list[str]:
         out = []
         if not self.connected:
-            out.append("broker disconnected")
+            out.append(self.broker.problem if self.broker and self.broker.problem else "broker disconnected")
         elif not self.subscribed:
             out.append("broker connected but not subscribed")
         if self.stalled:
@@ -174,6 +177,7 @@ class Ingestor:
         self.quarantined = 0
         self.db_retries = 0
         self.connected = threading.Event()
+        self.link = BrokerLink(cfg.mqtt.host, cfg.mqtt.port)  # logs each change of state once (broker_link.py)
         self.subscribed = threading.Event()  # from here on the broker queues results for this session
         self._generation = 0
         # Status of agents that have no row yet (their first result is behind the status message).
@@ -205,6 +209,7 @@ class Ingestor:
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = lambda _c, _ud: self.link.connect_failed()
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
@@ -215,7 +220,7 @@ class Ingestor:
 
     def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
         if getattr(reason, "is_failure", False):
-            log.error("broker refused the collector: %s", reason)
+            self.link.refused(reason)
             return
         self._generation += 1
         with self._receipts_cond:  # paho re-sends what the old connection left un-acked: count afresh
@@ -223,7 +228,7 @@ class Ingestor:
             self._receipts_cond.notify_all()
         client.subscribe([(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
         self.connected.set()
-        log.info("collector connected to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self.link.connected()
 
     def _on_subscribe(self, _c: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
         failed = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
@@ -236,7 +241,7 @@ class Ingestor:
     def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        log.warning("collector disconnected from the broker (%s); paho reconnects", reason)
+        self.link.disconnected(reason)
 
     def _on_publish(self, _c: mqtt.Client, _ud: object, mid: int, _reason: object, _p: object) -> None:
         # paho calls this holding its own message lock; _receipts_cond is never held around publish().
@@ -345,7 +350,7 @@ class Ingestor:
         pending += len(self._overflow) + (in_hand_size if in_hand is not None else 0)
         oldest = now - min(arrivals) if arrivals else 0.0
         return IngestHealth(self.connected.is_set(), self.subscribed.is_set(), pending, oldest,
-                            oldest > self.stall_after_s, self.db_retries)
+                            oldest > self.stall_after_s, self.db_retries, self.link.snapshot())
 
     def process(self, batch: list[Inbound]) -> None:
         statuses = [item for item in batch if item.is_status]

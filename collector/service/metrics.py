@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
@@ -115,6 +115,21 @@ class _IngestGauges(Collector):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], float(value))
             yield gauge
+        link = getattr(h, "broker", None)
+        if link is not None:  # collector/ingest/broker_link.py: why ingest has no broker, and for how long
+            failures = CounterMetricFamily("linecheck_broker_connect_failures",
+                                           "Connection attempts to the broker that failed (unreachable or refused)")
+            failures.add_metric([], float(link.failures))
+            yield failures
+            down = GaugeMetricFamily("linecheck_broker_down_seconds",
+                                     "Seconds ingest has been without a broker connection (0 while connected)")
+            down.add_metric([], link.down_s)
+            yield down
+            state = GaugeMetricFamily("linecheck_broker_state", "1 for the state ingest's broker connection is in",
+                                      labels=["state"])
+            for name in ("connecting", "connected", "unreachable", "refused", "disconnected"):
+                state.add_metric([name], 1.0 if link.state == name else 0.0)
+            yield state
 
 
 class CollectorMetrics:
