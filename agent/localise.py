@@ -8,11 +8,16 @@ findings whose figures point somewhere other than the line. A finding explained 
 dropped from the list and named in the cause's `detail["explains"]` (the evidence stays in the
 check results). The rules, upstream first:
 
-  1. service_suspended (service) explains the DNS, HTTP, reachability and speed symptoms a portal
-     causes;
+  1. service_suspended (service) explains the HTTP, reachability and speed symptoms a portal
+     causes, and a DNS failure only when the suspension itself works through DNS (mode dns_hijack):
+     a resolver that times out beside a portal redirect is a second fault, and folding it away hid
+     a DNS outage behind a wrong suspension verdict (issue 21);
   2. line_down (wan) explains every other WAN, DNS and speed symptom;
   3. wan_link_degraded (cpe) explains a slow line test that does not exceed the port's speed;
-  4. dns_failure (dns) explains http_failure when the probes by address are fine;
+  4. dns_failure (dns) explains http_failure when the probes by address are fine, and a probe
+     finding (unreachable, loss, PMTU) against a target whose name the DNS check saw resolve to a
+     wrong address (error wrong_answer, the probe's address among the wrong ones): the probes went
+     to the wrong place, the line is not to blame;
   5. a slow room test (LAN/WiFi throughput to the gateway, or a speed finding carrying a room) never
      crosses the WAN: it becomes wifi_weak / wifi_low_rate / wifi_channel_busy / wifi_interference
      from the station's own figures, wifi_throughput_low when the radio looks fine, and
@@ -42,6 +47,9 @@ SUSPENSION_SYMPTOMS = {"dns_failure", "http_failure", "target_unreachable", "pac
 LINE_DOWN_SYMPTOMS = {"target_unreachable", "packet_loss", "high_latency", "high_jitter", "dns_failure",
                       "gateway_unreachable", "http_failure", "pmtu_blackhole", "pmtu_reduced", "ipv6_unavailable",
                       "service_suspended"} | SPEED_CODES
+# What a probe sent to the wrong address shows (ping, udp_latency, pmtu against a named target).
+MISLED_PROBES = {"target_unreachable", "packet_loss", "high_latency", "high_jitter", "pmtu_blackhole",
+                 "pmtu_reduced"}
 PORT_MARGIN = 1.05  # a measured rate within 5% of the negotiated port speed is capped by the port
 ORDER = {"service": 0, "wan": 1, "cpe": 2, "dns": 3, "lan": 4, "wifi": 5}
 
@@ -142,6 +150,15 @@ def _probes_fine(checks: list[CheckResult]) -> bool:
     return bool(probes) and all(c.status.value == "ok" for c in probes)
 
 
+def _misled_by(wrong: Finding, probe: Finding) -> bool:
+    """Did `probe` go to an address the DNS check saw `wrong`'s name resolve to wrongly?"""
+    name = probe.detail.get("name")
+    if not isinstance(name, str) or name.rstrip(".").lower() != str(wrong.detail.get("name", "")).rstrip(".").lower():
+        return False
+    bad = set(str(wrong.detail.get("addresses", "")).split(",")) - {""}
+    return not bad or probe.detail.get("address") in bad
+
+
 def _key(f: Finding) -> tuple[str, str]:
     who = f.detail.get("station") or f.detail.get("room") or f.detail.get("interface") or f.detail.get("target")
     return f.code, str(who) if who is not None else f.message
@@ -170,11 +187,16 @@ def localise(checks: list[CheckResult], findings: list[Finding], wifi: WifiConfi
             return
         out = [_explain(f, explained) if f is cause else f for f in out if not any(f is e for e in explained)]
 
-    fold("service_suspended", SUSPENSION_SYMPTOMS)
+    fold("service_suspended", SUSPENSION_SYMPTOMS,
+         lambda cause, f: f.code != "dns_failure" or cause.detail.get("mode") == "dns_hijack")
     fold("line_down", LINE_DOWN_SYMPTOMS)
     fold("wan_link_degraded", SPEED_CODES, lambda port, speed: _port_caps(speed, port))
     if _probes_fine(checks):
         fold("dns_failure", {"http_failure"})
+    for wrong in [f for f in out if f.code == "dns_failure" and f.detail.get("error") == "wrong_answer"]:
+        misled = [f for f in out if f.code in MISLED_PROBES and _misled_by(wrong, f)]
+        if misled:
+            out = [_explain(f, misled) if f is wrong else f for f in out if not any(f is m for m in misled)]
 
     # rule 6: one finding per code and station/room, the most severe
     kept: dict[tuple[str, str], Finding] = {}

@@ -42,6 +42,7 @@ class HttpConfig(CheckConfig):
 class Fetch:
     url: str
     error: str | None = None  # phase and cause when the fetch did not complete
+    failed_phase: str | None = None  # dns | connect | tls | http | body: where it stopped (no string matching)
     status_code: int | None = None
     location: str | None = None
     body: bytes = b""
@@ -128,7 +129,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
         infos = getaddrinfo(host, port, timeout_s)
         out.dns_ms = _ms(t)
     except OSError as exc:
-        out.error = f"dns: {exc}"
+        out.error, out.failed_phase = f"dns: {exc}", "dns"
         return out
     family, _type, proto, _canon, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
@@ -141,6 +142,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
             sock.connect(addr)
         except OSError as exc:
             out.error = f"connect: {exc}" if str(exc) else f"connect: {type(exc).__name__}"
+            out.failed_phase = phase
             return out
         out.connect_ms = _ms(t)
         if parts.scheme == "https":
@@ -151,7 +153,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
                 sock.settimeout(_remaining(deadline))
                 sock = context.wrap_socket(sock, server_hostname=host)
             except (ssl.SSLError, OSError) as exc:
-                out.error = f"tls: {exc}"
+                out.error, out.failed_phase = f"tls: {exc}", phase
                 return out
             out.tls_ms = _ms(t)
         phase = "http"
@@ -174,9 +176,10 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
             if response.length and len(out.body) < max_body:
                 out.error = (f"http: IncompleteRead: the server closed after {len(out.body)} body bytes, "
                              f"{response.length} short of its Content-Length")
+                out.failed_phase = phase
                 return out
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            out.error = f"http: {type(exc).__name__}: {exc}"
+            out.error, out.failed_phase = f"http: {type(exc).__name__}: {exc}", phase
             return out
         out.total_ms = _ms(started)
         return out
@@ -186,6 +189,7 @@ def fetch(url: str, timeout_s: float, ca_file: str | None = None, max_body: int 
         if guard.expired:  # whatever the read returned (a close-delimited body cut short looks complete)
             out.total_ms = None
             out.error = f"{phase}: deadline: no complete answer within {timeout_s:g} s ({phase} phase)"
+            out.failed_phase = phase
 
 
 def metrics_of(f: Fetch) -> dict[str, MetricValue]:

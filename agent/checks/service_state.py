@@ -6,11 +6,15 @@ gateway and often DNS; what changes is what the carrier's network does with the 
   - http_content:  it answers, but not with the known answer (a portal page injected in place);
   - dns_hijack:    a name with known addresses resolves somewhere else (the portal);
   - blocked:       the probe URL is unreachable while the carrier's portal answers.
+A probe URL that failed only because its name did not resolve is a DNS fault, never evidence of a
+suspension: the check then cannot tell, and the dns check's dns_failure stands (tests/test_verdicts_lab.py).
 Any of these is `failed` with `service_suspended` (critical, where=service) and the evidence
 (mode, portal address) in the finding, so an enterprise can show it was cut off.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -83,6 +87,13 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
             return _suspended("dns_hijack", got[0], f"{cfg.dns_name} resolves to {', '.join(got)}, "
                                                     f"expected {', '.join(cfg.dns_expect)}", metrics, target)
     if probe.status_code is None:
+        if probe.failed_phase == "dns":
+            # The probe never left the office: its name did not resolve. That is a DNS fault (the dns
+            # check reports it), and says nothing about whether the carrier blocks the line — a DNS
+            # outage read as "only the portal answers" opened critical service tickets (issue 21).
+            return Measurement(Status.FAILED, f"cannot tell: the probe's name {urlsplit(cfg.probe_url).hostname} "
+                                              f"does not resolve ({probe.error}); a DNS fault, not evidence "
+                                              "of a suspension", metrics, target)
         if cfg.portal_url:
             portal = fetch(cfg.portal_url, min(cfg.request_timeout_s, max(0.1, ctx.remaining())), max_body=65536)
             if portal.status_code is not None:

@@ -1,0 +1,92 @@
+"""Verdict truth in the line lab: each condition a real line shows, the verdict the agent gives, where it
+puts the fault, and the ticket the collector opens (or does not).
+
+Every test runs the real agent (`linecheck-agent check --json`) in the gateway namespace against real
+servers in the carrier namespace (tests/lab.py), and the collector's ingest, rules and promise ledger
+on its results (tests/labcollector.py). The expected verdicts are written down in each test's
+docstring; docs/findings.md names the test that proves each finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.checkctx import by_kind, run_agent
+from tests.lab import SERVER_ADDR, LineLab
+from tests.labcollector import LabCollector
+from tests.labdns import LabDNS
+from tests.labhttp import LabHTTP
+
+pytestmark = pytest.mark.lab
+
+RESOLVER, PORTAL = "198.18.1.53", "198.18.1.80"
+PROBE_NAME, PORTAL_NAME = "probe.lab.test", "portal.lab.test"
+# The gateway's stub resolver gives up after one second and one try, as the checks' own timeouts do.
+RESOLV_CONF = f"nameserver {RESOLVER}\noptions timeout:1 attempts:1\n"
+
+
+def codes(envelope: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(code, where, severity) of every finding the agent kept after localisation."""
+    return [(f["code"], f["where"], f["severity"]) for f in envelope["findings"]]
+
+
+@pytest.fixture
+def carrier_web(lab: LineLab) -> Iterator[dict[str, Any]]:
+    """The carrier's resolver, a web server answering the probe URL, and its portal (always up)."""
+    lab.add_address(lab.carrier, RESOLVER)
+    lab.add_address(lab.carrier, PORTAL)
+    lab.set_resolv_conf(lab.gw, RESOLV_CONF)
+    with lab.inside(lab.carrier):
+        dns = LabDNS(RESOLVER, 53, {PROBE_NAME: [SERVER_ADDR], PORTAL_NAME: [PORTAL]}).start()
+        web = LabHTTP(SERVER_ADDR, 80).start()
+        portal = LabHTTP(PORTAL, 80, mode="page").start()
+    try:
+        yield {"dns": dns, "web": web, "portal": portal}
+    finally:
+        for server in (portal, web, dns):
+            server.stop()
+
+
+def _service_checks(portal_url: str) -> str:
+    return ("  link: {window_s: 0.1}\n"
+            f"  dns: {{names: [{PROBE_NAME}], types: [A], query_timeout_s: 1}}\n"
+            f"  service_state: {{probe_url: 'http://{PROBE_NAME}/generate_204', portal_url: '{portal_url}', "
+            "request_timeout_s: 2}\n")
+
+
+@pytest.mark.parametrize("portal_url", [f"http://{PORTAL}/", f"http://{PORTAL_NAME}/"], ids=["portal_by_ip",
+                                                                                            "portal_by_name"])
+def test_dns_outage_is_a_dns_fault_never_a_suspension(lab: LineLab, carrier_web: dict[str, Any], tmp_path: Path,
+                                                      portal_url: str) -> None:
+    """The carrier's resolver stops answering; the line, the probe server and the portal are fine.
+
+    Expected: service_state cannot tell (its probe URL failed only because its name did not
+    resolve) and reports no service_suspended; the one finding is dns_failure, critical, where=dns;
+    the collector opens no service ticket at the first result and a DNS ticket (location dns) once
+    the rule's 3 of 5 results breach. Control: with DNS back and only the portal reachable, the
+    same setup reads `blocked` and the collector opens the critical service ticket at once."""
+    carrier_web["dns"].mode = "silent"
+    checks = _service_checks(portal_url)
+    with LabCollector(tmp_path) as collector:
+        first = run_agent(lab, checks, line_yaml="{wan_interface: wan0}")
+        collector.ingest(first)
+        state = by_kind(first)["service_state"][0]
+        assert state["metrics"]["suspended_flag"] is None, state
+        assert "resolve" in state["reason"] and PROBE_NAME in state["reason"], state["reason"]
+        assert codes(first) == [("dns_failure", "dns", "critical")], first["findings"]
+        assert collector.open_classes() == {}
+        collector.feed(lambda: run_agent(lab, checks, line_yaml="{wan_interface: wan0}"), times=2)
+        assert collector.open_classes() == {"dns_failure": "dns"}
+
+        # Control: DNS answers again, the probe server is gone, only the portal answers: suspended.
+        carrier_web["dns"].mode = "nxdomain"
+        lab.sh(lab.carrier, f"ip addr del {SERVER_ADDR}/32 dev lo")
+        blocked = run_agent(lab, checks, line_yaml="{wan_interface: wan0}")
+        collector.ingest(blocked)
+    assert ("service_suspended", "service", "critical") in codes(blocked), blocked["checks"]
+    assert by_kind(blocked)["service_state"][0]["metrics"]["suspended_flag"] == 1
+    assert collector.open_classes()["service_suspended"] == "service"
