@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from fastapi.testclient import TestClient
 
@@ -54,3 +55,31 @@ def test_console_promises_page(client: TestClient) -> None:
     assert "acme-xuhui-2" in page  # the not-delivered list is the default
     line = client.get("/console/lines/acme-xuhui-2").text
     assert 'id="line-promises"' in line and "b-not_delivered" in line
+
+
+def test_nothing_judged_is_null_and_not_yet_judged_never_zero(client: TestClient, fleet: Fleet) -> None:
+    """A group whose verdicts are all inconclusive, limited by local equipment or in their grace window has no
+    share delivered: the API says null, the console "not judged yet" — a 0 % would say "judged, not delivered"."""
+    from sqlalchemy import update
+
+    from collector.store import schema as t
+
+    v = t.promise_verdicts.c
+    with fleet.engine.begin() as conn:  # Pudong: its one verdict is inconclusive now; Jing'an's is in grace
+        conn.execute(update(t.promise_verdicts).where(v.line_id == "bravo-pudong-1").values(outcome="inconclusive"))
+        conn.execute(update(t.promise_verdicts).where(v.line_id == "tel-jingan-1").values(in_grace=True))
+    by = {g["group"]: g for g in client.get("/api/v1/promises/compliance", headers=auth(fleet, "operator")).json()}
+    assert (by["Pudong"]["judged"], by["Pudong"]["delivered_share"]) == (0, None)
+    assert (by["Jing'an"]["judged"], by["Jing'an"]["delivered_share"]) == (0, None)  # delivered, but provisional
+    # Xuhui: one not delivered (judged) and one inconclusive (not): 0 of 1 judged is a real zero.
+    assert (by["Xuhui"]["judged"], by["Xuhui"]["delivered_share"]) == (1, 0.0)
+    schema = client.get("/api/openapi.json").json()["components"]["schemas"]["ComplianceRow"]["properties"]
+    assert "null when none is judged" in schema["delivered_share"]["description"]
+    for lang, words in (("en", "not judged yet"), ("zh-CN", "尚未判定")):
+        client.post("/console/login", data={"user": "operator", "password": "correct-horse-battery"})
+        page = client.get("/console/promises", params={"lang": lang}).text
+        table = page.split('id="compliance-table"')[1].split("</table>")[0]
+        rows = {re.search(r"<td>([^<]+)</td>", r).group(1): r for r in table.split("<tr>")[2:]}  # type: ignore[union-attr]
+        for group in ("Pudong", "Jing&#39;an"):
+            assert words in rows[group] and "0%" not in rows[group] and "bar-fill" not in rows[group], rows[group]
+        assert "0%" in rows["Xuhui"] and words not in rows["Xuhui"]

@@ -46,10 +46,12 @@ def test_fleet_groups_by_district_segment_and_tenant() -> None:
     by_district = {(g.group, g.kind): g for g in reports.fleet(ROWS, "district")}
     xuhui = by_district[("Xuhui", "speed")]
     assert (xuhui.promises, xuhui.delivered, xuhui.not_delivered) == (3, 2, 1)
-    assert xuhui.share(Outcome.DELIVERED) == pytest.approx(2 / 3)
+    assert xuhui.judged == 3 and xuhui.delivered_share == pytest.approx(2 / 3)
     assert xuhui.median_delivered_ratio == pytest.approx(0.93)
     jingan = by_district[("Jing'an", "speed")]
     assert (jingan.inconclusive, jingan.limited, jingan.in_grace) == (1, 1, 1)
+    # Inconclusive (in grace) and limited by local equipment: nothing judged, no share — not 0 %.
+    assert jingan.judged == 0 and jingan.delivered_share is None
     assert jingan.median_delivered_ratio == pytest.approx(0.19)  # the inconclusive line has no ratio
     assert by_district[("(none)", "speed")].delivered == 1
     assert by_district[("Jing'an", "tariff_reduction")].median_delivered_ratio == pytest.approx(1.18)
@@ -62,13 +64,17 @@ def test_fleet_groups_by_district_segment_and_tenant() -> None:
 def test_csv_exports_parse_back() -> None:
     fleet_rows = list(csv.DictReader(io.StringIO(reports.fleet_csv(reports.fleet(ROWS, "district", "speed")))))
     xuhui = next(r for r in fleet_rows if r["group"] == "Xuhui")
-    assert xuhui["delivered"] == "2" and xuhui["share_delivered"] == "0.6667"
+    assert xuhui["delivered"] == "2" and xuhui["share_delivered"] == "0.6667" and xuhui["judged"] == "3"
+    jingan = next(r for r in fleet_rows if r["group"] == "Jing'an")
+    assert jingan["judged"] == "0" and jingan["share_delivered"] == ""  # not judged: empty, not 0.0000
     verdict_rows = list(csv.DictReader(io.StringIO(reports.verdicts_csv(ROWS))))
     assert len(verdict_rows) == len(ROWS)
     assert verdict_rows[2]["outcome"] == "not_delivered" and verdict_rows[3]["in_grace"] == "yes"
     assert verdict_rows[3]["delivered_ratio"] == "" and verdict_rows[0]["evaluated_at"] == NOW.isoformat()
     text = reports.fleet_text(reports.fleet(ROWS, "district", "speed"), "district")
     assert "Xuhui" in text and "67%" in text
+    jingan_line = next(line for line in text.splitlines() if line.startswith("Jing'an"))
+    assert "not judged" in jingan_line and "0%" not in jingan_line
 
 
 def throughput_check(down: float, up: float) -> CheckResult:

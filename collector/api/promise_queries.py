@@ -16,6 +16,7 @@ from sqlalchemy import Connection, case, func, select
 
 from collector.api.pagination import PageParams, paginate
 from collector.api.scope import Scope
+from collector.promises.model import DECISIVE, Outcome, delivered_share
 from collector.store import schema as t
 
 OUTCOMES = ("delivered", "not_delivered", "inconclusive", "limited_by_local_equipment")
@@ -35,8 +36,13 @@ def compliance(conn: Connection, scope: Scope, by: GroupBy = "district", kind: s
     source, visible = _base(scope)
     group = func.coalesce(_GROUP[by], "(none)").label("group")
     counts = [func.sum(case((v.outcome == o, 1), else_=0)).label(o) for o in OUTCOMES]
+    # Judged: a verdict that says kept or not, past its grace window (collector/promises/model.py DECISIVE).
+    settled = ~v.in_grace
+    judged = func.sum(case((settled & v.outcome.in_([o.value for o in DECISIVE]), 1), else_=0)).label("judged")
+    judged_delivered = func.sum(case((settled & (v.outcome == Outcome.DELIVERED.value), 1), else_=0)
+                                ).label("judged_delivered")
     stmt = (select(group, v.kind, func.count().label("promises"), *counts,
-                   func.sum(case((v.in_grace, 1), else_=0)).label("in_grace"))
+                   func.sum(case((v.in_grace, 1), else_=0)).label("in_grace"), judged, judged_delivered)
             .select_from(source).where(visible).group_by(group, v.kind).order_by(group, v.kind))
     if kind:
         stmt = stmt.where(v.kind == kind)
@@ -45,11 +51,9 @@ def compliance(conn: Connection, scope: Scope, by: GroupBy = "district", kind: s
     rows = [dict(r._mapping) for r in conn.execute(stmt.limit(1000)).all()]
     medians = _medians(conn, scope, group, kind, tenant)
     for r in rows:
-        for o in (*OUTCOMES, "in_grace"):
+        for o in (*OUTCOMES, "in_grace", "judged"):
             r[o] = int(r[o] or 0)
-        judged = r["promises"] - r["in_grace"]
-        r["delivered_share"] = r["delivered"] / r["promises"] if r["promises"] else None
-        r["judged"] = judged
+        r["delivered_share"] = delivered_share(int(r.pop("judged_delivered") or 0), r["judged"])
         r["median_delivered_ratio"] = medians.get((r["group"], r["kind"]))
     return rows
 

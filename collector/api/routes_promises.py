@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from collector.api import promise_queries as pq
 from collector.api.accounts import Principal
@@ -60,8 +60,11 @@ class ComplianceRow(BaseModel):
     inconclusive: int
     limited_by_local_equipment: int
     in_grace: int
-    judged: int
-    delivered_share: float | None
+    judged: int = Field(description="Promises whose verdict says kept or not (delivered or not_delivered), past "
+                                    "their grace window; inconclusive, limited_by_local_equipment and in-grace "
+                                    "verdicts are not judgements")
+    delivered_share: float | None = Field(description="Delivered among the judged promises (0..1); null when "
+                                                      "none is judged yet (show \"not yet judged\", not 0 %)")
     median_delivered_ratio: float | None
 
 
@@ -80,8 +83,9 @@ def verdicts(who: Anyone, conn: Conn, paging: Paging,
 def compliance(who: Anyone, conn: Conn, by: Literal["district", "segment", "tenant"] = "district",
                kind: Annotated[str | None, Query(max_length=32)] = None,
                tenant: Annotated[str | None, Query(max_length=64)] = None) -> list[dict]:
-    """Promise compliance per district, segment or tenant: counts per outcome, share delivered, median
-    delivered ratio (measured / promised). At most 1000 groups."""
+    """Promise compliance per district, segment or tenant: counts per outcome, how many are judged, the share
+    delivered among them (null when none is judged yet), median delivered ratio (measured / promised).
+    At most 1000 groups."""
     return pq.compliance(conn, Scope.of(conn, who), by, kind, tenant)
 
 

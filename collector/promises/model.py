@@ -32,6 +32,19 @@ class Outcome(StrEnum):
         return {"delivered": 0, "inconclusive": 1, "limited_by_local_equipment": 2, "not_delivered": 3}[self.value]
 
 
+# The outcomes that answer "is the promise kept?". `inconclusive` says "not yet" and
+# `limited_by_local_equipment` says the office's equipment keeps the line from being judged, and a verdict
+# in its grace window is provisional: none of these is a judgement. The share delivered of a group is
+# delivered / judged (both past the grace window); with nothing judged there is no share (null, "not yet
+# judged"), never 0 % — a zero would say "judged and not delivered" (issue 23).
+DECISIVE = (Outcome.DELIVERED, Outcome.NOT_DELIVERED)
+
+
+def delivered_share(delivered: int, judged: int) -> float | None:
+    """Delivered promises among the judged ones, or None when none is judged yet."""
+    return delivered / judged if judged else None
+
+
 def worst(outcomes: list[Outcome]) -> Outcome:
     return max(outcomes, key=lambda o: o.severity) if outcomes else Outcome.INCONCLUSIVE
 
