@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent import config as agent_config
 from agent.lan import cli as lan_cli
+from linecheck.cliargs import add_log_level
 from linecheck.configfile import ConfigError
 from linecheck.i18n import LANGUAGES, Texts, from_locale, resolve
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     lan_cli.add_parsers(sub)
     run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
     run.add_argument("--config", required=True)
-    run.add_argument("--log-level", default="INFO")
+    add_log_level(run)
     return p
 
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lan-test":
             return lan_cli.lan_test(args)
         cfg = agent_config.load(args.config)
-        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from agent.daemon import serve
 
         serve(cfg)

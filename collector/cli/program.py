@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from collector import config as collector_config
 from collector.cli import command, promises, registry, results, security, serve, tickets, users
+from collector.store import unavailable
 from linecheck.configfile import ConfigError
 
 AddParser = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
@@ -66,11 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"linecheck-collector: invalid config\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic (its operations run the migrations) announces each of its plugins at INFO on every start.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
-    return subcommand.run(args, cfg)
+    try:
+        return subcommand.run(args, cfg)
+    except Exception as exc:
+        if not unavailable.is_unavailable(exc):
+            raise
+        # One line, not SQLAlchemy's traceback (collector/store/unavailable.py).
+        print(f"linecheck-collector: {unavailable.explain(cfg.database, exc, args.config)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ import logging
 import signal
 
 from collector.config import CollectorConfig
+from linecheck.cliargs import add_log_level
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="ingest results from the broker into the database")
     serve.add_argument("--config", required=True)
-    serve.add_argument("--log-level", default="INFO")
+    add_log_level(serve)
 
 
 def add_init_db(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
