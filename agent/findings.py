@@ -28,6 +28,15 @@ def finding(code: str, severity: str, check: str, message: str,
                    detail=dict(detail or {}))
 
 
+def reached_by_name(found: list[Finding], name: str | None, address: str) -> list[Finding]:
+    """Findings about a target the check looked up by `name`, with the name and the address it led to
+    in their detail: when the DNS check saw that name resolve to a wrong address, localisation puts
+    the probe's failure on DNS, not on the line (agent/localise.py rule 4)."""
+    if not name:
+        return found
+    return [f.model_copy(update={"detail": {**f.detail, "name": name[:253], "address": address}}) for f in found]
+
+
 @dataclass(frozen=True)
 class ProbeThresholds:
     loss_degraded_pct: float

@@ -86,3 +86,28 @@ def test_every_resolver_failing_is_critical(lab: LineLab) -> None:
     finally:
         server.stop()
     assert m.findings[0].severity == "critical" and m.findings[0].detail["errors"] == "servfail"
+
+
+def test_an_answer_outside_the_known_addresses_is_a_wrong_answer() -> None:
+    known = ["198.18.1.1", "2001:2:0:1::1"]
+    right = dns_check.Answer("ts.lab.test", "A", None, 3.0, ("198.18.1.1",))
+    stale = dns_check.Answer("ts.lab.test", "A", None, 3.0, ("198.18.9.9", "198.18.1.1"))
+    v6 = dns_check.Answer("ts.lab.test", "AAAA", None, 3.0, ("2001:2:0:1::1",))
+    assert dns_check.checked(right, known) == right and dns_check.checked(v6, known) == v6
+    assert dns_check.checked(stale, None) == stale  # nothing known: nothing to compare
+    got = dns_check.checked(stale, known)
+    assert (got.error, got.addresses) == ("wrong_answer", ("198.18.9.9",))
+    m = dns_check.judge("198.18.1.53", [right, got], 500)
+    [f] = m.findings
+    assert m.status is Status.FAILED and f.detail["error"] == "wrong_answer" and f.detail["addresses"] == "198.18.9.9"
+    # a timeout and a wrong answer through one resolver: two findings, the wrong one naming where it led
+    late = dns_check.Answer("www.lab.test", "A", "timeout", None, text="no answer within 1 s")
+    assert [x.detail["error"] for x in dns_check.judge("198.18.1.53", [late, got], 500).findings] == [
+        "timeout", "wrong_answer"]
+
+
+def test_expect_refuses_what_is_not_an_address() -> None:
+    with pytest.raises(ValueError, match=r"expect.ts.lab.test: 'ts.lab.test' is not an IP address"):
+        DnsConfig(expect={"ts.lab.test": ["ts.lab.test"]})
+    with pytest.raises(ValueError, match="at least one address"):
+        DnsConfig(expect={"ts.lab.test": []})

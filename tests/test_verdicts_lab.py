@@ -9,6 +9,8 @@ docstring; docs/findings.md names the test that proves each finding.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,55 @@ def test_dns_outage_is_a_dns_fault_never_a_suspension(lab: LineLab, carrier_web:
     assert ("service_suspended", "service", "critical") in codes(blocked), blocked["checks"]
     assert by_kind(blocked)["service_state"][0]["metrics"]["suspended_flag"] == 1
     assert collector.open_classes()["service_suspended"] == "service"
+
+
+TS_NAME, STALE = "ts.lab.test", "198.18.9.9"
+
+
+def start_testserver(lab: LineLab, *extra: str) -> None:
+    """The carrier's linecheck-testserver (HTTP :8080 and the STAMP reflector) on SERVER_ADDR."""
+    proc = lab.popen(lab.carrier, [sys.executable, "-m", "testserver.cli", "--listen", f"{SERVER_ADDR}:8080", *extra],
+                     stdout=subprocess.PIPE)
+    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
+
+
+def test_test_server_name_resolving_wrongly_is_dns_not_the_line(lab: LineLab, tmp_path: Path) -> None:
+    """The carrier's resolver answers the test server's name with a stale address where nothing
+    answers (198.18.9.9, silently dropped); the line, the test server and its reflector are fine.
+
+    Expected: the dns check finds ts.lab.test resolving outside its known addresses (dns_failure,
+    error wrong_answer); ping, STAMP and PMTU against the test server reach nothing, and localisation
+    puts every one of those failures on DNS: the only finding left is dns_failure, where=dns, and it
+    names target_unreachable among what it explains. The collector opens a DNS ticket after 3 of 5
+    results and nothing located on the line. Control: with the right answer everything is ok."""
+    lab.add_address(lab.carrier, RESOLVER)
+    lab.set_resolv_conf(lab.gw, RESOLV_CONF)
+    lab.sh(lab.carrier, f"ip route add blackhole {STALE}/32")
+    start_testserver(lab)
+    with lab.inside(lab.carrier):
+        dns = LabDNS(RESOLVER, 53, {TS_NAME: [STALE]}).start()
+    checks = (f"  dns: {{names: [{TS_NAME}], expect: {{{TS_NAME}: ['{SERVER_ADDR}']}}, types: [A], "
+              "query_timeout_s: 1}\n"
+              "  ping: {targets: [test_server], count: 5, interval_s: 0.05, reply_timeout_s: 0.5}\n"
+              "  udp_latency: {count: 10, interval_s: 0.01, reply_timeout_s: 0.5}\n"
+              "  pmtu: {probe_timeout_s: 0.3, probes: 1}\n")
+    line = f"{{wan_interface: wan0, test_server: '{TS_NAME}:8080'}}"
+    try:
+        with LabCollector(tmp_path) as collector:
+            envelopes = collector.feed(lambda: run_agent(lab, checks, line_yaml=line), times=3)
+            last = run_agent(lab, checks, line_yaml=line)
+            assert codes(last) == [("dns_failure", "dns", "critical")], last["findings"]
+            (wrong,) = last["findings"]
+            assert wrong["detail"]["error"] == "wrong_answer" and wrong["detail"]["name"] == TS_NAME
+            assert "target_unreachable" in wrong["detail"]["explains"].split(",")
+            kinds = by_kind(last)
+            for kind in ("ping", "udp_latency", "pmtu"):  # the probes really failed: nothing answered them
+                assert [c["status"] for c in kinds[kind]] == ["failed"], kinds[kind]
+            assert all(f["where"] == "dns" for e in envelopes for f in e.model_dump()["findings"])
+            assert collector.open_classes() == {"dns_failure": "dns"}
+
+            dns.records[TS_NAME + "."] = [SERVER_ADDR]  # the resolver is fixed
+            healthy = run_agent(lab, checks, line_yaml=line)
+        assert healthy["findings"] == [] and healthy["verdict"] == "healthy", healthy["checks"]
+    finally:
+        dns.stop()

@@ -30,6 +30,10 @@ class DnsConfig(CheckConfig):
     names: list[str] = Field(default_factory=lambda: ["www.baidu.com"], min_length=1,
                              description="Names that must resolve")
     types: list[str] = Field(default_factory=lambda: ["A", "AAAA"], min_length=1)
+    expect: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Names whose addresses are known (e.g. the carrier's test server): an answer with an "
+                    "address outside the list is a wrong answer (stale or poisoned); these names are asked too")
     query_timeout_s: float = Field(default=2.0, gt=0, le=30, description="Per query: longer is a timeout")
     slow_ms: float = Field(default=500.0, gt=0, description="Mean answer time at or above this: degraded")
     timeout_s: float = 30.0
@@ -42,12 +46,25 @@ class DnsConfig(CheckConfig):
             raise ValueError(f"types: only A and AAAA are checked, got {', '.join(bad)}")
         return types
 
+    @field_validator("expect")
+    @classmethod
+    def _addresses(cls, expect: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, addrs in expect.items():
+            for a in addrs:
+                try:
+                    ipaddress.ip_address(a)
+                except ValueError:
+                    raise ValueError(f"expect.{name}: {a!r} is not an IP address") from None
+            if not addrs:
+                raise ValueError(f"expect.{name}: list at least one address")
+        return expect
+
 
 @dataclass(frozen=True)
 class Answer:
     name: str
     rdtype: str
-    error: str | None  # None, timeout, nxdomain, servfail, refused, error
+    error: str | None  # None, timeout, nxdomain, servfail, refused, error, wrong_answer
     time_ms: float | None
     addresses: tuple[str, ...] = ()
     text: str = ""
@@ -125,6 +142,7 @@ _EXPLAIN = {
     "servfail": "servfail: the resolver failed to resolve {name} {rdtype} (SERVFAIL)",
     "refused": "refused: the resolver refuses to answer {name} (REFUSED)",
     "error": "error: {name} {rdtype}: {text}",
+    "wrong_answer": "wrong_answer: {name} {rdtype} resolves to {text}",
 }
 _SENTENCE = {
     "timeout": "The DNS server {resolver} does not answer: web addresses cannot be looked up through it.",
@@ -132,7 +150,21 @@ _SENTENCE = {
     "servfail": "The DNS server {resolver} answers with a failure (SERVFAIL) for {name}.",
     "refused": "The DNS server {resolver} refuses to answer this office.",
     "error": "Looking up {name} through {resolver} fails.",
+    "wrong_answer": "The DNS server {resolver} sends {name} to the wrong address: whatever uses that name "
+                    "(the carrier's test server, a web site) is reached in the wrong place.",
 }
+
+
+def checked(answer: Answer, known: list[str] | None) -> Answer:
+    """`answer` as a wrong_answer when it names an address outside the `known` ones of its family."""
+    if answer.error or not known or not answer.addresses:
+        return answer
+    family = [ipaddress.ip_address(a) for a in known if (":" in a) == (answer.rdtype == "AAAA")]
+    wrong = [a for a in answer.addresses if ipaddress.ip_address(a) not in family]
+    if not family or not wrong:
+        return answer
+    return Answer(answer.name, answer.rdtype, "wrong_answer", answer.time_ms, tuple(wrong),
+                  f"{', '.join(wrong)}, not the known {', '.join(known)}")
 
 
 def summarise(answers: list[Answer]) -> dict[str, MetricValue]:
@@ -152,19 +184,28 @@ def summarise(answers: list[Answer]) -> dict[str, MetricValue]:
     }
 
 
+def _failure(resolver: str, a: Answer, kinds: str) -> Finding:
+    detail: dict[str, MetricValue | str] = {"resolver": resolver, "name": a.name, "rdtype": a.rdtype,
+                                            "error": a.error or "error", "errors": kinds}
+    if a.error == "wrong_answer":
+        detail["addresses"] = ",".join(a.addresses)[:500]
+    sentence = _SENTENCE[a.error or "error"].format(resolver=resolver, name=a.name)
+    return finding("dns_failure", "warning", "dns", sentence, detail)
+
+
 def judge(resolver: str, answers: list[Answer], slow_ms: float) -> Measurement:
     metrics = summarise(answers)
     failed = [a for a in answers if a.error]
     if failed:
-        first = failed[0]
         reason = "; ".join(dict.fromkeys(_EXPLAIN[a.error].format(name=a.name, rdtype=a.rdtype, text=a.text)
                                          for a in failed if a.error))
-        kinds = sorted({a.error for a in failed if a.error})
-        f = finding("dns_failure", "warning", "dns",
-                    _SENTENCE[first.error or "error"].format(resolver=resolver, name=first.name),
-                    {"resolver": resolver, "name": first.name, "rdtype": first.rdtype, "error": first.error or "error",
-                     "errors": ",".join(kinds)})
-        return Measurement(Status.FAILED, f"{resolver}: {reason}", metrics, resolver, [f])
+        kinds = ",".join(sorted({a.error for a in failed if a.error}))
+        # One finding for the resolver's failures, and one per name it sends to a wrong address (each
+        # names where it led, so localisation can match the probes that went there).
+        wrong = {a.name: a for a in failed if a.error == "wrong_answer"}
+        other = [a for a in failed if a.error != "wrong_answer"]
+        found = [_failure(resolver, a, kinds) for a in [*other[:1], *wrong.values()]]
+        return Measurement(Status.FAILED, f"{resolver}: {reason}", metrics, resolver, found)
     times = [a.time_ms for a in answers if a.time_ms is not None]
     if times and statistics.fmean(times) >= slow_ms:
         return Measurement(Status.DEGRADED, f"{resolver}: answers take {statistics.fmean(times):.0f} ms on average",
@@ -192,11 +233,12 @@ def run(cfg: DnsConfig, ctx: CheckContext) -> list[Measurement]:
         host, port = split_server(spec)
         ctx.progress(f"resolving through {spec}")
         answers = []
-        for name in cfg.names:
+        for name in dict.fromkeys([*cfg.names, *cfg.expect]):
             for rdtype in cfg.types:
                 if ctx.remaining() <= 0:
                     break
-                answers.append(query(host, port, name, rdtype, min(cfg.query_timeout_s, ctx.remaining())))
+                answers.append(checked(query(host, port, name, rdtype, min(cfg.query_timeout_s, ctx.remaining())),
+                                       cfg.expect.get(name)))
         out.append(judge(spec, answers, cfg.slow_ms))
     _escalate_if_all_failed(out)
     return out

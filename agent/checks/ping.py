@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
-from agent.findings import ProbeThresholds, judge_probes
+from agent.findings import ProbeThresholds, judge_probes, reached_by_name
 from agent.netinfo import default_route
 from linecheck.wire import Status
 
@@ -179,6 +179,19 @@ def resolve_target(target: str, ctx: CheckContext) -> str:
     return socket.getaddrinfo(target, None, socket.AF_INET)[0][4][0]
 
 
+def target_name(target: str, ctx: CheckContext) -> str | None:
+    """The DNS name `target` is looked up by: None for the gateway and for address literals."""
+    if target == "gateway":
+        return None
+    if target == "test_server":
+        target = (ctx.line.test_server or "").split(":")[0]
+    try:
+        ipaddress.ip_address(target)
+    except ValueError:
+        return target or None
+    return None
+
+
 def judge(cfg: PingConfig, target: str, metrics: dict[str, float | int | None]) -> Measurement:
     limits = ProbeThresholds(cfg.loss_degraded_pct, cfg.loss_failed_pct, cfg.rtt_degraded_ms, cfg.jitter_degraded_ms)
     status, reason, found = judge_probes("ping", target, metrics, limits, what="ping echoes")
@@ -200,7 +213,9 @@ def run(cfg: PingConfig, ctx: CheckContext) -> list[Measurement]:
         except PermissionError as exc:
             out.append(Measurement(Status.SKIPPED, str(exc), target=label))
             continue
-        out.append(judge(cfg, label, summarise(stats)))
+        m = judge(cfg, label, summarise(stats))
+        m.findings = reached_by_name(m.findings, target_name(target, ctx), address)
+        out.append(m)
     return out
 
 

@@ -22,8 +22,15 @@ import psutil
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
-from agent.checks.ping import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, checksum, open_icmp_socket, resolve_target
-from agent.findings import finding
+from agent.checks.ping import (
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    checksum,
+    open_icmp_socket,
+    resolve_target,
+    target_name,
+)
+from agent.findings import finding, reached_by_name
 from linecheck.wire import MetricValue, Status
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
@@ -164,6 +171,13 @@ def run(cfg: PmtuConfig, ctx: CheckContext) -> Measurement:
     except (LookupError, OSError) as exc:
         return Measurement(Status.SKIPPED if cfg.target == "test_server" else Status.FAILED,
                            f"cannot resolve {cfg.target}: {exc}", target=cfg.target)
+    m = _measure(cfg, ctx, address)
+    # Say which name led the probes to this address: localisation tells a wrong DNS answer from the line.
+    m.findings = reached_by_name(m.findings, target_name(cfg.target, ctx), address)
+    return m
+
+
+def _measure(cfg: PmtuConfig, ctx: CheckContext, address: str) -> Measurement:
     try:
         iface_mtu = interface_mtu(address, ctx.line.wan_interface)
     except OSError as exc:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
-from agent.checks.ping import resolve_target
-from agent.findings import ProbeThresholds, judge_probes
+from agent.checks.ping import resolve_target, target_name
+from agent.findings import ProbeThresholds, judge_probes, reached_by_name
 from linecheck import stamp
 from linecheck.wire import MetricValue, Status
 
@@ -145,6 +145,13 @@ def run(cfg: UdpLatencyConfig, ctx: CheckContext) -> Measurement:
     except (LookupError, OSError) as exc:
         return Measurement(Status.SKIPPED if cfg.server == "test_server" else Status.FAILED,
                            f"cannot resolve reflector {cfg.server}: {exc}", target=cfg.server)
+    m = _measure(cfg, ctx, address)
+    # Say which name led the probes to this address: localisation tells a wrong DNS answer from the line.
+    m.findings = reached_by_name(m.findings, target_name(cfg.server, ctx), address)
+    return m
+
+
+def _measure(cfg: UdpLatencyConfig, ctx: CheckContext, address: str) -> Measurement:
     label = f"{address}:{cfg.port}"
     ctx.progress(f"{cfg.count} STAMP probes to {label}")
     session = probe(address, cfg.port, cfg.count, cfg.interval_s, cfg.reply_timeout_s, cfg.packet_bytes,
