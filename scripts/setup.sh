@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for linecheck: Debian packages (when root), a virtualenv, the project.
-#   scripts/setup.sh          what the local stack needs (mosquitto, iproute2)
-#   scripts/setup.sh --test   plus what the test suite needs (iperf3, nginx, chromium, ...)
+#   scripts/setup.sh          what the local stack needs (mosquitto, iproute2; linecheck[collector])
+#   scripts/setup.sh --test   plus what the test suite needs (iperf3, nginx, chromium, ...; linecheck[dev])
 # Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mosquitto iproute2)
-extras=()
+# The base install is the gateway agent only (pyproject.toml); the local stack runs the collector too,
+# and the tests every part (dev brings collector and testserver).
+extras=(collector)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base fonts-wqy-microhei)
   extras=(dev)

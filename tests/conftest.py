@@ -11,8 +11,9 @@ import pytest
 from tests.lab import LineLab
 from tests.mosquitto import Broker, running_broker
 
-# Fixtures of the API and console tests (fleet, client, sender) live in their own module.
-pytest_plugins = ["tests.api_support"]
+# Fixtures of the API and console tests (fleet, client, sender) live in their own module; those of
+# installing the project outside the clone (a wheel, an agent-only virtualenv) in tests/install_support.py.
+pytest_plugins = ["tests.api_support", "tests.install_support"]
 
 
 @pytest.fixture
