@@ -22,16 +22,25 @@ def missing() -> str | None:
     return None
 
 
-def chromium(width: int = 1366, height: int = 900, lang: str = "en"):  # type: ignore[no-untyped-def]
+# Every request for a host other than loopback goes to a proxy that is not there and fails: a page
+# that needs the internet (a CDN) breaks as it would on a carrier's closed network.
+OFFLINE = ("--proxy-server=http://127.0.0.1:9",  # loopback itself bypasses a proxy (Chromium's implicit rule)
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+
+
+def chromium(width: int = 1366, height: int = 900, lang: str = "en",  # type: ignore[no-untyped-def]
+             extra_flags: tuple[str, ...] = (), console_log: bool = False):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--window-size={width},{height}", f"--lang={lang}", "--disable-dev-shm-usage"):
+                 f"--window-size={width},{height}", f"--lang={lang}", "--disable-dev-shm-usage", *extra_flags):
         opts.add_argument(flag)
     opts.add_experimental_option("prefs", {"intl.accept_languages": lang})
+    if console_log:  # driver.get_log("browser"): CSP violations and failed loads are SEVERE entries
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 

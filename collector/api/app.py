@@ -1,4 +1,5 @@
-"""The collector's HTTP application: API (/api/v1, OpenAPI at /api/openapi.json), console (/console), /metrics."""
+"""The collector's HTTP application: API (/api/v1, OpenAPI at /api/openapi.json, its pages at /api/docs and
+/api/redoc), console (/console), /metrics."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from collector.api import (
 )
 from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, Accounts
 from collector.api.deps import route_roles
+from collector.api.docs_pages import add_docs
 from collector.api.headers import SecurityHeaders
 from collector.api.throttle import LoginThrottle, parse_networks
 from collector.commands.desk import CommandSender
@@ -39,7 +41,8 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
                   description="Fleet, lines, results, tickets and promises of a linecheck collector. "
                               "Authenticate with `Authorization: Bearer lc_...` (see docs/api.md). "
                               "Every list is paged (`page`, `per_page` ≤ 200).",
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+                  # Swagger UI and ReDoc from the package, not a CDN (collector/api/docs_pages.py)
+                  openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.accounts = Accounts(engine)
     app.state.commands = commands
@@ -48,6 +51,7 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     app.state.login_throttle = LoginThrottle()
     app.state.trusted_proxies = parse_networks(trusted_proxies)
     app.state.api_token_max_days = api_token_max_days
+    add_docs(app)
     for router in [*API_ROUTERS, *extra_routers]:
         _publish_roles(router.routes)
         app.include_router(router)

@@ -185,7 +185,8 @@ WRITES_WITHOUT_PARAMS = {
     ("POST", "/console/logout"): "ends the caller's own session",
     ("POST", "/console/account/tokens"): "the caller's own token",
 }
-PUBLIC_READS = {"/", "/healthz", "/metrics", "/api/openapi.json", "/api/docs", "/docs/oauth2-redirect",
+PUBLIC_READS = {"/", "/healthz", "/metrics", "/api/openapi.json", "/api/docs", "/api/docs/swagger-init.js",
+                "/api/redoc", "/docs", "/redoc",
                 "/console/login"}
 
 
