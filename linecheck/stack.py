@@ -2,7 +2,10 @@
 
 Starts a private broker (mosquitto when installed, else the embedded amqtt broker), the
 collector on SQLite and an agent that checks this machine's own line, all writing into one
-work directory. Prints where to look, then runs until Ctrl-C.
+work directory. Beside it, unless --no-demo-fleet, four simulated offices (linecheck/demo: healthy,
+slow against its speed promise, a DNS fault, reopened after 62 idle days) report through the same
+broker, so the console's tickets and promises pages have something to show. Prints where to look,
+then runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def write_configs(workdir: Path, port: int, interval_s: int, http_port: int = 0)
 
 
 DEMO_USER = "demo"
+LOCAL_AGENT = "local-gw"
 DEMO_REGISTRY = """# written by linecheck-stack: the local line in the fleet registry, so the console can show it
 tenants:
   - {{tenant_id: demo-carrier, name: Demo carrier, kind: carrier}}
@@ -135,12 +139,37 @@ def prepare_console(workdir: Path, collector_cfg: Path, interval_s: int) -> tupl
     return DEMO_USER, password
 
 
+def start_demo_fleet(workdir: Path, collector_cfg: Path, port: int, interval_s: int):  # type: ignore[no-untyped-def]
+    """The simulated offices: seeded once per work directory, then reporting every interval_s."""
+    from linecheck.demo import seed
+
+    try:
+        sim = seed.start(workdir / "demo-fleet", collector_cfg, "127.0.0.1", port, interval_s)
+    except seed.SeedError as exc:
+        raise RuntimeError(f"demo fleet: {exc} (start with --no-demo-fleet to do without it)") from exc
+    sim.live()
+    return sim
+
+
+def _demo_fleet_lines(sim: object, http_port: int) -> str:
+    if sim is None:
+        return ""
+    from linecheck.demo.fleet import LINES
+
+    seeded = getattr(sim, "seeded_now", 0)
+    how = f"seeded now with {seeded} results" if seeded else "seeded before; reporting again"
+    return (f"  simulated  {len(LINES)} offices marked \"demo (simulated)\" ({how}): "
+            + ", ".join(f"{x.line_id} ({x.key})" for x in LINES) + "\n"
+            f"             http://127.0.0.1:{http_port}/console/tickets   http://127.0.0.1:{http_port}/console/promises\n")
+
+
 def stored_results(db: Path) -> int:
+    """Results of this machine's line (the simulated offices' are not counted)."""
     if not db.exists():
         return 0
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM results WHERE agent_id = ?", (LOCAL_AGENT,)).fetchone()[0])
     except sqlite3.Error:
         return 0
 
@@ -154,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until-stored", type=int, default=0, metavar="N",
                    help="exit 0 once N results are stored (for smoke tests); default: run until Ctrl-C")
     p.add_argument("--timeout", type=float, default=120, help="with --until-stored: give up after this long")
+    p.add_argument("--no-demo-fleet", action="store_true",
+                   help="only this machine's line: no simulated offices (they are seeded once per work directory)")
     args = p.parse_args(argv)
 
     workdir = Path(args.workdir).resolve()
@@ -162,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     http_port = _free_port(args.http_port)
     collector_cfg, agent_cfg = write_configs(workdir, port, args.interval, http_port)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    sim = None
     stopping = False
 
     def stop(*_: object) -> None:
@@ -181,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             log = (workdir / f"{name}.log").open("ab")
             procs.append((name, subprocess.Popen(argv_, stdout=log, stderr=subprocess.STDOUT)))
         _wait_port(http_port, 30, procs[1][1], "the collector's HTTP server")
+        if not args.no_demo_fleet:
+            sim = start_demo_fleet(workdir, collector_cfg, port, args.interval)
         print(f"""linecheck local stack is running (work directory {workdir})
   console    http://127.0.0.1:{http_port}/console/   user {user}  password {password}
              (kept in {workdir}/console-login.txt; API docs http://127.0.0.1:{http_port}/api/docs)
   broker     127.0.0.1:{port}            log: {workdir}/broker.log
   collector  SQLite {workdir}/linecheck.db   log: {workdir}/collector.log
   agent      local-gw, checks every ~{args.interval} s   log: {workdir}/agent.log
-Where to look:
+{_demo_fleet_lines(sim, http_port)}Where to look:
   stored results   .venv/bin/linecheck-collector results --config {collector_cfg}
   check now        .venv/bin/linecheck-agent check --config {agent_cfg}
   remote check     .venv/bin/linecheck-collector command --config {collector_cfg} --agent local-gw check_now
@@ -202,7 +236,7 @@ Ctrl-C stops everything.""", flush=True)
                     return 1
             count = stored_results(workdir / "linecheck.db")
             if count != seen:
-                print(f"  {count} result(s) stored", flush=True)
+                print(f"  {count} result(s) stored from this machine's agent", flush=True)
                 seen = count
             if args.until_stored and count >= args.until_stored:
                 return 0
@@ -216,6 +250,8 @@ Ctrl-C stops everything.""", flush=True)
         print(f"linecheck-stack: {exc}", file=sys.stderr)
         return 1
     finally:
+        if sim is not None:
+            sim.stop()
         for _, proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
