@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ def default_route() -> Route | None:
         return parse_proc_net_route(Path("/proc/net/route").read_text())
     except OSError:
         return None
+
+
+def carrier_up(interface: str) -> bool | None:
+    """Whether the port sees its link partner now (/sys/class/net/IF/carrier); None when unknown.
+
+    The kernel refuses to read `carrier` (EINVAL) while the interface is administratively down:
+    that is no link either."""
+    try:
+        return Path(f"/sys/class/net/{interface}/carrier").read_text().strip() == "1"
+    except OSError as exc:
+        return False if exc.errno == errno.EINVAL else None
 
 
 def carrier_changes(interface: str) -> int | None:

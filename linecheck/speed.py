@@ -5,7 +5,10 @@ The agent's throughput check turns a "slow" judgement into a `throughput_below_p
 with the same limit (collector/rules/engine.py). A result whose cross-traffic was too high to trust
 (`cross_traffic_high_flag` = 1: the office's own traffic shared the line during the test) says
 nothing about the line's speed on either side: no finding, no breach, and no healthy evidence
-either (it neither opens nor resolves a ticket). Pure: no I/O, no clock.
+either (it neither opens nor resolves a ticket). The same holds per direction for a test the line
+interrupted (`interrupted_*_flag` = 1: the link dropped or the streams stalled) and for one a cap
+stopped before its rate settled (`stable_*_flag` = 0): neither is a slow line (issue 21). The
+promise ledger excludes such tests with the reason `untrusted_reason` gives. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ def trusted(metrics: Mapping[str, object]) -> bool:
     return not metrics.get(CROSS_TRAFFIC_FLAG)
 
 
+def untrusted_reason(metrics: Mapping[str, object], direction: Direction) -> str | None:
+    """Why this direction of a test says nothing about the line's speed, or None when it can be judged:
+    `interrupted` (the line dropped or the streams stalled mid-test), `unsettled` (a cap stopped it
+    before the rate was stable; a backend without the criterion reports null, which is no objection),
+    `cross_traffic_high`."""
+    if metrics.get(f"interrupted_{direction}_flag") == 1:
+        return "interrupted"
+    if metrics.get(f"stable_{direction}_flag") == 0:
+        return "unsettled"
+    if not trusted(metrics):
+        return "cross_traffic_high"
+    return None
+
+
 @dataclass(frozen=True)
 class SpeedJudgement:
     direction: Direction
@@ -68,4 +85,4 @@ def judge_speed(metrics: Mapping[str, object], direction: Direction, plan_mbps: 
     """One direction of one throughput result against the plan (`figures`: the metrics to judge,
     best first; default FIGURES[direction])."""
     value, name = figure(metrics, figures or FIGURES[direction])
-    return SpeedJudgement(direction, name, value, plan_mbps, pct, trusted(metrics))
+    return SpeedJudgement(direction, name, value, plan_mbps, pct, untrusted_reason(metrics, direction) is None)

@@ -120,3 +120,9 @@ class LabCollector:
     def open_classes(self) -> dict[str, str | None]:
         """fault class -> location of every open ticket."""
         return {tk.fault_class: tk.location for tk in self.tickets() if tk.state in t.OPEN_STATES}
+
+    def verdicts(self) -> list[Any]:
+        """The promise ledger's latest verdicts (PromiseVerdict), as `promises evaluate` reads them."""
+        with self.store.engine.connect() as conn:
+            found = [ledger.stored_verdict(conn, p.id) for p in ledger.stored_promises(conn, [LINE])]
+        return [v for v in found if v is not None]

@@ -159,6 +159,28 @@ def test_failed_tests_are_not_measured_never_zero() -> None:
     assert all(t.passed is None for t in v.down.tests if t.excluded)
 
 
+def test_interrupted_and_unsettled_tests_are_excluded_not_failed() -> None:
+    """A test the line interrupted, or one a cap stopped before it settled, is no evidence of a slow line
+    (issue 21): excluded with its reason, like cross-traffic, and never counted as a failed test."""
+    good = history([(478.0, 287.0)] * 12)
+    cut = [sample_from_metrics(f"cut-{i}", NOW - timedelta(hours=i + 1),
+                               {"down_mbps": None, "up_mbps": None, "interrupted_down_flag": 1},
+                               status="failed", reason="interrupted: the WAN link wan0 went down 2.1 s in")
+           for i in range(3)]
+    loose = [sample_from_metrics(f"loose-{i}", NOW - timedelta(hours=i + 5),
+                                 {"down_mbps": 120.0, "up_mbps": 287.0, "stable_down_flag": 0, "stable_up_flag": 1,
+                                  "interrupted_down_flag": 0, "interrupted_up_flag": 0})
+             for i in range(4)]
+    v = judge(good + cut + loose)
+    assert v.outcome is Outcome.DELIVERED, v.summary
+    assert v.down.excluded == {"interrupted": 3, "unsettled": 4} and v.down.all.valid == 12
+    assert v.up.excluded == {"not_measured": 3} and v.up.all.valid == 16  # not run after the cut; settled ones count
+    reasons = {t.result_id: t.detail for t in v.down.tests if t.excluded}
+    assert "went down" in reasons["cut-0"] and "lower bound" in reasons["loose-0"]
+    # Counted at face value, the unsettled downloads would have sunk the verdict.
+    assert judge(good + history([(120.0, 287.0)] * 4, hour=3)).down.outcome is not Outcome.DELIVERED
+
+
 def test_peak_and_off_peak_reported_separately() -> None:
     off = history([(478.0, 287.0)] * 25, hour=OFF_PEAK_UTC_HOUR)
     peak = history([(250.0, 287.0)] * 12, hour=PEAK_UTC_HOUR)

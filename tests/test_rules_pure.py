@@ -51,9 +51,11 @@ def lossy(minute: int, **kw: object) -> ResultEnvelope:
                     started_at=at(minute), **kw)  # type: ignore[arg-type]
 
 
-def slow(minute: int, down_mbps: float, flag: int = 0, **kw: object) -> ResultEnvelope:
-    speed = CheckResult(kind="throughput", status=Status.OK, duration_s=10,
-                        metrics={"down_mbps": down_mbps, "up_mbps": 280.0, "cross_traffic_high_flag": flag})
+def slow(minute: int, down_mbps: float | None, flag: int = 0, stable: int | None = None,
+         interrupted: int | None = None, **kw: object) -> ResultEnvelope:
+    speed = CheckResult(kind="throughput", status=Status.FAILED if interrupted else Status.OK, duration_s=10,
+                        metrics={"down_mbps": down_mbps, "up_mbps": 280.0, "cross_traffic_high_flag": flag,
+                                 "stable_down_flag": stable, "interrupted_down_flag": interrupted})
     return envelope(AGENT, LINE, [link_check(), ping_check(), speed], started_at=at(minute), **kw)  # type: ignore[arg-type]
 
 
@@ -117,6 +119,19 @@ CASES = [
     Case("speed tests the agent did not trust (cross-traffic) open nothing", "speed_below_plan",
          [slow(0, 90, flag=1), slow(1, 90, flag=1), slow(2, 90, flag=1)],
          rules={"speed_below_plan": {"retest": False, "breaches": 2, "window": 3}}),
+    Case("tests a cap stopped before the rate settled open nothing (issue 21)", "speed_below_plan",
+         [slow(0, 90, stable=0), slow(1, 90, stable=0), slow(2, 90, stable=0)],
+         rules={"speed_below_plan": {"retest": False, "breaches": 2, "window": 3}}),
+    Case("tests the line interrupted open nothing", "speed_below_plan",
+         [slow(0, None, interrupted=1), slow(1, None, interrupted=1), slow(2, None, interrupted=1)],
+         rules={"speed_below_plan": {"retest": False, "breaches": 2, "window": 3}}),
+    Case("nor do unsettled or interrupted tests resolve an open speed ticket", "speed_below_plan",
+         [slow(0, 90), slow(1, 480, stable=0), slow(2, None, interrupted=1), slow(3, 480, stable=0)],
+         open={"speed_below_plan": OpenTicket(at(0))}, rules={"speed_below_plan": {"heal_after": 2}}),
+    Case("settled tests still open: the flags are per test, not a blanket", "speed_below_plan",
+         [slow(0, 90, stable=0), slow(1, 90, stable=1), slow(2, 90, stable=1)],
+         rules={"speed_below_plan": {"retest": False, "breaches": 2, "window": 3}},
+         expect=lambda h: [("Open", "speed_below_plan", ids([h[1], h[2]]))]),
     Case("nor do they resolve an open speed ticket", "speed_below_plan",
          [slow(0, 90), slow(1, 480, flag=1), slow(2, 480, flag=1), slow(3, 480, flag=1)],
          open={"speed_below_plan": OpenTicket(at(0))}, rules={"speed_below_plan": {"heal_after": 2}}),

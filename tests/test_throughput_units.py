@@ -173,6 +173,36 @@ def test_judge_flags_a_line_far_below_plan_unless_cross_traffic_is_high() -> Non
     assert m.status is Status.OK and not m.findings
 
 
+def test_judge_never_calls_an_interrupted_or_unsettled_test_slow() -> None:
+    metrics = dict.fromkeys(METRICS)
+    metrics.update(down_mbps=150.0, capacity_down_mbps=150.0, up_mbps=280.0, capacity_up_mbps=281.0,
+                   cross_traffic_high_flag=0, stable_down_flag=0, stable_up_flag=1)
+    m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [])
+    assert m.status is Status.OK and not m.findings  # the settled upload is fine; the download is not judged
+    metrics["stable_up_flag"] = 0
+    m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [])
+    assert m.status is Status.ERROR and not m.findings and "lower bound" in (m.reason or "")
+    metrics.update(stable_down_flag=1, stable_up_flag=0)
+    m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [])
+    assert m.status is Status.DEGRADED and [f.detail["direction"] for f in m.findings] == ["down"]
+    m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [],
+              interrupted="the WAN link wan0 went down 2.0 s into the download")
+    assert m.status is Status.FAILED and not m.findings and m.reason and m.reason.startswith("interrupted: ")
+
+
+def test_the_engine_calls_a_lost_link_or_a_stall_an_interruption(tmp_path: Path, monkeypatch) -> None:
+    from agent.throughput import engine
+
+    opts = engine.EngineOptions(host="x", wan_interface="wan0", stall_s=2.0)
+    monkeypatch.setattr(engine, "carrier_up", lambda iface: True)
+    assert engine._interruption(opts, "down", 3.0, 1.9) is None
+    assert "no data moved for 2.0 s" in (engine._interruption(opts, "down", 3.0, 2.0) or "")
+    monkeypatch.setattr(engine, "carrier_up", lambda iface: False)
+    assert engine._interruption(opts, "up", 1.25, 0.0) == "the WAN link wan0 went down 1.2 s into the upload"
+    monkeypatch.setattr(engine, "carrier_up", lambda iface: None)  # unknown is not lost
+    assert engine._interruption(opts, "up", 1.0, 0.0) is None
+
+
 def test_every_throughput_metric_is_catalogued() -> None:
     assert unlisted("throughput", set(METRICS)) == []
 

@@ -87,16 +87,25 @@ def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
             status = Status.ERROR  # unavailable is not slow: says nothing about the line
         return Measurement(status, exc.reason, dict.fromkeys(METRICS), target)
     ctx.state["budget_used_bytes"] = int(ctx.state.get("budget_used_bytes", 0)) + result.bytes_used
-    return judge(cfg, ctx, result.metrics, result.target, result.notes)
+    return judge(cfg, ctx, result.metrics, result.target, result.notes, result.interrupted)
 
 
-def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes: list[str]) -> Measurement:
+def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes: list[str],
+          interrupted: str | None = None) -> Measurement:
+    """Status, reason and findings of a measured test. A test the line interrupted is `failed` with the
+    reason and nothing judged; a direction that did not settle is reported, not judged."""
+    if interrupted is not None:
+        return Measurement(Status.FAILED, f"interrupted: {interrupted}; the test says nothing about the line's "
+                                          "speed and is not counted", m, target)
     findings: list[Finding] = []
     problems: list[str] = []
+    unsettled = [d for d in ("down", "up") if speed.untrusted_reason(m, d) == "unsettled"]
     if (m.get("cpu_max_pct") or 0) >= cfg.cpu_limited_pct:
         notes.append(f"gateway CPU reached {m['cpu_max_pct']:g} %: the result may be CPU-limited")
     if not speed.trusted(m):
         notes.append("cross-traffic was too high to trust the capacity estimate")
+    for d in unsettled:
+        notes.append(f"{d} did not settle before its cap: its figure is a lower bound, not judged against the plan")
     for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
         j = speed.judge_speed(m, direction, plan, cfg.slow_pct_of_plan)  # the collector's rule judges the same way
         if j.slow and j.measured_mbps is not None and plan:
@@ -107,6 +116,11 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
                 f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
                 {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
     reason = "; ".join(problems + notes)
+    measured = [d for d in ("down", "up") if m.get(f"{d}_mbps") is not None]
+    if not problems and measured and set(measured) <= set(unsettled):
+        # Nothing settled: the figures are lower bounds. Not ok (that would vouch for them), not
+        # degraded (that would blame the line): the test could not measure the line.
+        return Measurement(Status.ERROR, reason, m, target)
     return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
 
 

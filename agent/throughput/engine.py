@@ -4,6 +4,12 @@ Per direction: start a few streams, add more while the rate grows, discard the r
 the moving average is stable or at the byte/time cap (ramp.py). Meanwhile a prober measures
 latency on its own connection, and the WAN counters and CPU are sampled (sampler.py) so that
 cross-traffic and capacity can be told apart from the test's own share.
+
+A test the line interrupts is not a slow line: when the WAN port loses its link, or no byte moves on
+any stream for `stall_s`, the direction stops at once and the test says it was interrupted (and
+why); the remaining directions are not run. Its figures stay null: an average with the gap in it
+would read as a slow line. A direction stopped by a cap before its rate settled keeps its figures
+with `stable_*_flag` 0, and the check does not judge it against the plan (linecheck/speed.py).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from agent.netinfo import carrier_up
 from agent.throughput.errors import MeasurementFailed
 from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput.ramp import Controller, Phase, RampSettings
@@ -43,6 +50,7 @@ class EngineOptions:
     max_direction_s: float = 15.0
     wan_interface: str | None = None
     max_cross_share: float = 0.5  # cross-traffic above this share of capacity: result not trusted
+    stall_s: float = 2.0  # no byte moved on any stream for this long: the test is interrupted
     ramp: RampSettings = field(default_factory=RampSettings)
 
 
@@ -56,6 +64,7 @@ class DirectionOutcome:
     ramp_complete: bool
     loaded_rtts: list[float]
     wan_payload_bps: float | None  # all WAN payload in this direction over the measurement window
+    interrupted: str | None = None  # why the line interrupted this direction (link lost, streams stalled)
 
 
 def admit(opts: EngineOptions, test_id: str) -> None:
@@ -99,6 +108,8 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
     wan.append(wan_sample(opts.wan_interface, started))
     next_cpu = started + 1.0
     total = 0
+    moved_at, moved = started, 0  # when the byte count last grew (a stall detector)
+    interrupted: str | None = None
     try:
         while True:
             stop.wait(opts.ramp.interval_s)  # the sampling clock of the controller
@@ -110,6 +121,12 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
             if now >= next_cpu:
                 cpu.sample()
                 next_cpu = now + 1.0
+            if total > moved:
+                moved_at, moved = now, total
+            interrupted = _interruption(opts, direction, now - started, now - moved_at)
+            if interrupted is not None:
+                ctl.finish("interrupted")
+                break
             failed = next((s.error for s in streams if s.error is not None), None)
             if failed is not None:
                 raise failed
@@ -132,6 +149,11 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
     idx = ctl.window_indices()
     rtts: list[float] = []
     wan_bps = None
+    if interrupted is not None:
+        return DirectionOutcome(rate_bps=None, bytes_used=total, streams=len(streams),
+                                duration_s=round(time.monotonic() - started, 3), stop_reason="interrupted",
+                                ramp_complete=ctl.ramp_complete, loaded_rtts=[], wan_payload_bps=None,
+                                interrupted=interrupted)
     if idx is not None:
         a, b = idx
         t0, t1 = ctl.sample_time(a), ctl.sample_time(b)
@@ -143,6 +165,16 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
     return DirectionOutcome(rate_bps=ctl.rate_bps(), bytes_used=total, streams=len(streams),
                             duration_s=round(time.monotonic() - started, 3), stop_reason=ctl.stop_reason or "stopped",
                             ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps)
+
+
+def _interruption(opts: EngineOptions, direction: str, elapsed_s: float, still_s: float) -> str | None:
+    """Why the line interrupted the test now, or None: the WAN link lost, or nothing moved for stall_s."""
+    what = f"{direction}load"
+    if opts.wan_interface and carrier_up(opts.wan_interface) is False:
+        return f"the WAN link {opts.wan_interface} went down {elapsed_s:.1f} s into the {what}"
+    if still_s >= opts.stall_s:
+        return f"no data moved for {still_s:.1f} s, {elapsed_s:.1f} s into the {what} (streams stalled)"
+    return None
 
 
 def measure(opts: EngineOptions) -> ThroughputResult:
@@ -159,8 +191,20 @@ def measure(opts: EngineOptions) -> ThroughputResult:
     loaded: list[float] = []
     try:
         for direction in opts.directions:
+            if result.interrupted is not None:
+                result.notes.append(f"{direction}: not run (the test was interrupted)")
+                continue
             cap = max(1, opts.max_bytes // len(opts.directions))
             out = run_direction(opts, direction, test_id, cap, cpu, payload)
+            m[f"interrupted_{direction}_flag"] = 1 if out.interrupted else 0
+            if out.interrupted is not None:
+                result.interrupted = out.interrupted
+                m[f"stable_{direction}_flag"] = 0
+                m[f"streams_{direction}_count"] = out.streams
+                m[f"bytes_{direction}_bytes"] = out.bytes_used
+                m[f"duration_{direction}_s"] = out.duration_s
+                result.notes.append(f"{direction}: interrupted after {out.duration_s:g} s: {out.interrupted}")
+                continue
             rate = out.rate_bps
             m[f"{direction}_mbps"] = mbps(rate)
             m[f"streams_{direction}_count"] = out.streams

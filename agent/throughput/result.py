@@ -13,6 +13,7 @@ METRICS = (
     "latency_idle_ms", "latency_loaded_down_ms", "latency_loaded_up_ms", "responsiveness_rpm",
     "streams_down_count", "streams_up_count", "bytes_down_bytes", "bytes_up_bytes",
     "duration_down_s", "duration_up_s", "stable_down_flag", "stable_up_flag", "cpu_max_pct",
+    "interrupted_down_flag", "interrupted_up_flag",
 )
 
 
@@ -22,6 +23,7 @@ class ThroughputResult:
     target: str  # e.g. linecheck://198.18.1.1:8080
     metrics: dict[str, MetricValue] = field(default_factory=lambda: dict.fromkeys(METRICS))
     notes: list[str] = field(default_factory=list)  # how each direction ended, caps hit, ...
+    interrupted: str | None = None  # the line interrupted the test (link lost, streams stalled): why
 
     @property
     def bytes_used(self) -> int:

@@ -5,7 +5,9 @@ Excluded, each with its reason and counted in the evidence:
   - not_measured: the test failed or gave no figure ("unavailable" is not "slow");
   - wan_port_below_promise: the gateway's WAN port negotiated below the promised rate;
   - gateway_cpu_saturated: the gateway's CPU was at or above the declared limit during the test;
-  - cross_traffic_high: the office's own traffic was too high to trust the figure.
+  - cross_traffic_high: the office's own traffic was too high to trust the figure;
+  - interrupted: the line dropped or the streams stalled during the test (the agent says so);
+  - unsettled: a byte or time cap stopped the test before its rate was stable (a lower bound).
 The first two local-equipment reasons can make the verdict `limited_by_local_equipment`.
 A valid test passes when its figure (the line capacity estimate where the agent gives one, else
 the test's own rate) reaches `rate_fraction` of the rate promised at the time of the test.
@@ -43,6 +45,8 @@ class Exclusion(StrEnum):
     WAN_PORT = "wan_port_below_promise"
     CPU = "gateway_cpu_saturated"
     CROSS_TRAFFIC = "cross_traffic_high"
+    INTERRUPTED = "interrupted"
+    UNSETTLED = "unsettled"
 
     @property
     def local_equipment(self) -> bool:
@@ -62,6 +66,8 @@ class SpeedSample:
     wan_speed_mbps: float | None = None  # negotiated WAN port speed (link check)
     cpu_max_pct: float | None = None  # peak gateway CPU during the test
     cross_traffic_high: bool = False
+    down_untrusted: str | None = None  # linecheck.speed.untrusted_reason per direction
+    up_untrusted: str | None = None
     status: str = "ok"  # the throughput check's status
     reason: str | None = None  # the check's reason when it could not measure
     agent_id: str = ""  # with result_id: the stored result this came from (ticket evidence)
@@ -87,7 +93,9 @@ def sample_from_metrics(result_id: str, at: datetime, throughput: Mapping[str, f
         result_id=result_id, at=at, down_mbps=figures["down"][0], down_source=figures["down"][1],
         up_mbps=figures["up"][0], up_source=figures["up"][1],
         wan_speed_mbps=None if wan is None else float(wan), cpu_max_pct=None if cpu is None else float(cpu),
-        cross_traffic_high=not speed.trusted(throughput), status=status, reason=reason, agent_id=agent_id)
+        cross_traffic_high=not speed.trusted(throughput), status=status, reason=reason, agent_id=agent_id,
+        down_untrusted=speed.untrusted_reason(throughput, "down"),
+        up_untrusted=speed.untrusted_reason(throughput, "up"))
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,9 @@ class DirectionVerdict:
 
 def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: Direction,
                crit: SpeedCriterion) -> tuple[Exclusion | None, str | None]:
+    why = s.down_untrusted if direction == "down" else s.up_untrusted
+    if why == Exclusion.INTERRUPTED:
+        return Exclusion.INTERRUPTED, s.reason or f"the line interrupted the {direction}load test"
     if value is None:
         return Exclusion.NOT_MEASURED, s.reason or f"the test gave no {direction}load figure ({s.status})"
     if s.wan_speed_mbps is not None and s.wan_speed_mbps < promised:
@@ -156,6 +167,9 @@ def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: 
                                     f"below the promised {promised:g}")
     if crit.cpu_saturated_pct is not None and s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
         return Exclusion.CPU, f"gateway CPU at {s.cpu_max_pct:g}% during the test"
+    if why == Exclusion.UNSETTLED:
+        return Exclusion.UNSETTLED, (f"the {direction}load rate had not settled when the test's cap stopped it "
+                                     f"({value:g} Mbit/s is a lower bound)")
     if s.cross_traffic_high:
         return Exclusion.CROSS_TRAFFIC, "office traffic during the test was too high to trust the figure"
     return None, None

@@ -353,9 +353,11 @@ class RuleEngine:
 
     @staticmethod
     def _untrusted(rule: Rule, c: Any) -> bool:
-        """A speed test the agent itself did not trust (cross-traffic too high) says nothing about a
-        class judged against the plan: neither a breach nor healthy evidence."""
-        return any(cond.below_plan_pct is not None for cond in rule.conditions) and not speed.trusted(c.metrics)
+        """A speed test the agent itself did not trust in a direction the class judges (cross-traffic too
+        high, interrupted by the line, stopped before it settled) says nothing about a class judged
+        against the plan: neither a breach nor healthy evidence (linecheck/speed.py)."""
+        return any(speed.untrusted_reason(c.metrics, cond.plan) is not None
+                   for cond in rule.conditions if cond.below_plan_pct is not None and cond.plan is not None)
 
     @staticmethod
     def _observing_checks(rule: Rule, e: ResultEnvelope) -> list[Any]:

@@ -1,0 +1,119 @@
+"""Speed verdicts under real line conditions in the lab: a test the line interrupted, a test that did not
+settle, upload-only degradation, a deep buffer at the rate cap (bufferbloat), a line that flaps during
+the check. Each: the agent's verdict, where it puts the fault, and what the collector's rules and
+promise ledger do with it (tests/labcollector.py). Expected verdicts are in each docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.promises.criterion import PromisePolicy, SpeedCriterion
+from tests.checkctx import by_kind
+from tests.helpers import wait_for
+from tests.lab import SERVER_ADDR, LineLab
+from tests.labcollector import AGENT, LINE, SITE, LabCollector
+
+pytestmark = pytest.mark.lab
+
+# One valid test decides in these tests (they are about which tests are valid, not about sample sizes);
+# the lab's "gateway" shares the host's CPU, so the CPU exclusion is off (as in test_promises_lab.py).
+POLICY = PromisePolicy(speed=SpeedCriterion(min_valid_tests=1, confidence=0.5, cpu_saturated_pct=None))
+
+
+@pytest.fixture
+def served(lab: LineLab) -> Iterator[LineLab]:
+    proc = lab.popen(lab.carrier, [sys.executable, "-m", "testserver.cli", "--listen", f"{SERVER_ADDR}:8080"],
+                     stdout=subprocess.PIPE)
+    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
+    yield lab
+
+
+class AgentRun:
+    """`linecheck-agent check --json` started in the gateway namespace; `envelope()` waits for it."""
+
+    def __init__(self, lab: LineLab, checks_yaml: str, line_yaml: str) -> None:
+        self.where = Path(tempfile.mkdtemp(prefix="linecheck-agent-"))
+        cfg = self.where / "agent.yaml"
+        cfg.write_text(f"agent_id: {AGENT}\nline_id: {LINE}\nsite_id: {SITE}\ndata_dir: {self.where}/data\n"
+                       f"line: {line_yaml}\nchecks:\n{checks_yaml}")
+        self.proc = lab.popen(lab.gw, [sys.executable, "-m", "agent.cli", "check", "--json", "--no-spool",
+                                       "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def envelope(self, timeout: float = 120) -> dict[str, Any]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            shutil.rmtree(self.where, ignore_errors=True)
+        assert self.proc.returncode in (0, 1), err.decode()[-3000:]
+        return json.loads(out)
+
+
+def carried(lab: LineLab, direction: str) -> int:
+    """Bytes the access link carried towards the gateway (down) or from it (up), counted on the carrier side."""
+    stat = "tx_bytes" if direction == "down" else "rx_bytes"
+    return int(lab.sh(lab.carrier, f"cat /sys/class/net/{lab.carrier_if}/statistics/{stat}").stdout)
+
+
+def line_yaml(plan: tuple[int, int]) -> str:
+    return (f"{{wan_interface: wan0, plan_down_mbps: {plan[0]}, plan_up_mbps: {plan[1]}, "
+            f"test_server: '{SERVER_ADDR}:8080'}}")
+
+
+def run_with_fault(lab: LineLab, checks: str, plan: tuple[int, int], direction: str, after_bytes: int,
+                   fault: Callable[[], None]) -> dict[str, Any]:
+    """Start the agent, apply `fault` once the test has moved `after_bytes` in `direction`, return its result."""
+    before = carried(lab, direction)
+    run = AgentRun(lab, checks, line_yaml(plan))
+    wait_for(lambda: carried(lab, direction) - before >= after_bytes or run.proc.poll() is not None, 60,
+             f"{after_bytes} bytes of the {direction}load test")
+    assert run.proc.poll() is None, "the test ended before the fault"
+    fault()
+    return run.envelope()
+
+
+def drop_link(lab: LineLab, seconds: float) -> Callable[[], None]:
+    def fault() -> None:
+        lab.link(False)
+        time.sleep(seconds)  # the outage itself (its length is the fault), not a synchronisation
+        lab.link(True)
+    return fault
+
+
+THROUGHPUT = ("  throughput: {directions: [down, up], max_direction_s: 8, min_measure_s: 4, timeout_s: 60}\n")
+
+
+def test_link_dropped_mid_download_is_an_interrupted_test_not_a_slow_line(served: LineLab, tmp_path: Path) -> None:
+    """A 100/100 line promised 100/100; the access link goes down for 3 s while the download runs.
+
+    Expected: the throughput check says the download was interrupted by the WAN link going down
+    (status failed, interrupted_down_flag 1, no download figure that looks like the line's speed);
+    no throughput_below_plan; the collector's speed rule neither breaches nor asks for a re-test; the
+    promise ledger excludes the test as `interrupted` (0 valid tests), not a failed test.
+    Before: the test ran to its cap, averaged the gap in and counted as a valid failed test."""
+    served.shape(100, 100)
+    with LabCollector(tmp_path, plan_down=100, plan_up=100, promise=(100, 100), policy=POLICY) as collector:
+        result = run_with_fault(served, THROUGHPUT, (100, 100), "down", 25_000_000, drop_link(served, 3))
+        collector.ingest(result)
+        verdicts = collector.verdicts()
+        tickets = collector.tickets()
+        retests = collector.pending_retests()
+    (check,) = by_kind(result)["throughput"]
+    m = check["metrics"]
+    assert check["status"] == "failed", check
+    assert "interrupted" in check["reason"] and "link" in check["reason"], check["reason"]
+    assert m["interrupted_down_flag"] == 1 and m["down_mbps"] is None and m["capacity_down_mbps"] is None, m
+    assert "throughput_below_plan" not in [f["code"] for f in result["findings"]]
+    assert tickets == [] and retests == []
+    down = verdicts[0].detail["directions"]["down"]
+    assert down["excluded"] == {"interrupted": 1} and down["all"]["valid"] == 0, down
