@@ -7,18 +7,49 @@ Panels are SQL against the collector's PostgreSQL schema; tests/test_dashboards.
 panel's query (Grafana macros expanded) on a migrated database with fixture data, so a schema
 change that breaks a panel fails the suite. Filters: $district and $tenant (multi-value, "All" =
 '__all'). Lines that report but are not registered have no district or tenant: they count under
-"All" only.
+"All" only. `collector-metrics.json` is PromQL over the collectors' own /metrics; the test checks
+every metric it queries is exported by a running collector.
+
+No dashboard names a data source uid. Every panel, target and query variable refers to
+`${DS_LINECHECK_PG}` (or `${DS_PROMETHEUS}`), declared in `__inputs`: importing the JSON through
+Grafana's UI (Dashboards > New > Import) asks which data source to use and writes it in. A file
+provisioned dashboard is not imported, so each also has a data source variable of that same name
+(the picker at its top): Grafana resolves `${DS_...}` through it to the first data source of the
+type, or the one picked (grafana/grafana#10786 is why both are needed).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "linecheck-pg"}
+GRAFANA_MIN = "10.0.0"  # the PostgreSQL plugin id grafana-postgresql-datasource and schemaVersion 39
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data source input: named in __inputs, picked on import or through the same-named variable."""
+
+    input: str
+    plugin: str
+    plugin_name: str
+    label: str
+    description: str
+
+    @property
+    def ref(self) -> dict[str, str]:
+        return {"type": self.plugin, "uid": "${" + self.input + "}"}
+
+
+PG = Source("DS_LINECHECK_PG", "grafana-postgresql-datasource", "PostgreSQL", "linecheck PostgreSQL",
+            "The collector's PostgreSQL database (a read-only role: docs/console.md)")
+PROMETHEUS = Source("DS_PROMETHEUS", "prometheus", "Prometheus", "Prometheus",
+                    "The Prometheus that scrapes the collectors' /metrics")
+DATASOURCE = PG.ref
 
 # A line's registry row (may be missing) with the dashboard's filters.
 LINE_FILTER = ("('__all' IN ($district) OR l.district IN ($district)) "
@@ -37,14 +68,34 @@ def variables() -> list[dict[str, Any]]:
             var("tenant", "Tenant", "SELECT tenant_id FROM tenants ORDER BY tenant_id")]
 
 
+def datasource_variable(src: Source) -> dict[str, Any]:
+    """The picker that resolves ${DS_...} when the dashboard is provisioned from a file."""
+    return {"name": src.input, "label": "Data source", "type": "datasource", "query": src.plugin,
+            "description": src.description, "current": {}, "hide": 0, "includeAll": False, "multi": False,
+            "options": [], "refresh": 1, "regex": ""}
+
+
 def panel(title: str, kind: str, sql: str, x: int, y: int, w: int = 12, h: int = 8, fmt: str | None = None,
           unit: str | None = None, description: str = "") -> dict[str, Any]:
     fmt = fmt or ("time_series" if kind == "timeseries" else "table")
+    return _panel(title, kind, PG, [{"refId": "A", "datasource": DATASOURCE, "rawQuery": True, "editorMode": "code",
+                                     "format": fmt, "rawSql": " ".join(sql.split())}], x, y, w, h, unit, description)
+
+
+def prom_panel(title: str, kind: str, queries: dict[str, str], x: int, y: int, w: int = 12, h: int = 8,
+               unit: str | None = None, description: str = "") -> dict[str, Any]:
+    """PromQL panel: legend -> expression (one target each)."""
+    targets = [{"refId": chr(ord("A") + i), "datasource": PROMETHEUS.ref, "editorMode": "code", "range": True,
+                "expr": " ".join(expr.split()), "legendFormat": legend}
+               for i, (legend, expr) in enumerate(queries.items())]
+    return _panel(title, kind, PROMETHEUS, targets, x, y, w, h, unit, description)
+
+
+def _panel(title: str, kind: str, src: Source, targets: list[dict[str, Any]], x: int, y: int, w: int, h: int,
+           unit: str | None, description: str) -> dict[str, Any]:
     p: dict[str, Any] = {
-        "type": kind, "title": title, "description": description, "datasource": DATASOURCE,
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "targets": [{"refId": "A", "datasource": DATASOURCE, "rawQuery": True, "editorMode": "code",
-                     "format": fmt, "rawSql": " ".join(sql.split())}],
+        "type": kind, "title": title, "description": description, "datasource": src.ref,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
         "fieldConfig": {"defaults": {"unit": unit} if unit else {}, "overrides": []},
         "options": {},
     }
@@ -54,12 +105,23 @@ def panel(title: str, kind: str, sql: str, x: int, y: int, w: int = 12, h: int =
     return p
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
+def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]], src: Source = PG,
+              filters: list[dict[str, Any]] | None = None, time_from: str = "now-7d",
+              refresh: str = "5m") -> dict[str, Any]:
     for i, p in enumerate(panels, start=1):
         p["id"] = i
-    return {"uid": uid, "title": title, "description": description, "tags": ["linecheck"], "editable": True,
-            "schemaVersion": 39, "version": 1, "time": {"from": "now-7d", "to": "now"}, "timezone": "browser",
-            "refresh": "5m", "templating": {"list": variables()}, "annotations": {"list": []}, "panels": panels}
+    requires = [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": GRAFANA_MIN},
+                {"type": "datasource", "id": src.plugin, "name": src.plugin_name, "version": "1.0.0"}]
+    requires += [{"type": "panel", "id": kind, "name": kind, "version": ""}
+                 for kind in sorted({p["type"] for p in panels})]
+    return {"__inputs": [{"name": src.input, "label": src.label, "description": src.description, "type": "datasource",
+                          "pluginId": src.plugin, "pluginName": src.plugin_name}],
+            "__requires": requires, "id": None,
+            "uid": uid, "title": title, "description": description, "tags": ["linecheck"], "editable": True,
+            "schemaVersion": 39, "version": 1, "time": {"from": time_from, "to": "now"}, "timezone": "browser",
+            "refresh": refresh,
+            "templating": {"list": [datasource_variable(src), *(variables() if filters is None else filters)]},
+            "annotations": {"list": []}, "panels": panels}
 
 
 def fleet_health() -> dict[str, Any]:
@@ -196,8 +258,54 @@ def ingest_health() -> dict[str, Any]:
     ])
 
 
+def collector_metrics() -> dict[str, Any]:
+    """The collectors themselves, from their /metrics (collector/service/metrics.py). Counters and the
+    latency histogram are per collector (sum them); database gauges are fleet-wide (max)."""
+    sel = '{instance=~"$instance"}'
+    instance = {"name": "instance", "label": "Collector", "type": "query", "datasource": PROMETHEUS.ref,
+                "query": {"query": "label_values(linecheck_database_up, instance)", "refId": "instance"},
+                "definition": "label_values(linecheck_database_up, instance)", "multi": True, "includeAll": True,
+                "current": {"text": "All", "value": "$__all"}, "refresh": 2, "sort": 1}
+    return dashboard("linecheck-collector", "linecheck · Collectors (Prometheus)",
+                     "The collectors' own health from /metrics: broker connection, ingest rate and delay, "
+                     "receipts, quarantine, agents, open tickets.", [
+        prom_panel("Broker connected", "stat", {"{{instance}}": f"linecheck_broker_connected{sel}"}, 0, 0, 6, 4,
+                   description="1 = ingest is connected to the broker; 0 = nothing arrives (see /healthz)."),
+        prom_panel("Ingest stalled", "stat", {"{{instance}}": f"linecheck_ingest_stalled{sel}"}, 6, 0, 6, 4,
+                   description="1 = the oldest message taken from the broker waits too long for its commit."),
+        prom_panel("Database readable", "stat", {"{{instance}}": f"linecheck_database_up{sel}"}, 12, 0, 6, 4),
+        prom_panel("Broker connect failures (1 h)", "stat",
+                   {"{{instance}}": f"increase(linecheck_broker_connect_failures_total{sel}[1h])"}, 18, 0, 6, 4),
+        prom_panel("Messages handled per second", "timeseries", {
+            "{{outcome}}": f"sum by (outcome) (rate(linecheck_ingest_messages_total{sel}[$__rate_interval]))"},
+                   0, 4, 12, 8, unit="reqps"),
+        prom_panel("Receipt latency (arrival → receipt published)", "timeseries", {
+            q: f"histogram_quantile({v}, sum by (le) (rate(linecheck_receipt_latency_seconds_bucket{sel}"
+               "[$__rate_interval])))" for q, v in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))},
+                   12, 4, 12, 8, unit="s"),
+        prom_panel("Ingest backlog", "timeseries", {
+            "pending {{instance}}": f"linecheck_ingest_pending_messages{sel}",
+            "oldest un-acked (s) {{instance}}": f"linecheck_ingest_oldest_unacked_seconds{sel}",
+            "without broker (s) {{instance}}": f"linecheck_broker_down_seconds{sel}"}, 0, 12, 12, 8),
+        prom_panel("Agents by state", "timeseries", {"{{state}}": f"max by (state) (linecheck_agents{sel})"},
+                   12, 12, 12, 8),
+        prom_panel("Open tickets by fault class", "timeseries", {
+            "{{fault_class}}": f"max by (fault_class) (linecheck_tickets_open{sel})"}, 0, 20, 12, 8),
+        prom_panel("Quarantine and missing results", "timeseries", {
+            "quarantined messages": f"max(linecheck_quarantine_messages{sel})",
+            "missing results (seq gaps)": f"max(linecheck_results_missing{sel})",
+            "agents with gaps": f"max(linecheck_agents_with_gaps{sel})"}, 12, 20, 12, 8),
+        prom_panel("Results stored", "timeseries", {"stored": f"max(linecheck_results_stored{sel})",
+                                                     "online agents": f"max(linecheck_agents_online{sel})"},
+                   0, 28, 12, 8),
+        prom_panel("Database outages waited out by ingest", "timeseries", {
+            "{{instance}}": f"linecheck_ingest_db_retries{sel}"}, 12, 28, 12, 8),
+    ], src=PROMETHEUS, filters=[instance], time_from="now-6h", refresh="1m")
+
+
 DASHBOARDS = {"fleet-health.json": fleet_health, "reopening-wave.json": reopening_wave,
-              "promise-compliance.json": promise_compliance, "ingest-health.json": ingest_health}
+              "promise-compliance.json": promise_compliance, "ingest-health.json": ingest_health,
+              "collector-metrics.json": collector_metrics}
 
 
 def render() -> dict[str, str]:

@@ -82,9 +82,10 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def write_configs(workdir: Path, port: int, interval_s: int, http_port: int = 0) -> tuple[Path, Path]:
+def write_configs(workdir: Path, port: int, interval_s: int, http_port: int = 0,
+                  database: str | None = None) -> tuple[Path, Path]:
     collector = workdir / "collector.yaml"
-    collector.write_text(f"# written by linecheck-stack\ndatabase: sqlite:///{workdir}/linecheck.db\n"
+    collector.write_text(f"# written by linecheck-stack\ndatabase: {database or f'sqlite:///{workdir}/linecheck.db'}\n"
                          f"mqtt: {{host: 127.0.0.1, port: {port}, client_id: demo-collector}}\n"
                          f"http: {{host: 127.0.0.1, port: {http_port}}}\n")
     agent = workdir / "agent.yaml"
@@ -163,8 +164,31 @@ def _demo_fleet_lines(sim: object, http_port: int) -> str:
             f"             http://127.0.0.1:{http_port}/console/tickets   http://127.0.0.1:{http_port}/console/promises\n")
 
 
-def stored_results(db: Path) -> int:
-    """Results of this machine's line (the simulated offices' are not counted)."""
+def _shown(url: str | None) -> str | None:
+    """A database URL fit to print: without its password."""
+    if not url:
+        return None
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def stored_results(db: Path | str) -> int:
+    """Results of this machine's line (the simulated offices' are not counted): db is the SQLite file
+    or, for a demo on PostgreSQL, its SQLAlchemy URL."""
+    if isinstance(db, str):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        engine = create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM results WHERE agent_id = :a"),
+                                        {"a": LOCAL_AGENT}).scalar_one())
+        except SQLAlchemyError:  # not migrated yet
+            return 0
+        finally:
+            engine.dispose()
     if not db.exists():
         return 0
     try:
@@ -183,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until-stored", type=int, default=0, metavar="N",
                    help="exit 0 once N results are stored (for smoke tests); default: run until Ctrl-C")
     p.add_argument("--timeout", type=float, default=120, help="with --until-stored: give up after this long")
+    p.add_argument("--database", metavar="URL",
+                   help="the collector's database instead of SQLite in the work directory, e.g. "
+                        "postgresql+psycopg://postgres@127.0.0.1/linecheck_demo (for the Grafana SQL dashboards)")
     p.add_argument("--no-demo-fleet", action="store_true",
                    help="only this machine's line: no simulated offices (they are seeded once per work directory)")
     args = p.parse_args(argv)
@@ -191,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     port = _free_port(args.port)
     http_port = _free_port(args.http_port)
-    collector_cfg, agent_cfg = write_configs(workdir, port, args.interval, http_port)
+    collector_cfg, agent_cfg = write_configs(workdir, port, args.interval, http_port, args.database)
+    database: Path | str = args.database or workdir / "linecheck.db"
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     sim = None
     stopping = False
@@ -219,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
   console    http://127.0.0.1:{http_port}/console/   user {user}  password {password}
              (kept in {workdir}/console-login.txt; API docs http://127.0.0.1:{http_port}/api/docs)
   broker     127.0.0.1:{port}            log: {workdir}/broker.log
-  collector  SQLite {workdir}/linecheck.db   log: {workdir}/collector.log
+  collector  {_shown(args.database) or f"SQLite {workdir}/linecheck.db"}   log: {workdir}/collector.log
   agent      local-gw, checks every ~{args.interval} s   log: {workdir}/agent.log
 {_demo_fleet_lines(sim, http_port)}Where to look:
   stored results   .venv/bin/linecheck-collector results --config {collector_cfg}
@@ -234,7 +262,7 @@ Ctrl-C stops everything.""", flush=True)
                     print(f"linecheck-stack: {name} exited with code {proc.returncode}; see {workdir}/{name}.log",
                           file=sys.stderr)
                     return 1
-            count = stored_results(workdir / "linecheck.db")
+            count = stored_results(database)
             if count != seen:
                 print(f"  {count} result(s) stored from this machine's agent", flush=True)
                 seen = count

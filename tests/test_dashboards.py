@@ -1,7 +1,10 @@
 """Grafana dashboards: every panel's SQL runs on PostgreSQL with the real (migrated) schema and fixture data.
 
 A panel whose query fails, or returns nothing on a fleet that has the data it is about, fails here,
-so a schema change cannot silently break a dashboard.
+so a schema change cannot silently break a dashboard. Every dashboard imports through Grafana's UI
+(its data source is an input, never a uid) and still works when provisioned from a file (a data
+source variable of the input's name). The Prometheus dashboard's metrics are checked against a
+running collector in tests/test_dashboards_prometheus.py.
 """
 
 from __future__ import annotations
@@ -23,14 +26,36 @@ from tests.grafana_sql import expand
 
 pytestmark = pytest.mark.postgres
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+PG_PLUGIN = "grafana-postgresql-datasource"
 FILTERS = [{"district": ["__all"], "tenant": ["__all"]},
            {"district": ["Xuhui"], "tenant": ["acme-trading", "sh-telecom"]}]
 
 
+def _dashboards() -> dict[str, dict]:
+    return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def _sql_dashboards() -> dict[str, dict]:
+    return {n: d for n, d in _dashboards().items() if d["__inputs"][0]["pluginId"] == PG_PLUGIN}
+
+
 def _panels() -> list[tuple[str, dict]]:
-    found = [(path.name, p) for path in sorted(DASHBOARDS.glob("*.json"))
-             for p in json.loads(path.read_text())["panels"]]
+    found = [(name, p) for name, d in _sql_dashboards().items() for p in d["panels"]]
     assert len(found) >= 12
+    return found
+
+
+def _datasource_refs(node: object, path: str = "") -> list[tuple[str, dict]]:
+    """Every {"type": ..., "uid": ...} under a "datasource" key, wherever Grafana would read one."""
+    found: list[tuple[str, dict]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource" and isinstance(value, dict):
+                found.append((f"{path}.{key}", value))
+            found += _datasource_refs(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _datasource_refs(value, f"{path}[{i}]")
     return found
 
 
@@ -39,17 +64,45 @@ def test_dashboards_are_generated_from_their_source() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_provisioning_points_at_the_dashboards_datasource() -> None:
+def test_dashboards_import_through_the_ui_with_a_datasource_picker() -> None:
+    """What Grafana's import reads: __inputs (the picker), and ${INPUT} wherever a data source is named."""
+    dashboards = _dashboards()
+    assert len(dashboards) >= 5 and "collector-metrics.json" in dashboards
+    for name, d in dashboards.items():
+        assert d["id"] is None, name  # an exported dashboard carries no database id
+        inputs = {i["name"]: i for i in d["__inputs"]}
+        assert inputs and all(i["type"] == "datasource" and i["name"].startswith("DS_") for i in inputs.values()), name
+        required = {(r["type"], r["id"]) for r in d["__requires"]}
+        assert {("datasource", i["pluginId"]) for i in inputs.values()} <= required, name
+        assert {("panel", p["type"]) for p in d["panels"]} <= required, name
+        refs = _datasource_refs(d)
+        assert len(refs) >= 2 * len(d["panels"]), name  # every panel and its targets at least
+        for where, ref in refs:
+            uid = ref.get("uid", "")
+            assert uid.startswith("${") and uid.endswith("}"), f"{name}{where}: hard-wired uid {uid!r}"
+            used = inputs.get(uid[2:-1])
+            assert used is not None, f"{name}{where}: {uid} is not an input"
+            assert ref["type"] == used["pluginId"], f"{name}{where}"
+        for p in d["panels"]:  # none left to the default data source
+            assert p.get("datasource") and all(t.get("datasource") for t in p["targets"]), f"{name}: {p['title']}"
+    uids = [d["uid"] for d in dashboards.values()]
+    assert len(uids) == len(set(uids))
+
+
+def test_provisioned_dashboards_resolve_their_input_through_a_variable() -> None:
+    """A provisioned file is not imported: ${DS_...} must name a data source variable of the input's type,
+    and the provisioned data source must be of that type."""
     ds = yaml.safe_load((DASHBOARDS / "provisioning" / "datasources" / "linecheck.yaml").read_text())
-    uid = ds["datasources"][0]["uid"]
-    assert ds["datasources"][0]["type"] == "grafana-postgresql-datasource"
+    provisioned = {d["type"] for d in ds["datasources"]}
     provider = yaml.safe_load((DASHBOARDS / "provisioning" / "dashboards" / "linecheck.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"
-    for name, p in _panels():
-        assert p["datasource"]["uid"] == uid, name
-        assert all(t["datasource"]["uid"] == uid for t in p["targets"]), name
-    uids = [json.loads(path.read_text())["uid"] for path in DASHBOARDS.glob("*.json")]
-    assert len(uids) == len(set(uids))
+    for name, d in _dashboards().items():
+        variables = {v["name"]: v for v in d["templating"]["list"]}
+        for i in d["__inputs"]:
+            var = variables.get(i["name"])
+            assert var is not None and var["type"] == "datasource" and var["query"] == i["pluginId"], name
+        if name in _sql_dashboards():
+            assert d["__inputs"][0]["pluginId"] in provisioned, name
 
 
 def test_every_panel_query_runs_and_returns_rows(pg_url: str) -> None:
@@ -66,9 +119,10 @@ def test_every_panel_query_runs_and_returns_rows(pg_url: str) -> None:
     empty: list[str] = []
     try:
         with fleet.engine.connect() as conn:
-            for path in DASHBOARDS.glob("*.json"):
-                for var in json.loads(path.read_text())["templating"]["list"]:
-                    assert conn.execute(text(var["query"])).first() is not None, var["name"]
+            for d in _sql_dashboards().values():
+                for var in d["templating"]["list"]:
+                    if var["type"] == "query":
+                        assert conn.execute(text(var["query"])).first() is not None, var["name"]
             for name, p in _panels():
                 for target in p["targets"]:
                     for filters in FILTERS:

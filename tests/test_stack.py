@@ -45,3 +45,26 @@ def test_local_stack_stores_a_result(tmp_path: Path) -> None:
     alone = _stack(tmp_path, "--no-demo-fleet")
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert "simulated" not in alone.stdout
+
+
+@pytest.mark.postgres
+def test_local_stack_on_postgresql_for_the_grafana_dashboards(tmp_path: Path, pg_url: str) -> None:
+    """--database: the demo (with its simulated offices) on PostgreSQL, where the SQL dashboards read."""
+    if not shutil.which("mosquitto") and not shutil.which("amqtt"):
+        pytest.skip("no broker: neither mosquitto nor amqtt installed")
+    from sqlalchemy import create_engine, text
+
+    url = pg_url.replace("postgres@", "postgres:not-shown-pw@", 1)  # trust auth ignores it; the banner must not show it
+    out = _stack(tmp_path, "--database", url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 result(s) stored" in out.stdout and "not-shown-pw" not in out.stdout
+    assert not (tmp_path / "linecheck.db").exists()
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            by_version = dict(conn.execute(text(
+                "SELECT agent_version LIKE '%-simulated', count(*) FROM results GROUP BY 1")).all())
+            open_tickets = conn.execute(text("SELECT count(*) FROM tickets WHERE line_id LIKE 'sim-%'")).scalar_one()
+    finally:
+        engine.dispose()
+    assert by_version[False] >= 1 and by_version[True] > 0 and open_tickets >= 3
