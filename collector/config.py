@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +13,7 @@ from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
 from collector.rules.engine import RulesConfig
 from collector.store.retention import RetentionConfig
-from linecheck.configfile import Strict, load_model
+from linecheck.configfile import Strict, anchor_paths, load_model
 
 
 class MQTTConfig(Strict):
@@ -120,4 +121,18 @@ class CollectorConfig(Strict):
 
 
 def load(path: Path | str) -> CollectorConfig:
-    return load_model(path, CollectorConfig)
+    """The config file as a model. Relative paths in it (the CA, keys, an SQLite file) are relative to the
+    file's own directory, not to where a command is started (docs/security.md)."""
+    cfg = load_model(path, CollectorConfig)
+    base = Path(os.path.abspath(path)).parent  # abspath: no '..' left in the paths messages show
+    anchor_paths(cfg, base)
+    cfg.database = anchor_sqlite(cfg.database, base)
+    return cfg
+
+
+def anchor_sqlite(url: str, base: Path) -> str:
+    """sqlite:///RELATIVE as sqlite:///BASE/RELATIVE; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url[len(prefix):].startswith(":memory:"):
+        return url
+    return prefix + str(base / url[len(prefix):])

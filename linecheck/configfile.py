@@ -85,3 +85,26 @@ def load_model(path: Path | str, model: type[M]) -> M:
         return model.model_validate(data, context={"config_path": str(path)})
     except ValidationError as exc:
         raise format_validation_error(path, exc) from None
+
+
+def anchor_paths(model: BaseModel, base: Path) -> None:
+    """Make every relative Path in `model` (nested models, lists and dicts of them included) relative
+    to `base`, the config file's directory: a file the config names is where the config says, never
+    wherever the command happened to be started (keys and a CA once landed in the working directory)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        anchored = _anchored(value, base)
+        if anchored is not value:  # past validation on purpose: the value was validated as given
+            object.__setattr__(model, name, anchored)
+
+
+def _anchored(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, BaseModel):
+        anchor_paths(value, base)
+    elif isinstance(value, list):
+        return [_anchored(v, base) for v in value]
+    elif isinstance(value, dict):
+        return {k: _anchored(v, base) for k, v in value.items()}
+    return value

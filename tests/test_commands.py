@@ -156,6 +156,18 @@ def publish_raw(port: int, topic: str, payload: bytes, **auth: str) -> Any:
     return codes[0]
 
 
+def register_agent(ccfg: Path) -> None:
+    """Put the test's gateway in the collector's registry: `command` refuses agents it does not know."""
+    from collector.cli.program import main
+
+    registry = ccfg.with_name("registry.yaml")
+    registry.write_text(f"tenants: [{{tenant_id: t1, name: T1, kind: carrier}}]\n"
+                        f"sites: [{{site_id: s1, tenant_id: t1, name: S1}}]\n"
+                        f"lines: [{{line_id: {AGENT}-line, tenant_id: t1, site_id: s1}}]\n"
+                        f"agents: [{{agent_id: {AGENT}, line_id: {AGENT}-line}}]\n")
+    assert main(["registry", "import", "--config", str(ccfg), str(registry)]) == 0
+
+
 def send_cli(ccfg: Path, *args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "collector.cli", "command", "--config", str(ccfg), *args],
                          capture_output=True, text=True, timeout=30)
@@ -169,6 +181,7 @@ def test_remote_check_end_to_end_runs_once_and_ignores_expired(broker: Broker, t
     try:
         wait_online(broker.port, AGENT)
         ccfg = collector_config(tmp_path, broker.port)
+        register_agent(ccfg)
         first = send_cli(ccfg, "--agent", AGENT, "check_now", "--reason", "ticket T-1")
         (env,) = wait_for(lambda: by_command(tmp_path, first), 30, "the remote check's result")
         assert env.trigger is Trigger.REMOTE and env.trigger_info["command_reason"] == "ticket T-1"
@@ -226,6 +239,7 @@ def test_broker_acl_stops_a_forged_command_from_another_identity(tmp_path: Path)
             with ccfg.open("a") as f:  # commands never connect as ingest: they have an identity of their own
                 f.write("commands: {username: linecheck.commands, "
                         f"password_file: {tmp_path}/linecheck.commands.pw}}\n")
+            register_agent(ccfg)
             legit = send_cli(ccfg, "--agent", AGENT, "check_now")
             wait_for(lambda: by_command(tmp_path, legit), 30, "the collector's command to run")
             assert by_command(tmp_path, forged.command_id) == []

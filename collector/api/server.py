@@ -62,13 +62,13 @@ def _enrolment_routers(store: Store, cfg: EnrolmentConfig | None) -> list[APIRou
     if cfg is None:
         return []
     if not FleetCA.exists(cfg.ca_dir):
-        log.info("enrolment endpoint off: no fleet CA in %s (`linecheck-collector broker-config` creates it)",
+        log.info("enrolment endpoint off: no fleet CA in %s (`linecheck-collector ca init` creates it)",
                  cfg.ca_dir)
         return []
     from collector.fleet.enrolment_api import make_router
 
     log.info("enrolment endpoint on at /api/v1/enrol (fleet CA in %s)", cfg.ca_dir)
-    return [make_router(store.engine, FleetCA.open_or_create(cfg.ca_dir), cfg.broker_host, cfg.broker_port)]
+    return [make_router(store.engine, FleetCA.open(cfg.ca_dir), cfg.broker_host, cfg.broker_port)]
 
 
 def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = None,

@@ -28,6 +28,10 @@ def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
 
     store = Store(cfg.database)  # the rate limits and the command log live in the database
     try:
+        if not _known(store, args.agent):
+            print(f"linecheck-collector: no agent {args.agent!r} is known to this collector (never registered, "
+                  "never reported); `linecheck-collector results` lists the agents that reported", file=sys.stderr)
+            return 2
         desk = CommandDesk(cfg, store.engine, own_connection(cfg))
         command_id = desk(args.agent, args.action, args.check, args.reason, requested_by=f"cli:{getpass.getuser()}",
                           ttl_s=args.ttl)
@@ -41,3 +45,14 @@ def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
         store.close()
     print(f"sent {args.action} {command_id} to {args.agent}, valid for {args.ttl:g} s")
     return 0
+
+
+def _known(store: object, agent_id: str) -> bool:
+    """Registered or reported: a command to an id nobody has would wait, retained at the broker, for a
+    gateway that may never exist (and one day be read by whoever enrols under that id)."""
+    from sqlalchemy import select
+
+    from collector.store import schema as t
+
+    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+        return conn.execute(select(t.agents.c.agent_id).where(t.agents.c.agent_id == agent_id)).first() is not None

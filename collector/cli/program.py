@@ -41,6 +41,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     # Anyone holding an acceptance report can check its signature: no collector config for that one.
     "promises": Subcommand(promises.add_parsers, promises.run,
                            needs_config=lambda args: args.promises_command != "verify-report"),
+    "ca": Subcommand(security.add_ca, security.run_ca),
     "broker-config": Subcommand(security.add_broker_config, security.run_broker_config),
     "enrol-token": Subcommand(security.add_enrol_token, security.run_enrol_token),
     "revoke": Subcommand(security.add_revoke, security.run_revoke),

@@ -193,7 +193,12 @@ def _acceptance(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> i
         verdict = ledger.stored_verdict(conn, args.promise_id)
         if verdict is None:
             raise ConfigError("promise_id", [f"no verdict for {args.promise_id!r}: run `promises evaluate` first"])
-        key = acceptance.load_or_create_key(cfg.promises.signing_key_file)
+        key_file = cfg.promises.signing_key_file
+        created = not key_file.exists()
+        key = acceptance.load_or_create_key(key_file)
+        if created:
+            print(f"created the acceptance signing key {key_file} (0600; promises.signing_key_file): keep it, "
+                  "reports it signed verify with its public key", file=sys.stderr)
         try:
             html_path, pdf_path, signed = acceptance.write_report(
                 conn, verdict, args.out, key, cfg.promises.speed.zone, args.technician, args.customer,

@@ -1,4 +1,5 @@
-"""`linecheck-collector broker-config|enrol-token|revoke`: the fleet's broker, its certificates and enrolment."""
+"""`linecheck-collector ca|broker-config|enrol-token|revoke`: the fleet CA, the broker, its certificates and
+enrolment. Only `ca init` creates a CA; the others open the one in enrolment.ca_dir or say how to make it."""
 
 from __future__ import annotations
 
@@ -31,11 +32,23 @@ def add_broker_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def add_enrol_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    tok = sub.add_parser("enrol-token", help="issue a one-time enrolment token for a gateway")
-    tok.add_argument("--config", required=True)
+    tok = sub.add_parser("enrol-token", help="issue a one-time enrolment token for a gateway on a registered line")
+    tok.add_argument("--config", required=True, help="the collector's config file (YAML)")
     tok.add_argument("--agent", required=True, help="the agent id the gateway will have")
-    tok.add_argument("--line", required=True)
-    tok.add_argument("--site", required=True)
+    tok.add_argument("--line", required=True, metavar="LINE_ID",
+                     help="the registered line the gateway serves (`registry import` first)")
+    tok.add_argument("--site", metavar="SITE_ID",
+                     help="the line's site; default: the registry's, and if given it must match it")
+
+
+def add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ca = sub.add_parser("ca", help="the fleet CA that signs agent and broker certificates")
+    verbs = ca.add_subparsers(dest="ca_command", required=True)
+    init = verbs.add_parser("init", help="create the fleet CA in enrolment.ca_dir (once; refuses to replace one)")
+    init.add_argument("--config", required=True, help="the collector's config file (YAML)")
+    init.add_argument("--name", default="linecheck fleet CA", help="the CA certificate's common name")
+    show = verbs.add_parser("show", help="where the fleet CA is, its name and validity")
+    show.add_argument("--config", required=True, help="the collector's config file (YAML)")
 
 
 def add_revoke(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,14 +60,19 @@ def add_revoke(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _with_ca_and_store(work: Work) -> Handler:
-    """A handler that opens the fleet CA and the database, and reports an EnrolmentError as exit code 2."""
+    """A handler that opens the existing fleet CA (never creates one: `ca init` does) and the database,
+    and reports a missing CA or an EnrolmentError as exit code 2."""
 
     def run(args: argparse.Namespace, cfg: CollectorConfig) -> int:
         from collector.fleet import enrolment
-        from collector.fleet.pki import FleetCA
+        from collector.fleet.pki import FleetCA, PKIError
         from collector.store.database import Store
 
-        ca = FleetCA.open_or_create(cfg.enrolment.ca_dir)
+        try:
+            ca = FleetCA.open(cfg.enrolment.ca_dir)
+        except PKIError as exc:
+            print(f"linecheck-collector: {_ca_problem(exc, args.config)}", file=sys.stderr)
+            return 2
         store = Store(cfg.database)
         try:
             work(ca, store, args, cfg)
@@ -66,6 +84,35 @@ def _with_ca_and_store(work: Work) -> Handler:
         return 0
 
     return run
+
+
+def _ca_problem(exc: Exception, config: str) -> str:
+    from collector.fleet.pki import NoFleetCA
+
+    if isinstance(exc, NoFleetCA):
+        return (f"no fleet CA in {exc.directory} (enrolment.ca_dir in {config}); create it once with "
+                f"`linecheck-collector ca init --config {config}`")
+    return str(exc)
+
+
+def run_ca(args: argparse.Namespace, cfg: CollectorConfig) -> int:
+    from collector.fleet.pki import FleetCA, PKIError
+
+    where = cfg.enrolment.ca_dir
+    try:
+        if args.ca_command == "init":
+            ca = FleetCA.create(where, args.name)
+            print(f"created the fleet CA in {where} (ca.key 0600, directory 0700); keep ca.key on this host only")
+            print("next: `linecheck-collector broker-config` for the broker's certificates; `serve` now offers "
+                  "enrolment at /api/v1/enrol", file=sys.stderr)
+            return 0
+        ca = FleetCA.open(where)
+    except PKIError as exc:
+        print(f"linecheck-collector: {_ca_problem(exc, args.config)}", file=sys.stderr)
+        return 2
+    print(f"fleet CA in {where}: {ca.cert.subject.rfc4514_string()}, valid until "
+          f"{ca.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    return 0
 
 
 def _broker_config(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: CollectorConfig) -> None:
@@ -81,13 +128,38 @@ def _broker_config(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: Col
           f"{files.commands[0].name if files.commands else '-'} and its .key)")
 
 
-def _enrol_token(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: CollectorConfig) -> None:
-    from collector.fleet import enrolment
+def run_enrol_token(args: argparse.Namespace, cfg: CollectorConfig) -> int:
+    """A token only for a registered line (docs/security.md), as the API and console issue them. Needs no
+    CA: the token is a database row; the CA signs when the gateway redeems it."""
+    from sqlalchemy import select
 
-    issued = enrolment.issue_token(store.engine, args.agent, args.line, args.site,
-                                   ttl=timedelta(hours=cfg.enrolment.token_ttl_h))
+    from collector.fleet import enrolment
+    from collector.store import schema as t
+    from collector.store.database import Store
+
+    store = Store(cfg.database)
+    try:
+        with store.engine.connect() as conn:
+            site = conn.execute(select(t.lines.c.site_id).where(t.lines.c.line_id == args.line)).scalar()
+        if site is None:
+            print(f"linecheck-collector: line {args.line!r} is not registered; enrolment tokens are only for "
+                  "registered lines: add it with `linecheck-collector registry import` first", file=sys.stderr)
+            return 2
+        if args.site is not None and args.site != site:
+            print(f"linecheck-collector: line {args.line!r} is registered at site {site!r}, not {args.site!r}",
+                  file=sys.stderr)
+            return 2
+        issued = enrolment.issue_token(store.engine, args.agent, args.line, site,
+                                       ttl=timedelta(hours=cfg.enrolment.token_ttl_h))
+    except enrolment.EnrolmentError as exc:
+        print(f"linecheck-collector: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
     print(issued.token)
-    print(f"valid once, until {issued.expires_at:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+    print(f"valid once, until {issued.expires_at:%Y-%m-%d %H:%M} UTC, for line {args.line} at site {site}",
+          file=sys.stderr)
+    return 0
 
 
 def _revoke(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: CollectorConfig) -> None:
@@ -103,5 +175,4 @@ def _revoke(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: CollectorC
 
 
 run_broker_config = _with_ca_and_store(_broker_config)
-run_enrol_token = _with_ca_and_store(_enrol_token)
 run_revoke = _with_ca_and_store(_revoke)

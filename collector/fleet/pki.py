@@ -27,6 +27,13 @@ class PKIError(IdentityError):
     """A request the CA refuses, with the reason."""
 
 
+class NoFleetCA(PKIError):
+    def __init__(self, directory: Path):
+        self.directory = directory
+        super().__init__(f"no fleet CA in {directory} (enrolment.ca_dir); create it once with "
+                         "`linecheck-collector ca init --config FILE`")
+
+
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -55,13 +62,32 @@ class FleetCA:
         return (d / "ca.key").is_file() and (d / "ca.crt").is_file()
 
     @classmethod
-    def open_or_create(cls, directory: Path | str, name: str = "linecheck fleet CA") -> FleetCA:
+    def open(cls, directory: Path | str) -> FleetCA:
+        """The CA in `directory`; NoFleetCA if there is none. Never creates one: a CA made as a side effect
+        (it once was, by issuing a token in whatever directory the command ran in) signs certificates no
+        broker trusts and switches on the enrolment endpoint."""
         d = Path(directory)
         key_path, cert_path = d / "ca.key", d / "ca.crt"
-        if key_path.exists() and cert_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(d, key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+        if not (key_path.is_file() and cert_path.is_file()):
+            raise NoFleetCA(d)
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PKIError(f"{key_path}: expected the fleet CA's EC private key")
+        return cls(d, key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+
+    @classmethod
+    def open_or_create(cls, directory: Path | str, name: str = "linecheck fleet CA") -> FleetCA:
+        """For tests and benches; the CLI creates a CA only on `linecheck-collector ca init` (create())."""
+        return cls.open(directory) if cls.exists(directory) else cls.create(directory, name)
+
+    @classmethod
+    def create(cls, directory: Path | str, name: str = "linecheck fleet CA") -> FleetCA:
+        """A new CA in `directory` (0700; ca.key 0600). Refuses to replace one: every certificate it signed
+        would stop being trusted."""
+        d = Path(directory)
+        key_path, cert_path = d / "ca.key", d / "ca.crt"
+        if key_path.exists() or cert_path.exists():
+            raise PKIError(f"{d} already holds a fleet CA; a new one would orphan every certificate it signed")
         key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
