@@ -203,7 +203,7 @@ def test_example_config_loads_and_bad_keys_are_named(tmp_path) -> None:
     from testserver import config
 
     example = config.load(Path(__file__).resolve().parent.parent / "config" / "testserver.example.yaml")
-    assert example.listen == "0.0.0.0:8080" and example.stamp_listen == "0.0.0.0:8620" and example.max_tests == 4
+    assert example.listen == "0.0.0.0:8070" and example.stamp_listen == "0.0.0.0:8620" and example.max_tests == 4
     for body, message in (("max_testz: 3\n", "max_testz: unknown key"),
                           ("listen: nowhere\n", "listen: expected HOST:PORT"),
                           ("idle_s: 0\n", "idle_s: Input should be greater than 0")):

@@ -78,7 +78,8 @@ def test_wan_payload_takes_headers_off_each_counted_packet() -> None:
 
 def test_parse_server_specs() -> None:
     assert parse_server("198.18.1.1:8080") == ServerSpec("linecheck", "198.18.1.1", 8080)
-    assert parse_server("linecheck://srv.example") == ServerSpec("linecheck", "srv.example", 8080)
+    # no port: the test server's default, not the collector's 8080 (issue 23)
+    assert parse_server("linecheck://srv.example") == ServerSpec("linecheck", "srv.example", 8070)
     assert parse_server("speedtest://10.0.0.1:80/").target == "speedtest://10.0.0.1:80"
     assert parse_server("speedtest://speedtest.net") == ServerSpec("speedtest", None, None)
     assert parse_server("iperf3://[::1]:5201") == ServerSpec("iperf3", "::1", 5201)

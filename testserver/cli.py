@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from linecheck import stamp
 from linecheck.configfile import ConfigError, format_validation_error
+from linecheck.throughput.protocol import DEFAULT_PORT
 from linecheck.throughput.sessions import Limits
 from testserver import config as server_config
 from testserver.http import ThroughputServer
@@ -48,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
                                             "STAMP reflector. Options override --config.")
     p.add_argument("--config", type=Path, help="YAML settings (see config/testserver.example.yaml)")
     p.add_argument("--listen", type=host_port, metavar="HOST:PORT",
-                   help="HTTP address (default 0.0.0.0:8080; port 0 picks a free port)")
+                   help=f"HTTP address (default 0.0.0.0:{DEFAULT_PORT}; port 0 picks a free port)")
     p.add_argument("--max-tests", type=int, help="tests at once (default 4)")
     p.add_argument("--max-connections", type=int, help="open connections at once (default 128)")
     p.add_argument("--max-test-s", type=float, help="seconds one test may last (default 60)")

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from linecheck import stamp
 from linecheck.configfile import Strict, load_model
+from linecheck.throughput.protocol import DEFAULT_PORT
 from linecheck.throughput.sessions import Limits
 
 _D = Limits()
@@ -19,12 +20,12 @@ _D = Limits()
 def split_host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. 0.0.0.0:8080), got {text!r}")
+        raise ValueError(f"expected HOST:PORT (e.g. 0.0.0.0:{DEFAULT_PORT}), got {text!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class TestServerConfig(Strict):
-    listen: str = Field(default="0.0.0.0:8080", description="HTTP address HOST:PORT (port 0: a free port)")
+    listen: str = Field(default=f"0.0.0.0:{DEFAULT_PORT}", description="HTTP address HOST:PORT (port 0: a free port)")
     stamp_listen: str | None = Field(default=None, description=f"STAMP reflector HOST:PORT; default: the HTTP host, "
                                                                 f"port {stamp.DEFAULT_PORT}")
     stamp: bool = Field(default=True, description="run the STAMP reflector")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from linecheck.throughput.protocol import ookla_image_bytes
+from linecheck.throughput.protocol import DEFAULT_PORT, ookla_image_bytes
 from linecheck.throughput.server import Limits, MeasurementHandler
 from linecheck.throughput.server import ThroughputServer as _SharedServer
 
@@ -22,7 +22,7 @@ INDEX_PAGE = resources.files("testserver").joinpath("static/index.html").read_by
 class ThroughputServer(_SharedServer):
     """The measurement server with the carrier's speed test page."""
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 8080, limits: Limits | None = None,
+    def __init__(self, host: str = "0.0.0.0", port: int = DEFAULT_PORT, limits: Limits | None = None,
                  verbose: bool = False, handler: type[MeasurementHandler] = MeasurementHandler,
                  context: Any = None) -> None:
         super().__init__(host, port, limits, verbose, handler, context, index=INDEX_PAGE)

@@ -1,6 +1,6 @@
 """`python -m agent.throughput --server SPEC`: one measurement, printed as JSON (tests, bench, ops).
 
-SPEC is a server spec of agent.throughput.backends (e.g. 198.18.1.1:8080, speedtest://h:p,
+SPEC is a server spec of agent.throughput.backends (e.g. 198.18.1.1:8070, speedtest://h:p,
 iperf3://h:5201). Exit 0 with {"status": "ok", ...}; exit 1 with {"status", "reason"} when the
 measurement failed; exit 2 on bad arguments.
 """
@@ -18,7 +18,7 @@ from agent.throughput.ramp import RampSettings
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agent.throughput", description=__doc__.splitlines()[0])
-    p.add_argument("--server", required=True, help="server spec, e.g. 198.18.1.1:8080 or speedtest://h:p")
+    p.add_argument("--server", required=True, help="server spec, e.g. 198.18.1.1:8070 or speedtest://h:p")
     p.add_argument("--wan-interface", help="interface whose counters give cross-traffic and capacity")
     p.add_argument("--directions", default="down,up")
     p.add_argument("--max-bytes", type=int, default=2 * 1024**3, help="byte cap for the whole test")

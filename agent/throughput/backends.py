@@ -20,9 +20,11 @@ from agent.throughput.errors import BackendError
 from agent.throughput.ramp import RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, wan_sample
+from linecheck.throughput import protocol
 
 BACKENDS = ("linecheck", "speedtest", "iperf3")
-DEFAULT_PORTS = {"linecheck": 8080, "speedtest": 8080, "iperf3": 5201}
+# Speedtest Mini servers conventionally listen on 8080; linecheck's own test server does not (protocol.DEFAULT_PORT).
+DEFAULT_PORTS = {"linecheck": protocol.DEFAULT_PORT, "speedtest": 8080, "iperf3": 5201}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class ServerSpec:
 
 
 def parse_server(text: str) -> ServerSpec:
-    """'198.18.1.1:8080', 'linecheck://h:p', 'speedtest://h:p', 'speedtest://speedtest.net', 'iperf3://h'."""
+    """'198.18.1.1:8070', 'linecheck://h:p', 'speedtest://h:p', 'speedtest://speedtest.net', 'iperf3://h'."""
     backend, sep, rest = text.partition("://")
     if not sep:
         backend, rest = "linecheck", text

@@ -43,7 +43,7 @@ ADMIT_TIMEOUT_S = 10.0  # the admission answer, start to end
 @dataclass
 class EngineOptions:
     host: str
-    port: int = 8080
+    port: int = p.DEFAULT_PORT
     token: str | None = None
     directions: tuple[str, ...] = ("down", "up")
     max_bytes: int = 2 * 1024**3  # per test, both directions together

@@ -20,7 +20,7 @@ METRICS = (
 @dataclass
 class ThroughputResult:
     backend: str  # linecheck | speedtest | iperf3
-    target: str  # e.g. linecheck://198.18.1.1:8080
+    target: str  # e.g. linecheck://198.18.1.1:8070
     metrics: dict[str, MetricValue] = field(default_factory=lambda: dict.fromkeys(METRICS))
     notes: list[str] = field(default_factory=list)  # how each direction ended, caps hit, ...
     interrupted: str | None = None  # the line interrupted the test (link lost, streams stalled): why

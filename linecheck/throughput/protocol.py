@@ -33,6 +33,10 @@ import re
 from urllib.parse import urlencode
 
 # --- linecheck engine -------------------------------------------------------------------------------
+# The test server's HTTP port when a spec names none (agent) and when it is given none (server): not
+# 8080, the collector's console and API, so both can run on one host with their defaults.
+DEFAULT_PORT = 8070
+
 DOWNLOAD = "/download"
 UPLOAD = "/upload"
 LATENCY = "/latency"

@@ -4,7 +4,7 @@ The carrier's linecheck-testserver (testserver/http.py adds its speed test page 
 gateway's LAN test server (agent/lan/server.py adds its page and API) both run this one:
 
     from linecheck.throughput.server import ThroughputServer, Limits
-    with ThroughputServer("0.0.0.0", 8080, Limits(max_tests=2)) as srv:   # serves in a thread
+    with ThroughputServer("0.0.0.0", 8070, Limits(max_tests=2)) as srv:   # serves in a thread
         print(srv.url)
 
 Endpoints (all answer CORS, so a browser page from another origin can use them):
@@ -337,7 +337,7 @@ class _Server(ThreadingHTTPServer):
 class ThroughputServer:
     """The HTTP measurement server on host:port (port 0 = a free port), run in a background thread."""
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 8080, limits: Limits | None = None,
+    def __init__(self, host: str = "0.0.0.0", port: int = p.DEFAULT_PORT, limits: Limits | None = None,
                  verbose: bool = False, handler: type[MeasurementHandler] = MeasurementHandler,
                  context: Any = None, index: bytes | None = None) -> None:
         self._server = _Server((host, port), limits or Limits(), verbose, handler, context, index)
