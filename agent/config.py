@@ -11,6 +11,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig
 from agent.lan.settings import LanTestConfig
+from linecheck.addresses import parse_address
 from linecheck.configfile import Strict, load_model
 from linecheck.wire import ID_PATTERN
 
@@ -32,6 +33,10 @@ class TLSConfig(Strict):
 class MQTTConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    brokers: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Nodes of a clustered broker as host:port, tried in turn when one is lost or unreachable; "
+                    "when set, host and port are not used")
     username: str | None = None
     password_file: Path | None = Field(default=None, description="File holding the password (not the password)")
     tls: TLSConfig | None = None
@@ -46,6 +51,17 @@ class MQTTConfig(Strict):
     max_payload_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Must not exceed the broker's message_size_limit"
     )
+
+    @field_validator("brokers")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_address(value)
+        return values
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in order: the brokers list, else host and port."""
+        return [parse_address(b) for b in self.brokers] or [(self.host, self.port)]
 
 
 class GateConfig(Strict):

@@ -10,6 +10,9 @@ the duplicates re-sending causes.
 paho reconnects with a doubling delay but no jitter, so a fleet would reconnect in lockstep after a
 broker restart. Before each of paho's waits we set that wait ourselves: exponential backoff with
 full jitter (a uniform draw below the doubling ceiling), reset only after a connection that held.
+
+With `mqtt.brokers` (the nodes of a clustered broker) each lost connection or failed attempt moves the
+agent to the next node (linecheck.mqtt_client.Failover): a node killed takes no agent down with it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import ValidationError
 
 from agent.config import AgentConfig
 from agent.spool import Spool
-from linecheck.mqtt_client import build_client, mqtt  # paho as loaded there: without dnspython
+from linecheck.mqtt_client import Failover, build_client, mqtt  # paho as loaded there: without dnspython
 from linecheck.wire import Command, Receipt, commands_topic, receipts_topic, results_topic, status_topic
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class Publisher:
         self._rng = rng or random.Random()
         self.backoff = Backoff(cfg.mqtt.reconnect_min_s, cfg.mqtt.reconnect_max_s, self._rng)
         self.client = make_client(cfg)
+        self.failover = Failover(cfg.mqtt.addresses())
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
@@ -121,19 +125,23 @@ class Publisher:
         self._reconnected.set()
         self.connected.set()
         self.wake.set()
-        log.info("connected to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        log.info("connected to %s:%s", *self.failover.current)
 
     def _on_disconnect(self, client: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
         self.connected.clear()
         if self._connected_at is not None and time.monotonic() - self._connected_at >= STABLE_CONNECTION_S:
             self.backoff.reset()
         self._connected_at = None
+        lost = self.failover.current
         delay = self._schedule_reconnect(client)
-        log.info("disconnected from broker (%s); reconnecting in %.1f s", reason, delay)
+        log.info("disconnected from broker %s:%s (%s); reconnecting to %s:%s in %.1f s", *lost, reason,
+                 *self.failover.advance(client), delay)
 
     def _on_connect_fail(self, client: mqtt.Client, _ud: object) -> None:
+        failed = self.failover.current
         delay = self._schedule_reconnect(client)
-        log.info("cannot reach broker %s:%s; next try in %.1f s", self.cfg.mqtt.host, self.cfg.mqtt.port, delay)
+        log.info("cannot reach broker %s:%s; next try (%s:%s) in %.1f s", *failed, *self.failover.advance(client),
+                 delay)
 
     def _schedule_reconnect(self, client: mqtt.Client) -> float:
         # paho calls its reconnect wait right after these callbacks; min == max makes it wait exactly
@@ -168,7 +176,8 @@ class Publisher:
         # The first wait is jittered too: a fleet powered on together should not connect together.
         first = self.backoff.next_delay()
         self.client.reconnect_delay_set(first, first)  # type: ignore[arg-type]
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+        host, port = self.failover.current
+        self.client.connect_async(host, port, keepalive=self.cfg.mqtt.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:

@@ -61,3 +61,31 @@ def build_client(client_id: str, *, clean_session: bool = True, mqtt5: bool = Fa
     if reconnect_delay_s is not None:
         client.reconnect_delay_set(*reconnect_delay_s)
     return client
+
+
+class Failover:
+    """Several addresses of one clustered broker, tried in turn: a lost connection or a failed attempt
+    moves the client to the next one, so the nodes that survive a node's loss take its clients.
+
+    paho reconnects to the host and port it was given; its public setters refuse while its state still
+    says connected, which it does inside the disconnect callback, so the next address is written to the
+    two attributes paho's reconnect() reads (stable across paho 2.x; tests/test_cluster_failover.py)."""
+
+    def __init__(self, addresses: list[tuple[str, int]]):
+        if not addresses:
+            raise ValueError("at least one broker address is needed")
+        self.addresses = list(addresses)
+        self.index = 0
+        self.moves = 0  # times the client was moved to another address
+
+    @property
+    def current(self) -> tuple[str, int]:
+        return self.addresses[self.index]
+
+    def advance(self, client: mqtt.Client) -> tuple[str, int]:
+        """Point `client` at the next address (a no-op with one); call from on_disconnect / on_connect_fail."""
+        if len(self.addresses) > 1:
+            self.index = (self.index + 1) % len(self.addresses)
+            client._host, client._port = self.current
+            self.moves += 1
+        return self.current
