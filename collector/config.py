@@ -13,12 +13,16 @@ from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
 from collector.rules.engine import RulesConfig
 from collector.store.retention import RetentionConfig
+from linecheck.addresses import parse_address
 from linecheck.configfile import Strict, anchor_paths, load_model
 
 
 class MQTTConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    brokers: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Nodes of a clustered broker as host:port, tried in turn; when set, host and port are not used")
     client_id: str = Field(default="linecheck-collector", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     username: str | None = None
     password_file: Path | None = None
@@ -33,6 +37,58 @@ class MQTTConfig(Strict):
         default=None, ge=1, le=4294967294,
         description="Connect with MQTT 5 and let the broker drop this collector's session (and its place "
                     "in the $share group) after this many seconds away; default: MQTT 3.1.1, kept for ever")
+
+    @field_validator("brokers")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_address(value)
+        return values
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in order: the brokers list, else host and port."""
+        return [parse_address(b) for b in self.brokers] or [(self.host, self.port)]
+
+
+class NatsConfig(Strict):
+    """Results from a NATS JetStream cluster (broker.kind: nats; collector/ingest/jetstream.py, docs/scaling.md)."""
+
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, max_length=32,
+                               description="The cluster's NATS client URLs (nats://host:port), tried in turn")
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="File holding the password (not the password)")
+    stream: str = Field(default="LINECHECK_RESULTS", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                        description="JetStream stream holding results until a collector acks them")
+    subject_prefix: str = Field(default="lcr", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                description="The cluster maps each agent's results to <prefix>.<partition>.<agent>")
+    partitions: int = Field(default=8, ge=1, le=1024,
+                            description="Partitions of the results (the cluster's mapping must use the same "
+                                        "number: broker-config --broker nats writes both)")
+    replicas: int = Field(default=3, ge=1, le=5, description="Copies of the stream and leases on the cluster")
+    ack_wait_s: float = Field(default=30.0, ge=1, le=3600,
+                              description="A result taken and not acked this long is given to whoever holds its "
+                                          "partition then (a collector that died mid-batch)")
+    lease_s: float = Field(default=6.0, ge=1, le=600,
+                           description="A collector that stops renewing its partitions loses them after this long")
+    max_age_days: float = Field(default=14.0, gt=0,
+                                description="Results nobody acked are dropped after this long (agents still "
+                                            "hold them in their spools and re-send)")
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith(("nats://", "tls://")) or not value.split("://", 1)[1]:
+                raise ValueError(f"{value!r}: expected a URL such as nats://10.0.0.5:4222")
+        return values
+
+
+class BrokerConfig(Strict):
+    kind: Literal["mqtt", "nats"] = Field(
+        default="mqtt",
+        description="mqtt: results arrive on MQTT subscriptions (Mosquitto, or any MQTT 5 broker with $share); "
+                    "nats: from a NATS JetStream cluster's stream, receipts still over its MQTT listener")
+    nats: NatsConfig = Field(default_factory=NatsConfig)
 
 
 class IngestConfig(Strict):
@@ -101,6 +157,8 @@ class CollectorConfig(Strict):
     database: str = Field(default="sqlite:///linecheck.db",
                           description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://user@host/db")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig,
+                                 description="Where results come from: MQTT subscriptions or a NATS JetStream cluster")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     promises: PromisePolicy = Field(default_factory=PromisePolicy,

@@ -12,6 +12,7 @@ packages=(mosquitto iproute2)
 extras=(collector)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base fonts-wqy-microhei)
+  packages+=(nats-server)  # tests/nats_cluster.py: a 3-node cluster on free ports (the cluster tests)
   extras=(dev)
 fi
 

@@ -47,6 +47,11 @@ CASES = {
     "agent_tls_half.yaml": (agent_config.load, "cert_file and key_file must be given together"),
     "collector_bad_dsn.yaml": (collector_config.load, "database: expected sqlite:///PATH or postgresql+psycopg"),
     "collector_bad_batch.yaml": (collector_config.load, "ingest.batch_max: Input should be greater than or equal to 1"),
+    "agent_bad_broker.yaml": (agent_config.load,
+                              "mqtt.brokers: '10.0.0.2:99999': the port must be a number from 1 to 65535"),
+    "collector_bad_broker_kind.yaml": (collector_config.load, "broker.kind: Input should be 'mqtt' or 'nats'"),
+    "collector_bad_nats_url.yaml": (collector_config.load,
+                                    "broker.nats.servers: '127.0.0.1:4222': expected a URL such as nats://"),
 }
 
 

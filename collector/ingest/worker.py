@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -38,7 +38,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from collector.config import CollectorConfig
 from collector.ingest.broker_link import BrokerLink, LinkState
 from collector.store.database import Quarantined, Store
-from linecheck.mqtt_client import build_client
+from linecheck.mqtt_client import Failover, build_client
 from linecheck.wire import (
     ALL_RESULTS,
     ALL_STATUS,
@@ -48,6 +48,9 @@ from linecheck.wire import (
     receipts_topic,
     results_topic,
 )
+
+if TYPE_CHECKING:
+    from collector.ingest.jetstream import JetStreamSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,6 +100,8 @@ class Inbound:
     qos: int
     arrived: float = field(default_factory=time.monotonic)  # for the receipt-latency metric
     generation: int = 0  # which broker connection delivered it: a mid is only valid on its own connection
+    # How to ack it when it did not come on the MQTT connection (broker.kind nats: collector/ingest/jetstream.py).
+    ack_with: Callable[[], None] | None = None
 
     @property
     def is_status(self) -> bool:
@@ -177,7 +182,10 @@ class Ingestor:
         self.quarantined = 0
         self.db_retries = 0
         self.connected = threading.Event()
-        self.link = BrokerLink(cfg.mqtt.host, cfg.mqtt.port)  # logs each change of state once (broker_link.py)
+        self.failover = Failover(cfg.mqtt.addresses())  # the nodes of a clustered broker, in turn
+        self.link = BrokerLink(*self.failover.current)  # logs each change of state once (broker_link.py)
+        # broker.kind nats: results come from the cluster's JetStream stream, not from MQTT subscriptions.
+        self.source = self._make_source()
         self.subscribed = threading.Event()  # from here on the broker queues results for this session
         self._generation = 0
         # Status of agents that have no row yet (their first result is behind the status message).
@@ -209,10 +217,30 @@ class Ingestor:
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = lambda _c, _ud: self.link.connect_failed()
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
+
+    def _make_source(self) -> JetStreamSource | None:
+        if self.cfg.broker.kind != "nats":
+            return None
+        try:
+            from collector.ingest.jetstream import JetStreamSource
+        except ImportError as exc:  # the client library is an extra: say which
+            raise RuntimeError(f"broker.kind: nats needs the NATS client ({exc}): "
+                               "pip install 'linecheck[cluster]'") from exc
+
+        return JetStreamSource(self.cfg.broker.nats, self.cfg.mqtt.client_id, self.inbox,
+                               lambda topic, payload, ack: Inbound(topic, payload, 0, 1, ack_with=ack))
+
+    def _on_connect_fail(self, client: mqtt.Client, _ud: object) -> None:
+        self.link.connect_failed()
+        self._next_broker(client)
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        host, port = self.failover.advance(client)
+        self.link.address = f"{host}:{port}"
 
     def _topic(self, topic: str) -> str:
         group = self.cfg.mqtt.shared_group
@@ -226,7 +254,8 @@ class Ingestor:
         with self._receipts_cond:  # paho re-sends what the old connection left un-acked: count afresh
             self._receipts_unacked.clear()
             self._receipts_cond.notify_all()
-        client.subscribe([(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
+        # With a JetStream source only status comes over MQTT (every collector records it: idempotent).
+        client.subscribe([(ALL_STATUS, 1)] if self.source else [(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
         self.connected.set()
         self.link.connected()
 
@@ -242,6 +271,7 @@ class Ingestor:
         self.connected.clear()
         self.subscribed.clear()
         self.link.disconnected(reason)
+        self._next_broker(_c)
 
     def _on_publish(self, _c: mqtt.Client, _ud: object, mid: int, _reason: object, _p: object) -> None:
         # paho calls this holding its own message lock; _receipts_cond is never held around publish().
@@ -349,7 +379,11 @@ class Ingestor:
             arrivals.append(self._overflow[0].arrived)
         pending += len(self._overflow) + (in_hand_size if in_hand is not None else 0)
         oldest = now - min(arrivals) if arrivals else 0.0
-        return IngestHealth(self.connected.is_set(), self.subscribed.is_set(), pending, oldest,
+        connected, subscribed = self.connected.is_set(), self.subscribed.is_set()
+        if self.source is not None:  # both: results come from NATS, receipts and status go over MQTT
+            connected = connected and self.source.connected.is_set()
+            subscribed = subscribed and self.source.subscribed.is_set()
+        return IngestHealth(connected, subscribed, pending, oldest,
                             oldest > self.stall_after_s, self.db_retries, self.link.snapshot())
 
     def process(self, batch: list[Inbound]) -> None:
@@ -394,8 +428,7 @@ class Ingestor:
         for item in batch:
             # A mid from an earlier connection would ack some other message now: the broker
             # redelivers that one instead, and the idempotent insert absorbs it.
-            if item.generation == self._generation:
-                self.client.ack(item.mid, item.qos)
+            self._ack(item)
         if self.on_batch is not None:
             done = time.monotonic()
             self.on_batch(len(new), len(good) - len(new) - n_rejected, len(bad) + n_rejected,
@@ -491,8 +524,11 @@ class Ingestor:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = m.session_expiry_s
             session = {"clean_start": False, "properties": props}  # paho keeps both for its reconnects
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s, **session)  # type: ignore[arg-type]
+        host, port = self.failover.current
+        self.client.connect_async(host, port, keepalive=m.keepalive_s, **session)  # type: ignore[arg-type]
         self.client.loop_start()
+        if self.source is not None:
+            self.source.start()
         try:
             while not self.stop_event.is_set():
                 batch = self._take_batch()
@@ -507,6 +543,8 @@ class Ingestor:
                     self._batch_arrived = None
                 self._measured(len(batch), time.monotonic() - began)
         finally:
+            if self.source is not None:  # after the last batch's acks were handed over: they leave first
+                self.source.stop()
             self.client.disconnect()
             self.client.loop_stop()
 
@@ -550,7 +588,12 @@ class Ingestor:
             if agent_id and result_id and not item.is_status:
                 self._publish_receipt(agent_id, Receipt(result_ids=[result_id], status="quarantined")
                                       .model_dump_json(by_alias=True))
-        if item.generation == self._generation:
+        self._ack(item)
+
+    def _ack(self, item: Inbound) -> None:
+        if item.ack_with is not None:
+            item.ack_with()
+        elif item.generation == self._generation:
             self.client.ack(item.mid, item.qos)
 
     def stop(self) -> None:
