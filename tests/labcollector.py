@@ -117,6 +117,12 @@ class LabCollector:
                            json.loads(r.detail) if r.detail else {})
                     for r in conn.execute(select(t.tickets).order_by(t.tickets.c.ticket_id))]
 
+    def evidence(self, ticket_id: int) -> set[str]:
+        """The result ids attached to a ticket, whatever their role."""
+        with self.store.engine.connect() as conn:
+            return {r.result_id for r in conn.execute(select(t.ticket_evidence.c.result_id).where(
+                t.ticket_evidence.c.ticket_id == ticket_id))}
+
     def open_classes(self) -> dict[str, str | None]:
         """fault class -> location of every open ticket."""
         return {tk.fault_class: tk.location for tk in self.tickets() if tk.state in t.OPEN_STATES}

@@ -168,10 +168,16 @@ def test_tickets_open_for_a_broken_promise_and_a_local_limit_and_resolve(store: 
         assert len(ev) == 12
         row = conn.execute(select(t.promise_verdicts).where(t.promise_verdicts.c.promise_id == "acme-up")).one()
         assert row.ticket_id == carrier.ticket_id
-    # Judging again refreshes the open tickets instead of opening more.
+    assert "0 of 12 valid tests" in carrier.summary
+    # Judging again refreshes the open tickets instead of opening more; the summary and the evidence
+    # follow the tests that arrived meanwhile (not frozen at "0 of 12").
+    store.ingest(results_on("acme-xuhui-1", "acme-xuhui-gw", [(97.0, 47.0)], end=NOW + timedelta(minutes=2)))
     with store.engine.begin() as conn:
         again = run_ledger(conn, PromisePolicy(), NOW + timedelta(minutes=5))
+        refreshed = tickets.open_ticket_for(conn, "acme-xuhui-1", "upgrade_not_delivered")
+        assert refreshed is not None and len(tickets.evidence(conn, refreshed.ticket_id)) == 13
     assert again.opened == [] and sorted(again.refreshed) == sorted(run.opened)
+    assert "0 of 13 valid tests" in refreshed.summary, refreshed.summary
     # The carrier fixes the line, the customer fixes the cable: once the old tests have left the
     # 30-day window, both tickets resolve.
     later = NOW + timedelta(days=31)

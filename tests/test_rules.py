@@ -74,8 +74,13 @@ def test_one_bad_result_opens_nothing_m_of_n_opens_one_k_healthy_resolve(store: 
     assert all_tickets(store) == []
     feed(store, healthy(), down())  # 2 of the last 3 breach, the newest too
     assert all_tickets(store) == [("line_down", "open")]
-    feed(store, down(), down())  # still down: the same ticket, no second one
+    with store.engine.connect() as conn:
+        (opened,) = tickets.listing(conn)
+    assert opened.summary.startswith("Line down on line l-1: 2 of the last 3 results breached")
+    feed(store, down(), down())  # still down: the same ticket, no second one; its summary follows
     assert all_tickets(store) == [("line_down", "open")]
+    with store.engine.connect() as conn:
+        assert len(tickets.evidence(conn, opened.ticket_id)) == 4  # the two new breaches attached
     feed(store, healthy())
     assert all_tickets(store) == [("line_down", "open")]
     feed(store, healthy())
@@ -87,7 +92,7 @@ def test_one_bad_result_opens_nothing_m_of_n_opens_one_k_healthy_resolve(store: 
     assert kinds == [("opened", "rule"), ("resolved", "rule")]
     assert roles == ["resolve", "trigger"]
     assert ticket.location == "wan" and ticket.tenant_id == "carrier" and ticket.severity == "critical"
-    assert ticket.summary.startswith("Line down on line l-1: 2 of the last 3 results breached")
+    assert ticket.summary.startswith("Line down on line l-1: 3 of the last 3 results breached")  # not frozen
 
 
 def test_packet_loss_is_masked_while_the_line_is_down(store: Store) -> None:

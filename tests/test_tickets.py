@@ -3,6 +3,7 @@ database-enforced rule of one open ticket per line and fault class."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,36 @@ def test_one_open_ticket_per_line_and_class_is_a_database_constraint(store: Stor
     assert reopened.created and reopened.ticket_id != first.ticket_id
 
 
+@pytest.mark.parametrize("first, second", [("speed_below_plan", "upgrade_not_delivered"),
+                                           ("upgrade_not_delivered", "speed_below_plan")])
+def test_one_ticket_per_fault_whichever_side_sees_it_first(store: Store, first: str, second: str) -> None:
+    """A speed shortfall is one fault whether the rules (against the plan) or the promise ledger (against
+    the promise) see it first: the first opens the ticket and owns it, the second links to it."""
+    results = [envelope("gw", "l") for _ in range(3)]
+    store.ingest(results)
+    ids = [("gw", r.result_id) for r in results]
+    with store.engine.begin() as conn:
+        owner = tickets.open_ticket(conn, line_id="l", fault_class=first, summary="0 of 10", severity="warning",
+                                    evidence=ids[:1], detail={"n": 10}, now=BASE)
+        linked = tickets.open_ticket(conn, line_id="l", fault_class=second, summary="3 of 5", evidence=ids[1:2],
+                                     opened_by="other-side", detail={"other": 1}, now=BASE)
+        again = tickets.open_ticket(conn, line_id="l", fault_class=second, summary="4 of 5", evidence=ids[2:],
+                                    opened_by="other-side", now=BASE)
+        refreshed = tickets.open_ticket(conn, line_id="l", fault_class=first, summary="0 of 11", detail={"n": 11},
+                                        now=BASE)
+        assert owner.created and not linked.created and linked.linked and not refreshed.linked
+        assert linked.ticket_id == again.ticket_id == refreshed.ticket_id == owner.ticket_id
+        (row,) = tickets.listing(conn)
+        notes = [(e.kind, e.actor) for e in tickets.events(conn, owner.ticket_id)]
+        evidence = {e.result_id for e in tickets.evidence(conn, owner.ticket_id)}
+    detail = json.loads(row.detail)
+    assert (row.fault_class, row.summary) == (first, "0 of 11")  # the owner's statement, kept current
+    assert detail["n"] == 11 and [(x["fault_class"], x["by"], x["summary"]) for x in detail["linked"]] == [
+        (second, "other-side", "4 of 5")]
+    assert notes == [("opened", "rule"), ("note", "other-side")]  # the link is noted once, not per refresh
+    assert evidence == {r.result_id for r in results}
+
+
 def test_cli_lists_moves_and_shows_tickets(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"database: sqlite:///{tmp_path}/c.db\n")
@@ -96,7 +127,7 @@ def test_cli_lists_moves_and_shows_tickets(tmp_path: Path) -> None:
     assert listed.returncode == 0 and f"#{tid}" in listed.stdout and "line_down" in listed.stdout
     assert cli("ack", str(tid), "--note", "on it").stdout.strip() == f"ticket #{tid} is now acknowledged"
     wrong = cli("verify", str(tid), "--agent", "gw", "--result", "nope")
-    assert wrong.returncode == 1 and "no stored result nope from agent gw" in wrong.stderr
+    assert wrong.returncode == 2 and "no stored result nope from agent gw" in wrong.stderr
     shown = cli("show", str(tid)).stdout
     assert "acknowledged tech-1" in " ".join(shown.split()) and "on it" in shown
     assert cli("list", "--state", "resolved").stdout.strip() == "no tickets"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from collector.promises.criterion import PromisePolicy, SpeedCriterion
-from tests.checkctx import by_kind
+from tests.checkctx import by_kind, run_agent
 from tests.helpers import wait_for
 from tests.lab import SERVER_ADDR, LineLab
 from tests.labcollector import AGENT, LINE, SITE, LabCollector
@@ -117,3 +117,35 @@ def test_link_dropped_mid_download_is_an_interrupted_test_not_a_slow_line(served
     assert tickets == [] and retests == []
     down = verdicts[0].detail["directions"]["down"]
     assert down["excluded"] == {"interrupted": 1} and down["all"]["valid"] == 0, down
+
+
+SPEED = "  link: {window_s: 0.1}\n  throughput: {max_direction_s: 3, min_measure_s: 0.5, timeout_s: 40}\n"
+
+
+def test_a_speed_shortfall_on_a_promised_line_is_one_carrier_ticket(served: LineLab, tmp_path: Path) -> None:
+    """Plan 500/300 with the 500/300 upgrade promised; the line carries 100/50.
+
+    Expected: every result finds throughput_below_plan (wan). The promise ledger (2 valid tests
+    decide here) finds the upgrade not delivered and opens upgrade_not_delivered; the speed rule's
+    window (3 of 5, confirmed by a re-test) then links to that ticket instead of opening a second:
+    one open carrier ticket, at the wan, naming speed_below_plan among its linked classes, holding
+    the rule's results and the re-test as evidence, and a summary that counts every valid test so
+    far ("0 of 4"), not the 2 it opened with. Before: two carrier tickets, the summary frozen."""
+    policy = PromisePolicy(speed=SpeedCriterion(min_valid_tests=2, confidence=0.75, cpu_saturated_pct=None))
+    served.shape(100, 50)
+    with LabCollector(tmp_path, plan_down=500, plan_up=300, promise=(500, 300), policy=policy) as collector:
+        results = collector.feed(lambda: run_agent(served, SPEED, line_yaml=line_yaml((500, 300))), times=3)
+        tickets = collector.tickets()
+        (verdict,) = collector.verdicts()
+    assert [r.trigger.value for r in results] == ["manual", "manual", "manual", "retest"]
+    for r in results:  # the download always; the upload too when it settled within its 3 s
+        assert {(f.code, f.where, f.detail["direction"]) for f in r.findings} >= {
+            ("throughput_below_plan", "wan", "down")}, r.findings
+        assert {(f.code, f.where) for f in r.findings} == {("throughput_below_plan", "wan")}
+    assert [(t.fault_class, t.state, t.location) for t in tickets] == [("upgrade_not_delivered", "open", "wan")]
+    (ticket,) = tickets
+    assert [link["fault_class"] for link in ticket.detail["linked"]] == ["speed_below_plan"]
+    down = verdict.detail["directions"]["down"]["all"]
+    assert (down["valid"], down["passed"]) == (4, 0)
+    assert "0 of 4 valid tests" in ticket.summary, ticket.summary
+    assert collector.evidence(ticket.ticket_id) == {r.result_id for r in results}

@@ -187,6 +187,11 @@ class OpenTicket:
 
     last_breach_at: datetime | None = None  # newer healthy observations count towards resolving it
     just_opened: bool = False  # opened by this evaluation: nothing resolves it in the same batch
+    # The ticket carrying this class may be another class's naming the same fault (tickets.SAME_FAULT,
+    # e.g. the promise ledger's upgrade_not_delivered for speed_below_plan): the rule does not own it,
+    # so it neither resolves it nor opens a second one; once linked, its breaches only refresh the link.
+    owned: bool = True
+    linked: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,11 +258,25 @@ class Answer:
     fault_class: str
 
 
-Outcome = Resolve | Open | AskRetest | Answer
+@dataclass(frozen=True)
+class Update:
+    """An open ticket of the class (or the one it is linked to) takes the class's current statement."""
+
+    line_id: str
+    fault_class: str
+    summary: str
+    detail: dict[str, Any]
+    evidence: tuple[tuple[str, str], ...]  # the fresh breaching results
 
 
-def _open_ticket(row: Any) -> OpenTicket:
+Outcome = Resolve | Open | AskRetest | Answer | Update
+
+
+def _open_ticket(row: Any, fault_class: str) -> OpenTicket:
     detail = json.loads(row.detail) if row.detail else {}
+    if row.fault_class != fault_class:  # another class's ticket carries this fault
+        linked = any(x.get("fault_class") == fault_class for x in detail.get("linked", []))
+        return OpenTicket(owned=False, linked=linked)
     last = detail.get("last_breach_at")
     return OpenTicket(last_breach_at=datetime.fromisoformat(last) if last else None)
 
@@ -423,8 +442,16 @@ class RuleEngine:
         m, n, k = self.m(rule), self.n(rule), self.k(rule)
         obs = self._observations(ev, name, limit=2 * max(n, k) + 5)
         ticket = open_.get(name)
-        if ticket is not None:
-            return [] if ticket.just_opened else self._maybe_resolve(ev.line_id, name, ticket, obs[:k], k)
+        if ticket is not None and (ticket.owned or ticket.linked):
+            if ticket.just_opened:
+                return []
+            out: list[Outcome] = []
+            update = self._update(ev, name, obs[:n])
+            if update is not None:
+                out.append(update)
+            if ticket.owned:  # a linked class leaves resolving to the ticket's owner
+                out += self._maybe_resolve(ev.line_id, name, ticket, obs[:k], k)
+            return out
         cutoff = refuted.get(name)
         window = [o for o in obs if cutoff is None or o.started_at > cutoff][:n]
         breaches = [o for o in window if o.breach]
@@ -457,8 +484,9 @@ class RuleEngine:
         return [Resolve(line_id, name, f"{k} consecutive healthy result(s)",
                         tuple((o.agent_id, o.result_id) for o in reversed(healthy)))]
 
-    def _open(self, line_id: str, name: str, breaches: list[Observation], window: int,
-              open_: dict[str, OpenTicket], retest: Observation | None = None) -> Open:
+    def _statement(self, line_id: str, name: str, breaches: list[Observation], window: int,
+                   retest: Observation | None = None) -> tuple[str, dict[str, Any]]:
+        """The ticket's summary and detail for these breaches among the last `window` observations."""
         rule = self.rules[name]
         latest = retest or breaches[0]
         summary = (f"{rule.title or name} on line {line_id}: {len(breaches)} of the last {window} results "
@@ -467,8 +495,25 @@ class RuleEngine:
                   "observed": [len(breaches), window],
                   "last_breach_at": max(o.started_at for o in [*breaches, *([retest] if retest else [])])
                   .isoformat(), "retest_result_id": retest.result_id if retest else None}
+        return summary[:1000], detail
+
+    def _update(self, ev: LineEvidence, name: str, window: list[Observation]) -> Update | None:
+        """While a ticket is open its statement follows the evidence ("4 of the last 5", the newest figure)."""
+        fresh = {(e.agent_id, e.result_id) for e in ev.fresh}
+        breaches = [o for o in window if o.breach]
+        new = [o for o in breaches if (o.agent_id, o.result_id) in fresh]
+        if not new:  # healthy results count towards resolving; the statement follows new breaches
+            return None
+        summary, detail = self._statement(ev.line_id, name, breaches, len(window))
+        return Update(ev.line_id, name, summary, detail, tuple((o.agent_id, o.result_id) for o in reversed(new)))
+
+    def _open(self, line_id: str, name: str, breaches: list[Observation], window: int,
+              open_: dict[str, OpenTicket], retest: Observation | None = None) -> Open:
+        rule = self.rules[name]
+        latest = retest or breaches[0]
+        summary, detail = self._statement(line_id, name, breaches, window, retest)
         open_[name] = OpenTicket(just_opened=True)
-        return Open(line_id, name, summary[:1000], rule.severity, latest.where or rule.where,
+        return Open(line_id, name, summary, rule.severity, latest.where or rule.where,
                     tuple((o.agent_id, o.result_id) for o in reversed(breaches)), latest.agent_id, detail,
                     (retest.agent_id, retest.result_id) if retest else None)
 
@@ -523,7 +568,7 @@ class RuleEngine:
             outstanding=[PendingRetest(r.command_id, r.fault_class) for r in b.outstanding.get(line_id, [])])
             for line_id in line_ids}
         for (line_id, cls), row in b.open.items():
-            evidence[line_id].open[cls] = _open_ticket(row)
+            evidence[line_id].open[cls] = _open_ticket(row, cls)
         for (line_id, cls), at in b.refuted.items():
             evidence[line_id].refuted[cls] = at
         wanted = {ev.line_id: [*self.due(ev), *(c.fault_class for c in ev.outstanding
@@ -546,6 +591,10 @@ class RuleEngine:
                 cmds.answer(conn, o.command_id, o.answer, o.result_id, o.started_at)
                 if o.answer == "refuted":
                     log.info("line %s: re-test %s refuted %s; no ticket", o.line_id, o.command_id, o.fault_class)
+            elif isinstance(o, Update):
+                carrier = tickets.carrying_ticket(conn, o.line_id, o.fault_class)
+                if carrier is not None:
+                    tickets.refresh(conn, carrier, o.fault_class, o.summary, o.detail, o.evidence, "rule", now)
             elif isinstance(o, AskRetest):
                 command_id = cmds.queue(conn, agent_id=o.agent_id, action="retest", ttl_s=self.cfg.retest_timeout_s,
                                         checks=o.checks, line_id=o.line_id, fault_class=o.fault_class,
@@ -595,6 +644,9 @@ class RuleEngine:
             for r in conn.execute(select(t.tickets).where(t.tickets.c.line_id.in_(chunk),
                                                           t.tickets.c.state.in_(tickets.OPEN_STATES))):
                 b.open[(r.line_id, r.fault_class)] = r
+                for same in tickets.SAME_FAULT.get(r.fault_class, ()):
+                    if (r.line_id, same) not in b.open or b.open[(r.line_id, same)].fault_class != same:
+                        b.open[(r.line_id, same)] = r
             for r in conn.execute(select(t.commands.c.line_id, t.commands.c.fault_class,
                                          func.max(t.commands.c.answered_at).label("at"))
                                   .where(t.commands.c.line_id.in_(chunk), t.commands.c.state == "refuted")

@@ -10,6 +10,13 @@ Every function works inside the caller's transaction (rules run inside the inges
 
 The promise ledger and the console use the same API: `open_ticket`/`resolve_open` by fault class
 with evidence, `transition`, `verify`.
+
+One ticket per fault, also across classes: some classes name the same fault from two sides
+(`SAME_FAULT`: a speed shortfall the rules see against the plan and the promise ledger against the
+promise). Whichever opens first owns the ticket; the other links to it — its evidence is attached,
+its current statement kept in `detail.linked`, and a note says so — instead of opening a second
+ticket and a second dispatch. While a ticket is open its owner keeps its summary and detail current
+(`refresh`), so a count reads "0 of 11", not the "0 of 10" it opened with.
 """
 
 from __future__ import annotations
@@ -42,10 +49,20 @@ class TicketError(Exception):
     """A request the ticket's state does not allow (the message says why)."""
 
 
+# Classes that are one fault seen from two sides: a line far below its plan (rules) and a promised
+# speed not delivered (promise ledger) send one crew to one line.
+SAME_FAULT: dict[str, frozenset[str]] = {
+    "speed_below_plan": frozenset({"upgrade_not_delivered"}),
+    "upgrade_not_delivered": frozenset({"speed_below_plan"}),
+}
+MAX_LINKED_SUMMARY = 1000
+
+
 @dataclass(frozen=True)
 class Opened:
     ticket_id: int
     created: bool  # False: a ticket for this line and class was already open (possibly by another collector)
+    linked: bool = False  # True: the fault already had a ticket of another class; this class is linked to it
 
 
 Evidence = tuple[str, str]  # (agent_id, result_id)
@@ -57,8 +74,14 @@ def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: st
                 location: str | None = None, evidence: Iterable[Evidence] = (), opened_by: str = "rule",
                 agent_id: str | None = None, detail: dict[str, Any] | None = None,
                 now: datetime | None = None) -> Opened:
-    """Open a ticket unless one is open for this line and class; either way attach the evidence."""
+    """Open a ticket unless one is open for this line and class, or for a class naming the same fault
+    (`SAME_FAULT`: then this class is linked to that ticket). Either way attach the evidence; an open
+    ticket takes the new summary and detail (`refresh`)."""
     now = now or datetime.now(UTC)
+    carrier = carrying_ticket(conn, line_id, fault_class)
+    if carrier is not None:
+        refresh(conn, carrier, fault_class, summary, detail, evidence, opened_by, now)
+        return Opened(int(carrier.ticket_id), False, carrier.fault_class != fault_class)
     line = conn.execute(select(t.lines.c.tenant_id, t.lines.c.site_id).where(t.lines.c.line_id == line_id)).first()
     stmt = insert_for(conn, t.tickets).values(
         line_id=line_id, fault_class=fault_class, state="open", severity=severity, location=location,
@@ -75,6 +98,41 @@ def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: st
         _event(conn, ticket_id, "opened", None, "open", opened_by, summary, now=now)
     add_evidence(conn, ticket_id, evidence, "trigger", now)
     return Opened(ticket_id, created)
+
+
+def carrying_ticket(conn: Connection, line_id: str, fault_class: str) -> Row[Any] | None:
+    """The open ticket that carries this class's fault: its own, else one of a class naming the same fault."""
+    classes = [fault_class, *sorted(SAME_FAULT.get(fault_class, ()))]
+    rows = conn.execute(select(t.tickets).where(t.tickets.c.line_id == line_id, t.tickets.c.fault_class.in_(classes),
+                                                t.tickets.c.state.in_(OPEN_STATES))).all()
+    return min(rows, key=lambda r: (r.fault_class != fault_class, r.ticket_id), default=None)
+
+
+def refresh(conn: Connection, ticket: Row[Any], fault_class: str, summary: str, detail: dict[str, Any] | None,
+            evidence: Iterable[Evidence], actor: str, now: datetime) -> None:
+    """Bring an open ticket up to date with what `fault_class` says now: the owner's summary and detail
+    are replaced; another class's statement goes to detail.linked (a note records the first link).
+    Evidence is attached either way. No event for a refresh: counts change with every result."""
+    add_evidence(conn, ticket.ticket_id, evidence, "trigger", now)
+    current = json.loads(ticket.detail) if ticket.detail else {}
+    if ticket.fault_class == fault_class:
+        merged = dict(detail or {})
+        if current.get("linked"):
+            merged["linked"] = current["linked"]
+        conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket.ticket_id)
+                     .values(summary=summary, detail=json.dumps(merged, default=str) if merged else None,
+                             updated_at=now))
+        return
+    linked = [x for x in current.get("linked", []) if x.get("fault_class") != fault_class]
+    first = len(linked) == len(current.get("linked", []))
+    linked.append({"fault_class": fault_class, "by": actor, "at": now.isoformat(),
+                   "summary": summary[:MAX_LINKED_SUMMARY]})
+    current["linked"] = linked
+    conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket.ticket_id)
+                 .values(detail=json.dumps(current, default=str), updated_at=now))
+    if first:
+        _event(conn, ticket.ticket_id, "note", None, None, actor,
+               f"{fault_class} is the same fault; linked to this ticket: {summary}"[:2000], now=now)
 
 
 def open_ticket_for(conn: Connection, line_id: str, fault_class: str) -> Row[Any] | None:
