@@ -8,6 +8,9 @@ gateway and often DNS; what changes is what the carrier's network does with the 
   - blocked:       the probe URL is unreachable while the carrier's portal answers.
 A probe URL that failed only because its name did not resolve is a DNS fault, never evidence of a
 suspension: the check then cannot tell, and the dns check's dns_failure stands (tests/test_verdicts_lab.py).
+"Cannot tell" (the probe's name does not resolve, or nothing answers at all) is `skipped` with the reason:
+the question was not answerable, and a red `failed` row with no finding of its own was a problem the
+report's count left out (issue 23); the checks that can see the fault (dns, link, ping) report it.
 Any of these is `failed` with `service_suspended` (critical, where=service) and the evidence
 (mode, portal address) in the finding, so an enterprise can show it was cut off.
 """
@@ -91,7 +94,7 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
             # The probe never left the office: its name did not resolve. That is a DNS fault (the dns
             # check reports it), and says nothing about whether the carrier blocks the line — a DNS
             # outage read as "only the portal answers" opened critical service tickets (issue 21).
-            return Measurement(Status.FAILED, f"cannot tell: the probe's name {urlsplit(cfg.probe_url).hostname} "
+            return Measurement(Status.SKIPPED, f"cannot tell: the probe's name {urlsplit(cfg.probe_url).hostname} "
                                               f"does not resolve ({probe.error}); a DNS fault, not evidence "
                                               "of a suspension", metrics, target)
         if cfg.portal_url:
@@ -101,7 +104,7 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
                                                              f"while the portal answers {portal.status_code}",
                                   metrics, target)
         # Nothing answers at all: a line fault the link/ping/dns checks explain, not a suspension.
-        return Measurement(Status.FAILED, f"cannot tell: {cfg.probe_url} unreachable ({probe.error})",
+        return Measurement(Status.SKIPPED, f"cannot tell: {cfg.probe_url} unreachable ({probe.error})",
                            metrics, target)
     metrics["suspended_flag"] = 0
     return Measurement(Status.OK, None, metrics, target)
