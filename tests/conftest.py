@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,26 @@ def lab() -> Iterator[LineLab]:
         pytest.skip("the line lab needs iproute2 (ip, tc)")
     with LineLab() as lab:
         yield lab
+
+
+@pytest.fixture
+def line_lab() -> Iterator[LineLab]:
+    """The line lab with the line emulator on its access link (tests/lineemu.py)."""
+    if os.geteuid() != 0:
+        pytest.skip("the line lab needs root to create network namespaces")
+    if not shutil.which("ip"):
+        pytest.skip("the line lab needs iproute2 (ip)")
+    if not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.skip("the line emulator needs a C compiler (gcc) to build tests/lineemu.c")
+    with LineLab(emulator=True) as lab:
+        yield lab
+
+
+@pytest.fixture
+def line(line_lab: LineLab) -> Callable[..., None]:
+    """`line(down=dict(rate_mbit=500, delay_ms=10, loss=1e-4, buffer_ms=50), up=...)` impairs the
+    emulated line of `line_lab` (keys: tests.lineemu.Impairment); call again to change it."""
+    return line_lab.line
 
 
 PG_ADMIN_URL = os.environ.get("LINECHECK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -8,6 +8,10 @@ side's egress, the upload rate on the gateway's. Names carry the pid and a count
 parallel test runs never collide. Everything is torn down on exit, even after a failure.
 Addresses are in 198.18.0.0/15 (RFC 2544 benchmarking); nothing leaves the namespaces.
 
+With `LineLab(emulator=True)` the access link passes through a third, "wire" namespace where a
+user-space line emulator (tests/lineemu.py) adds delay, jitter, loss, reordering and a rate cap
+per direction: `lab.line(down=dict(delay_ms=10, loss=0.001), up=...)`.
+
 Optional extras (tests call them): more server addresses (`add_address`), a resolv.conf for
 programs run in a namespace (`set_resolv_conf`), IPv6 in 2001:2::/48 (`enable_ipv6`), and a chain
 of routers behind the carrier for multi-hop paths (`add_router_chain`), and a management link that
@@ -23,9 +27,12 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from tests.lineemu import CARRIER_SIDE_IF, GW_SIDE_IF, LineEmulator, configure_line, helper_binary
 
 GW_ADDR = "198.18.0.2"
 CARRIER_ADDR = "198.18.0.1"
@@ -47,10 +54,12 @@ def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
 
 
 class LineLab:
-    def __init__(self) -> None:
+    def __init__(self, emulator: bool = False) -> None:
         tag = f"{os.getpid() % 100000}x{next(_counter)}"
         self.gw = f"lcgw{tag}"
         self.carrier = f"lccr{tag}"
+        self.wire = f"lcwr{tag}" if emulator else ""  # the line emulator's namespace, if any
+        self.emulator: LineEmulator | None = None
         self.gw_if = "wan0"
         self.carrier_if = "cr0"
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -73,10 +82,13 @@ class LineLab:
         for ns in (self.gw, self.carrier):
             _run(["ip", "netns", "add", ns])
             self.sh(ns, "ip link set lo up")
-        tmp = f"lcv{os.getpid() % 100000}{next(_counter)}"
-        _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
-        _run(["ip", "link", "set", tmp, "netns", self.gw, "name", self.gw_if])
-        _run(["ip", "link", "set", tmp + "p", "netns", self.carrier, "name", self.carrier_if])
+        if self.wire:
+            self._build_wire()
+        else:
+            tmp = f"lcv{os.getpid() % 100000}{next(_counter)}"
+            _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+            _run(["ip", "link", "set", tmp, "netns", self.gw, "name", self.gw_if])
+            _run(["ip", "link", "set", tmp + "p", "netns", self.carrier, "name", self.carrier_if])
         self.sh(self.gw, f"ip addr add {GW_ADDR}/24 dev {self.gw_if}; ip link set {self.gw_if} up; "
                          f"ip route add default via {CARRIER_ADDR}")
         self.sh(self.carrier, f"ip addr add {CARRIER_ADDR}/24 dev {self.carrier_if}; "
@@ -85,6 +97,34 @@ class LineLab:
         # Unprivileged ICMP sockets for every group, as a gateway image would configure it.
         for ns in (self.gw, self.carrier):
             self.sh(ns, "sysctl -qw net.ipv4.ping_group_range='0 2147483647'")
+        if self.wire:
+            self._start_emulator()
+
+    def _build_wire(self) -> None:
+        """wan0 == e0 [wire] e1 == cr0: two veth pairs, the emulator bridging e0 and e1."""
+        _run(["ip", "netns", "add", self.wire])
+        self._extra_ns.append(self.wire)
+        # The wire carries frames, it has no addresses: no IPv6 autoconfiguration noise of its own.
+        self.sh(self.wire, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                           "net.ipv6.conf.default.disable_ipv6=1")
+        for end, ns, name in ((GW_SIDE_IF, self.gw, self.gw_if), (CARRIER_SIDE_IF, self.carrier, self.carrier_if)):
+            tmp = f"lcv{os.getpid() % 100000}{next(_counter)}"
+            _run(["ip", "link", "add", tmp, "type", "veth", "peer", "name", tmp + "p"])
+            _run(["ip", "link", "set", tmp, "netns", ns, "name", name])
+            _run(["ip", "link", "set", tmp + "p", "netns", self.wire, "name", end])
+            self.sh(self.wire, f"ip link set {end} up")
+
+    def _start_emulator(self) -> None:
+        proc = self.popen(self.wire, [str(helper_binary()), GW_SIDE_IF, CARRIER_SIDE_IF],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.emulator = LineEmulator(proc)  # type: ignore[arg-type]  # popen is typed for bytes
+
+    def line(self, down: Mapping[str, Any] | None = None, up: Mapping[str, Any] | None = None) -> None:
+        """Impair the line (LineLab(emulator=True) only): one mapping per direction, keys in
+        tests/lineemu.Impairment; None is a clean direction. Replaces what was set before."""
+        if self.emulator is None:
+            raise RuntimeError("line() needs LineLab(emulator=True)")
+        configure_line(self.emulator, down=down, up=up)
 
     def close(self) -> None:
         for proc in self._procs:
