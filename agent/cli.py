@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent import config as agent_config
 from agent.lan import cli as lan_cli
-from linecheck.cliargs import add_log_level
+from linecheck.cliargs import add_config, add_log_level, add_version
 from linecheck.configfile import ConfigError
 from linecheck.i18n import LANGUAGES, Texts, from_locale, resolve
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
@@ -36,6 +36,7 @@ def _lang(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linecheck-agent", description="Check this office's broadband line.")
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="run a line check now and print the report")
     check.add_argument("--config", required=True, help="agent config file (YAML)")
@@ -51,12 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--collector", required=True, help="the collector's enrolment URL (https://...)")
     enroll.add_argument("--token", required=True, help="the one-time token: <agent id>.<secret>")
     enroll.add_argument("--config-out", required=True, help="where to write the agent's config")
-    enroll.add_argument("--data-dir", default="/var/lib/linecheck")
+    enroll.add_argument("--data-dir", default="/var/lib/linecheck",
+                        help="where the agent keeps its key, spool and state (default /var/lib/linecheck)")
     enroll.add_argument("--ca-file", help="CA certificate to trust for the collector's HTTPS")
     enroll.add_argument("--allow-http", action="store_true", help=argparse.SUPPRESS)  # tests on loopback only
     lan_cli.add_parsers(sub)
     run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
-    run.add_argument("--config", required=True)
+    add_config(run, "agent")
     add_log_level(run)
     return p
 

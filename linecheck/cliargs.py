@@ -49,3 +49,9 @@ def port(value: str) -> int:
     if not 0 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {number}")
     return number
+
+
+def add_config(parser: argparse.ArgumentParser, program: str, required: bool = True) -> None:
+    """`--config FILE`, said the same way on every subcommand."""
+    parser.add_argument("--config", required=required, metavar="FILE",
+                        help=f"the {program}'s config file (YAML; see config/{program}.example.yaml)")

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from linecheck.cliargs import add_version
+
 DEFAULT_PORT = 18830  # not 1883: a system broker may already own it
 
 
@@ -200,6 +202,7 @@ def stored_results(db: Path | str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="linecheck-stack", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_version(p)
     p.add_argument("--workdir", default=".linecheck-demo", help="where configs, database, spool and logs go")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="broker port (a free one if taken)")
     p.add_argument("--http-port", type=int, default=8080, help="console and API port (a free one if taken)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from linecheck import stamp
+from linecheck.cliargs import add_version
 from linecheck.configfile import ConfigError, format_validation_error
 from linecheck.throughput.protocol import DEFAULT_PORT
 from linecheck.throughput.sessions import Limits
@@ -47,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
                                 description="Carrier-side measurement server: HTTP throughput endpoints for "
                                             "linecheck agents, LibreSpeed and Speedtest Mini clients, and the "
                                             "STAMP reflector. Options override --config.")
+    add_version(p)
     p.add_argument("--config", type=Path, help="YAML settings (see config/testserver.example.yaml)")
     p.add_argument("--listen", type=host_port, metavar="HOST:PORT",
                    help=f"HTTP address (default 0.0.0.0:{DEFAULT_PORT}; port 0 picks a free port)")

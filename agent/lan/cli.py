@@ -18,7 +18,8 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("lan-serve", help="serve the LAN/WiFi speed test page and endpoints (foreground)")
-    serve.add_argument("--config", required=True)
+    serve.add_argument("--config", required=True, metavar="FILE",
+                       help="the agent's config file (YAML; its lan_test section)")
     test = sub.add_parser("lan-test", help="measure this device's LAN/WiFi path to the gateway for a room")
     test.add_argument("--server", required=True, help="the gateway's LAN test server, e.g. http://192.168.1.1:8090")
     test.add_argument("--room", required=True, help="the room or label this device is in, e.g. 'Meeting room 2'")

@@ -7,13 +7,15 @@ import argparse
 import sys
 
 from collector.config import CollectorConfig
+from linecheck.cliargs import add_config
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmd = sub.add_parser("command", help="ask an agent to check its line now (remote-triggered check)")
-    cmd.add_argument("--config", required=True)
+    add_config(cmd, "collector")
     cmd.add_argument("--agent", required=True, metavar="ID", help="the agent's id")
-    cmd.add_argument("action", choices=["check_now", "retest"])
+    cmd.add_argument("action", choices=["check_now", "retest"],
+                     help="check_now: a full check now; retest: a re-test of what a rule asks (with --check)")
     cmd.add_argument("--check", action="append", metavar="KIND", help="run only this check kind (repeatable)")
     cmd.add_argument("--ttl", type=float, default=3600.0, metavar="S",
                      help="the agent ignores the command after this many seconds (default 3600)")

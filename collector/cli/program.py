@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from collector import config as collector_config
 from collector.cli import command, promises, registry, results, security, serve, tickets, users
 from collector.store import unavailable
+from linecheck.cliargs import add_version
 from linecheck.configfile import ConfigError
 
 AddParser = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
@@ -52,6 +53,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linecheck-collector", description="Carrier-side linecheck collector.")
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True)
     for subcommand in SUBCOMMANDS.values():
         subcommand.add_parser(sub)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import CollectorConfig
+from linecheck.cliargs import add_config
 from linecheck.configfile import ConfigError
 
 
@@ -18,31 +19,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
         c = ps.add_parser(name, help=help_)
-        c.add_argument("--config", required=True)
+        add_config(c, "collector")
         return c
 
     imp = cmd("import", "add or update promises from YAML or CSV files (config/promises.example.yaml)")
-    imp.add_argument("files", nargs="+")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="promise files (YAML or CSV)")
     imp.add_argument("--dry-run", action="store_true", help="validate only")
     bil = cmd("billing-import", "add or update billing records from CSV files (config/billing.example.csv)")
-    bil.add_argument("files", nargs="+")
-    bil.add_argument("--dry-run", action="store_true")
+    bil.add_argument("files", nargs="+", metavar="FILE", help="billing record files (CSV)")
+    bil.add_argument("--dry-run", action="store_true", help="validate only")
     ev = cmd("evaluate", "judge promises from the stored evidence, keep the verdicts, open/resolve tickets")
     ev.add_argument("--line", action="append", help="only this line (repeatable)")
     ev.add_argument("--at", help="judge as of this ISO time (default: now)")
     ev.add_argument("--no-tickets", action="store_true", help="keep verdicts but open no tickets")
     show = cmd("show", "the verdicts of one line with their evidence summary")
-    show.add_argument("line")
+    show.add_argument("line", metavar="LINE_ID", help="the line whose verdicts to show")
     rep = cmd("report", "fleet-wide: share delivered / not / inconclusive per tenant, district or segment")
-    rep.add_argument("--by", choices=["tenant", "district", "segment"], default="district")
+    rep.add_argument("--by", choices=["tenant", "district", "segment"], default="district",
+                     help="how to group the lines (default district)")
     rep.add_argument("--kind", help="only this promise kind (speed, wifi_coverage, ...)")
     rep.add_argument("--tenant", help="only this tenant and the tenants below it")
     rep.add_argument("--csv", type=Path, help="write the table as CSV to this file")
     exp = cmd("export", "every latest verdict as CSV (one row per promise)")
-    exp.add_argument("--tenant")
+    exp.add_argument("--tenant", help="only this tenant and the tenants below it")
     exp.add_argument("--out", type=Path, help="file to write (default: stdout)")
     acc = cmd("acceptance", "a technician's signed acceptance report (HTML and PDF) for one promise")
-    acc.add_argument("promise_id")
+    acc.add_argument("promise_id", help="the promise to report on (`promises show LINE_ID` lists them)")
     acc.add_argument("--technician", required=True, help="name (and id) of the technician signing")
     acc.add_argument("--customer", help="name of the customer's representative")
     acc.add_argument("--out", type=Path, default=Path("."), help="directory for the report files")
@@ -50,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     acc.add_argument("--stored", action="store_true",
                      help="use the stored verdict instead of judging the promise again now")
     ver = ps.add_parser("verify-report", help="check the signature of an acceptance report (HTML)")
-    ver.add_argument("file", type=Path)
+    ver.add_argument("file", type=Path, help="the report's HTML file")
 
 
 def run(args: argparse.Namespace, cfg: CollectorConfig | None) -> int:
@@ -124,6 +126,7 @@ def _evaluate(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int
 
 
 def _show(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.cli.times import display_zone, shown
     from collector.promises import ledger
 
     with store.engine.connect() as conn:
@@ -131,12 +134,12 @@ def _show(store: Any, cfg: CollectorConfig, args: argparse.Namespace) -> int:
         if not rows:
             print(f"no verdicts for line {args.line!r} (import promises, then run `promises evaluate`)")
             return 1
-        zone = cfg.promises.speed.zone
+        zone = display_zone(cfg)  # the console's zone; the promise's own zone only decides its peak hours
         for r in rows:
             grace = " (provisional: in grace)" if r["in_grace"] else ""
             ticket = f", ticket #{r['ticket_id']}" if r["ticket_id"] else ""
             print(f"{r['promise_id']} [{r['kind']}] {r['outcome'].value}{grace}{ticket}, "
-                  f"since {r['outcome_since'].astimezone(zone):%Y-%m-%d %H:%M}")
+                  f"since {shown(r['outcome_since'], zone, seconds=False)}")
             print(f"  {r['summary']}")
     return 0
 

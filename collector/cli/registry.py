@@ -7,6 +7,7 @@ import sys
 
 from collector.config import CollectorConfig
 from collector.fleet import registry
+from linecheck.cliargs import add_config
 from linecheck.configfile import ConfigError
 
 
@@ -14,14 +15,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     reg = sub.add_parser("registry", help="import or export tenants, sites, lines and agents")
     rsub = reg.add_subparsers(dest="registry_command", required=True)
     imp = rsub.add_parser("import", help="add or update registry entries from YAML or CSV files")
-    imp.add_argument("--config", required=True)
+    add_config(imp, "collector")
     imp.add_argument("files", nargs="+", help="YAML (all sections) or CSV (one section per file)")
     imp.add_argument("--section", choices=sorted(registry.SECTIONS),
                      help="the table a CSV file holds (default: guessed from its id column)")
     imp.add_argument("--dry-run", action="store_true", help="validate only")
     exp = rsub.add_parser("export", help="print the registry")
-    exp.add_argument("--config", required=True)
-    exp.add_argument("--format", choices=["yaml", "csv"], default="yaml")
+    add_config(exp, "collector")
+    exp.add_argument("--format", choices=["yaml", "csv"], default="yaml", help="output format (default yaml)")
     exp.add_argument("--section", choices=sorted(registry.SECTIONS), help="required with --format csv")
     exp.add_argument("--tenant", help="only this tenant and the tenants below it")
 

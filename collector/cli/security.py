@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from collector.config import CollectorConfig
+from linecheck.cliargs import add_config, port
 
 if TYPE_CHECKING:  # loaded when a handler runs: `--help` and the other subcommands stay quick
     from collector.fleet.pki import FleetCA
@@ -21,19 +22,20 @@ Handler = Callable[[argparse.Namespace, CollectorConfig], int]
 
 def add_broker_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bc = sub.add_parser("broker-config", help="generate Mosquitto config, ACL and certificates for the fleet")
-    bc.add_argument("--config", required=True)
+    add_config(bc, "collector")
     bc.add_argument("--out", required=True, help="directory for mosquitto.conf, acl, certificates")
     bc.add_argument("--hostname", action="append", required=True,
                     help="name or address agents use to reach the broker (repeatable)")
-    bc.add_argument("--port", type=int, default=8883)
-    bc.add_argument("--bind", default="0.0.0.0")
+    bc.add_argument("--port", type=port, default=8883, help="the broker's TLS listener port (default 8883)")
+    bc.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS",
+                    help="address the broker listens on (default 0.0.0.0: all)")
     bc.add_argument("--collectors", type=int, default=1, help="collector identities to issue")
     bc.add_argument("--run-as", default="mosquitto", help="user mosquitto drops to")
 
 
 def add_enrol_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tok = sub.add_parser("enrol-token", help="issue a one-time enrolment token for a gateway on a registered line")
-    tok.add_argument("--config", required=True, help="the collector's config file (YAML)")
+    add_config(tok, "collector")
     tok.add_argument("--agent", required=True, help="the agent id the gateway will have")
     tok.add_argument("--line", required=True, metavar="LINE_ID",
                      help="the registered line the gateway serves (`registry import` first)")
@@ -45,17 +47,17 @@ def add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ca = sub.add_parser("ca", help="the fleet CA that signs agent and broker certificates")
     verbs = ca.add_subparsers(dest="ca_command", required=True)
     init = verbs.add_parser("init", help="create the fleet CA in enrolment.ca_dir (once; refuses to replace one)")
-    init.add_argument("--config", required=True, help="the collector's config file (YAML)")
+    add_config(init, "collector")
     init.add_argument("--name", default="linecheck fleet CA", help="the CA certificate's common name")
     show = verbs.add_parser("show", help="where the fleet CA is, its name and validity")
-    show.add_argument("--config", required=True, help="the collector's config file (YAML)")
+    add_config(show, "collector")
 
 
 def add_revoke(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rv = sub.add_parser("revoke", help="revoke an agent's certificates and rewrite the CRL")
-    rv.add_argument("--config", required=True)
-    rv.add_argument("--agent", required=True)
-    rv.add_argument("--reason", default="revoked by operator")
+    add_config(rv, "collector")
+    rv.add_argument("--agent", required=True, metavar="ID", help="the agent whose certificates to revoke")
+    rv.add_argument("--reason", default="revoked by operator", help="recorded with the revocation")
     rv.add_argument("--broker-dir", help="a broker-config output directory whose ACL to rewrite")
 
 

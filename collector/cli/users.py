@@ -14,35 +14,36 @@ from pathlib import Path
 
 from collector.api.accounts import AccountError, Accounts, Role
 from collector.config import CollectorConfig
+from linecheck.cliargs import add_config
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     user = sub.add_parser("user", help="console users and API tokens")
     usub = user.add_subparsers(dest="user_command", required=True)
     add = usub.add_parser("add", help="create a user")
-    add.add_argument("--config", required=True)
-    add.add_argument("user_id")
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add_config(add, "collector")
+    add.add_argument("user_id", help="the login name")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the user may see and do")
     add.add_argument("--tenant", help="the user's tenant; omit for the operator (all tenants, carrier roles only)")
     add.add_argument("--password-file", type=Path, help="file holding the console password (else prompted; "
                                                         "without either the user is API-only)")
     add.add_argument("--name", help="display name")
     add.add_argument("--line", action="append", default=[], help="assign a line (technicians; repeatable)")
     pw = usub.add_parser("passwd", help="set a user's console password")
-    pw.add_argument("--config", required=True)
-    pw.add_argument("user_id")
-    pw.add_argument("--password-file", type=Path)
+    add_config(pw, "collector")
+    pw.add_argument("user_id", help="the login name")
+    pw.add_argument("--password-file", type=Path, help="file holding the new password (else prompted)")
     tok = usub.add_parser("token", help="issue an API token (printed once)")
-    tok.add_argument("--config", required=True)
-    tok.add_argument("user_id")
-    tok.add_argument("--name", required=True)
+    add_config(tok, "collector")
+    tok.add_argument("user_id", help="the user the token acts as")
+    tok.add_argument("--name", required=True, help="what the token is for, e.g. ci or grafana (shown in lists)")
     tok.add_argument("--days", type=int, default=90, help="validity in days; 0 = no expiry")
     asg = usub.add_parser("assign", help="assign lines to a technician")
-    asg.add_argument("--config", required=True)
-    asg.add_argument("user_id")
-    asg.add_argument("lines", nargs="+")
+    add_config(asg, "collector")
+    asg.add_argument("user_id", help="the technician's login name")
+    asg.add_argument("lines", nargs="+", metavar="LINE_ID", help="lines to assign")
     lst = usub.add_parser("list", help="list users")
-    lst.add_argument("--config", required=True)
+    add_config(lst, "collector")
 
 
 def _password(path: Path | None, prompt: bool) -> str | None:
