@@ -1,4 +1,5 @@
-"""Notifications of ticket events: signed JSON webhooks and SMTP mail, through a database outbox.
+"""Notifications of ticket events: signed JSON webhooks, SMTP mail and chat/push services by Apprise
+URL (services.py), through a database outbox.
 
 Ticket events are written by the rules in the ingest transaction. The notifier (a background job in
 every collector) fans new events out to the configured targets as `notifications` rows — one per

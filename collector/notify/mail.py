@@ -7,29 +7,18 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
+from collector.notify import text
 from collector.notify.config import Mail
 from collector.notify.webhook import Outcome
 
 
 def compose(target: Mail, event: str, ticket: dict[str, Any], delivery_id: int) -> EmailMessage:
     msg = EmailMessage()
-    verb = event.removeprefix("ticket.")
-    msg["Subject"] = (f"[linecheck] ticket #{ticket['ticket_id']} {verb}: {ticket['fault_class']} "
-                      f"on line {ticket['line_id']}")
+    msg["Subject"] = text.subject(event, ticket)
     msg["From"] = target.sender
     msg["To"] = ", ".join(target.to)
     msg["X-Linecheck-Delivery"] = str(delivery_id)
-    lines = [ticket["summary"], "",
-             f"Ticket:    #{ticket['ticket_id']} ({ticket['state']}, {ticket['severity']})",
-             f"Line:      {ticket['line_id']}  site {ticket.get('site_id') or '-'}  "
-             f"tenant {ticket.get('tenant_id') or '-'}",
-             f"Where:     {ticket.get('location') or '-'}",
-             f"Opened:    {ticket['opened_at']}"]
-    if ticket.get("resolved_at"):
-        lines.append(f"Resolved:  {ticket['resolved_at']}")
-    lines += ["", "Evidence (agent / result / role):"]
-    lines += [f"  {e['agent_id']} {e['result_id']} {e['role']}" for e in ticket.get("evidence", [])]
-    msg.set_content("\n".join(lines) + "\n")
+    msg.set_content(text.body(ticket))
     return msg
 
 

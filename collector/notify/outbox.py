@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, select
 
 from collector.fleet import registry
-from collector.notify import mail, webhook
-from collector.notify.config import Mail, NotifyConfig, Target, Webhook
+from collector.notify import mail, services, text, webhook
+from collector.notify.config import AppriseTarget, Mail, NotifyConfig, Target, Webhook
 from collector.notify.webhook import Outcome
 from collector.store import schema as t
 from collector.store.upsert import insert_for
@@ -32,6 +32,7 @@ class Notifier:
         self.cfg = cfg
         self.targets: dict[str, Target] = {f"webhook:{w.name}": w for w in cfg.webhooks}
         self.targets |= {f"mail:{m.name}": m for m in cfg.mail}
+        self.targets |= {f"apprise:{a.name}": a for a in cfg.apprise}
 
     def run_once(self, now: datetime | None = None) -> int:
         """Fan out new events, then deliver what is due. Returns how many deliveries were attempted."""
@@ -109,11 +110,17 @@ class Notifier:
                 body = json.dumps({"event": event, "event_id": row.event_id, "delivery_id": notification_id,
                                    "at": _iso(row.event_at), "ticket": ticket}, separators=(",", ":")).encode()
                 outcome = webhook.post(target, event, notification_id, body)
+            elif isinstance(target, AppriseTarget):
+                outcome = services.send(target.apprise_url(), text.subject(event, ticket),
+                                        text.body(ticket, evidence=False))
             else:
                 assert isinstance(target, Mail)
                 outcome = mail.send(target, mail.compose(target, event, ticket, notification_id))
         except Exception as exc:  # e.g. the secret file vanished: log it as a failed attempt, keep going
-            outcome = Outcome(False, True, None, f"{type(exc).__name__}: {exc}"[:500])
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(target, AppriseTarget):  # never the service's token in a log line or the database
+                error = services.redact(error, target.apprise_url())
+            outcome = Outcome(False, True, None, error[:500])
         self._record(notification_id, row.attempts + 1, outcome, (time.monotonic() - started) * 1000, now)
 
     def _record(self, notification_id: int, attempt: int, outcome: Outcome, duration_ms: float,
