@@ -9,18 +9,24 @@ import logging
 import signal
 
 from collector.config import CollectorConfig
-from linecheck.cliargs import add_log_level
+from linecheck.cliargs import add_config, add_log_level
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = sub.add_parser("serve", help="ingest results from the broker into the database")
-    serve.add_argument("--config", required=True)
+    serve = sub.add_parser(
+        "serve", help="run the collector: ingest from the broker, rules, promises, and the web console, HTTP API "
+                      "and /metrics on http.host:http.port",
+        description="Run every stage in one process: ingest results from the broker into the database, rules "
+                    "and tickets, promise verdicts, notifications, and on http.host:http.port (default "
+                    "127.0.0.1:8080) the web console (/console/), the HTTP API (/api/v1, reference at "
+                    "/api/docs), /healthz and /metrics. Stops on SIGTERM or Ctrl-C.")
+    add_config(serve, "collector")
     add_log_level(serve)
 
 
 def add_init_db(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init = sub.add_parser("init-db", help="create or migrate the database and exit")
-    init.add_argument("--config", required=True)
+    add_config(init, "collector")
 
 
 def run_init_db(args: argparse.Namespace, cfg: CollectorConfig) -> int:
