@@ -242,3 +242,23 @@ def test_chart_breaks_the_line_at_a_failed_measurement() -> None:
         ticks = charts.nice_ticks(lo, hi)
         steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
         assert ticks[0] <= lo and ticks[-1] >= hi and len(steps) == 1 and 2 <= len(ticks) <= 6, (lo, hi, ticks)
+
+
+def test_every_time_a_page_shows_carries_its_zone(client: TestClient, fleet: Fleet) -> None:
+    """A time copied out of a page keeps its meaning: each one carries the offset of the console's zone."""
+    assert login(client, "a-admin").status_code == 303
+    stamp = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b")
+    pages = ["/console/tickets", f"/console/tickets/{fleet.tickets['acme-xuhui-1']}", "/console/lines/acme-xuhui-1",
+             "/console/agents"]
+    seen = 0
+    for page in pages:
+        r = client.get(page)
+        assert r.status_code == 200, page
+        text = re.sub(r"<[^>]+>", " ", r.text)
+        for m in stamp.finditer(text):
+            seen += 1
+            assert re.match(r" [+-]\d\d:\d\d", text[m.end():]), f"{page}: {text[m.start():m.end() + 12]!r}"
+    assert seen >= 4
+    svg = charts.render(charts.Chart("Throughput", "Mbit/s", [charts.Series("down", [
+        (datetime(2024, 5, 1, 1, 30, tzinfo=UTC), 480.0)])]), ZoneInfo("Asia/Shanghai"))
+    assert "2024-05-01 09:30 +08:00" in svg

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from html import escape
 
+from collector.web.clock import shown
+
 PALETTE = ("#1f6feb", "#d97706", "#15803d", "#9333ea", "#dc2626")
 
 
@@ -155,7 +157,7 @@ def render(chart: Chart, tz: tzinfo, empty_text: str = "no data") -> str:
                 out.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" class="series"/>')
         for at, v in s.points:
             if v is not None:
-                tip = f"{s.name} {at.astimezone(tz):%Y-%m-%d %H:%M}: {_fmt(v)} {chart.unit}"
+                tip = f"{s.name} {shown(at, tz)}: {_fmt(v)} {chart.unit}"
                 out.append(f'<circle cx="{x(at.timestamp()):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}">'
                            f'<title>{escape(tip)}</title></circle>')
         out.append(f'<rect x="{legend_x}" y="{h - 14}" width="10" height="10" fill="{color}"/>'

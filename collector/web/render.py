@@ -20,8 +20,8 @@ from sqlalchemy import Connection
 from collector.api.accounts import Principal, csrf_token
 from collector.api.pagination import PageParams
 from collector.store import schema as t
-from collector.store.types import as_utc
 from collector.web import i18n
+from collector.web.clock import shown
 
 if TYPE_CHECKING:
     from collector.web.auth import SignedIn
@@ -57,7 +57,7 @@ def render(request: Request, template: str, me: SignedIn | None, status_code: in
     tz = timezone(request)
 
     def when(ts: datetime | None) -> str:
-        return "—" if ts is None else as_utc(ts).astimezone(tz).strftime("%Y-%m-%d %H:%M")  # type: ignore[union-attr]
+        return "—" if ts is None else shown(ts, tz)
 
     def link(**changes: Any) -> str:
         params = dict(request.query_params)
