@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Connection, select
 
 from collector.promises.model import PROMISE_ADAPTER
+from collector.promises.stats import fewest_deciding_tests
 from collector.promises.verdict import PromiseVerdict, jsonable
 from collector.store import schema as t
 from linecheck.identity import write_private
@@ -165,9 +166,13 @@ def render_html(report: SignedReport, zone: tzinfo) -> str:
     p = report.payload
     verdict = p["verdict"]
     script = html.escape(json.dumps(report.envelope(), ensure_ascii=False, sort_keys=True), quote=False)
+    crit = verdict["detail"].get("criterion") or {}
+    # The criterion's "at least N valid tests" from the same function as the verdict's "N are needed".
+    fewest = (fewest_deciding_tests(crit["min_valid_tests"], crit["required_share"], crit["confidence"])
+              if {"min_valid_tests", "required_share", "confidence"} <= crit.keys() else None)
     return env.get_template("acceptance.html.j2").render(
         r=p, v=verdict, d=verdict["detail"], outcome=OUTCOME_TEXT[verdict["outcome"]], outcome_text=OUTCOME_TEXT,
-        signed=report, script=script, script_id=SCRIPT_ID, zone=str(zone))
+        signed=report, script=script, script_id=SCRIPT_ID, zone=str(zone), fewest=fewest)
 
 
 def html_to_pdf(html_path: Path, pdf_path: Path, chromium: str | None = None, timeout_s: float = 90) -> None:

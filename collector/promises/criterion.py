@@ -43,6 +43,13 @@ class SpeedCriterion(Strict):
                               description="One-sided confidence of the Wilson bound that decides the verdict")
     min_valid_tests: int = Field(default=10, ge=1, description="Below this many valid tests: inconclusive")
     window_days: float = Field(default=30, gt=0, description="Tests older than this are not considered")
+
+    @property
+    def fewest_deciding_tests(self) -> int:
+        """min_valid_tests, or more when the confidence needs more all-passing tests (stats.fewest_deciding_tests)."""
+        from collector.promises.stats import fewest_deciding_tests
+
+        return fewest_deciding_tests(self.min_valid_tests, self.required_share, self.confidence)
     timezone: str = Field(default="Asia/Shanghai", description="IANA zone for peak hours and promise dates")
     peak_hours: PeakHours = Field(default_factory=PeakHours)
     decide_on: Literal["all", "peak"] = Field(

@@ -214,8 +214,7 @@ def estimate(label: str, tests: Sequence[Judged], crit: SpeedCriterion) -> Share
     s = crit.required_share
     if n == 0:
         # Nothing to estimate from: the count that would show delivery if every test passed.
-        floor = max(crit.min_valid_tests, decisive_sample_size(1.0, s, crit.confidence) or 0)
-        return ShareEstimate(label, 0, 0, None, None, None, None, Outcome.INCONCLUSIVE, floor)
+        return ShareEstimate(label, 0, 0, None, None, None, None, Outcome.INCONCLUSIVE, crit.fewest_deciding_tests)
     k = sum(1 for t in valid if t.passed)
     share = k / n
     bounds = wilson_bounds(k, n, crit.confidence)
@@ -283,8 +282,9 @@ def _reason(direction: Direction, outcome: Outcome, est: ShareEstimate, crit: Sp
     if est.tests_needed is None:
         return (f"{base}; the pass share {_pct(est.share)} sits exactly on the required "
                 f"{_pct(crit.required_share)}, so more tests at this share cannot settle it.")
-    if est.valid < crit.min_valid_tests and est.tests_needed == crit.min_valid_tests - est.valid:
-        return f"{base}; {est.tests_needed} more valid test(s) are needed (minimum {crit.min_valid_tests})."
+    fewest = crit.fewest_deciding_tests
+    if est.valid < fewest and est.tests_needed == fewest - est.valid:
+        return f"{base}; {est.tests_needed} more valid test(s) are needed (minimum {fewest})."
     return (f"{base}; at {conf} confidence the share lies between {_pct(est.lower)} and {_pct(est.upper)}: "
             f"about {est.tests_needed} more valid test(s) at this pass share would settle it.")
 

@@ -57,6 +57,14 @@ def side(passed: int, n: int, threshold: float, confidence: float) -> Side:
     return Side.STRADDLES
 
 
+def fewest_deciding_tests(min_valid_tests: int, threshold: float, confidence: float) -> int:
+    """The fewest valid tests on which a promise can be found delivered: the configured minimum, or, when
+    more, the count of all-passing tests whose Wilson bound clears `threshold` at `confidence`. The one
+    source for the criterion's text and an empty window's "at least N are needed" (they once said 10 and
+    11 in the same acceptance report)."""
+    return max(min_valid_tests, decisive_sample_size(1.0, threshold, confidence) or 0)
+
+
 def decisive_sample_size(share: float, threshold: float, confidence: float) -> int | None:
     """Total valid tests at which a pass share of `share` would be decisive; None when share == threshold.
 
