@@ -25,6 +25,8 @@ from typing import Any
 
 from agent import envelope
 from agent.config import AgentConfig
+from agent.reasons import because, reason_fields
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import CheckResult, Status, Trigger, Verdict, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,10 @@ def child_deadline_s(cfg: AgentConfig, kinds: list[str]) -> float:
 
 
 def run_in_child(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
-                 skip: dict[str, str] | None = None, trigger_info: dict[str, Any] | None = None) -> envelope.Draft:
+                 skip: dict[str, Phrase] | None = None, trigger_info: dict[str, Any] | None = None) -> envelope.Draft:
     """The envelope (a draft, seq 0) of one line check run by a fresh interpreter (as runner.run_line_check)."""
-    request = {"config": config_for_child(cfg), "trigger": trigger.value, "only": only, "skip": skip or {},
+    request = {"config": config_for_child(cfg), "trigger": trigger.value, "only": only,
+               "skip": {k: p.as_json() for k, p in (skip or {}).items()},
                "trigger_info": trigger_info or {}, "log_level": logging.getLogger().getEffectiveLevel()}
     kinds = [k for k in cfg.checks if only is None or k in only]
     started_at = utcnow()
@@ -57,27 +60,28 @@ def run_in_child(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None =
                               stdout=subprocess.PIPE, timeout=child_deadline_s(cfg, kinds), check=False)
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
-                               f"check process overran {exc.timeout:g} s and was killed")
+                               because("child_overran", timeout_s=exc.timeout))
     except OSError as exc:
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
-                               f"cannot start the check process: {exc}")
+                               because("child_not_started", diagnostic=str(exc)))
     if done.returncode != 0:
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
-                               f"check process exited with status {done.returncode} (see the agent's log)")
+                               because("child_exited", status=done.returncode))
     try:
         # A draft (seq 0): the spool numbers it at enqueue. Validated again here: the child is another process.
         return envelope.parse_draft(done.stdout)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         return failed_envelope(cfg, trigger, kinds, skip, trigger_info, started_at,
-                               f"check process answered no valid result: {str(exc)[:200]}")
+                               because("child_nonsense", diagnostic=str(exc)[:200]))
 
 
-def failed_envelope(cfg: AgentConfig, trigger: Trigger, kinds: list[str], skip: dict[str, str] | None,
-                    trigger_info: dict[str, Any] | None, started_at: Any, reason: str) -> envelope.Draft:
-    log.error("line check failed: %s", reason)
+def failed_envelope(cfg: AgentConfig, trigger: Trigger, kinds: list[str], skip: dict[str, Phrase] | None,
+                    trigger_info: dict[str, Any] | None, started_at: Any, reason: Phrase) -> envelope.Draft:
+    fields = reason_fields(reason)
+    log.error("line check failed: %s", fields["reason"])
     skip = skip or {}
     checks = [CheckResult(kind=k, status=Status.SKIPPED if k in skip else Status.ERROR,
-                          reason=(skip.get(k) or reason)[:2000], duration_s=0.0) for k in kinds]
+                          **reason_fields(skip.get(k) or reason), duration_s=0.0) for k in kinds]
     return envelope.draft(agent_id=cfg.agent_id, line_id=cfg.line_id, site_id=cfg.site_id, trigger=trigger,
                           trigger_info=trigger_info, started_at=started_at, checks=checks, verdict=Verdict.UNKNOWN)
 
@@ -89,7 +93,8 @@ def main() -> int:
     request = json.loads(sys.stdin.buffer.read())
     logging.basicConfig(level=request["log_level"], format="%(asctime)s %(levelname)s %(name)s[check]: %(message)s")
     cfg = AgentConfig.model_validate(request["config"])
-    result = run_line_check(cfg, Trigger(request["trigger"]), only=request["only"], skip=request["skip"],
+    skip = {k: Phrase.from_json(p) or because("raw", diagnostic=str(p)) for k, p in request["skip"].items()}
+    result = run_line_check(cfg, Trigger(request["trigger"]), only=request["only"], skip=skip,
                             trigger_info=request["trigger_info"])
     sys.stdout.write(result.model_dump_json(by_alias=True))
     return 0

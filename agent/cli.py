@@ -19,6 +19,7 @@ from agent.lan import cli as lan_cli
 from linecheck.cliargs import add_config, add_log_level, add_version
 from linecheck.configfile import ConfigError
 from linecheck.i18n import LANGUAGES, Texts, from_locale, resolve
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import ResultEnvelope, Trigger, Verdict
 
 if TYPE_CHECKING:
@@ -107,6 +108,16 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_HEALTHY if envelope.verdict is Verdict.HEALTHY else EXIT_PROBLEMS
 
 
+def progress_label(t: Texts, kind: str, said: Phrase | str) -> str:
+    """The progress line's description (rich markup): the check's title and its step, in the reader's language
+    (a step given as plain text, uncatalogued, shows as it is). Targets in the step come from the config and
+    the line: escaped, never markup."""
+    from rich.markup import escape
+
+    text = said if isinstance(said, str) else t.say("progress", said) or said.key
+    return f"[bold]{escape(t.check(kind))}[/]: {escape(text)}"
+
+
 def _run_with_progress(cfg: agent_config.AgentConfig, args: argparse.Namespace, console: Console) -> ResultEnvelope:
     """Run the line check with a progress bar (on stderr; silent with --json) under the check lock."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -129,12 +140,12 @@ def _run_with_progress(cfg: agent_config.AgentConfig, args: argparse.Namespace, 
                 on_wait=lambda: progress.update(task, description=t.ui("progress_waiting"))))
         current: list[str] = []
 
-        def on_check(kind: str, message: str) -> None:
+        def on_check(kind: str, said: Phrase | str) -> None:
             if not current or current[-1] != kind:
                 if current:
                     progress.advance(task)
                 current.append(kind)
-            progress.update(task, description=f"[bold]{t.check(kind)}[/]: {message}")
+            progress.update(task, description=progress_label(t, kind, said))
 
         envelope = run_line_check(cfg, Trigger.MANUAL, only=args.only, on_check=on_check)
         progress.update(task, completed=len(kinds), description=t.ui("progress_done"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.reasons import Reason, because
 from linecheck import catalogue
+from linecheck.i18n import Texts
 from linecheck.wire import Finding, MetricValue, Status
 
 # code -> (where, meaning), from the catalogue linecheck/findings.csv (the contract both sides import).
@@ -46,12 +48,13 @@ class ProbeThresholds:
 
 
 def judge_probes(check: str, target: str, metrics: dict[str, MetricValue], limits: ProbeThresholds,
-                 what: str = "packets") -> tuple[Status, str | None, list[Finding]]:
+                 probes: str = "packets") -> tuple[Status, Reason, list[Finding]]:
     """Status, reason and findings from loss/RTT/jitter metrics (sent_count, received_count, loss_pct,
-    rtt_avg_ms, jitter_ms)."""
+    rtt_avg_ms, jitter_ms). `probes` names what was sent (icmp, stamp, packets: linecheck/i18n [values])."""
+    what = Texts("en").value("probes", probes)  # the findings' English messages
     sent, received = metrics.get("sent_count"), metrics.get("received_count")
     if not received:
-        return (Status.FAILED, f"no reply from {target} ({sent} {what} sent)",
+        return (Status.FAILED, because("probe_no_reply", target=target, sent=sent, probes=probes),
                 [finding("target_unreachable", "critical", check, f"{target} answers none of the {sent} {what}.",
                          {"target": target})])
     loss = metrics.get("loss_pct")
@@ -59,26 +62,26 @@ def judge_probes(check: str, target: str, metrics: dict[str, MetricValue], limit
     jitter = metrics.get("jitter_ms")
     assert isinstance(loss, int | float) and isinstance(avg, int | float)
     if loss >= limits.loss_failed_pct:
-        return (Status.FAILED, f"{loss:g}% packet loss to {target}",
+        return (Status.FAILED, because("probe_loss_failed", target=target, loss_pct=loss),
                 [finding("packet_loss", "critical", check, f"{loss:g}% of {what} to {target} are lost.",
                          {"target": target, "loss_pct": loss})])
-    problems: list[str] = []
+    problems: list[Reason] = []
     found: list[Finding] = []
     if loss >= limits.loss_degraded_pct:
-        problems.append(f"{loss:g}% packet loss")
+        problems.append(because("probe_loss", target=target, loss_pct=loss))
         found.append(finding("packet_loss", "warning", check, f"{loss:g}% of {what} to {target} are lost.",
                              {"target": target, "loss_pct": loss}))
     if avg >= limits.rtt_degraded_ms:
-        problems.append(f"average RTT {avg:.1f} ms")
+        problems.append(because("probe_rtt", target=target, rtt_avg_ms=avg))
         found.append(finding("high_latency", "warning", check,
                              f"Round trips to {target} take {avg:.0f} ms on average.",
                              {"target": target, "rtt_avg_ms": avg}))
     if isinstance(jitter, int | float) and jitter >= limits.jitter_degraded_ms:
-        problems.append(f"jitter {jitter:.1f} ms")
+        problems.append(because("probe_jitter", target=target, jitter_ms=jitter))
         found.append(finding("high_jitter", "warning", check,
                              f"Round trips to {target} vary by {jitter:.0f} ms from one packet to the next "
                              "(voice and video calls will stutter).",
                              {"target": target, "jitter_ms": jitter}))
     if problems:
-        return Status.DEGRADED, f"{target}: " + ", ".join(problems), found
+        return Status.DEGRADED, problems, found  # type: ignore[return-value]
     return Status.OK, None, []

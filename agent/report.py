@@ -58,30 +58,19 @@ class ReportView:
     header: str = ""  # line · time · why, under the title
 
 
-# Unit suffixes of metric names (linecheck/metrics.csv) as a reader writes them.
-_UNITS = (("_mbps", " Mbit/s"), ("_kbps", " kbit/s"), ("_ms", " ms"), ("_pct", "%"), ("_dbm", " dBm"),
-          ("_bytes", " B"), ("_count", ""), ("_s", " s"))
 MAX_METRICS_SHOWN = 6
 
 
-def _metric(name: str, value: float | int) -> str:
-    if name.endswith("_flag"):
-        return f"{name[:-5]} {'yes' if value else 'no'}"
-    shown = f"{value:.3g}" if isinstance(value, float) and abs(value) < 1000 else f"{value:g}"
-    for suffix, unit in _UNITS:
-        if name.endswith(suffix):
-            return f"{name[: -len(suffix)]} {shown}{unit}"
-    return f"{name} {shown}"
-
-
-def _details(c: CheckResult) -> str:
-    """The reason, then the measured figures (unmeasured ones are left out: the reason says why)."""
-    figures = [_metric(k, v) for k, v in c.metrics.items() if v is not None]
+def _details(t: Texts, c: CheckResult) -> str:
+    """The reason, then the measured figures (unmeasured ones are left out: the reason says why), in the
+    reader's language: the reason from its phrases, each figure with its label (linecheck/i18n [metrics])."""
+    figures = [t.metric(k, v) for k, v in c.metrics.items() if v is not None]
     if len(figures) > MAX_METRICS_SHOWN:
         figures = [*figures[:MAX_METRICS_SHOWN], "…"]
-    text = ", ".join(figures)
-    if c.reason:
-        return c.reason + (f" ({text})" if text else "")
+    text = t.ui("figure_sep").join(figures)
+    reason = t.reason(c)
+    if reason:
+        return reason + (t.ui("figures", figures=text) if text else "")
     return text
 
 
@@ -106,7 +95,7 @@ def build(envelope: ResultEnvelope, lang: str = "en") -> ReportView:
         if place not in places:
             places.append(place)
         findings.append(FindingView(f.severity, t.severity(f.severity), sentence, advice, place))
-    checks = [CheckRow(t.check(c.kind), c.target or "", c.status, t.status(c.status), _details(c))
+    checks = [CheckRow(t.check(c.kind), c.target or "", c.status, t.status(c.status), _details(t, c))
               for c in envelope.checks]
     clock = envelope.clock.synced
     facts = [
@@ -153,9 +142,12 @@ def render(envelope: ResultEnvelope, console: Console, lang: str = "en") -> None
     table = Table(title=v.labels["checks"], title_justify="left", show_header=True, header_style="bold",
                   box=None, padding=(0, 1))
     for key in ("col_check", "col_target", "col_status", "col_details"):
-        table.add_column(v.labels[key])
+        # fold: unspaced Chinese text wraps inside its column instead of ending in an ellipsis
+        table.add_column(v.labels[key], overflow="fold" if key == "col_details" else "ellipsis")
     for row in v.checks:
-        table.add_row(row.title, row.target, f"[{_STYLE[row.status]}]{row.status_text}[/]", row.details)
+        # Targets and details carry text from the line (a reason's arguments): never rich markup.
+        table.add_row(Text(row.title), Text(row.target), Text(row.status_text, style=_STYLE[row.status]),
+                      Text(row.details))
     console.print()
     console.print(table)
     console.print()

@@ -7,6 +7,7 @@ identity and clock stamps, the overall verdict. One failing check never stops th
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from agent.checks.base import CheckConfig, CheckContext, LineInfo, Measurement
 from agent.config import AgentConfig
 from agent.localise import localise
 from agent.netinfo import default_route
+from agent.reasons import because, reason_fields, step
 from agent.statefile import load_json, save_json
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import CheckResult, Finding, Status, Trigger, Verdict, utcnow
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class CheckState:
 
 
 def run_one(kind: str, cfg: CheckConfig, line: LineInfo, state: dict[str, Any],
-            progress: Callable[[str], None]) -> tuple[list[CheckResult], list[Finding]]:
+            progress: Callable[[Phrase], None]) -> tuple[list[CheckResult], list[Finding]]:
     """Run one check under its deadline; return its result records and the findings it concluded."""
     spec = REGISTRY[kind]
     started = time.monotonic()
@@ -79,17 +82,19 @@ def run_one(kind: str, cfg: CheckConfig, line: LineInfo, state: dict[str, Any],
     worker.join(cfg.timeout_s + GRACE_S)
     duration = round(time.monotonic() - started, 3)
     if worker.is_alive():
-        return [CheckResult(kind=kind, status=Status.ERROR, reason=f"timed out after {cfg.timeout_s:g} s",
-                            duration_s=duration)], []
+        return [CheckResult(kind=kind, status=Status.ERROR, duration_s=duration,
+                            **reason_fields(because("timed_out", timeout_s=cfg.timeout_s)))], []
     if failure is not None:
         log.warning("check %s raised", kind, exc_info=failure)
         return [CheckResult(kind=kind, status=Status.ERROR,
-                            reason=f"check crashed: {type(failure).__name__}: {failure}"[:2000],
+                            **reason_fields(because("crashed", diagnostic=f"{type(failure).__name__}: {failure}"[:1000]
+                                                    )),
                             duration_s=duration)], []
     assert outcome is not None
     if not outcome:
-        return [CheckResult(kind=kind, status=Status.SKIPPED, reason="nothing to check", duration_s=duration)], []
-    results = [CheckResult(kind=kind, status=m.status, reason=None if m.status is Status.OK else m.reason,
+        return [CheckResult(kind=kind, status=Status.SKIPPED, **reason_fields(because("nothing_to_check")),
+                            duration_s=duration)], []
+    results = [CheckResult(kind=kind, status=m.status, **reason_fields(None if m.status is Status.OK else m.reason),
                            metrics=m.metrics, duration_s=duration, target=m.target) for m in outcome]
     return results, [f for m in outcome for f in m.findings]
 
@@ -104,15 +109,18 @@ def verdict_of(checks: list[CheckResult], findings: list[Finding]) -> Verdict:
 
 def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None = None,
                    trigger_info: dict[str, Any] | None = None,
-                   skip: dict[str, str] | None = None,
-                   on_check: Callable[[str, str], None] = lambda _k, _msg: None) -> envelope.Draft:
+                   skip: dict[str, Phrase] | None = None,
+                   on_check: Callable[[str, Phrase], None] = lambda _k, _step: None) -> envelope.Draft:
     """Run the configured checks (or `only` these kinds); their envelope is a draft (agent/envelope.py):
     validated, with seq 0 until the spool numbers it.
 
     Kinds in `skip` are not run but recorded as `skipped` with the given reason (e.g. the
     scheduler's cross-traffic gate or data budget), so the gap is visible in the result.
     """
-    state = CheckState(cfg.data_dir / "check-state.json" if cfg.data_dir.is_dir() else None)
+    # State only where we may keep it: a user checking by hand next to the service's data_dir
+    # (agent/spoolplace.py) would otherwise warn about a state file it can neither read nor write.
+    state = CheckState(cfg.data_dir / "check-state.json"
+                       if os.path.isdir(cfg.data_dir) and os.access(cfg.data_dir, os.W_OK | os.X_OK) else None)
     line = line_info(cfg)
     started_at = utcnow()
     checks: list[CheckResult] = []
@@ -121,11 +129,11 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
         if only is not None and kind not in only:
             continue
         if skip and kind in skip:
-            checks.append(CheckResult(kind=kind, status=Status.SKIPPED, reason=skip[kind][:2000], duration_s=0.0))
+            checks.append(CheckResult(kind=kind, status=Status.SKIPPED, **reason_fields(skip[kind]), duration_s=0.0))
             continue
-        on_check(kind, REGISTRY[kind].title)
+        on_check(kind, step("start"))
         results, found = run_one(kind, check_cfg, line, state.for_kind(kind),
-                                          lambda msg, k=kind: on_check(k, msg))
+                                          lambda said, k=kind: on_check(k, said))
         checks.extend(results)
         findings.extend(found)
     # which of the findings is the cause: WAN, port, LAN, WiFi room, DNS or service (agent/localise.py)

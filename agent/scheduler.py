@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import GateConfig, ScheduleConfig
+from agent.reasons import because, step
 from agent.statefile import load_json, save_json
 from agent.traffic import Rates
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Trigger
 
 log = logging.getLogger(__name__)
@@ -93,14 +95,14 @@ class Plan:
     """What one line check may run: `only` these kinds (None = all), `skip` these with a reason."""
 
     only: list[str] | None = None
-    skip: dict[str, str] = field(default_factory=dict)
+    skip: dict[str, Phrase] = field(default_factory=dict)
     trigger_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class GateOutcome:
     passed: bool
-    reason: str | None
+    reason: Phrase | None
     waited_s: float
     wan_kbps: float | None
 
@@ -115,25 +117,23 @@ class CrossTrafficGate:
         self._wait = wait  # seconds -> True when the agent is stopping
         self._monotonic = monotonic
 
-    def wait_for_quiet(self, progress: Callable[[str], None] = lambda _m: None) -> GateOutcome:
+    def wait_for_quiet(self, progress: Callable[[Phrase], None] = lambda _step: None) -> GateOutcome:
         start = self._monotonic()
         while True:
             r = self._measure(self.cfg.sample_s)
             waited = round(self._monotonic() - start, 1)
             if r is None:  # cannot read the counters: do not block the test on a broken gauge
-                return GateOutcome(True, "WAN counters unreadable; gate not applied", waited, None)
+                return GateOutcome(True, because("gate_unreadable"), waited, None)
             kbps = round(r.wan_kbps, 1)
             if kbps < self.cfg.threshold_kbps:
                 return GateOutcome(True, None, waited, kbps)
             if waited + self.cfg.retry_s > self.cfg.max_wait_s:
-                return GateOutcome(False, (
-                    f"cross-traffic gate: other WAN traffic stayed above {self.cfg.threshold_kbps:g} kbit/s "
-                    f"for {waited:g} s (last {kbps:g} kbit/s); test skipped to measure the line, not the office"),
-                    waited, kbps)
-            progress(f"waiting for other traffic to calm down ({kbps:.0f} kbit/s)")
+                return GateOutcome(False, because("gate_gave_up", threshold_kbps=self.cfg.threshold_kbps,
+                                                  waited_s=waited, last_kbps=kbps), waited, kbps)
+            progress(step("gate_waiting", wan_kbps=kbps))
             log.info("throughput deferred: %.0f kbit/s of other WAN traffic; retry in %g s", kbps, self.cfg.retry_s)
             if self._wait(self.cfg.retry_s):
-                return GateOutcome(False, "agent stopping while the cross-traffic gate waited", waited, kbps)
+                return GateOutcome(False, because("gate_stopping"), waited, kbps)
 
 
 class Scheduler:
@@ -169,7 +169,7 @@ class Scheduler:
 
     # --- what ----------------------------------------------------------------------------------
     def plan(self, trigger: Trigger, configured: list[str], only: list[str] | None = None,
-             gate: CrossTrafficGate | None = None, progress: Callable[[str], None] = lambda _m: None) -> Plan:
+             gate: CrossTrafficGate | None = None, progress: Callable[[Phrase], None] = lambda _step: None) -> Plan:
         kinds = [k for k in configured if only is None or k in only]
         heavy = [k for k in self.cfg.throughput_kinds if k in kinds]
         plan = Plan(only=only)
@@ -196,10 +196,10 @@ class Scheduler:
             if outcome.wan_kbps is not None:
                 plan.trigger_info["gate_wan_kbps"] = outcome.wan_kbps
             if not outcome.passed:
-                plan.skip = dict.fromkeys(heavy, outcome.reason or "cross-traffic gate")
+                plan.skip = dict.fromkeys(heavy, outcome.reason or because("gate_closed"))
         return plan
 
-    def budget_exceeded(self, now: float) -> str | None:
+    def budget_exceeded(self, now: float) -> Phrase | None:
         """A reason when the day's data budget does not allow another throughput test."""
         budget = self.cfg.daily_data_budget_mb
         if budget is None:
@@ -207,8 +207,7 @@ class Scheduler:
         used = self._used_today(now) / 1e6
         estimate = float(self.state.get("last_throughput_bytes") or 0) / 1e6
         if used >= budget or used + estimate > budget:
-            return (f"daily data budget: {used:.0f} of {budget:g} MB used today and a test needs about "
-                    f"{estimate:.0f} MB; next test after midnight (schedule.daily_data_budget_mb)")
+            return because("budget_used_up", used_mb=round(used), budget_mb=budget, estimate_mb=round(estimate))
         return None
 
     # --- bookkeeping --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from agent.envelope import rebuilt, sealed
 from agent.findings import finding
+from agent.reasons import because, reason_fields
 from agent.spool_ledger import Ledger, Recovery
 from agent.spool_salvage import diagnose, is_corruption, move_aside, salvage
 from agent.statefile import PRIVATE_FILE_MODE, private_dir, private_file
@@ -144,7 +145,7 @@ def summarize(payload: bytes) -> bytes:
         checks.append(c.model_copy(update={"metrics": {}, "reason": c.reason[:200] if c.reason else None}))
     agent_metrics["spool_compacted_flag"] = 1
     checks.append(CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=agent_metrics,
-                              reason="compacted by the spool: metrics dropped, verdict and findings kept"))
+                              **reason_fields(because("spool_compacted"))))
     findings = [f.model_copy(update={"detail": {}}) for f in env.findings]
     return rebuilt(env, checks=checks, findings=findings).to_json()
 
@@ -396,15 +397,15 @@ class Spool:
         reasons = []
         if ledger.recoveries > ledger.reported_recoveries:
             last = ledger.last
-            evidence = f"; the damaged file is kept as {last['evidence']}" if last.get("evidence") else ""
-            reasons.append(f"spool damaged ({last.get('reason')}): {last.get('salvaged')} results salvaged, "
-                           f"{last.get('lost')} lost{evidence}")
+            reasons.append(because("spool_damaged", diagnostic=str(last.get("reason"))[:500],
+                                   salvaged=int(last.get("salvaged") or 0), lost=int(last.get("lost") or 0)))
+            if last.get("evidence"):
+                reasons.append(because("spool_evidence_kept", path=str(last["evidence"])))
         if new_compacted or new_evicted:
-            reasons.append(f"spool bounds reached since the last report: {new_evicted} results "
-                           f"dropped, {new_compacted} compacted to verdict summaries")
+            reasons.append(because("spool_bounds", evicted=new_evicted, compacted=new_compacted))
         if reasons:
             return CheckResult(kind=AGENT_CHECK, status=Status.DEGRADED, duration_s=0.0, metrics=metrics,
-                               reason="; ".join(reasons)[:2000])
+                               **reason_fields(reasons))
         return CheckResult(kind=AGENT_CHECK, status=Status.OK, duration_s=0.0, metrics=metrics)
 
     def _loss_finding(self) -> list[Finding]:

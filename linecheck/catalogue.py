@@ -159,8 +159,9 @@ The catalogue `linecheck/findings.csv` is the contract both sides import (`linec
 the agent refuses to build a finding whose code it does not list, the collector refuses
 a rule that matches an unknown code, and `tests/test_catalogue.py` fails when a check emits a code
 the catalogue lacks, or when a rule or a translation names a code no check emits. Its `text_key` is
-the key of the code's sentence and advice in the translation catalogue, `[findings.<text_key>]` of
-`linecheck/i18n/en.toml` and `linecheck/i18n/zh-CN.toml` (shared by the agent's report and the console).
+the key of the code's label, sentence and advice in the translation catalogue, `[findings.<text_key>]` of
+`linecheck/i18n/en.toml` and `linecheck/i18n/zh-CN.toml` (shared by the agent's report and the console:
+the console shows the code beside its label and renders the sentence from the code and its detail).
 
 `where`: `wan` the carrier's line and network beyond the gateway; `cpe` the customer's
 equipment (gateway port, cable); `lan` / `wifi` inside the office; `dns` name resolution;

@@ -95,12 +95,27 @@ ShortText = Annotated[str, Field(max_length=SHORT_TEXT)]
 InfoKey = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+REASON_PARTS_MAX = 8  # phrases of one check's reason
+
+
+class ReasonPart(_Strict):
+    """One phrase of a check's reason: a key of linecheck/i18n [reasons] and the values its template names.
+    Readers render it in their language (linecheck/i18n/phrases.py); `reason` is the same in English."""
+
+    key: str = Field(pattern=METRIC_NAME_PATTERN, max_length=64)
+    args: dict[InfoKey, MetricValue | ShortText] = Field(default_factory=dict, max_length=SMALL_DICT)
+
+
 class CheckResult(_Strict):
     """One check's outcome. A metric the check could not measure is null, never zero."""
 
     kind: str = Field(pattern=METRIC_NAME_PATTERN, max_length=40)
     status: Status
-    reason: str | None = Field(default=None, max_length=2000, description="Human text; null when ok")
+    reason: str | None = Field(default=None, max_length=2000, description="Human text (English); null when ok")
+    reason_parts: list[ReasonPart] = Field(
+        default_factory=list, max_length=REASON_PARTS_MAX,
+        description="The reason as catalogued phrases (linecheck/i18n [reasons]), for readers in other languages; "
+                    "empty when the reason is not catalogued (readers show `reason`)")
     metrics: dict[str, MetricValue] = Field(default_factory=dict, max_length=METRICS_MAX)
     duration_s: Number = Field(ge=0)
     target: str | None = Field(default=None, max_length=255, description="What was probed, if one thing")

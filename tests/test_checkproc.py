@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent.checkproc import config_for_child, failed_envelope, run_in_child
+from agent.reasons import because, english
 from linecheck.wire import ResultEnvelope, Status, Trigger, Verdict, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +27,13 @@ def test_the_child_runs_the_checks_and_returns_the_envelope(tmp_path: Path) -> N
         "agent_id": "child-gw", "line_id": "child-line", "site_id": "child-site", "data_dir": str(tmp_path),
         "line": {"wan_interface": "lo"},
         "checks": {"link": {"window_s": 0.1}, "ping": {"targets": ["127.0.0.1"], "count": 1}}})
-    env = run_in_child(cfg, Trigger.REMOTE, skip={"ping": "cross-traffic gate: busy"},
+    env = run_in_child(cfg, Trigger.REMOTE, skip={"ping": because("gate_closed")},
                        trigger_info={"command_id": "c-1"})
     assert (env.agent_id, env.trigger, env.trigger_info, env.seq) == ("child-gw", Trigger.REMOTE,
                                                                       {"command_id": "c-1"}, 0)
     statuses = {c.kind: (c.status, c.reason) for c in env.checks}
-    assert statuses["ping"] == (Status.SKIPPED, "cross-traffic gate: busy")
+    assert statuses["ping"] == (Status.SKIPPED, "cross-traffic gate")  # the phrase crossed to the child and back
+    assert [p.key for p in next(c for c in env.checks if c.kind == "ping").reason_parts] == ["gate_closed"]
     assert statuses["link"][0] is not Status.ERROR, statuses["link"]
     assert (tmp_path / "check-state.json").exists()  # the child keeps the checks' state where the daemon would
 
@@ -47,11 +49,12 @@ def test_only_limits_what_the_child_runs(tmp_path: Path) -> None:
 def test_a_child_that_failed_still_yields_a_record_per_check(tmp_path: Path) -> None:
     cfg = agent_config.AgentConfig.model_validate({"agent_id": "child-gw", "line_id": "child-line",
                                                    "site_id": "child-site", "data_dir": str(tmp_path)})
-    env = failed_envelope(cfg, Trigger.SCHEDULE, ["link", "ping"], {"ping": "daily data budget"}, {"x": 1},
-                          utcnow(), "check process exited with status -9 (see the agent's log)")
+    budget = because("budget_used_up", used_mb=900, budget_mb=1000, estimate_mb=400)
+    env = failed_envelope(cfg, Trigger.SCHEDULE, ["link", "ping"], {"ping": budget}, {"x": 1},
+                          utcnow(), because("child_exited", status=-9))
     assert [(c.kind, c.status, c.reason) for c in env.checks] == [
         ("link", Status.ERROR, "check process exited with status -9 (see the agent's log)"),
-        ("ping", Status.SKIPPED, "daily data budget")]
+        ("ping", Status.SKIPPED, english(budget))]
     assert env.verdict is Verdict.UNKNOWN and env.trigger_info == {"x": 1}
     ResultEnvelope.model_validate({**env.model_dump(by_alias=True), "seq": 1})  # a valid wire record
 

@@ -8,6 +8,7 @@ import pytest
 
 from agent.checks import dns as dns_check
 from agent.checks.dns import DnsConfig, parse_resolv_conf, split_server
+from agent.reasons import english
 from linecheck.catalogue import unlisted
 from linecheck.wire import Status
 from tests.checkctx import make_ctx
@@ -68,7 +69,7 @@ def test_timeout_servfail_and_nxdomain_are_three_distinct_reasons(lab: LineLab) 
         assert m.status is Status.FAILED and m.metrics["failed_count"] == 1, m
         [f] = m.findings
         assert (f.code, f.where, f.severity) == ("dns_failure", "dns", "warning")  # one resolver still works
-        errors[mode] = (f.detail["error"], m.reason)
+        errors[mode] = (f.detail["error"], english(m.reason))
     assert errors["silent"][0] == "timeout" and "no answer within 0.5 s" in errors["silent"][1]
     assert errors["servfail"][0] == "servfail" and "SERVFAIL" in errors["servfail"][1]
     assert errors["nxdomain"][0] == "nxdomain" and "does not exist" in errors["nxdomain"][1]

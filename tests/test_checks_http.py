@@ -10,6 +10,7 @@ from agent.checks import http as http_check
 from agent.checks import service_state
 from agent.checks.http import HttpConfig
 from agent.checks.service_state import ServiceStateConfig
+from agent.reasons import english
 from linecheck.catalogue import unlisted
 from linecheck.wire import Status
 from tests.checkctx import make_ctx
@@ -38,7 +39,7 @@ def test_untrusted_certificate_and_refused_connection_are_failures_with_the_phas
     with LabHTTP("127.0.0.1", cert=cert) as tls:
         [m] = http_check.run(HttpConfig(urls=[f"https://127.0.0.1:{tls.port}/"]), make_ctx())
         port = tls.port
-    assert m.status is Status.FAILED and m.reason.startswith(f"https://127.0.0.1:{port}/: tls:")
+    assert m.status is Status.FAILED and english(m.reason).startswith(f"https://127.0.0.1:{port}/: tls:")
     assert m.findings[0].detail["error"] == "tls" and m.metrics["connect_ms"] is not None
     [m] = http_check.run(HttpConfig(urls=[f"http://127.0.0.1:{port}/"]), make_ctx())
     assert m.status is Status.FAILED and m.findings[0].detail["error"] == "connect"
@@ -91,5 +92,5 @@ def test_only_the_portal_reachable_is_blocked_suspension(lab: LineLab) -> None:
     finally:
         web.stop()
     assert m.findings[0].detail["mode"] == "blocked", m.reason
-    assert down.status is Status.SKIPPED and not down.findings and down.reason.startswith("cannot tell")
+    assert down.status is Status.SKIPPED and not down.findings and english(down.reason).startswith("cannot tell")
     assert down.metrics["suspended_flag"] is None

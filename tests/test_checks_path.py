@@ -10,6 +10,7 @@ from agent.checks import pmtu, traceroute
 from agent.checks.ipv6 import parse_if_inet6, parse_ipv6_default_route
 from agent.checks.pmtu import PmtuConfig
 from agent.checks.traceroute import TracerouteConfig
+from agent.reasons import english
 from linecheck.wire import Status
 from tests.checkctx import by_kind, make_ctx, run_agent
 from tests.lab import CARRIER_ADDR, SERVER6_ADDR, SERVER_ADDR, LineLab
@@ -77,7 +78,7 @@ def test_traceroute_not_reaching_the_target_is_degraded_with_the_last_hop(lab: L
     # The carrier has no route to 198.18.30.1: it answers "network unreachable" and the trace ends there.
     assert summary.status is Status.DEGRADED and summary.metrics["reached_flag"] == 0
     assert summary.metrics["hops_count"] is None and summary.metrics["rtt_ms"] is None
-    assert f"last answer from hop 1 ({CARRIER_ADDR})" in summary.reason
+    assert f"last answer from hop 1 ({CARRIER_ADDR})" in english(summary.reason)
     assert [h.target for h in hops] == [f"hop 1 {CARRIER_ADDR}"]
 
 

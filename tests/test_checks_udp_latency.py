@@ -10,6 +10,7 @@ import pytest
 
 from agent.checks import udp_latency
 from agent.checks.udp_latency import UdpLatencyConfig
+from agent.reasons import english
 from linecheck import stamp
 from linecheck.wire import Status
 from tests.checkctx import make_ctx
@@ -46,13 +47,13 @@ def test_no_reflector_is_an_error_not_a_line_fault() -> None:
         port = refl.port  # a port that was free a moment ago and now has nobody listening
     m = udp_latency.run(UdpLatencyConfig(server="127.0.0.1", port=port, count=5, interval_s=0.01,
                                          reply_timeout_s=0.3), make_ctx())
-    assert m.status is Status.ERROR and "no STAMP reflector listening" in m.reason
+    assert m.status is Status.ERROR and "no STAMP reflector listening" in english(m.reason)
     assert m.metrics["loss_pct"] is None and m.metrics["rtt_avg_ms"] is None and not m.findings
 
 
 def test_unset_test_server_skips_with_reason() -> None:
     m = udp_latency.run(UdpLatencyConfig(), make_ctx(test_server=None))
-    assert m.status is Status.SKIPPED and "line.test_server is not configured" in m.reason
+    assert m.status is Status.SKIPPED and "line.test_server is not configured" in english(m.reason)
 
 
 def _measure(lab: LineLab, count: int, interval_s: float, **impair: float) -> udp_latency.Measurement:

@@ -28,7 +28,7 @@ def _texts(lang: str, section: str) -> dict[str, str]:
     if section != "findings":
         return dict(table)
     return {f"{key}.{part}": getattr(text, part) for key, text in table.items()
-            for part in ("sentence", "plain", "advice")}
+            for part in ("label", "sentence", "plain", "advice")}
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -105,7 +105,7 @@ def test_the_console_accepts_the_short_code_and_keeps_the_tag(client: TestClient
 @pytest.mark.parametrize("text, error", [
     ('[report]\ntitle = "x"\n[colours]\nred = "r"\n', r"unknown section\(s\) \['colours'\]"),
     ('[checks]\nping = "Ping"\n', "English check titles belong in linecheck/kinds.csv"),
-    ('[findings.line_down]\nsentence = "a"\nplain = "b"\n', r"\[findings.line_down\]: expected sentence, plain"),
+    ('[findings.line_down]\nsentence = "a"\nplain = "b"\n', r"\[findings.line_down\]: expected label, sentence, plain"),
     ('[report]\ntitle = 3\n', r"\[report\]: expected key = \"text\" lines"),
     ('findings = "x"\n', r"\[findings\] holds one \[findings.<text_key>\] table"),
     ('[report\n', "linecheck/i18n/en.toml: "),

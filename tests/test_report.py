@@ -18,9 +18,10 @@ import pytest
 from rich.console import Console
 
 from agent.findings import CODES
+from agent.reasons import because, reason_fields
 from agent.report import render, render_html
 from linecheck.i18n import LANGUAGES, Texts, catalogue, from_locale, placeholders
-from linecheck.wire import CheckResult, ClockState, Finding, ResultEnvelope, Status, Trigger, Verdict
+from linecheck.wire import CheckResult, ClockState, Finding, ReasonPart, ResultEnvelope, Status, Trigger, Verdict
 
 SNAPSHOTS = Path(__file__).parent / "data" / "report"
 CONTRACT_CODES = ["line_down", "target_unreachable", "packet_loss", "high_latency", "high_jitter", "dns_failure",
@@ -37,19 +38,25 @@ def problems_envelope() -> ResultEnvelope:
         clock=ClockState(synced=True, source="kernel", max_error_ms=12.0), agent_version="0.1.0",
         verdict=Verdict.PROBLEMS,
         checks=[
+            # Reasons as a real agent sends them: phrases (reason_parts) and their English text (reason).
             CheckResult(kind="link", status=Status.DEGRADED, duration_s=2.0, target="eth1",
-                        reason="WAN port negotiated 100 Mbit/s, below the 500 Mbit/s plan",
+                        **reason_fields(because("wan_speed_below_plan", speed_mbps=100, plan_mbps=500.0)),
                         metrics={"wan_up_flag": 1, "wan_speed_mbps": 100, "wan_full_duplex_flag": 1,
                                  "wan_mtu_bytes": 1500, "wan_carrier_changes_count": None}),
             CheckResult(kind="ping", status=Status.DEGRADED, duration_s=3.1, target="gateway (100.64.0.1)",
-                        reason="gateway (100.64.0.1): 3.5% packet loss",
+                        **reason_fields(because("probe_loss", target="gateway (100.64.0.1)", loss_pct=3.5)),
                         metrics={"sent_count": 200, "received_count": 193, "loss_pct": 3.5, "rtt_avg_ms": 4.21,
                                  "jitter_ms": 0.8, "rtt_min_ms": None}),
             CheckResult(kind="dns", status=Status.FAILED, duration_s=5.0, target="100.64.0.53",
-                        reason="100.64.0.53: timeout", metrics={"answer_ms": None}),
+                        **reason_fields(because("dns_timeout", resolver="100.64.0.53", name="www.example.cn",
+                                                rdtype="A", wait_s=2.0)), metrics={"answer_ms": None}),
             CheckResult(kind="throughput", status=Status.SKIPPED, duration_s=0.0,
-                        reason="cross-traffic gate: other WAN traffic stayed above 200 kbit/s for 600 s "
-                               "(last 48210 kbit/s); test skipped to measure the line, not the office"),
+                        **reason_fields(because("gate_gave_up", threshold_kbps=200.0, waited_s=600.0,
+                                                last_kbps=48210.0))),
+            # A newer agent's reason this version has no phrase for: its English text, in every language.
+            CheckResult(kind="traceroute", status=Status.DEGRADED, duration_s=1.0, target="198.18.0.9",
+                        reason="a newer agent's reason <b>in English</b>",
+                        reason_parts=[ReasonPart(key="from_a_newer_agent", args={"target": "198.18.0.9"})]),
         ],
         findings=[
             Finding(code="wan_link_degraded", severity="warning", check="link", where="cpe",
@@ -196,7 +203,7 @@ def run_cli(*args: str, lang_env: str = "en_US.UTF-8") -> subprocess.CompletedPr
 def test_cli_json_is_quiet_and_machine_readable(tmp_path: Path) -> None:
     report = tmp_path / "r.html"
     out = run_cli("--config", str(agent_yaml(tmp_path)), "--json", "--save-report", str(report))
-    assert out.returncode in (0, 1), out.stderr
+    assert out.returncode in (0, 1, 3), out.stderr
     assert out.stderr == ""  # no progress bar, no "saved" line
     envelope = ResultEnvelope.from_json(out.stdout)
     assert envelope.trigger is Trigger.MANUAL and json.loads(out.stdout)["schema"] == 1
@@ -206,7 +213,7 @@ def test_cli_json_is_quiet_and_machine_readable(tmp_path: Path) -> None:
 def test_cli_report_language_from_locale_and_flag(tmp_path: Path) -> None:
     cfg = str(agent_yaml(tmp_path))
     zh = run_cli("--config", cfg, "--no-spool", lang_env="zh_CN.UTF-8")
-    assert zh.returncode in (0, 1), zh.stderr
+    assert zh.returncode in (0, 1, 3), zh.stderr
     assert "宽带线路自检" in zh.stdout and "WAN 链路" in zh.stdout
     report = tmp_path / "handover.html"
     en = run_cli("--config", cfg, "--no-spool", "--lang", "en", "--save-report", str(report), lang_env="zh_CN.UTF-8")

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import GateConfig, ScheduleConfig
+from agent.reasons import english
 from agent.scheduler import CrossTrafficGate, Scheduler, bytes_used, parse_window
 from agent.traffic import Rates
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Trigger, new_result_id, utcnow
@@ -104,7 +105,7 @@ def test_daily_budget_skips_automatic_tests_with_reason(tmp_path: Path) -> None:
     assert s.plan(Trigger.SCHEDULE, KINDS).skip == {}  # 400 used + ~400 next <= 1000
     s.record(envelope(Trigger.MANUAL, tp(bytes_total=400_000_000)))  # manual tests count too
     plan = s.plan(Trigger.SCHEDULE, KINDS)
-    assert "daily data budget: 800 of 1000 MB" in plan.skip["throughput"]
+    assert "daily data budget: 800 of 1000 MB" in english(plan.skip["throughput"])
     assert s.plan(Trigger.MANUAL, KINDS).skip == {}  # someone at the gateway itself may go over it
     # (remote and retest tests are held to the budget: tests/adversarial/test_hostile_commands.py)
     # A new local day starts a new budget (and the state survived a restart).
@@ -159,9 +160,9 @@ def test_gate_gives_up_after_the_limit_and_the_plan_skips_with_reason(tmp_path: 
     line = FakeLine([80_000])
     out = gate(line).wait_for_quiet()
     assert not out.passed and out.waited_s <= 300
-    assert "stayed above 200 kbit/s" in (out.reason or "")
+    assert "stayed above 200 kbit/s" in english(out.reason)
     plan = sched(tmp_path).plan(Trigger.SCHEDULE, KINDS, gate=gate(FakeLine([80_000])))
-    assert set(plan.skip) == {"throughput"} and "cross-traffic gate" in plan.skip["throughput"]
+    assert set(plan.skip) == {"throughput"} and "cross-traffic gate" in english(plan.skip["throughput"])
     assert plan.trigger_info["gate_wan_kbps"] == 80_000
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from agent.checks.base import CheckContext, LineInfo, Measurement
 from agent.checks.wifi import WifiConfig, run
+from agent.reasons import english
 from agent.wifi.source import CapturedIw, IwCommand, sysfs_wireless_interfaces
 from linecheck.catalogue import unlisted
 from linecheck.wire import Status
@@ -128,14 +129,14 @@ def test_max_stations_keeps_the_weakest() -> None:
 def test_no_wireless_interface_is_skipped_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / "dev.txt").write_text("")
     (m,) = check(tmp_path)
-    assert m.status is Status.SKIPPED and "no wireless interface" in (m.reason or "")
+    assert m.status is Status.SKIPPED and "no wireless interface" in english(m.reason)
 
 
 def test_this_machine_has_no_wifi_and_says_so() -> None:
     if sysfs_wireless_interfaces():
         pytest.skip("this machine has a wireless interface")
     (m,) = run(WifiConfig(iw_path="iw-not-installed"), ctx())
-    assert m.status is Status.SKIPPED and "no wireless interface on this machine" in (m.reason or "")
+    assert m.status is Status.SKIPPED and "no wireless interface on this machine" in english(m.reason)
 
 
 def test_wireless_without_iw_is_an_error_naming_the_package(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_wireless_without_iw_is_an_error_naming_the_package(tmp_path: Path) -> N
         (m,) = run(WifiConfig(), ctx())
     finally:
         wifi_check.source_for = original
-    assert m.status is Status.ERROR and "'iw' package" in (m.reason or "") and m.metrics["signal_dbm"] == -71.0
+    assert m.status is Status.ERROR and "'iw' package" in english(m.reason) and m.metrics["signal_dbm"] == -71.0
 
 
 # --- the real subprocess path, through a stand-in iw that replays a capture (tests/fake_iw.py) -----
@@ -200,4 +201,4 @@ def test_cli_check_on_this_machine_says_no_wifi_cleanly(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, env=dict(os.environ, COLUMNS="200"))
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "skipped" in proc.stdout and "no wireless interface on this machine" in proc.stdout
-    assert "Could not tell" in proc.stdout and proc.returncode == 1  # nothing measured: verdict unknown
+    assert "Could not tell" in proc.stdout and proc.returncode == 3  # nothing measured: not fully checked

@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import Field
 
+from agent.reasons import Reason
 from linecheck.catalogue import kinds, known_kind
 from linecheck.configfile import Strict
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, MetricValue, Status
 
 
@@ -29,7 +31,7 @@ class Measurement:
     """One check's outcome for one target. Unmeasured metrics are None, never 0."""
 
     status: Status
-    reason: str | None = None
+    reason: Reason = None  # phrases (agent/reasons.py `because`), rendered in the reader's language
     metrics: dict[str, MetricValue] = field(default_factory=dict)
     target: str | None = None
     findings: list[Finding] = field(default_factory=list)
@@ -51,7 +53,7 @@ class CheckContext:
     line: LineInfo
     state: dict[str, Any]  # this check's persisted state from the previous run (mutable)
     deadline: float  # time.monotonic() by which the check should return
-    progress: Callable[[str], None] = lambda _msg: None
+    progress: Callable[[Phrase], None] = lambda _step: None  # a step (`step(...)`) the CLI shows as it runs
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -18,6 +18,8 @@ from pydantic import Field, field_validator
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
+from agent.reasons import because, because_of, step
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, MetricValue, Status
 
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -68,6 +70,8 @@ class Answer:
     time_ms: float | None
     addresses: tuple[str, ...] = ()
     text: str = ""
+    wait_s: float | None = None  # a timeout: how long it waited
+    known: tuple[str, ...] = ()  # a wrong answer: the addresses it should have named
 
 
 def parse_resolv_conf(text: str) -> list[str]:
@@ -123,7 +127,7 @@ def query(server: str, port: int, name: str, rdtype: str, timeout_s: float) -> A
     try:
         response, _tcp = dns.query.udp_with_fallback(q, server, timeout=timeout_s, port=port)
     except dns.exception.Timeout:
-        return Answer(name, rdtype, "timeout", None, text=f"no answer within {timeout_s:g} s")
+        return Answer(name, rdtype, "timeout", None, text=f"no answer within {timeout_s:g} s", wait_s=timeout_s)
     except (OSError, dns.exception.DNSException) as exc:
         return Answer(name, rdtype, "error", None, text=f"{type(exc).__name__}: {exc}")
     elapsed = round((time.monotonic() - started) * 1000.0, 3)
@@ -136,14 +140,18 @@ def query(server: str, port: int, name: str, rdtype: str, timeout_s: float) -> A
     return Answer(name, rdtype, error.get(rcode, "error"), elapsed, text=dns.rcode.to_text(rcode))
 
 
-_EXPLAIN = {
-    "timeout": "timeout: {name} {rdtype} got no answer ({text})",
-    "nxdomain": "nxdomain: the resolver says {name} does not exist (NXDOMAIN)",
-    "servfail": "servfail: the resolver failed to resolve {name} {rdtype} (SERVFAIL)",
-    "refused": "refused: the resolver refuses to answer {name} (REFUSED)",
-    "error": "error: {name} {rdtype}: {text}",
-    "wrong_answer": "wrong_answer: {name} {rdtype} resolves to {text}",
-}
+def _explain(resolver: str, a: Answer) -> Phrase:
+    """Why one query failed (linecheck/i18n [reasons] dns_<error>)."""
+    args: dict[str, MetricValue | str] = {"resolver": resolver, "name": a.name, "rdtype": a.rdtype}
+    if a.error == "timeout" and a.wait_s is not None:
+        return because("dns_timeout", **args, wait_s=a.wait_s)
+    if a.error == "wrong_answer":
+        return because("dns_wrong_answer", **args, addresses=", ".join(a.addresses), known=", ".join(a.known))
+    if a.error in ("nxdomain", "servfail", "refused"):
+        return because(f"dns_{a.error}", **args)
+    return because("dns_error", **args, diagnostic=a.text)
+
+
 _SENTENCE = {
     "timeout": "The DNS server {resolver} does not answer: web addresses cannot be looked up through it.",
     "nxdomain": "The DNS server {resolver} claims {name} does not exist.",
@@ -164,7 +172,7 @@ def checked(answer: Answer, known: list[str] | None) -> Answer:
     if not family or not wrong:
         return answer
     return Answer(answer.name, answer.rdtype, "wrong_answer", answer.time_ms, tuple(wrong),
-                  f"{', '.join(wrong)}, not the known {', '.join(known)}")
+                  f"{', '.join(wrong)}, not the known {', '.join(known)}", known=tuple(known))
 
 
 def summarise(answers: list[Answer]) -> dict[str, MetricValue]:
@@ -197,18 +205,18 @@ def judge(resolver: str, answers: list[Answer], slow_ms: float) -> Measurement:
     metrics = summarise(answers)
     failed = [a for a in answers if a.error]
     if failed:
-        reason = "; ".join(dict.fromkeys(_EXPLAIN[a.error].format(name=a.name, rdtype=a.rdtype, text=a.text)
-                                         for a in failed if a.error))
+        explained = [_explain(resolver, a) for a in failed if a.error]
+        reason = list({(p.key, tuple(sorted(p.args.items()))): p for p in explained}.values())  # each once
         kinds = ",".join(sorted({a.error for a in failed if a.error}))
         # One finding for the resolver's failures, and one per name it sends to a wrong address (each
         # names where it led, so localisation can match the probes that went there).
         wrong = {a.name: a for a in failed if a.error == "wrong_answer"}
         other = [a for a in failed if a.error != "wrong_answer"]
         found = [_failure(resolver, a, kinds) for a in [*other[:1], *wrong.values()]]
-        return Measurement(Status.FAILED, f"{resolver}: {reason}", metrics, resolver, found)
+        return Measurement(Status.FAILED, reason, metrics, resolver, found)
     times = [a.time_ms for a in answers if a.time_ms is not None]
     if times and statistics.fmean(times) >= slow_ms:
-        return Measurement(Status.DEGRADED, f"{resolver}: answers take {statistics.fmean(times):.0f} ms on average",
+        return Measurement(Status.DEGRADED, because("dns_slow", resolver=resolver, time_ms=statistics.fmean(times)),
                            metrics, resolver)
     return Measurement(Status.OK, None, metrics, resolver)
 
@@ -224,14 +232,15 @@ def run(cfg: DnsConfig, ctx: CheckContext) -> list[Measurement]:
             found = parse_resolv_conf(RESOLV_CONF.read_text())
         except OSError as exc:
             found = []
-            notes.append(Measurement(Status.SKIPPED, f"cannot read {RESOLV_CONF}: {exc}", target="system"))
+            notes.append(Measurement(Status.SKIPPED, [because("cannot_read", path=str(RESOLV_CONF)), because_of(exc)],
+                                     target="system"))
         if not found and not notes:
-            notes.append(Measurement(Status.SKIPPED, f"{RESOLV_CONF} lists no nameserver", target="system"))
+            notes.append(Measurement(Status.SKIPPED, because("no_nameserver", path=str(RESOLV_CONF)), target="system"))
         servers.extend(found)
     out: list[Measurement] = list(notes)
     for spec in dict.fromkeys(servers):  # a resolver listed twice is asked once
         host, port = split_server(spec)
-        ctx.progress(f"resolving through {spec}")
+        ctx.progress(step("resolve", resolver=spec))
         answers = []
         for name in dict.fromkeys([*cfg.names, *cfg.expect]):
             for rdtype in cfg.types:

@@ -17,6 +17,7 @@ from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.ping import echo, summarise
 from agent.findings import finding
 from agent.netinfo import default_route
+from agent.reasons import because, step
 from linecheck.wire import MetricValue, Status
 
 log = logging.getLogger(__name__)
@@ -51,28 +52,28 @@ def arp_probe(interface: str, address: str, count: int, timeout_s: float) -> lis
 def run(cfg: GatewayConfig, ctx: CheckContext) -> Measurement:
     route = default_route()
     if route is None:
-        return Measurement(Status.FAILED, "no IPv4 default route", findings=[
+        return Measurement(Status.FAILED, because("no_default_route"), findings=[
             finding("line_down", "critical", "gateway", "The gateway has no route to the internet.")])
     if route.gateway is None:
-        return Measurement(Status.SKIPPED, f"the default route on {route.interface} is point-to-point "
-                                           "(e.g. PPPoE): there is no next hop to probe", target=route.interface)
+        return Measurement(Status.SKIPPED, because("route_point_to_point", interface=route.interface),
+                           target=route.interface)
     target = f"{route.gateway} via {route.interface}"
     metrics: dict[str, MetricValue] = {"arp_permitted_flag": None, "arp_sent_count": None,
                                        "arp_received_count": None, "arp_rtt_avg_ms": None}
-    arp_note = "ARP disabled in config"
+    arp_note = because("arp_disabled")
     if cfg.arp:
-        ctx.progress(f"ARP {route.gateway}")
+        ctx.progress(step("arp", address=route.gateway))
         try:
             rtts = arp_probe(route.interface, route.gateway, cfg.arp_count, cfg.reply_timeout_s)
             metrics.update(arp_permitted_flag=1, arp_sent_count=cfg.arp_count, arp_received_count=len(rtts),
                            arp_rtt_avg_ms=round(sum(rtts) / len(rtts), 3) if rtts else None)
         except PermissionError:
             metrics["arp_permitted_flag"] = 0
-            arp_note = "ARP needs CAP_NET_RAW, so only ping was used"
-            log.info("gateway: %s", arp_note)
+            arp_note = because("arp_not_permitted")
+            log.info("gateway: ARP needs CAP_NET_RAW, so only ping was used")
         except OSError as exc:  # e.g. the interface vanished between reading the route and probing
-            arp_note = f"ARP failed: {exc}"
-    ctx.progress(f"ping {route.gateway}")
+            arp_note = because("arp_failed", diagnostic=str(exc))
+    ctx.progress(step("ping", target=route.gateway))
     ping_note = ""
     try:
         stats = echo(route.gateway, cfg.ping_count, cfg.interval_s, cfg.reply_timeout_s, 56,
@@ -86,17 +87,18 @@ def run(cfg: GatewayConfig, ctx: CheckContext) -> Measurement:
     ping_ok = metrics["ping_rtt_avg_ms"] is not None
     if metrics["arp_permitted_flag"] != 1 and ping_note:
         metrics["reachable_flag"] = None
-        return Measurement(Status.SKIPPED, f"cannot probe {route.gateway}: {arp_note}; {ping_note}", metrics, target)
+        return Measurement(Status.SKIPPED, [because("gateway_cannot_probe", gateway=route.gateway), arp_note,
+                                            because("raw", diagnostic=ping_note)], metrics, target)
     metrics["reachable_flag"] = int(arp_ok or ping_ok)
     if not (arp_ok or ping_ok):
-        tried = "ARP and ping" if metrics["arp_permitted_flag"] == 1 else "ping"
-        return Measurement(Status.FAILED, f"the next hop {route.gateway} answers neither {tried}", metrics, target,
+        tried = "gateway_silent_arp_ping" if metrics["arp_permitted_flag"] == 1 else "gateway_silent_ping"
+        return Measurement(Status.FAILED, because(tried, gateway=route.gateway), metrics, target,
                            [finding("gateway_unreachable", "critical", "gateway",
                                     f"The carrier's equipment at {route.gateway} does not answer on {route.interface}.",
                                     {"gateway": route.gateway})])
     rtt = metrics["ping_rtt_avg_ms"]
     if isinstance(rtt, float | int) and rtt >= cfg.rtt_degraded_ms:
-        return Measurement(Status.DEGRADED, f"the next hop {route.gateway} answers in {rtt:.1f} ms on average",
+        return Measurement(Status.DEGRADED, because("gateway_slow", gateway=route.gateway, rtt_avg_ms=rtt),
                            metrics, target)
     return Measurement(Status.OK, None, metrics, target)
 

@@ -25,6 +25,8 @@ from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
+from agent.reasons import because, step
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import MetricValue, Status
 
 
@@ -198,26 +200,34 @@ def metrics_of(f: Fetch) -> dict[str, MetricValue]:
             "body_bytes": len(f.body) if f.status_code is not None else None}
 
 
+def failure(f: Fetch) -> Phrase:
+    """Why a fetch failed: the phase it stopped in (worded for the reader) and the raw error after it."""
+    if f.failed_phase is None:
+        return because("http_not_url", url=f.url)
+    detail = (f.error or "").split(": ", 1)[-1]
+    return because("http_failed", url=f.url, phase=f.failed_phase, diagnostic=detail)
+
+
 def judge(cfg: HttpConfig, f: Fetch) -> Measurement:
     metrics = metrics_of(f)
     if f.error:
-        return Measurement(Status.FAILED, f"{f.url}: {f.error}", metrics, f.url,
+        return Measurement(Status.FAILED, failure(f), metrics, f.url,
                            [finding("http_failure", "warning", "http", f"{f.url} cannot be fetched ({f.error}).",
                                     {"url": f.url, "error": f.error.split(":")[0]})])
     assert f.status_code is not None
     if f.status_code >= 400:
-        return Measurement(Status.FAILED, f"{f.url}: HTTP {f.status_code}", metrics, f.url,
+        return Measurement(Status.FAILED, because("http_status", url=f.url, status=f.status_code), metrics, f.url,
                            [finding("http_failure", "warning", "http", f"{f.url} answers with error {f.status_code}.",
                                     {"url": f.url, "status_code": f.status_code})])
     if f.ttfb_ms is not None and f.ttfb_ms >= cfg.ttfb_degraded_ms:
-        return Measurement(Status.DEGRADED, f"{f.url}: first byte after {f.ttfb_ms:.0f} ms", metrics, f.url)
+        return Measurement(Status.DEGRADED, because("http_slow", url=f.url, ttfb_ms=f.ttfb_ms), metrics, f.url)
     return Measurement(Status.OK, None, metrics, f.url)
 
 
 def run(cfg: HttpConfig, ctx: CheckContext) -> list[Measurement]:
     out = []
     for url in cfg.urls:
-        ctx.progress(f"GET {url}")
+        ctx.progress(step("http_get", url=url))
         budget = min(cfg.request_timeout_s, max(0.1, ctx.remaining()))
         out.append(judge(cfg, fetch(url, budget, cfg.ca_file, cfg.max_body_bytes)))
     return out

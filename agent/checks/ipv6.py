@@ -15,6 +15,7 @@ from pydantic import Field
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.ping import echo, summarise
 from agent.findings import finding
+from agent.reasons import because, because_of, step
 from linecheck.wire import MetricValue, Status
 
 IF_INET6 = Path("/proc/net/if_inet6")
@@ -91,7 +92,7 @@ def _read(path: Path) -> str:
 
 def run(cfg: Ipv6Config, ctx: CheckContext) -> Measurement:
     if not cfg.expected:
-        return Measurement(Status.SKIPPED, "IPv6 is not expected on this line (checks.ipv6.expected: false)")
+        return Measurement(Status.SKIPPED, because("ipv6_not_expected"))
     addresses = [a for a in parse_if_inet6(_read(IF_INET6)) if a.usable]
     route = parse_ipv6_default_route(_read(IPV6_ROUTE))
     metrics: dict[str, MetricValue] = {
@@ -103,21 +104,20 @@ def run(cfg: Ipv6Config, ctx: CheckContext) -> Measurement:
     target = route[0] if route else (addresses[0].interface if addresses else None)
     missing = "address" if not addresses else "route" if route is None else None
     if missing is None and cfg.target:
-        ctx.progress(f"ping {cfg.target}")
+        ctx.progress(step("ping", target=cfg.target))
         try:
             stats = summarise(echo(cfg.target, cfg.count, cfg.interval_s, cfg.reply_timeout_s, 56, ctx.deadline))
             metrics.update(loss_pct=stats["loss_pct"], rtt_avg_ms=stats["rtt_avg_ms"])
             if not stats["received_count"]:
                 missing = "reachability"
         except PermissionError as exc:
-            return Measurement(Status.SKIPPED, f"IPv6 address and route present; reachability not tested: {exc}",
+            return Measurement(Status.SKIPPED, [because("ipv6_reachability_untested"), because_of(exc)],
                                metrics, target)
         target = cfg.target
     if missing is None:
         return Measurement(Status.OK, None, metrics, target)
-    explain = {"address": "no usable global IPv6 address on any interface",
-               "route": "a global IPv6 address but no IPv6 default route",
-               "reachability": f"IPv6 address and route present, but {cfg.target} does not answer"}[missing]
+    explain = {"address": because("ipv6_no_address"), "route": because("ipv6_no_route"),
+               "reachability": because("ipv6_unreachable", target=cfg.target or "")}[missing]
     sentence = {"address": "This office has no IPv6 address: the carrier's IPv6 service is not reaching it.",
                 "route": "This office has an IPv6 address but no IPv6 route to the internet.",
                 "reachability": f"IPv6 is configured but {cfg.target} cannot be reached over it."}[missing]

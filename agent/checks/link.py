@@ -17,6 +17,8 @@ from pydantic import Field
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
 from agent.netinfo import carrier_changes
+from agent.reasons import because
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, MetricValue, Status
 
 COUNTERS = (("errors_in", "errin"), ("errors_out", "errout"), ("drops_in", "dropin"), ("drops_out", "dropout"))
@@ -57,53 +59,53 @@ def _errors(prefix: str, metrics: dict[str, MetricValue]) -> int:
 
 def judge_wan(cfg: LinkConfig, ctx: CheckContext, iface: str, metrics: dict[str, MetricValue]) -> Measurement:
     if not metrics["wan_up_flag"]:
-        return Measurement(Status.FAILED, f"WAN interface {iface} is down", metrics, iface,
+        return Measurement(Status.FAILED, because("wan_down", interface=iface), metrics, iface,
                            [finding("line_down", "critical", "link", f"The WAN port {iface} has no link.",
                                     {"interface": iface})])
-    problems: list[str] = []
+    problems: list[Phrase] = []
     findings: list[Finding] = []
     speed, plan = metrics["wan_speed_mbps"], ctx.line.plan_down_mbps
     if isinstance(speed, int | float) and plan and speed < plan:
-        problems.append(f"WAN port negotiated {speed} Mbit/s, below the {plan:g} Mbit/s plan")
+        problems.append(because("wan_speed_below_plan", speed_mbps=speed, plan_mbps=plan))
         findings.append(finding(
             "wan_link_degraded", "warning", "link",
             f"The gateway's WAN port runs at {speed} Mbit/s: the {plan:g} Mbit/s plan cannot reach "
             "this office until the cable or port is fixed.", {"wan_speed_mbps": speed, "plan_down_mbps": plan}))
     if metrics["wan_full_duplex_flag"] == 0:
-        problems.append("WAN port is in half duplex")
+        problems.append(because("wan_half_duplex"))
         findings.append(finding("wan_link_degraded", "warning", "link",
                                 "The gateway's WAN port runs in half duplex (a cabling or autonegotiation fault).",
                                 {"interface": iface}))
     errs = _errors("wan", metrics)
     if errs > cfg.max_errors:
-        problems.append(f"{errs} errors/drops on {iface} in {cfg.window_s:g} s")
+        problems.append(because("port_errors", count=errs, interface=iface, window_s=cfg.window_s))
         findings.append(finding("wan_link_degraded", "warning", "link",
                                 f"The WAN port {iface} is losing or corrupting frames ({errs} in {cfg.window_s:g} s): "
                                 "check the cable and the port.", {"interface": iface, "errors_count": errs}))
     if problems:
-        return Measurement(Status.DEGRADED, "; ".join(problems), metrics, iface, findings)
+        return Measurement(Status.DEGRADED, problems, metrics, iface, findings)
     return Measurement(Status.OK, None, metrics, iface)
 
 
 def judge_lan(cfg: LinkConfig, iface: str, metrics: dict[str, MetricValue]) -> Measurement:
     # LAN faults are the office's, not the line's: degraded with the reason, and no line finding.
     if not metrics["lan_up_flag"]:
-        return Measurement(Status.DEGRADED, f"LAN interface {iface} is down", metrics, iface)
+        return Measurement(Status.DEGRADED, because("lan_down", interface=iface), metrics, iface)
     problems = []
     if metrics["lan_full_duplex_flag"] == 0:
-        problems.append(f"LAN port {iface} is in half duplex")
+        problems.append(because("lan_half_duplex", interface=iface))
     errs = _errors("lan", metrics)
     if errs > cfg.max_errors:
-        problems.append(f"{errs} errors/drops on {iface} in {cfg.window_s:g} s")
+        problems.append(because("port_errors", count=errs, interface=iface, window_s=cfg.window_s))
     if problems:
-        return Measurement(Status.DEGRADED, "; ".join(problems), metrics, iface)
+        return Measurement(Status.DEGRADED, problems, metrics, iface)
     return Measurement(Status.OK, None, metrics, iface)
 
 
 def run(cfg: LinkConfig, ctx: CheckContext) -> list[Measurement]:
     iface = ctx.line.wan_interface
     if not iface:
-        return [Measurement(Status.FAILED, "no WAN interface: no default route and none configured",
+        return [Measurement(Status.FAILED, because("no_wan_interface"),
                             findings=[finding("line_down", "critical", "link",
                                               "The gateway has no route to the internet.")])]
     all_stats = psutil.net_if_stats()
@@ -112,7 +114,7 @@ def run(cfg: LinkConfig, ctx: CheckContext) -> list[Measurement]:
     for prefix, name in ports:
         if name not in all_stats:
             status = Status.ERROR if prefix == "wan" else Status.DEGRADED
-            out[name] = Measurement(status, f"{prefix.upper()} interface {name!r} does not exist", target=name)
+            out[name] = Measurement(status, because(f"{prefix}_interface_missing", interface=name), target=name)
     present = [(p, n) for p, n in ports if n not in out]
     before = psutil.net_io_counters(pernic=True)
     if cfg.window_s and present:

@@ -23,6 +23,7 @@ from pydantic import Field
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import ProbeThresholds, judge_probes, reached_by_name
 from agent.netinfo import default_route
+from agent.reasons import NotFound, NotPermitted, because, because_of, step
 from linecheck.wire import Status
 
 ICMP_ECHO_REQUEST = 8
@@ -75,9 +76,7 @@ def open_icmp_socket(family: int = socket.AF_INET) -> tuple[socket.socket, str]:
     try:
         return socket.socket(family, socket.SOCK_RAW, proto), "raw"
     except PermissionError:
-        raise PermissionError(
-            "ICMP not permitted: add the agent's group to net.ipv4.ping_group_range or grant CAP_NET_RAW"
-        ) from None
+        raise NotPermitted("icmp_not_permitted") from None
 
 
 def echo(address: str, count: int, interval_s: float, reply_timeout_s: float, payload_bytes: int,
@@ -168,11 +167,11 @@ def resolve_target(target: str, ctx: CheckContext) -> str:
     if target == "gateway":
         route = default_route()
         if route is None or route.gateway is None:
-            raise LookupError("no default gateway to ping")
+            raise NotFound("no_gateway_to_ping")
         return route.gateway
     if target == "test_server":
         if not ctx.line.test_server:
-            raise LookupError("line.test_server is not configured")
+            raise NotFound("no_test_server")
         target = ctx.line.test_server.split(":")[0]
     with contextlib.suppress(ValueError):  # an address literal, IPv6 included, needs no lookup
         return str(ipaddress.ip_address(target))
@@ -194,7 +193,7 @@ def target_name(target: str, ctx: CheckContext) -> str | None:
 
 def judge(cfg: PingConfig, target: str, metrics: dict[str, float | int | None]) -> Measurement:
     limits = ProbeThresholds(cfg.loss_degraded_pct, cfg.loss_failed_pct, cfg.rtt_degraded_ms, cfg.jitter_degraded_ms)
-    status, reason, found = judge_probes("ping", target, metrics, limits, what="ping echoes")
+    status, reason, found = judge_probes("ping", target, metrics, limits, probes="icmp")
     return Measurement(status, reason, metrics, target, found)
 
 
@@ -204,14 +203,15 @@ def run(cfg: PingConfig, ctx: CheckContext) -> list[Measurement]:
         try:
             address = resolve_target(target, ctx)
         except (LookupError, OSError) as exc:
-            out.append(Measurement(Status.FAILED, f"cannot resolve {target}: {exc}", target=target))
+            out.append(Measurement(Status.FAILED, [because("cannot_resolve", target=target), because_of(exc)],
+                                   target=target))
             continue
         label = address if address == target else f"{target} ({address})"
-        ctx.progress(f"ping {label}")
+        ctx.progress(step("ping", target=label))
         try:
             stats = echo(address, cfg.count, cfg.interval_s, cfg.reply_timeout_s, cfg.payload_bytes, ctx.deadline)
         except PermissionError as exc:
-            out.append(Measurement(Status.SKIPPED, str(exc), target=label))
+            out.append(Measurement(Status.SKIPPED, because_of(exc), target=label))
             continue
         m = judge(cfg, label, summarise(stats))
         m.findings = reached_by_name(m.findings, target_name(target, ctx), address)

@@ -31,6 +31,7 @@ from agent.checks.ping import (
     target_name,
 )
 from agent.findings import finding, reached_by_name
+from agent.reasons import because, because_of, step
 from linecheck.wire import MetricValue, Status
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
@@ -170,7 +171,7 @@ def run(cfg: PmtuConfig, ctx: CheckContext) -> Measurement:
         address = resolve_target(cfg.target, ctx)
     except (LookupError, OSError) as exc:
         return Measurement(Status.SKIPPED if cfg.target == "test_server" else Status.FAILED,
-                           f"cannot resolve {cfg.target}: {exc}", target=cfg.target)
+                           [because("cannot_resolve", target=cfg.target), because_of(exc)], target=cfg.target)
     m = _measure(cfg, ctx, address)
     # Say which name led the probes to this address: localisation tells a wrong DNS answer from the line.
     m.findings = reached_by_name(m.findings, target_name(cfg.target, ctx), address)
@@ -181,13 +182,13 @@ def _measure(cfg: PmtuConfig, ctx: CheckContext, address: str) -> Measurement:
     try:
         iface_mtu = interface_mtu(address, ctx.line.wan_interface)
     except OSError as exc:
-        return Measurement(Status.FAILED, f"no route to {address}: {exc}", target=address)
+        return Measurement(Status.FAILED, [because("no_route", target=address), because_of(exc)], target=address)
     top = min(cfg.max_mtu or iface_mtu, iface_mtu)
-    ctx.progress(f"path MTU to {address} (up to {top} bytes)")
+    ctx.progress(step("pmtu", target=address, top_bytes=top))
     try:
         prober = Prober(address)
     except PermissionError as exc:
-        return Measurement(Status.SKIPPED, str(exc), target=address)
+        return Measurement(Status.SKIPPED, because_of(exc), target=address)
     try:
         path_mtu, signalled = search(prober, top, cfg.probes, cfg.probe_timeout_s, ctx.deadline)
     finally:
@@ -199,7 +200,8 @@ def _measure(cfg: PmtuConfig, ctx: CheckContext, address: str) -> Measurement:
         "probes_count": prober.sent,
     }
     if path_mtu is None:
-        return Measurement(Status.FAILED, f"no echo reply from {address} even at {MIN_MTU} bytes", metrics, address,
+        return Measurement(Status.FAILED, because("pmtu_no_reply", target=address, size_bytes=MIN_MTU), metrics,
+                           address,
                            [finding("target_unreachable", "critical", "pmtu", f"{address} does not answer ping.",
                                     {"target": address})])
     if path_mtu >= iface_mtu:
@@ -208,14 +210,14 @@ def _measure(cfg: PmtuConfig, ctx: CheckContext, address: str) -> Measurement:
                                             "interface_mtu_bytes": iface_mtu}
     if signalled:
         return Measurement(
-            Status.DEGRADED, f"path MTU to {address} is {path_mtu}, below the interface's {iface_mtu} "
-                             "(the path signals it with ICMP)", metrics, address,
+            Status.DEGRADED, because("pmtu_reduced", target=address, path_mtu_bytes=path_mtu,
+                                     interface_mtu_bytes=iface_mtu), metrics, address,
             [finding("pmtu_reduced", "warning", "pmtu",
                      f"Packets larger than {path_mtu} bytes do not fit the path to {address}; the gateway's WAN "
                      f"MTU is {iface_mtu}. Set the WAN MTU or clamp TCP MSS to match.", detail)])
     return Measurement(
-        Status.FAILED, f"path MTU to {address} is {path_mtu}, below the interface's {iface_mtu}, and larger "
-                       "packets vanish without an ICMP 'fragmentation needed' (black hole)", metrics, address,
+        Status.FAILED, because("pmtu_blackhole", target=address, path_mtu_bytes=path_mtu,
+                               interface_mtu_bytes=iface_mtu), metrics, address,
         [finding("pmtu_blackhole", "critical", "pmtu",
                  f"Packets larger than {path_mtu} bytes silently disappear on the way to {address}: pages and "
                  "downloads may hang. The WAN MTU must be lowered to match the line.", detail)])

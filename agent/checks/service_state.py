@@ -24,6 +24,8 @@ from pydantic import Field
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.http import Fetch, fetch, getaddrinfo
 from agent.findings import finding
+from agent.reasons import because, step
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import MetricValue, Status
 
 
@@ -39,7 +41,7 @@ class ServiceStateConfig(CheckConfig):
     timeout_s: float = 30.0
 
 
-def _suspended(mode: str, portal: str | None, evidence: str, metrics: dict[str, MetricValue],
+def _suspended(mode: str, portal: str | None, evidence: Phrase, metrics: dict[str, MetricValue],
                target: str) -> Measurement:
     detail: dict[str, MetricValue | str] = {"mode": mode}
     if portal:
@@ -51,7 +53,7 @@ def _suspended(mode: str, portal: str | None, evidence: str, metrics: dict[str, 
         "blocked": "Only the carrier's portal can be reached from this office: the line looks suspended.",
     }[mode]
     metrics["suspended_flag"] = 1
-    return Measurement(Status.FAILED, f"service suspended ({mode}): {evidence}", metrics, target,
+    return Measurement(Status.FAILED, [because("suspended", mode=mode), evidence], metrics, target,
                        [finding("service_suspended", "critical", "service_state", sentence, detail)])
 
 
@@ -63,7 +65,7 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
     metrics: dict[str, MetricValue] = {"suspended_flag": None, "http_status_num": None, "redirect_flag": None,
                                        "dns_hijack_flag": None}
     target = cfg.probe_url
-    ctx.progress(f"GET {cfg.probe_url}")
+    ctx.progress(step("http_get", url=cfg.probe_url))
     probe: Fetch = fetch(cfg.probe_url, min(cfg.request_timeout_s, max(0.1, ctx.remaining())), max_body=65536)
     metrics["http_status_num"] = probe.status_code
     if probe.status_code is not None:
@@ -71,15 +73,15 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
         metrics["redirect_flag"] = int(redirected)
         if redirected and probe.status_code != cfg.expect_status:
             return _suspended("http_redirect", probe.location,
-                              f"{cfg.probe_url} answers {probe.status_code} -> {probe.location}", metrics, target)
+                              because("probe_redirected", url=cfg.probe_url, status=probe.status_code,
+                                      location=probe.location or ""), metrics, target)
         expected_body = cfg.expect_body_contains is None or cfg.expect_body_contains.encode() in probe.body
         if probe.status_code != cfg.expect_status or not expected_body:
-            return _suspended("http_content", None, f"{cfg.probe_url} answers {probe.status_code} "
-                                                    f"instead of {cfg.expect_status}"
-                                                    + ("" if expected_body else " with unexpected content"),
-                              metrics, target)
+            answer = "probe_unexpected" if expected_body else "probe_unexpected_content"
+            return _suspended("http_content", None, because(answer, url=cfg.probe_url, status=probe.status_code,
+                                                            expected=cfg.expect_status), metrics, target)
     if cfg.dns_name and cfg.dns_expect:
-        ctx.progress(f"resolve {cfg.dns_name}")
+        ctx.progress(step("resolve_name", name=cfg.dns_name))
         try:
             got = _resolve(cfg.dns_name, min(cfg.request_timeout_s, max(0.1, ctx.remaining())))
         except OSError:
@@ -87,25 +89,24 @@ def run(cfg: ServiceStateConfig, ctx: CheckContext) -> Measurement:
         hijacked = bool(got) and not set(got) & set(cfg.dns_expect)
         metrics["dns_hijack_flag"] = int(hijacked) if got else None
         if hijacked:
-            return _suspended("dns_hijack", got[0], f"{cfg.dns_name} resolves to {', '.join(got)}, "
-                                                    f"expected {', '.join(cfg.dns_expect)}", metrics, target)
+            return _suspended("dns_hijack", got[0], because("dns_hijacked", name=cfg.dns_name, addresses=", ".join(got),
+                                                            expected=", ".join(cfg.dns_expect)), metrics, target)
     if probe.status_code is None:
         if probe.failed_phase == "dns":
             # The probe never left the office: its name did not resolve. That is a DNS fault (the dns
             # check reports it), and says nothing about whether the carrier blocks the line — a DNS
             # outage read as "only the portal answers" opened critical service tickets (issue 21).
-            return Measurement(Status.SKIPPED, f"cannot tell: the probe's name {urlsplit(cfg.probe_url).hostname} "
-                                              f"does not resolve ({probe.error}); a DNS fault, not evidence "
-                                              "of a suspension", metrics, target)
+            return Measurement(Status.SKIPPED, because("cannot_tell_dns", name=urlsplit(cfg.probe_url).hostname or "",
+                                                      diagnostic=probe.error or ""), metrics, target)
         if cfg.portal_url:
             portal = fetch(cfg.portal_url, min(cfg.request_timeout_s, max(0.1, ctx.remaining())), max_body=65536)
             if portal.status_code is not None:
-                return _suspended("blocked", cfg.portal_url, f"{cfg.probe_url} unreachable ({probe.error}) "
-                                                             f"while the portal answers {portal.status_code}",
-                                  metrics, target)
+                return _suspended("blocked", cfg.portal_url,
+                                  because("probe_blocked", url=cfg.probe_url, diagnostic=probe.error or "",
+                                          status=portal.status_code), metrics, target)
         # Nothing answers at all: a line fault the link/ping/dns checks explain, not a suspension.
-        return Measurement(Status.SKIPPED, f"cannot tell: {cfg.probe_url} unreachable ({probe.error})",
-                           metrics, target)
+        return Measurement(Status.SKIPPED, because("cannot_tell_unreachable", url=cfg.probe_url,
+                                                  diagnostic=probe.error or ""), metrics, target)
     metrics["suspended_flag"] = 0
     return Measurement(Status.OK, None, metrics, target)
 

@@ -16,7 +16,9 @@ from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
+from agent.reasons import because, step
 from linecheck import speed
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, Status
 
 MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
@@ -61,31 +63,34 @@ def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
 
     spec_text = cfg.server or (f"linecheck://{ctx.line.test_server}" if ctx.line.test_server else None)
     if spec_text is None:
-        return Measurement(Status.SKIPPED, "no throughput server: set checks.throughput.server or line.test_server")
+        return Measurement(Status.SKIPPED, because("no_throughput_server"))
     try:
         target = parse_server(spec_text).target
         token = cfg.token_file.read_text().strip() if cfg.token_file else None
     except BackendError as exc:
-        return Measurement(Status.ERROR, exc.reason, target=spec_text)
+        return Measurement(Status.ERROR, because("throughput_failed", diagnostic=exc.reason), target=spec_text)
     except OSError as exc:
-        return Measurement(Status.ERROR, f"cannot read token_file {cfg.token_file}: {exc.strerror}", target=spec_text)
+        return Measurement(Status.ERROR, [because("cannot_read", path=str(cfg.token_file)),
+                                          because("raw", diagnostic=exc.strerror or str(exc))], target=spec_text)
     left = _budget_left(cfg, ctx.state)
     if left < MIN_TEST_BYTES:
-        return Measurement(Status.SKIPPED, f"daily data budget of {cfg.daily_budget_bytes} bytes is used up",
+        return Measurement(Status.SKIPPED, because("check_budget_used_up", budget_bytes=cfg.daily_budget_bytes),
                            target=target)
     per_dir_s = min(cfg.max_direction_s, max(1.0, (ctx.remaining() - 5) / (len(cfg.directions) + 0.5)))
     settings = Settings(directions=tuple(cfg.directions), max_bytes=min(cfg.max_test_bytes, left),
                         max_direction_s=per_dir_s, wan_interface=ctx.line.wan_interface, token=token,
                         max_cross_share=cfg.max_cross_traffic_pct / 100,
                         ramp=RampSettings(min_measure_s=cfg.min_measure_s, max_streams=cfg.max_streams))
-    ctx.progress(f"measuring against {target}")
+    ctx.progress(step("throughput", target=target))
     try:
         result = measure(spec_text, settings)
     except MeasurementFailed as exc:
         status = Status.ERROR if exc.status == "error" else Status.FAILED
         if type(exc).__name__ == "ServerBusy":
             status = Status.ERROR  # unavailable is not slow: says nothing about the line
-        return Measurement(status, exc.reason, dict.fromkeys(METRICS), target)
+        busy = type(exc).__name__ == "ServerBusy"
+        return Measurement(status, because("throughput_busy" if busy else "throughput_failed", diagnostic=exc.reason),
+                           dict.fromkeys(METRICS), target)
     ctx.state["budget_used_bytes"] = int(ctx.state.get("budget_used_bytes", 0)) + result.bytes_used
     return judge(cfg, ctx, result.metrics, result.target, result.notes, result.interrupted)
 
@@ -93,29 +98,31 @@ def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
 def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes: list[str],
           interrupted: str | None = None) -> Measurement:
     """Status, reason and findings of a measured test. A test the line interrupted is `failed` with the
-    reason and nothing judged; a direction that did not settle is reported, not judged."""
+    reason and nothing judged; a direction that did not settle is reported, not judged. The engine's own
+    notes (how each direction ended) are technical: they go along as diagnostics."""
     if interrupted is not None:
-        return Measurement(Status.FAILED, f"interrupted: {interrupted}; the test says nothing about the line's "
-                                          "speed and is not counted", m, target)
+        return Measurement(Status.FAILED, because("throughput_interrupted", diagnostic=interrupted), m, target)
     findings: list[Finding] = []
-    problems: list[str] = []
+    problems: list[Phrase] = []
+    said = [because("throughput_note", diagnostic=n) for n in notes]
     unsettled = [d for d in ("down", "up") if speed.untrusted_reason(m, d) == "unsettled"]
     if (m.get("cpu_max_pct") or 0) >= cfg.cpu_limited_pct:
-        notes.append(f"gateway CPU reached {m['cpu_max_pct']:g} %: the result may be CPU-limited")
+        said.append(because("cpu_limited", cpu_pct=m["cpu_max_pct"]))
     if not speed.trusted(m):
-        notes.append("cross-traffic was too high to trust the capacity estimate")
+        said.append(because("cross_traffic_untrusted"))
     for d in unsettled:
-        notes.append(f"{d} did not settle before its cap: its figure is a lower bound, not judged against the plan")
+        said.append(because("unsettled", direction=d))
     for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
         j = speed.judge_speed(m, direction, plan, cfg.slow_pct_of_plan)  # the collector's rule judges the same way
         if j.slow and j.measured_mbps is not None and plan:
             got = j.measured_mbps
-            problems.append(f"{direction} {got:g} Mbit/s is below {cfg.slow_pct_of_plan:g} % of the {plan:g} plan")
+            problems.append(because("below_plan", direction=direction, measured_mbps=got,
+                                    slow_pct=cfg.slow_pct_of_plan, plan_mbps=plan))
             findings.append(finding(
                 "throughput_below_plan", "warning", "throughput",
                 f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
                 {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
-    reason = "; ".join(problems + notes)
+    reason = problems + said  # the first REASON_PARTS_MAX go on the wire (agent/reasons.py)
     measured = [d for d in ("down", "up") if m.get(f"{d}_mbps") is not None]
     if not problems and measured and set(measured) <= set(unsettled):
         # Nothing settled: the figures are lower bounds. Not ok (that would vouch for them), not

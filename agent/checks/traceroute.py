@@ -23,6 +23,7 @@ from pydantic import Field
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.ping import resolve_target
+from agent.reasons import because, because_of, joined, step
 from linecheck.wire import Status
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
@@ -149,17 +150,17 @@ def run(cfg: TracerouteConfig, ctx: CheckContext) -> list[Measurement]:
         address = resolve_target(cfg.target, ctx)
     except (LookupError, OSError) as exc:
         return [Measurement(Status.SKIPPED if cfg.target == "test_server" else Status.FAILED,
-                            f"cannot resolve {cfg.target}: {exc}", target=cfg.target)]
-    ctx.progress(f"tracing the route to {address}")
+                            [because("cannot_resolve", target=cfg.target), because_of(exc)], target=cfg.target)]
+    ctx.progress(step("trace", target=address))
     hops: list[Hop] | None = None
-    note = ""
+    note = None
     if cfg.method in ("auto", "scapy"):
         try:
             hops = trace_scapy(address, cfg.max_hops, cfg.probe_timeout_s)
         except PermissionError:
             if cfg.method == "scapy":
-                return [Measurement(Status.SKIPPED, "traceroute with scapy needs CAP_NET_RAW", target=address)]
-            note = " (unprivileged UDP method: no CAP_NET_RAW)"
+                return [Measurement(Status.SKIPPED, because("trace_needs_raw"), target=address)]
+            note = because("trace_unprivileged")
     if hops is None:
         hops = trace_unprivileged(address, cfg.max_hops, cfg.probe_timeout_s, ctx.deadline)
     last = hops[-1] if hops else None
@@ -173,9 +174,10 @@ def run(cfg: TracerouteConfig, ctx: CheckContext) -> list[Measurement]:
     if reached:
         return [Measurement(Status.OK, None, summary, address), *per_hop]
     seen = [h for h in hops if h.address]
-    where = f"last answer from hop {seen[-1].ttl} ({seen[-1].address})" if seen else "no hop answered"
-    return [Measurement(Status.DEGRADED, f"the trace did not reach {address} within {cfg.max_hops} hops; "
-                                         f"{where}{note}", summary, address), *per_hop]
+    where = because("trace_last_hop", hop=seen[-1].ttl, address=seen[-1].address or "") if seen \
+        else because("trace_no_hop")
+    return [Measurement(Status.DEGRADED, joined(because("trace_not_reached", target=address, max_hops=cfg.max_hops),
+                                                where, note), summary, address), *per_hop]
 
 
 SPEC = CheckSpec(kind="traceroute", config=TracerouteConfig, run=run)

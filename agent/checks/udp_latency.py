@@ -20,6 +20,7 @@ from pydantic import Field
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.ping import resolve_target, target_name
 from agent.findings import ProbeThresholds, judge_probes, reached_by_name
+from agent.reasons import because, because_of, joined, step
 from linecheck import stamp
 from linecheck.wire import MetricValue, Status
 
@@ -144,7 +145,7 @@ def run(cfg: UdpLatencyConfig, ctx: CheckContext) -> Measurement:
         address = resolve_target(cfg.server, ctx)
     except (LookupError, OSError) as exc:
         return Measurement(Status.SKIPPED if cfg.server == "test_server" else Status.FAILED,
-                           f"cannot resolve reflector {cfg.server}: {exc}", target=cfg.server)
+                           [because("cannot_resolve_reflector", target=cfg.server), because_of(exc)], target=cfg.server)
     m = _measure(cfg, ctx, address)
     # Say which name led the probes to this address: localisation tells a wrong DNS answer from the line.
     m.findings = reached_by_name(m.findings, target_name(cfg.server, ctx), address)
@@ -153,21 +154,18 @@ def run(cfg: UdpLatencyConfig, ctx: CheckContext) -> Measurement:
 
 def _measure(cfg: UdpLatencyConfig, ctx: CheckContext, address: str) -> Measurement:
     label = f"{address}:{cfg.port}"
-    ctx.progress(f"{cfg.count} STAMP probes to {label}")
+    ctx.progress(step("stamp", count=cfg.count, target=label))
     session = probe(address, cfg.port, cfg.count, cfg.interval_s, cfg.reply_timeout_s, cfg.packet_bytes,
                     ctx.deadline)
     metrics = summarise(session)
     if session.refused and not session.rtts_ms:
         # The host answered "port unreachable": the line works, the reflector is not running there.
-        return Measurement(Status.ERROR, f"no STAMP reflector listening on {label} (ICMP port unreachable); "
-                                         "check line.test_server and the checks.udp_latency.port",
+        return Measurement(Status.ERROR, because("no_reflector", target=label),
                            metrics | {k: None for k in metrics if k.startswith(("loss", "rtt", "jitter"))}, label)
     limits = ProbeThresholds(cfg.loss_degraded_pct, cfg.loss_failed_pct, cfg.rtt_degraded_ms, cfg.jitter_degraded_ms)
-    status, reason, found = judge_probes("udp_latency", label, metrics, limits, what="STAMP probes")
+    status, reason, found = judge_probes("udp_latency", label, metrics, limits, probes="stamp")
     if session.implausible:
-        note = (f"{session.implausible} replies from {label} carried implausible reflector timestamps "
-                "(turnaround negative or longer than the round trip): their RTT includes the turnaround")
-        reason = f"{reason}; {note}" if reason else note
+        reason = joined(reason, because("implausible_timestamps", count=session.implausible, target=label))
         if status is Status.OK:
             status = Status.DEGRADED  # the figures are upper bounds from a reflector that cannot be trusted
     return Measurement(status, reason, metrics, label, found)

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.findings import finding
+from agent.reasons import because, step
 from agent.wifi import assess
 from agent.wifi.iw import in_use_survey, parse_dev, parse_info, parse_link, parse_station_dump, parse_survey_dump
 from agent.wifi.model import Interface, Station, band_of
@@ -83,7 +84,7 @@ def _interfaces(cfg: WifiConfig, src: IwSource) -> tuple[list[Interface], list[M
         if out.ok:
             listed = parse_dev(out.stdout)
         else:
-            problems.append(Measurement(Status.ERROR, f"iw dev failed: {out.error}"))
+            problems.append(Measurement(Status.ERROR, because("iw_failed", diagnostic=str(out.error))))
     names = [i.name for i in listed]
     if cfg.interfaces == "auto":
         # interfaces the kernel calls wireless but iw cannot see (iw missing, or too old)
@@ -99,8 +100,7 @@ def _interfaces(cfg: WifiConfig, src: IwSource) -> tuple[list[Interface], list[M
             if name in src.sysfs_wireless():
                 problems.append(_no_iw(name, src))
             else:
-                problems.append(Measurement(Status.ERROR, f"{name} is not a wireless interface (iw and "
-                                                          "/sys/class/net do not list it)", target=name))
+                problems.append(Measurement(Status.ERROR, because("not_wireless", interface=name), target=name))
             continue
         chosen.append(found)
     return chosen, problems
@@ -113,8 +113,7 @@ def _no_iw(name: str, src: IwSource) -> Measurement:
     if proc is not None:
         metrics = {"signal_dbm": proc.level_dbm, "noise_dbm": proc.noise_dbm,
                    "missed_beacons_count": proc.missed_beacon}
-    return Measurement(Status.ERROR, f"{name} is wireless but `iw` is not installed or failed: install the "
-                                     "'iw' package to check it", metrics, target=name)
+    return Measurement(Status.ERROR, because("no_iw", interface=name), metrics, target=name)
 
 
 def _scan(cfg: WifiConfig, src: IwSource, iface: Interface) -> list | None:
@@ -154,12 +153,11 @@ def _uplink_station(src: IwSource, iface: Interface, stations: list[Station]) ->
 def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: CheckContext,
                     own_bssids: set[str], previous: dict[str, dict]) -> list[Measurement]:
     """One result for the interface, then one per station (weakest first, at most max_stations)."""
-    ctx.progress(f"wifi {iface.name}")
+    ctx.progress(step("wifi", interface=iface.name))
     label = cfg.label_for(iface.name)
     target = f"{iface.name} ({iface.ssid})" if iface.ssid else iface.name
     if iface.freq_mhz is None and iface.is_ap:
-        return [Measurement(Status.SKIPPED, f"{iface.name} is not operating (no channel: interface down "
-                                            "or no access point running)", target=target)]
+        return [Measurement(Status.SKIPPED, because("wifi_not_operating", interface=iface.name), target=target)]
     dump = src.run("dev", iface.name, "station", "dump")
     stations = parse_station_dump(dump.stdout) if dump.ok else []
     survey_out = src.run("dev", iface.name, "survey", "dump")
@@ -179,7 +177,7 @@ def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: Check
     if not iface.is_ap and (iface.type or "").lower() == "managed":
         uplink = _uplink_station(src, iface, stations)
         if uplink is None:
-            verdict = assess.RoomAssessment(Status.FAILED, [f"{iface.name} is not connected to any network"], [
+            verdict = assess.RoomAssessment(Status.FAILED, [because("wifi_not_connected", interface=iface.name)], [
                 finding("wifi_not_connected", "critical", "wifi",
                         f"The gateway's WiFi interface {iface.name} is not connected.", {"interface": iface.name})])
             return [Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings)]
@@ -187,7 +185,7 @@ def check_interface(cfg: WifiConfig, src: IwSource, iface: Interface, ctx: Check
 
     verdict = assess.judge_interface(iface, metrics, cfg, label)
     if not dump.ok:
-        verdict.problems.append(f"station dump failed: {dump.error}")
+        verdict.problems.append(because("station_dump_failed", diagnostic=str(dump.error)))
     out.append(Measurement(verdict.status, verdict.reason, metrics, target, verdict.findings))
 
     # weakest first, so the stations that matter are the ones kept under max_stations
@@ -208,15 +206,15 @@ def run(cfg: WifiConfig, ctx: CheckContext) -> list[Measurement]:
     src = source_for(cfg)
     interfaces, problems = _interfaces(cfg, src)
     if not interfaces and not problems:
-        where = "in the captures" if cfg.capture_dir else "on this machine"
-        return [Measurement(Status.SKIPPED, f"no wireless interface {where} (iw dev and /sys/class/net list none)")]
+        where = "no_wireless_in_captures" if cfg.capture_dir else "no_wireless_here"
+        return [Measurement(Status.SKIPPED, because(where))]
     own = {i.addr for i in interfaces if i.addr}
     out = list(problems)
     stations_before = dict(ctx.state.get("stations", {}))
     ctx.state["stations"] = {}  # rebuilt from the stations seen now: those that left are forgotten
     for iface in interfaces:
         if ctx.remaining() <= 0:
-            out.append(Measurement(Status.ERROR, "deadline reached before this interface", target=iface.name))
+            out.append(Measurement(Status.ERROR, because("deadline_before_interface"), target=iface.name))
             continue
         out.extend(check_interface(cfg, src, iface, ctx, own, stations_before))
     return out

@@ -12,6 +12,7 @@ from agent.findings import finding
 from agent.lan.settings import valid_room
 from agent.lan.station import StationView
 from agent.localise import localise
+from agent.reasons import because, reason_fields
 from linecheck.catalogue import WIFI_THROUGHPUT
 from linecheck.wire import CheckResult, Finding, MetricValue, Status, Trigger, Verdict
 
@@ -56,10 +57,11 @@ def judge(result: ClientResult, view: StationView, target_mbps: float | None) ->
         "jitter_ms": _r(result.jitter_ms), "down_bytes": result.down_bytes, "up_bytes": result.up_bytes,
         "target_mbps": target_mbps, **view.metrics}
     if result.error or (result.down_mbps is None and result.up_mbps is None):
-        reason = f"the test from {result.room} failed: {result.error or 'no figure measured'}"
+        reason = because("room_test_failed", room=result.room, diagnostic=result.error[:500]) if result.error \
+            else because("room_test_no_figure", room=result.room)
         # a failed test is a record with a reason and null figures, never a zero
         metrics.update(down_mbps=None, up_mbps=None)
-        return CheckResult(kind=KIND, status=Status.FAILED, reason=reason[:2000], metrics=metrics, duration_s=0.0,
+        return CheckResult(kind=KIND, status=Status.FAILED, **reason_fields(reason), metrics=metrics, duration_s=0.0,
                            target=result.room), []
     measured = min(v for v in (result.down_mbps, result.up_mbps) if v is not None)
     if target_mbps is None or measured >= target_mbps:
@@ -74,8 +76,8 @@ def judge(result: ClientResult, view: StationView, target_mbps: float | None) ->
     slow = finding(code, "warning", KIND,
                    f"The test from {result.room} reached {measured:g} Mbit/s, below its {target_mbps:g} Mbit/s target.",
                    detail)
-    reason = f"{measured:g} Mbit/s is below the room's {target_mbps:g} Mbit/s target"
-    return CheckResult(kind=KIND, status=Status.DEGRADED, reason=reason, metrics=metrics,
+    below = because("room_test_slow", measured_mbps=measured, target_mbps=target_mbps)
+    return CheckResult(kind=KIND, status=Status.DEGRADED, **reason_fields(below), metrics=metrics,
                        duration_s=result.duration_s or 0.0, target=result.room), [slow]
 
 

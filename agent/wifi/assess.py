@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.findings import finding
+from agent.reasons import because, joined
 from agent.wifi.model import Bss, Interface, Station, Survey, band_of, channel_of
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, MetricValue, Status
 
 if TYPE_CHECKING:  # the config lives with the check, which imports this module
@@ -23,12 +25,12 @@ Metrics = dict[str, MetricValue]
 @dataclass
 class RoomAssessment:
     status: Status
-    problems: list[str]
+    problems: list[Phrase]
     findings: list[Finding]
 
     @property
-    def reason(self) -> str | None:
-        return "; ".join(self.problems) or None
+    def reason(self) -> list[Phrase] | None:
+        return joined(self.problems) or None
 
 
 def _pct(part: int | None, whole: int | None) -> float | None:
@@ -97,7 +99,8 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
         failed = signal <= cfg.signal_failed_dbm
         status = Status.FAILED if failed else Status.DEGRADED
         rate_txt = f" and {rate:g} Mbit/s" if isinstance(rate, int | float) else ""
-        problems.append(f"weak signal {signal} dBm{rate_txt}")
+        problems.append(because("wifi_weak_rate", signal_dbm=signal, rate_mbps=rate) if isinstance(rate, int | float)
+                        else because("wifi_weak", signal_dbm=signal))
         findings.append(finding(
             "wifi_weak", "critical" if failed else "warning", "wifi",
             f"The WiFi signal of {who} is weak ({signal} dBm{rate_txt}): move the access point closer "
@@ -107,14 +110,15 @@ def judge_station(m: Metrics, cfg: WifiConfig, *, iface: str, mac: str, label: s
         failed = rate <= cfg.rate_failed_mbps
         status = Status.FAILED if failed else Status.DEGRADED
         band = f" on {band_ghz:g} GHz" if band_ghz else ""
-        problems.append(f"PHY rate {rate:g} Mbit/s{band} with an adequate signal")
+        problems.append(because("wifi_low_rate_band", rate_mbps=rate, band_ghz=band_ghz) if band_ghz
+                        else because("wifi_low_rate", rate_mbps=rate))
         findings.append(finding(
             "wifi_low_rate", "critical" if failed else "warning", "wifi",
             f"{who[0].upper() + who[1:]} connects at only {rate:g} Mbit/s{band} although its signal is adequate "
             "(old or single-stream client, 2.4 GHz, or a narrow channel).", detail))
     if isinstance(retry, int | float) and retry >= cfg.retry_degraded_pct:
         status = Status.DEGRADED if status is Status.OK else status
-        problems.append(f"{retry:g}% of frames retried")
+        problems.append(because("wifi_retries", retry_pct=retry))
         findings.append(finding(
             "wifi_interference", "warning", "wifi",
             f"{retry:g}% of the frames to {who} must be sent again although the signal is good: "
@@ -191,7 +195,7 @@ def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | 
     if isinstance(busy, int | float) and busy >= cfg.busy_degraded_pct:
         failed = busy >= cfg.busy_failed_pct
         status = Status.FAILED if failed else Status.DEGRADED
-        problems.append(f"{chan} busy {busy:g}% of the time")
+        problems.append(_on_channel("wifi_channel_busy", m, channel_busy_pct=busy))
         findings.append(finding(
             "wifi_channel_busy", "critical" if failed else "warning", "wifi",
             f"The air on {chan} of {where} is busy {busy:g}% of the time: little is left for this office's "
@@ -199,12 +203,18 @@ def judge_interface(iface: Interface, m: Metrics, cfg: WifiConfig, label: str | 
     strong = m.get("cochannel_networks_count")
     if isinstance(strong, int) and strong >= cfg.cochannel_degraded_count:
         status = Status.DEGRADED if status is Status.OK else status
-        problems.append(f"{strong} other networks on {chan} at {cfg.cochannel_signal_dbm:g} dBm or stronger")
+        problems.append(_on_channel("wifi_cochannel", m, count=strong, signal_dbm=cfg.cochannel_signal_dbm))
         findings.append(finding(
             "wifi_interference", "warning", "wifi",
             f"{strong} neighbouring networks share {chan} with {where} (strongest "
             f"{m.get('cochannel_strongest_dbm'):g} dBm): choose another channel.", detail))
     return RoomAssessment(status, problems, findings)
+
+
+def _on_channel(key: str, m: Metrics, **args: MetricValue | str) -> Phrase:
+    """A reason about the interface's channel: `<key>` naming its number, `<key>_own` when it is not known."""
+    num = m.get("channel_num")
+    return because(key, channel=num, **args) if num is not None else because(f"{key}_own", **args)
 
 
 def worse(a: Status, b: Status) -> Status:

@@ -3,8 +3,11 @@
 Texts live in one data file per language next to this module (`en.toml`, `zh-CN.toml`), in sections:
 `report` (the report's words), `status`, `trigger`, `where`, `checks` (check titles by kind; English
 ones are the `title` column of linecheck/kinds.csv, their one source), `findings` (by the `text_key`
-of linecheck/findings.csv: a sentence with {detail} placeholders, the same without them, what to do)
-and `console`. tests/test_i18n.py requires every key in every language with the same placeholders.
+of linecheck/findings.csv: a short label, a sentence with {detail} placeholders, the same without them,
+what to do), `metrics` (a label per metric name of linecheck/metrics.csv), `values` (the wording of
+codes that appear as values: `<name>.<code>`), the phrase sections `reasons` (a check's reason),
+`progress` (a step of a running check), `tickets` and `verdicts` (linecheck/i18n/phrases.py), and
+`console`. tests/test_i18n.py requires every key in every language with the same placeholders.
 
 One language-code scheme: the BCP 47 tags of LANGUAGES (what the console, the HTML `lang` attribute
 and the users table already say). The edges still accept the other spellings people type or send -
@@ -20,15 +23,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from html import escape
 from importlib import resources
 from types import MappingProxyType
 
 from linecheck.catalogue import findings, kinds
-from linecheck.wire import Finding, MetricValue, Status, Trigger
+from linecheck.i18n.phrases import Phrase, Renderer, number
+from linecheck.wire import CheckResult, Finding, MetricValue, Status, Trigger
 
 LANGUAGES = ("en", "zh-CN")
 DEFAULT_LANG = "en"
-SECTIONS = ("report", "status", "trigger", "where", "checks", "findings", "console")
+SECTIONS = ("report", "status", "trigger", "where", "checks", "findings", "metrics", "values", "reasons", "progress",
+            "tickets", "verdicts", "console")
+PHRASE_SECTIONS = ("reasons", "progress", "tickets", "verdicts")
 # A written-out language name -> our tag: the first subtag decides (Chinese is written in Simplified
 # characters here, so zh-TW and zh-Hant readers get zh-CN rather than English, as before).
 _BY_PRIMARY = {"en": "en", "zh": "zh-CN"}
@@ -71,6 +78,7 @@ def from_accept_language(header: str | None) -> str:
 
 @dataclass(frozen=True)
 class FindingText:
+    label: str  # a short name shown next to the code (the console, lists)
     sentence: str  # with {detail} placeholders
     plain: str  # the same without placeholders, when the detail lacks a value
     advice: str  # what to do
@@ -87,6 +95,12 @@ class Catalogue:
     where: Mapping[str, str]
     checks: Mapping[str, str]
     findings: Mapping[str, FindingText]
+    metrics: Mapping[str, str]
+    values: Mapping[str, str]
+    reasons: Mapping[str, str]
+    progress: Mapping[str, str]
+    tickets: Mapping[str, str]
+    verdicts: Mapping[str, str]
     console: Mapping[str, str]
 
 
@@ -122,9 +136,9 @@ def parse(lang: str, text: str) -> Catalogue:
         raise ValueError(f"linecheck/i18n/{lang}.toml: [findings] holds one [findings.<text_key>] table per finding")
     for key, texts in findings_table.items():
         parts = _strings(lang, f"findings.{key}", texts)
-        if set(parts) != {"sentence", "plain", "advice"}:
-            raise ValueError(f"linecheck/i18n/{lang}.toml [findings.{key}]: expected sentence, plain and advice")
-        finding_texts[key] = FindingText(parts["sentence"], parts["plain"], parts["advice"])
+        if set(parts) != {"label", "sentence", "plain", "advice"}:
+            raise ValueError(f"linecheck/i18n/{lang}.toml [findings.{key}]: expected label, sentence, plain and advice")
+        finding_texts[key] = FindingText(parts["label"], parts["sentence"], parts["plain"], parts["advice"])
     sections = {name: _strings(lang, name, data.get(name, {})) for name in SECTIONS if name != "findings"}
     return Catalogue(lang=lang, findings=MappingProxyType(finding_texts), **sections)  # type: ignore[arg-type]
 
@@ -134,9 +148,14 @@ def placeholders(template: str) -> set[str]:
 
 
 def _fmt(value: MetricValue | str) -> str:
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return str(value)
+    return number(value) if isinstance(value, int | float) else str(value)
+
+
+# Unit suffixes of metric names (linecheck/metrics.csv) as a reader writes them; bytes and seconds are
+# words in some languages (report.unit_bytes, report.unit_s), the rest are symbols everywhere.
+_UNITS = (("_mbps", " Mbit/s"), ("_kbps", " kbit/s"), ("_ms", " ms"), ("_pct", "%"), ("_dbm", " dBm"),
+          ("_mhz", " MHz"), ("_ghz", " GHz"), ("_rpm", " RPM"), ("_bytes", "unit_bytes"), ("_count", ""),
+          ("_num", ""), ("_s", "unit_s"))
 
 
 class Texts:
@@ -166,12 +185,70 @@ class Texts:
         days = f"{idle_s / 86400:.0f}" if isinstance(idle_s, int | float) else "?"
         return self.catalogue.trigger[trigger.value].format(days=days)
 
-    def finding(self, f: Finding) -> tuple[str, str]:
-        """(what it means, what to do) for a finding, in this language."""
+    def finding(self, f: Finding, html: bool = False) -> tuple[str, str]:
+        """(what it means, what to do) for a finding, in this language. With `html`, both are escaped HTML
+        with the detail's values marked as data (linecheck/i18n/phrases.py)."""
         spec = findings().get(f.code)
         texts = self.catalogue.findings.get(spec.text_key) if spec is not None else None
         if texts is None:  # a code this version does not know (a newer agent): its own English sentence
-            return f.message, self.ui("unknown_advice")
-        values = {k: _fmt(v) for k, v in f.detail.items() if v is not None}
-        sentence = texts.sentence.format(**values) if placeholders(texts.sentence) <= values.keys() else texts.plain
-        return sentence, texts.advice
+            return (escape(f.message) if html else f.message), self.ui("unknown_advice")
+        sentence = self._renderer(html).render("findings", Phrase(f"{spec.text_key}.sentence",  # type: ignore[union-attr]
+                                                                  {k: v for k, v in f.detail.items() if v is not None}))
+        if sentence is None:  # a detail lacks a value the sentence names: the sentence without them
+            sentence = escape(texts.plain) if html else texts.plain
+        return sentence, (escape(texts.advice) if html else texts.advice)
+
+    def finding_label(self, code: str) -> str | None:
+        """The short name of a finding code (also a rule's fault class named after one); None if unknown."""
+        spec = findings().get(code)
+        texts = self.catalogue.findings.get(spec.text_key) if spec is not None else None
+        return texts.label if texts is not None else None
+
+    def _template(self, section: str, key: str) -> str | None:
+        if section == "findings":
+            text_key, _, part = key.rpartition(".")
+            texts = self.catalogue.findings.get(text_key)
+            return getattr(texts, part, None) if texts is not None and part == "sentence" else None
+        table = getattr(self.catalogue, section, None) if section in PHRASE_SECTIONS else None
+        return table.get(key) if table is not None else None
+
+    def _renderer(self, html: bool) -> Renderer:
+        return Renderer(self._template, self.catalogue.values, self.catalogue.report["list_sep"], html)
+
+    def say(self, section: str, phrase: Phrase | list[Phrase] | None, html: bool = False) -> str | None:
+        """A phrase (or several, joined) of `section` in this language; None when any cannot be rendered."""
+        if phrase is None:
+            return None
+        items = phrase if isinstance(phrase, list) else [phrase]
+        renderer = self._renderer(html)
+        parts = [renderer.render(section, p) for p in items]
+        if not parts or any(p is None for p in parts):
+            return None
+        return self.catalogue.report["list_sep"].join(parts)  # type: ignore[arg-type]
+
+    def reason(self, check: CheckResult, html: bool = False) -> str:
+        """A check's reason in this language, from its phrases; the check's own (English) text when it has no
+        phrases (an older agent) or one this version cannot render (a newer one)."""
+        parts = [Phrase(p.key, dict(p.args)) for p in check.reason_parts]
+        said = self.say("reasons", parts, html) if parts else None
+        if said is not None:
+            return said
+        text = check.reason or ""
+        return escape(text) if html else text
+
+    def metric(self, name: str, value: MetricValue) -> str:
+        """A measured figure as `label value unit` (a flag as yes/no), e.g. "WAN speed 100 Mbit/s"."""
+        label = self.catalogue.metrics.get(name)
+        if name.endswith("_flag"):
+            return f"{label or name[:-5]} {self.ui('yes' if value else 'no')}"
+        shown = "—" if value is None else (f"{value:.3g}" if isinstance(value, float) and abs(value) < 1000
+                                            else f"{value:g}")
+        for suffix, unit in _UNITS:
+            if name.endswith(suffix):
+                unit = self.catalogue.report[unit] if unit.startswith("unit_") else unit
+                return f"{label or name[: -len(suffix)]} {shown}{unit}"
+        return f"{label or name} {shown}"
+
+    def value(self, name: str, code: str) -> str:
+        """The wording of a code that appears as a value (a direction, a DNS error kind); the code if none."""
+        return self.catalogue.values.get(f"{name}.{code}", code)
