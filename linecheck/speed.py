@@ -8,7 +8,11 @@ nothing about the line's speed on either side: no finding, no breach, and no hea
 either (it neither opens nor resolves a ticket). The same holds per direction for a test the line
 interrupted (`interrupted_*_flag` = 1: the link dropped or the streams stalled) and for one a cap
 stopped before its rate settled (`stable_*_flag` = 0): neither is a slow line (issue 21). The
-promise ledger excludes such tests with the reason `untrusted_reason` gives. Pure: no I/O, no clock.
+promise ledger excludes such tests with the reason `untrusted_reason` gives. A figure the line cannot
+have carried — above IMPLAUSIBLE_TIMES_PLAN times the plan, or above the WAN port's negotiated speed —
+is `implausible`: the test did not cross the line (a test server on the gateway or in the office; a
+loopback test measured 24,840 Mbit/s on a 500M plan and the report called the line healthy, issue 23).
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from typing import Literal
 Direction = Literal["down", "up"]
 
 SLOW_PCT_OF_PLAN = 50.0  # below this share of the plan a line is "far below plan" (both sides' default)
+# Carriers provision above the plan (10-20 % is common, a 100M plan on a 1G port may burst further), but
+# not threefold on the line itself: beyond that the test went somewhere other than through the line.
+IMPLAUSIBLE_TIMES_PLAN = 3.0
+PORT_SLACK = 1.05  # TCP goodput cannot exceed the negotiated port rate; 5 % for counter timing
 CROSS_TRAFFIC_FLAG = "cross_traffic_high_flag"
 
 # Metric names of the throughput check (linecheck/metrics.csv), best first: the capacity estimate
@@ -44,13 +52,26 @@ def trusted(metrics: Mapping[str, object]) -> bool:
     return not metrics.get(CROSS_TRAFFIC_FLAG)
 
 
-def untrusted_reason(metrics: Mapping[str, object], direction: Direction) -> str | None:
+def implausible(measured_mbps: float | None, plan_mbps: float | None, wan_speed_mbps: float | None = None) -> bool:
+    """True when the line cannot have carried `measured_mbps`: above the WAN port's negotiated speed, or more
+    than IMPLAUSIBLE_TIMES_PLAN times the plan. False when there is nothing to compare with."""
+    if measured_mbps is None:
+        return False
+    if wan_speed_mbps and wan_speed_mbps > 0 and measured_mbps > wan_speed_mbps * PORT_SLACK:
+        return True
+    return bool(plan_mbps and plan_mbps > 0 and measured_mbps > plan_mbps * IMPLAUSIBLE_TIMES_PLAN)
+
+
+def untrusted_reason(metrics: Mapping[str, object], direction: Direction,
+                     plan_mbps: float | None = None) -> str | None:
     """Why this direction of a test says nothing about the line's speed, or None when it can be judged:
     `interrupted` (the line dropped or the streams stalled mid-test), `unsettled` (a cap stopped it
     before the rate was stable; a backend without the criterion reports null, which is no objection),
-    `cross_traffic_high`."""
+    `cross_traffic_high`, `implausible` (given the plan: a figure the line cannot have carried)."""
     if metrics.get(f"interrupted_{direction}_flag") == 1:
         return "interrupted"
+    if plan_mbps is not None and implausible(figure(metrics, FIGURES[direction])[0], plan_mbps):
+        return "implausible"
     if metrics.get(f"stable_{direction}_flag") == 0:
         return "unsettled"
     if not trusted(metrics):
@@ -72,10 +93,21 @@ class SpeedJudgement:
         return None if not self.plan_mbps or self.plan_mbps <= 0 else self.plan_mbps * self.pct / 100
 
     @property
+    def pct_of_plan(self) -> float | None:
+        """The figure as a share of the plan (96.0 for 480 on 500), or None without a figure or a plan."""
+        if self.measured_mbps is None or not self.plan_mbps or self.plan_mbps <= 0:
+            return None
+        return self.measured_mbps / self.plan_mbps * 100
+
+    @property
+    def implausible(self) -> bool:
+        return implausible(self.measured_mbps, self.plan_mbps)
+
+    @property
     def slow(self) -> bool | None:
-        """True: far below plan; False: not; None: cannot tell (no figure, no plan, or untrusted)."""
+        """True: far below plan; False: not; None: cannot tell (no figure, no plan, untrusted, or implausible)."""
         limit = self.limit_mbps
-        if self.measured_mbps is None or limit is None or not self.trusted:
+        if self.measured_mbps is None or limit is None or not self.trusted or self.implausible:
             return None
         return self.measured_mbps < limit
 

@@ -47,6 +47,7 @@ class Exclusion(StrEnum):
     CROSS_TRAFFIC = "cross_traffic_high"
     INTERRUPTED = "interrupted"
     UNSETTLED = "unsettled"
+    IMPLAUSIBLE = "implausible"
 
     @property
     def local_equipment(self) -> bool:
@@ -162,6 +163,10 @@ def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: 
         return Exclusion.INTERRUPTED, s.reason or f"the line interrupted the {direction}load test"
     if value is None:
         return Exclusion.NOT_MEASURED, s.reason or f"the test gave no {direction}load figure ({s.status})"
+    if speed.implausible(value, promised, s.wan_speed_mbps):
+        return Exclusion.IMPLAUSIBLE, (f"{value:g} Mbit/s is more than the line can carry (promised {promised:g}"
+                                       + (f", WAN port {s.wan_speed_mbps:g}" if s.wan_speed_mbps else "")
+                                       + "): the test did not cross this line")
     if s.wan_speed_mbps is not None and s.wan_speed_mbps < promised:
         return Exclusion.WAN_PORT, (f"WAN port negotiated {s.wan_speed_mbps:g} Mbit/s, "
                                     f"below the promised {promised:g}")

@@ -371,11 +371,13 @@ class RuleEngine:
         return None, cond.metrics[0]
 
     @staticmethod
-    def _untrusted(rule: Rule, c: Any) -> bool:
+    def _untrusted(rule: Rule, c: Any, plan: Plan) -> bool:
         """A speed test the agent itself did not trust in a direction the class judges (cross-traffic too
-        high, interrupted by the line, stopped before it settled) says nothing about a class judged
-        against the plan: neither a breach nor healthy evidence (linecheck/speed.py)."""
-        return any(speed.untrusted_reason(c.metrics, cond.plan) is not None
+        high, interrupted by the line, stopped before it settled), or whose figure the line cannot have
+        carried (implausibly above the plan), says nothing about a class judged against the plan: neither
+        a breach nor healthy evidence (linecheck/speed.py)."""
+        return any(speed.untrusted_reason(c.metrics, cond.plan, plan.down if cond.plan == "down" else plan.up)
+                   is not None
                    for cond in rule.conditions if cond.below_plan_pct is not None and cond.plan is not None)
 
     @staticmethod
@@ -394,7 +396,7 @@ class RuleEngine:
         hit = self._breach(rule, e, plan)
         if hit:
             return Observation(e.agent_id, e.result_id, e.started_at, True, hit[0], hit[1])
-        checks = [c for c in self._observing_checks(rule, e) if not self._untrusted(rule, c)]
+        checks = [c for c in self._observing_checks(rule, e) if not self._untrusted(rule, c, plan)]
         if not checks:
             return None
         if not rule.findings and not any(self._judge(cond, c.metrics, plan)[0] is not None
