@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import config as agent_config
+from agent import spoolplace
+from agent.coverage import EXIT_UNUSABLE, exit_code
+from agent.handover import hand_over
 from agent.lan import cli as lan_cli
 from linecheck.cliargs import add_config, add_log_level, add_version
 from linecheck.configfile import ConfigError
 from linecheck.i18n import LANGUAGES, Texts, from_locale, resolve
 from linecheck.i18n.phrases import Phrase
-from linecheck.wire import ResultEnvelope, Trigger, Verdict
+from linecheck.wire import ResultEnvelope, Trigger
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+# Where the package's `enroll` writes the config and where `check` and `run` look for it.
+DEFAULT_CONFIG = "/etc/linecheck/agent.yaml"
 
 
 def _lang(value: str) -> str:
@@ -40,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     add_version(p)
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="run a line check now and print the report")
-    check.add_argument("--config", required=True, help="agent config file (YAML)")
+    check.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                       help=f"agent config file (YAML; default {DEFAULT_CONFIG}, written by enroll)")
     check.add_argument("--json", action="store_true", help="print the result envelope as JSON, nothing else")
     check.add_argument("--only", action="append", metavar="KIND", help="run only this check (repeatable)")
     check.add_argument("--no-spool", action="store_true",
@@ -52,14 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     enroll = sub.add_parser("enroll", help="enrol this gateway with a one-time token from the carrier")
     enroll.add_argument("--collector", required=True, help="the collector's enrolment URL (https://...)")
     enroll.add_argument("--token", required=True, help="the one-time token: <agent id>.<secret>")
-    enroll.add_argument("--config-out", required=True, help="where to write the agent's config")
+    enroll.add_argument("--config-out", default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"where to write the agent's config (default {DEFAULT_CONFIG})")
     enroll.add_argument("--data-dir", default="/var/lib/linecheck",
                         help="where the agent keeps its key, spool and state (default /var/lib/linecheck)")
     enroll.add_argument("--ca-file", help="CA certificate to trust for the collector's HTTPS")
     enroll.add_argument("--allow-http", action="store_true", help=argparse.SUPPRESS)  # tests on loopback only
     lan_cli.add_parsers(sub)
     run = sub.add_parser("run", help="run the agent daemon (schedule, spool, publish)")
-    add_config(run, "agent")
+    add_config(run, "agent", default=DEFAULT_CONFIG)
     add_log_level(run)
     return p
 
@@ -75,25 +81,23 @@ def _check(args: argparse.Namespace) -> int:
         print(f"linecheck-agent: --only {', '.join(unknown)}: not configured in {args.config} "
               f"(configured: {', '.join(cfg.checks)})", file=sys.stderr)
         return EXIT_UNUSABLE
+    # Where spool, lock and state go is decided before the check runs, and said once (agent/spoolplace.py):
+    # a user without access to the service's data_dir still gets the report, and it is never thrown away.
+    place = spoolplace.choose(cfg.data_dir, queue=not args.no_spool)
+    if place.note:
+        print(f"linecheck-agent: {place.note}", file=sys.stderr)
+    if place.data_dir is not None and place.data_dir != cfg.data_dir:
+        cfg = cfg.model_copy(update={"data_dir": place.data_dir})
     console = Console(stderr=True, quiet=args.json)
-    envelope = _run_with_progress(cfg, args, console)
-    # Not queued (--no-spool): the result keeps seq 0 (agent/envelope.py): no number is consumed, so the
-    # collector sees no gap, and a result below the wire's minimum seq can never be ingested as delivered.
-    if not args.no_spool:
-        from agent.spool import SpoolRefused, open_spool
-
-        try:
-            spool = open_spool(cfg)
-        except (OSError, sqlite3.Error) as exc:
-            print(f"linecheck-agent: cannot open the spool in {cfg.data_dir} ({exc}); "
-                  "run as the agent's user or pass --no-spool", file=sys.stderr)
-            return EXIT_UNUSABLE
-        try:
-            envelope = spool.enqueue(envelope, report_health=False)
-        except SpoolRefused as exc:
-            print(f"linecheck-agent: result not queued for the collector: {exc}", file=sys.stderr)
-        finally:
-            spool.close()
+    try:
+        envelope = _run_with_progress(cfg, args, console)
+        # Not queued (--no-spool): the result keeps seq 0 (agent/envelope.py): no number is consumed, so the
+        # collector sees no gap, and a result below the wire's minimum seq can never be ingested as delivered.
+        if not args.no_spool and place.data_dir is not None:
+            envelope = _queue(cfg, envelope)
+    finally:
+        if place.data_dir is not None:
+            hand_over(place.data_dir)  # root's files in the service's data_dir: back to the service's user
     if args.json:
         sys.stdout.write(envelope.model_dump_json(by_alias=True, indent=2) + "\n")
     else:
@@ -105,7 +109,26 @@ def _check(args: argparse.Namespace) -> int:
             print(f"linecheck-agent: cannot write the report {args.save_report}: {exc.strerror}", file=sys.stderr)
             return EXIT_UNUSABLE
         console.print(Texts(args.lang).ui("saved_report", path=args.save_report), highlight=False, soft_wrap=True)
-    return EXIT_HEALTHY if envelope.verdict is Verdict.HEALTHY else EXIT_PROBLEMS
+    return exit_code(envelope)
+
+
+def _queue(cfg: agent_config.AgentConfig, envelope: ResultEnvelope) -> ResultEnvelope:
+    """Spool the result for the collector; when that fails the report is still shown (said why, not queued)."""
+    from agent.spool import SpoolRefused, open_spool
+
+    try:
+        spool = open_spool(cfg)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"linecheck-agent: result not queued for the collector: cannot open the spool in {cfg.data_dir} "
+              f"({exc})", file=sys.stderr)
+        return envelope
+    try:
+        return spool.enqueue(envelope, report_health=False)
+    except SpoolRefused as exc:
+        print(f"linecheck-agent: result not queued for the collector: {exc}", file=sys.stderr)
+        return envelope
+    finally:
+        spool.close()
 
 
 def progress_label(t: Texts, kind: str, said: Phrase | str) -> str:
@@ -163,6 +186,8 @@ def _enroll(args: argparse.Namespace) -> int:
     except EnrolFailed as exc:
         print(f"linecheck-agent: enrolment failed: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    finally:
+        hand_over(Path(args.data_dir))  # the key root wrote must be readable by the agent's service
     print(f"enrolled; config written to {path}")
     return 0
 
@@ -181,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             return lan_cli.lan_test(args)
         cfg = agent_config.load(args.config)
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        place = spoolplace.choose(cfg.data_dir)
+        if place.data_dir is None:
+            # Another user's data_dir is the service's spool: a second daemon for this agent would number
+            # its results twice. Nowhere writable: nothing to keep results in.
+            print(f"linecheck-agent: cannot run the agent: {place.note}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        if place.note:
+            logging.getLogger("agent").warning("%s", place.note)
+            cfg = cfg.model_copy(update={"data_dir": place.data_dir})
         from agent.daemon import serve
 
         serve(cfg)

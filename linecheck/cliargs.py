@@ -51,7 +51,9 @@ def port(value: str) -> int:
     return number
 
 
-def add_config(parser: argparse.ArgumentParser, program: str, required: bool = True) -> None:
-    """`--config FILE`, said the same way on every subcommand."""
-    parser.add_argument("--config", required=required, metavar="FILE",
-                        help=f"the {program}'s config file (YAML; see config/{program}.example.yaml)")
+def add_config(parser: argparse.ArgumentParser, program: str, required: bool = True,
+               default: str | None = None) -> None:
+    """`--config FILE`, said the same way on every subcommand (with a default, it is not required)."""
+    where = f"default {default}; " if default else ""
+    parser.add_argument("--config", required=required and default is None, default=default, metavar="FILE",
+                        help=f"the {program}'s config file (YAML; {where}see config/{program}.example.yaml)")

@@ -92,7 +92,7 @@ def test_gate_defers_then_skips_scheduled_run_while_manual_runs(lab: LineLab, tm
 
     manual = lab.run(lab.gw, [sys.executable, "-m", "agent.cli", "check", "--json", "--no-spool", "--only",
                               "throughput", "--config", str(busy_cfg)], timeout=60)
-    assert manual.returncode in (0, 1), manual.stderr
+    assert manual.returncode in (0, 1, 3), manual.stderr
     mine = parse_draft(manual.stdout)  # --no-spool: validated, not numbered (seq 0, agent/envelope.py)
     (tp,) = [c for c in mine.checks if c.kind == "throughput"]
     assert mine.trigger is Trigger.MANUAL and tp.status is not Status.SKIPPED, tp.reason
