@@ -145,3 +145,56 @@ def test_test_server_name_resolving_wrongly_is_dns_not_the_line(lab: LineLab, tm
         assert healthy["findings"] == [] and healthy["verdict"] == "healthy", healthy["checks"]
     finally:
         dns.stop()
+
+
+def test_ipv6_broken_while_ipv4_works_is_an_ipv6_fault_alone(lab: LineLab, tmp_path: Path) -> None:
+    """The line has IPv6 (address, route) but the carrier drops every IPv6 packet back to the office;
+    IPv4 is fine.
+
+    Expected: ipv6 finds ipv6_unavailable (missing=reachability), warning, where=wan; ping over IPv4
+    stays ok; that is the only finding. The collector opens no ticket (no default rule: many lines have
+    no IPv6 by contract; a carrier that promises it adds one). Control: IPv6 restored -> healthy."""
+    _gw6, server6 = lab.enable_ipv6()
+    checks = ("  ping: {targets: [test_server], count: 5, interval_s: 0.05, reply_timeout_s: 0.5}\n"
+              f"  ipv6: {{target: '{server6}', count: 3, interval_s: 0.05, reply_timeout_s: 0.5}}\n")
+    line = f"{{wan_interface: wan0, test_server: '{SERVER_ADDR}:8080'}}"
+    lab.sh(lab.carrier, "ip -6 route add blackhole 2001:2::2/128")  # replies to the office vanish
+    with LabCollector(tmp_path) as collector:
+        broken = collector.feed(lambda: run_agent(lab, checks, line_yaml=line), times=3)
+        assert collector.tickets() == []
+    kinds = by_kind(broken[-1].model_dump())
+    assert [c["status"] for c in kinds["ping"]] == ["ok"]
+    for result in broken:
+        assert [(f.code, f.where, f.severity, f.detail["missing"]) for f in result.findings] == [
+            ("ipv6_unavailable", "wan", "warning", "reachability")]
+    lab.sh(lab.carrier, "ip -6 route del blackhole 2001:2::2/128")
+    healthy = run_agent(lab, checks, line_yaml=line)
+    assert healthy["verdict"] == "healthy" and healthy["findings"] == [], healthy["checks"]
+
+
+def test_pppoe_path_mtu_1492_is_normal(lab: LineLab, tmp_path: Path) -> None:
+    """A PPPoE access line: the gateway's WAN interface and the carrier's side both at MTU 1492 (8 bytes
+    of PPPoE header out of Ethernet's 1500).
+
+    Expected: pmtu measures a path MTU of 1492 equal to the interface's 1492: ok, no pmtu_reduced,
+    no pmtu_blackhole; ping and STAMP ok; verdict healthy; the collector opens nothing. Contrast: the
+    same access with the gateway left at 1500 is the classic PPPoE black hole (pmtu_blackhole, wan)."""
+    start_testserver(lab)
+    lab.set_mtu(lab.gw, 1492)
+    lab.set_mtu(lab.carrier, 1492)
+    checks = ("  link: {window_s: 0.1}\n"
+              "  ping: {targets: [test_server], count: 5, interval_s: 0.05, reply_timeout_s: 0.5}\n"
+              "  udp_latency: {count: 20, interval_s: 0.01, reply_timeout_s: 0.5}\n"
+              "  pmtu: {probe_timeout_s: 0.3}\n")
+    line = f"{{wan_interface: wan0, test_server: '{SERVER_ADDR}:8080'}}"
+    with LabCollector(tmp_path) as collector:
+        results = collector.feed(lambda: run_agent(lab, checks, line_yaml=line), times=3)
+        assert collector.tickets() == []
+    for result in results:
+        assert result.verdict.value == "healthy" and result.findings == [], result.checks
+    (pmtu,) = by_kind(results[-1].model_dump())["pmtu"]
+    assert (pmtu["metrics"]["path_mtu_bytes"], pmtu["metrics"]["interface_mtu_bytes"]) == (1492, 1492)
+
+    lab.set_mtu(lab.gw, 1500)  # the gateway not configured for PPPoE: big packets vanish
+    wrong = run_agent(lab, checks, line_yaml=line)
+    assert [(f["code"], f["where"]) for f in wrong["findings"]] == [("pmtu_blackhole", "wan")], wrong["findings"]

@@ -149,3 +149,32 @@ def test_a_speed_shortfall_on_a_promised_line_is_one_carrier_ticket(served: Line
     assert (down["valid"], down["passed"]) == (4, 0)
     assert "0 of 4 valid tests" in ticket.summary, ticket.summary
     assert collector.evidence(ticket.ticket_id) == {r.result_id for r in results}
+
+
+def test_upload_only_degradation_is_told_from_a_slow_line(served: LineLab, tmp_path: Path) -> None:
+    """Plan 500/300; the download is fine, the upload carries 20 Mbit/s.
+
+    Expected: each result has one throughput_below_plan, direction up, where=wan, and nothing about
+    the download (a result whose upload did not settle on this shared 2-core host says nothing and
+    counts neither way); the collector's speed rule, after 3 breaching results, asks for a re-test, it
+    confirms, and it opens one speed_below_plan ticket at the wan whose summary names the upload."""
+    served.shape(500, 20)
+    checks = "  link: {window_s: 0.1}\n  throughput: {max_direction_s: 10, min_measure_s: 0.5, timeout_s: 40}\n"
+    with LabCollector(tmp_path, plan_down=500, plan_up=300) as collector:
+        results = []
+        while not collector.tickets() and len(results) < 8:
+            results += collector.feed(lambda: run_agent(served, checks, line_yaml=line_yaml((500, 300))))
+        tickets = collector.tickets()
+    judged = 0
+    for r in results:
+        (speed,) = [c for c in r.checks if c.kind == "throughput"]
+        assert speed.metrics["down_mbps"] > 400 and speed.metrics["up_mbps"] < 25, speed.metrics
+        if speed.metrics["stable_up_flag"] == 0:
+            assert r.findings == [], r.findings
+            continue
+        judged += 1
+        assert [(f.code, f.where, f.detail["direction"]) for f in r.findings] == [
+            ("throughput_below_plan", "wan", "up")], (speed.status, speed.reason, speed.metrics)
+    assert judged >= 4 and results[-1].trigger.value == "retest"
+    assert [(t.fault_class, t.state, t.location) for t in tickets] == [("speed_below_plan", "open", "wan")]
+    assert "up" in tickets[0].summary and "re-test confirmed" in tickets[0].summary, tickets[0].summary
