@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.lineemu import CARRIER_SIDE_IF, GW_SIDE_IF, LineEmulator, configure_line, helper_binary
+from tests.lineemu import CARRIER_SIDE_IF, GW_SIDE_IF, LineEmulator, configure_line
+from tests.lineemu import command as emulator_command
 
 GW_ADDR = "198.18.0.2"
 CARRIER_ADDR = "198.18.0.1"
@@ -115,7 +116,7 @@ class LineLab:
             self.sh(self.wire, f"ip link set {end} up")
 
     def _start_emulator(self) -> None:
-        proc = self.popen(self.wire, [str(helper_binary()), GW_SIDE_IF, CARRIER_SIDE_IF],
+        proc = self.popen(self.wire, emulator_command(),
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.emulator = LineEmulator(proc)  # type: ignore[arg-type]  # popen is typed for bytes
 

@@ -1,6 +1,6 @@
 /* lineemu: a user-space line emulator for the line lab (this kernel has no netem).
  *
- *     lineemu GW_SIDE_IF CARRIER_SIDE_IF [--slots N]
+ *     lineemu GW_SIDE_IF CARRIER_SIDE_IF [--slots N] [--slack-us N]
  *
  * Bridges two Ethernet interfaces of the lab's "wire" namespace with AF_PACKET sockets: frames
  * arriving on GW_SIDE_IF go "up" and leave on CARRIER_SIDE_IF, frames arriving on CARRIER_SIDE_IF
@@ -18,8 +18,9 @@
  *               frames behind it overtake it.
  *
  * Held frames wait in a min-heap by release time (ties by arrival) in a slot pool; the thread
- * sleeps in ppoll until the next frame is due (plus 20 us, so one wake-up sends several) or a new
- * one arrives, at real-time priority so other load on the machine does not stretch the delays.
+ * sleeps in ppoll until the next frame is due or a new one arrives, at real-time priority so other
+ * load on the machine does not stretch the delays. With more than one frame held it sleeps up to
+ * --slack-us longer, so one wake-up sends several (a NIC's interrupt moderation does the same).
  * Frames are received and sent in batches (recvmmsg/sendmmsg).
  *
  * Offloads stay on at the endpoints (turned off, the endpoints' per-frame cost caps a lab line
@@ -596,7 +597,7 @@ static int receive(struct dir *d)
     return r;
 }
 
-static int64_t slack_ns = 20000; /* sleep this much past the next release: fewer wake-ups */
+static int64_t slack_ns = 100000; /* sleep this much past the next release: fewer wake-ups */
 
 static void *run(void *arg)
 {
@@ -617,7 +618,8 @@ static void *run(void *arg)
         int64_t wait = d->heap[0].t - mono_ns();
         if (wait <= 0)
             continue;
-        wait += slack_ns;
+        if (d->nheap > 1) /* a lone frame (a ping on an idle line) leaves on time */
+            wait += slack_ns;
         struct timespec ts = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
         ppoll(&p, 1, &ts, NULL);
     }
@@ -814,21 +816,28 @@ static void print_stats(struct dir *dirs)
     fflush(stdout);
 }
 
+static int usage(void)
+{
+    fprintf(stderr, "usage: lineemu GW_SIDE_IF CARRIER_SIDE_IF [--slots 64..4194304] [--slack-us 0..1000]\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     uint32_t nslots = 65536;
-    if (argc != 3 && !(argc == 5 && !strcmp(argv[3], "--slots"))) {
-        fprintf(stderr, "usage: lineemu GW_SIDE_IF CARRIER_SIDE_IF [--slots N]\n");
-        return 2;
-    }
-    if (argc == 5) {
+    if (argc < 3 || argc % 2 == 0)
+        return usage();
+    for (int i = 3; i < argc; i += 2) {
         char *end;
-        unsigned long n = strtoul(argv[4], &end, 10);
-        if (*end || n < BATCH || n > (1u << 22)) {
-            fprintf(stderr, "lineemu: --slots must be %d..%u\n", BATCH, 1u << 22);
-            return 2;
-        }
-        nslots = (uint32_t)n;
+        unsigned long n = strtoul(argv[i + 1], &end, 10);
+        if (*end || end == argv[i + 1])
+            return usage();
+        if (!strcmp(argv[i], "--slots") && n >= BATCH && n <= (1u << 22))
+            nslots = (uint32_t)n;
+        else if (!strcmp(argv[i], "--slack-us") && n <= 1000)
+            slack_ns = (int64_t)n * 1000;
+        else
+            return usage();
     }
     const char *gw = argv[1], *carrier = argv[2];
     int ctl = socket(AF_INET, SOCK_DGRAM, 0);
