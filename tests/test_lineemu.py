@@ -428,3 +428,21 @@ def test_hostile_frames_and_commands_do_not_stop_the_emulator(line_lab: LineLab)
     assert emu.proc.poll() is None
     line_lab.line()
     assert len(ping_rtts(line_lab, 3, 0.05)) == 3  # still carrying the line
+
+
+@lab_test
+def test_the_bench_prints_throughput_ratios_and_the_target(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/lineemu.py in its shortest form, so it cannot rot (its figures: docs/lab.md)."""
+    if os.geteuid() != 0:
+        pytest.skip("the line lab needs root to create network namespaces")
+    _need("iperf3")
+    _need("gcc")
+    from bench import lineemu as bench
+
+    assert bench.main(["--quick", "--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    for case, *_ in bench.CASES:
+        assert re.search(rf"^{re.escape(case)} +up +4 +[\d.]+ +[\d.]+ ", out, re.M), out
+    rtt_row = r"^emulator, 1 Gbit/s, 20 ms RTT +up +4 +(19|20|21)\.\d\d +[\d.]+ +[\d.]+ +[01]\.\d{3} "
+    assert re.search(rtt_row, out, re.M), out
+    assert "target >= 1000 Mbit/s through the emulator with 20 ms RTT: " in out
