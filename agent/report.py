@@ -16,13 +16,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agent.coverage import kinds_run, not_run
 from linecheck.i18n import Texts
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict
 
 _STYLE = {Status.OK: "green", Status.DEGRADED: "yellow", Status.FAILED: "red", Status.ERROR: "magenta",
           Status.SKIPPED: "dim"}
-_VERDICT_STYLE = {Verdict.HEALTHY: "bold green", Verdict.PROBLEMS: "bold red", Verdict.UNKNOWN: "bold yellow"}
-_VERDICT_MARK = {Verdict.HEALTHY: "✔", Verdict.PROBLEMS: "✘", Verdict.UNKNOWN: "?"}
+# By the report's state: the verdict, except that "healthy" with checks that could not run is "incomplete".
+_VERDICT_STYLE = {"healthy": "bold green", "problems": "bold red", "unknown": "bold yellow",
+                  "incomplete": "bold yellow"}
+_VERDICT_MARK = {"healthy": "✔", "problems": "✘", "unknown": "?", "incomplete": "?"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class ReportView:
     facts: list[tuple[str, str]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     header: str = ""  # line · time · why, under the title
+    state: str = ""  # healthy | problems | unknown | incomplete (no problem found, but not every check ran)
+    not_run: list[tuple[str, str]] = field(default_factory=list)  # (check title, why it could not run)
+    not_run_title: str = ""  # "Could not run (2 of 7)"
 
 
 MAX_METRICS_SHOWN = 6
@@ -76,7 +82,16 @@ def _details(t: Texts, c: CheckResult) -> str:
 
 def build(envelope: ResultEnvelope, lang: str = "en") -> ReportView:
     t = Texts(lang)
-    if envelope.verdict is Verdict.HEALTHY:
+    # A check that could not run never counts as passed (agent/coverage.py): with no problem found, the
+    # verdict is "not fully checked", and in every case the report lists what did not run and why.
+    missing = not_run(envelope.checks)
+    total = len(kinds_run(envelope.checks))
+    state = envelope.verdict.value
+    if envelope.verdict is Verdict.HEALTHY and missing:
+        state = "incomplete"
+        headline = t.ui("verdict_incomplete", count=len(missing), total=total)
+        sub = t.ui("verdict_incomplete_sub")
+    elif envelope.verdict is Verdict.HEALTHY:
         headline, sub = t.ui("verdict_healthy"), t.ui("verdict_healthy_sub")
     elif envelope.verdict is Verdict.PROBLEMS:
         count = len(envelope.findings) or sum(c.status in (Status.FAILED, Status.DEGRADED) for c in envelope.checks)
@@ -112,19 +127,29 @@ def build(envelope: ResultEnvelope, lang: str = "en") -> ReportView:
                                    "col_status", "col_details", "footer", "colon", "sentence_gap")}
     header = " · ".join(value for _, value in (facts[0], facts[3], facts[4]))
     return ReportView(t.lang, t.ui("title"), envelope.verdict, headline, sub, t.ui("list_sep").join(places) or None,
-                      findings, checks, facts, labels, header)
+                      findings, checks, facts, labels, header, state,
+                      [(t.check(c.kind), t.reason(c) or t.status(c.status)) for c in missing],
+                      t.ui("not_run", count=len(missing), total=total))
 
 
 def render(envelope: ResultEnvelope, console: Console, lang: str = "en") -> None:
     """Print the report to a rich console (the terminal)."""
     v = build(envelope, lang)
-    style = _VERDICT_STYLE[v.verdict]
+    style = _VERDICT_STYLE[v.state]
     console.print(f"[bold]{v.title}[/] — {v.header}", highlight=False)
-    console.print(Text(f"{_VERDICT_MARK[v.verdict]} {v.headline}", style=style)
+    console.print(Text(f"{_VERDICT_MARK[v.state]} {v.headline}", style=style)
                   + Text(v.labels["sentence_gap"] + v.sub))
     colon = v.labels["colon"]
     if v.where:
         console.print(Text(v.labels["where"] + colon) + Text(v.where, style="bold"))
+    if v.not_run:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for title, why in v.not_run:
+            grid.add_row(Text(f"• {title}{colon.rstrip()}", style="yellow"), Text(why))
+        console.print(Text(v.not_run_title + colon.rstrip(), style="bold"))
+        console.print(grid)
     if v.findings:
         # A grid gives the sentences a hanging indent, and lets unspaced Chinese text fold in its column.
         grid = Table.grid(padding=(0, 1))
@@ -169,4 +194,4 @@ def _templates() -> Environment:
 def render_html(envelope: ResultEnvelope, lang: str = "en") -> str:
     """A standalone HTML report (agent/templates/report.html.j2: inline CSS, no scripts, no external files)."""
     v = build(envelope, lang)
-    return _templates().get_template("report.html.j2").render(v=v, mark=_VERDICT_MARK[v.verdict], columns=_COLUMNS)
+    return _templates().get_template("report.html.j2").render(v=v, mark=_VERDICT_MARK[v.state], columns=_COLUMNS)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from agent.coverage import EXIT_NOT_FULLY_CHECKED, exit_code
 from agent.findings import CODES
 from agent.reasons import because, reason_fields
 from agent.report import render, render_html
@@ -133,6 +134,31 @@ def test_problems_report_says_what_and_what_to_do_in_both_languages() -> None:
     assert "A check from a newer agent found <frobnication>" in zh and "请将本报告出示给运营商客服" in zh
     # Where the fault is, localised, with the room.
     assert "WiFi (Meeting room 2)" in en and "域名解析（DNS）" in zh and "WiFi（Meeting room 2）" in zh
+
+
+def test_a_check_that_could_not_run_is_never_counted_as_passed() -> None:
+    """The issue's case: as a user without ICMP, ping is skipped; the rest is healthy. Before, the report
+    said "Your line is healthy. Every check passed." and the exit code was 0."""
+    envelope = healthy_envelope()
+    envelope.checks[1] = CheckResult(kind="ping", status=Status.SKIPPED, duration_s=0.1, target="gateway",
+                                     reason="ICMP not permitted: add the agent's group to "
+                                            "net.ipv4.ping_group_range or grant CAP_NET_RAW")
+    en = text_report(envelope, "en")
+    assert "healthy" not in en.splitlines()[1] and "Every check passed" not in en
+    assert "? Not fully checked: 1 of 2 checks could not run." in en
+    assert "Could not run (1 of 2):" in en and "• Ping (loss, latency): ICMP not permitted" in en
+    assert "未完成全部检测：2 项检测中有 1 项无法运行。" in text_report(envelope, "zh-CN")
+    html = render_html(envelope, "en")
+    assert 'class="verdict incomplete"' in html and "<li><b>Ping (loss, latency): </b>ICMP not permitted" in html
+    assert exit_code(envelope) == EXIT_NOT_FULLY_CHECKED
+    # A check that crashed did not pass either; with a problem found the verdict stays "problems" (exit 1),
+    # and what could not run is still listed.
+    envelope.checks[1] = CheckResult(kind="ping", status=Status.ERROR, duration_s=0.1, reason="timed out after 5 s")
+    assert "Not fully checked" in text_report(envelope, "en") and exit_code(envelope) == EXIT_NOT_FULLY_CHECKED
+    problems = problems_envelope()
+    text = text_report(problems, "en")
+    assert exit_code(problems) == 1 and "Could not run (1 of 5):" in text and "• Speed test:" in text
+    assert exit_code(healthy_envelope()) == 0 and "Could not run" not in text_report(healthy_envelope(), "en")
 
 
 def test_html_report_is_standalone_and_escaped() -> None:
