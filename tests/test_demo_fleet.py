@@ -2,9 +2,10 @@
 
 The seeding publishes over a private Mosquitto to `linecheck-collector serve` on a temporary
 SQLite; the API must then show four simulated lines, each with what its story makes it: the
-healthy line no ticket and its promise delivered, the slow line a speed ticket and its promise not
-delivered (with a ticket), the DNS line a dns_failure ticket, the reopened office its resume-after-idle
-result and the fault it found. Seeding again with the same state adds nothing.
+healthy line no ticket and its promise delivered, the slow line its promise not delivered and one
+ticket for the fault with the speed rule's confirmed re-test linked to it, the DNS line a dns_failure
+ticket, the reopened office its resume-after-idle result and the fault it found. Seeding again with
+the same state adds nothing.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ def _cli(*args: str) -> str:
 
 
 def _tickets(api: httpx.Client) -> dict[str, set[str]]:
+    """Fault classes per line: a ticket's own and those linked to it (one fault seen by two sides)."""
     by_line: dict[str, set[str]] = {}
     for t in api.get("/api/v1/tickets", params={"per_page": 200}).json()["items"]:
-        by_line.setdefault(t["line_id"], set()).add(t["fault_class"])
+        detail = api.get(f"/api/v1/tickets/{t['ticket_id']}").json()["detail"] or {}
+        linked = {x["fault_class"] for x in detail.get("linked", [])}
+        by_line.setdefault(t["line_id"], set()).update({t["fault_class"], *linked})
     return by_line
 
 
@@ -44,7 +48,7 @@ def _counts(api: httpx.Client) -> dict[str, int]:
     lines = [x for x in api.get("/api/v1/lines", params={"per_page": 200}).json()["items"] if x["line_id"] in SIM_LINES]
     results = sum(api.get(f"/api/v1/lines/{x['line_id']}/results").json()["total"] for x in lines)
     return {"lines": len(lines), "results": results,
-            "tickets": sum(len(v) for v in _tickets(api).values()),
+            "tickets": api.get("/api/v1/tickets").json()["total"],
             "verdicts": api.get("/api/v1/promises/verdicts").json()["total"]}
 
 
@@ -67,15 +71,19 @@ def test_demo_fleet_fills_tickets_and_promises_once(broker: Broker, tmp_path: Pa
         # (a re-test the rules asked for meanwhile may be stored too)
         assert sim.receipts()["stored"] >= sim.seeded_now and not sim.receipts()["quarantined"]
 
-        # The slow line's speed ticket waits for the re-test the rules ask for, which the simulated
-        # agent answers over the broker: wait for it, not for a fixed time.
+        # The speed rule's verdict on the slow line waits for the re-test it asks for, which the simulated
+        # agent answers over the broker: wait for it, not for a fixed time. It joins the promise ledger's
+        # ticket for the same fault (collector/tickets/lifecycle.py SAME_FAULT), never a second one.
         def speed_ticket() -> dict[str, set[str]] | None:
             found = _tickets(api)
             return found if "speed_below_plan" in found.get("sim-pudong-1", ()) else None
 
         tickets = wait_for(speed_ticket, 60, "the slow line's speed ticket after its re-test")
         assert "sim-xuhui-1" not in tickets  # healthy: no ticket
-        assert {"speed_below_plan", "upgrade_not_delivered"} <= tickets["sim-pudong-1"]
+        assert tickets["sim-pudong-1"] == {"speed_below_plan", "upgrade_not_delivered"}
+        slow = [t for t in api.get("/api/v1/tickets", params={"per_page": 200}).json()["items"]
+                if t["line_id"] == "sim-pudong-1"]
+        assert [t["fault_class"] for t in slow] == ["upgrade_not_delivered"]
         assert tickets["sim-jingan-1"] == {"dns_failure"}
         assert tickets["sim-huangpu-1"] == {"wan_link_degraded"}
 

@@ -2,7 +2,8 @@
 
 - `sim-xuhui-1`: healthy, and its promised 500/300 upgrade is delivered;
 - `sim-pudong-1`: sold as upgraded to 500/300 but still carries about 200/50 (the carrier's speed
-  promise is not kept; far below plan, so the speed rule asks a re-test too);
+  promise is not kept; far below plan, so the speed rule asks a re-test too and, confirmed, links its
+  verdict to the promise's ticket);
 - `sim-jingan-1`: the carrier's DNS server stopped answering (a `dns_failure` ticket); its tariff
   reduction promise is judged from billing records;
 - `sim-huangpu-1`: an office that stood empty for 62 days (daily idle watchdog checks) and came back
