@@ -13,6 +13,7 @@ import random
 
 from agent.checks import dns, link, ping, throughput
 from agent.checks.base import CheckContext, LineInfo, Measurement
+from agent.reasons import reason_fields
 from linecheck.wire import CheckResult, Finding, Status
 
 WAN = "wan0"
@@ -26,8 +27,9 @@ def _ctx(plan_down: float | None, plan_up: float | None) -> CheckContext:
 
 
 def _result(kind: str, m: Measurement, duration_s: float) -> tuple[CheckResult, list[Finding]]:
-    # As the agent's runner turns a measurement into a check result (agent/runner.py run_one).
-    return (CheckResult(kind=kind, status=m.status, reason=None if m.status is Status.OK else m.reason,
+    # As the agent's runner turns a measurement into a check result (agent/runner.py run_one): the reason
+    # in English plus its phrases, which the console and report render in the reader's language.
+    return (CheckResult(kind=kind, status=m.status, **reason_fields(None if m.status is Status.OK else m.reason),
                         metrics=m.metrics, duration_s=duration_s, target=m.target), list(m.findings))
 
 
