@@ -8,17 +8,28 @@ neither a breach nor healthy evidence, and the promise ledger excludes it with t
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from agent.envelope import parse_draft
+from agent.report import render
 from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import SpeedPromise
 from collector.promises.speed import Exclusion, judge_tests, sample_from_metrics
 from collector.rules.engine import Plan, RuleEngine, RulesConfig
 from linecheck import speed
-from linecheck.wire import CheckResult, Status
+from linecheck.i18n import Texts
+from linecheck.wire import CheckResult, Status, Verdict
 from tests.factory import envelope, link_check
+from tests.mosquitto import free_port, wait_port
+
+BIN = Path(sys.executable).parent
 
 LOOPBACK = {"down_mbps": 24840.0, "up_mbps": 19950.0, "capacity_down_mbps": 24840.0,
             "capacity_up_mbps": 19950.0, "cross_traffic_high_flag": 0}
@@ -63,3 +74,48 @@ def test_the_promise_ledger_excludes_it_with_the_reason() -> None:
     assert judged[0].detail == "24840 Mbit/s is more than the line can carry (promised 500): the test did not " \
                                "cross this line"
     assert judged[3].passed is True
+
+
+def _words_intact(text: str, rendered: str) -> list[str]:
+    """Words of `text` that the rendering split across lines (or lost)."""
+    flowing = rendered.split()
+    return [w for w in text.split() if w not in flowing]
+
+
+def test_a_loopback_speed_test_is_flagged_not_called_healthy(tmp_path: Path) -> None:
+    """The issue's scenario with the real programs: linecheck-testserver on this host, linecheck-agent's
+    throughput check against it on a 100M plan. Loopback carries gigabits: implausible, flagged, counted."""
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "linecheck-testserver"), "--listen", f"127.0.0.1:{port}", "--no-stamp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"agent_id: gw-lo\nline_id: line-lo\nsite_id: site-lo\ndata_dir: {tmp_path}/data\n"
+                   "line: {wan_interface: lo, plan_down_mbps: 100, plan_up_mbps: 100}\n"
+                   f"checks:\n  throughput: {{server: '127.0.0.1:{port}', max_direction_s: 2, min_measure_s: 0.5, "
+                   "max_test_bytes: 400000000}\n")
+    try:
+        wait_port(port)
+        out = subprocess.run([str(BIN / "linecheck-agent"), "check", "--config", str(cfg), "--only", "throughput",
+                              "--no-spool", "--json"], capture_output=True, text=True, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert out.returncode == 1, out.stderr  # ran and found a problem: not "healthy" (0)
+    env = parse_draft(out.stdout)  # --no-spool: an unnumbered draft (seq 0)
+    (check,) = env.checks
+    assert check.status is Status.ERROR, check
+    assert check.metrics["down_plan_pct"] > 300 and list(check.metrics)[:2] == ["down_plan_pct", "up_plan_pct"]
+    assert {(f.code, f.where) for f in env.findings} >= {("throughput_implausible", "agent")}
+    assert env.verdict is Verdict.PROBLEMS
+
+    for lang, said in (("en", "did not go through the line"), ("zh-CN", "测速流量没有经过线路")):
+        buf = io.StringIO()  # what a pipe gets: no terminal, 80 columns
+        render(env, Console(file=buf, width=80, color_system=None, force_terminal=False), lang)
+        text = buf.getvalue()
+        flowing = " ".join(text.split())
+        assert said in (flowing if lang == "en" else flowing.replace(" ", "")), text
+        assert ("of plan" if lang == "en" else "达套餐") in text, text
+    advice = Texts("en").catalogue.findings["throughput_implausible"].advice
+    buf = io.StringIO()
+    render(env, Console(file=buf, width=80, color_system=None, force_terminal=False), "en")
+    assert _words_intact(advice, buf.getvalue()) == []  # wrapped between words, never inside one

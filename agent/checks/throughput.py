@@ -112,8 +112,23 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
         said.append(because("cross_traffic_untrusted"))
     for d in unsettled:
         said.append(because("unsettled", direction=d))
+    implausible: list[Phrase] = []
+    shares: dict[str, float | None] = {}
     for direction, plan in (("down", ctx.line.plan_down_mbps), ("up", ctx.line.plan_up_mbps)):
         j = speed.judge_speed(m, direction, plan, cfg.slow_pct_of_plan)  # the collector's rule judges the same way
+        # Beside the Mbit/s, always the share of the plan: "healthy" next to 24,840 Mbit/s on a 500M plan
+        # read as a fine line, while the test had never crossed it (issue 23).
+        shares[f"{direction}_plan_pct"] = None if j.pct_of_plan is None else round(j.pct_of_plan, 1)
+        if j.implausible and j.measured_mbps is not None and plan:
+            got = j.measured_mbps
+            times = got / plan
+            implausible.append(because("implausible_speed", direction=direction, measured_mbps=got,
+                                       plan_mbps=plan, times=round(times, 1)))
+            findings.append(finding(
+                "throughput_implausible", "warning", "throughput",
+                f"The speed test measured {got:g} Mbit/s {direction}, {times:.0f} times the {plan:g} Mbit/s plan: "
+                "it cannot have crossed the line (is the test server on this gateway or in the office?).",
+                {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
         if j.slow and j.measured_mbps is not None and plan:
             got = j.measured_mbps
             problems.append(because("below_plan", direction=direction, measured_mbps=got,
@@ -122,6 +137,11 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
                 "throughput_below_plan", "warning", "throughput",
                 f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
                 {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
+    m = {**shares, **m}  # first: the report shows a check's first figures
+    if implausible:
+        # Not ok (it would vouch for a line it never measured), not degraded (the line is not at fault):
+        # the test could not measure the line. The finding makes it a problem the report counts.
+        return Measurement(Status.ERROR, implausible + said, m, target, findings)
     reason = problems + said  # the first REASON_PARTS_MAX go on the wire (agent/reasons.py)
     measured = [d for d in ("down", "up") if m.get(f"{d}_mbps") is not None]
     if not problems and measured and set(measured) <= set(unsettled):
