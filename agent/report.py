@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.coverage import kinds_run, not_run
+from agent.wrap import Wrapped
 from linecheck.i18n import Texts
 from linecheck.wire import CheckResult, ResultEnvelope, Status, Verdict
 
@@ -147,11 +148,12 @@ def render(envelope: ResultEnvelope, console: Console, lang: str = "en") -> None
         grid.add_column(no_wrap=True)
         grid.add_column(overflow="fold")
         for title, why in v.not_run:
-            grid.add_row(Text(f"• {title}{colon.rstrip()}", style="yellow"), Text(why))
+            grid.add_row(Text(f"• {title}{colon.rstrip()}", style="yellow"), Wrapped(why))
         console.print(Text(v.not_run_title + colon.rstrip(), style="bold"))
         console.print(grid)
     if v.findings:
-        # A grid gives the sentences a hanging indent, and lets unspaced Chinese text fold in its column.
+        # A grid gives the sentences a hanging indent; agent/wrap.py breaks them between words and Chinese
+        # characters, never inside a Latin word.
         grid = Table.grid(padding=(0, 1))
         grid.add_column(justify="right", no_wrap=True)
         grid.add_column(no_wrap=True)
@@ -160,19 +162,19 @@ def render(envelope: ResultEnvelope, console: Console, lang: str = "en") -> None
             colour = "red" if f.severity == "critical" else "yellow"
             if i > 1:
                 grid.add_row("", "", "")
-            grid.add_row(f"{i}.", Text(f"● {f.severity_text}", style=colour), Text(f.sentence))
-            grid.add_row("", Text(v.labels["what_to_do"] + colon.rstrip(), style="bold"), Text(f.advice))
+            grid.add_row(f"{i}.", Text(f"● {f.severity_text}", style=colour), Wrapped(f.sentence))
+            grid.add_row("", Text(v.labels["what_to_do"] + colon.rstrip(), style="bold"), Wrapped(f.advice))
         console.print()
         console.print(grid)
     table = Table(title=v.labels["checks"], title_justify="left", show_header=True, header_style="bold",
                   box=None, padding=(0, 1))
     for key in ("col_check", "col_target", "col_status", "col_details"):
-        # fold: unspaced Chinese text wraps inside its column instead of ending in an ellipsis
+        # fold: unspaced Chinese text wraps inside its column instead of ending in an ellipsis (details: Wrapped)
         table.add_column(v.labels[key], overflow="fold" if key == "col_details" else "ellipsis")
     for row in v.checks:
         # Targets and details carry text from the line (a reason's arguments): never rich markup.
         table.add_row(Text(row.title), Text(row.target), Text(row.status_text, style=_STYLE[row.status]),
-                      Text(row.details))
+                      Wrapped(row.details))
     console.print()
     console.print(table)
     console.print()
