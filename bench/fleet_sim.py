@@ -23,6 +23,7 @@ import argparse
 import itertools
 import json
 import random
+import ssl
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.publisher import ONLINE  # noqa: E402
+from linecheck.mqtt_client import Failover  # noqa: E402
 from linecheck.wire import (  # noqa: E402
     CheckResult,
     ResultEnvelope,
@@ -143,10 +145,22 @@ class FleetSim:
 
     def __init__(self, host: str, port: int, n_agents: int, *, connections: int = 4, prefix: str = "sim",
                  max_inflight: int | None = 20, resend_after_s: float = 60.0, resend_max_s: float = 3600.0,
-                 down_every: int = 50, latency_every: int = 50, seed: int = 1, sites: int = 100):
+                 down_every: int = 50, latency_every: int = 50, seed: int = 1, sites: int = 100,
+                 brokers: list[tuple[str, int]] | None = None, tls: tuple[Path, Path, Path] | None = None,
+                 receipts_wildcard: bool = False):
+        """`brokers`: nodes of a clustered broker; connection i starts on node i mod n and moves to the next
+        when its node is lost (like an agent with `mqtt.brokers`). `tls`: (CA, certificate, key) of one
+        identity allowed to speak for every virtual agent. `receipts_wildcard`: one subscription to every
+        agent's receipts on the first connection instead of one per agent (a broker where each QoS 1
+        subscription is a consumer of its own, such as NATS, then carries thousands fewer)."""
         if n_agents < 1 or connections < 1:
             raise ValueError("n_agents and connections must be at least 1")
         self.host, self.port = host, port
+        self.brokers = brokers or [(host, port)]
+        self.tls = tls
+        self.receipts_wildcard = receipts_wildcard
+        self.failovers = [Failover(self.brokers[i % len(self.brokers):] + self.brokers[:i % len(self.brokers)])
+                          for i in range(connections)]
         self.max_inflight = max_inflight
         self.resend_after_s, self.resend_max_s = resend_after_s, resend_max_s
         self.rng = random.Random(seed)
@@ -185,11 +199,37 @@ class FleetSim:
         # per connection is opened wide so one connection can carry many agents.
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
+        if self.tls:
+            ca, cert, key = self.tls
+            client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.user_data_set({"subscribed": threading.Event(), "pending": 0, "index": index})
         client.on_subscribe = self._on_subscribe
+        client.on_connect = self._on_connect
+        # A lost node: reconnect to the next one (paho's own reconnect, 1-2 s apart).
+        client.on_disconnect = lambda c, *_: self.failovers[index].advance(c)
+        client.on_connect_fail = lambda c, *_: self.failovers[index].advance(c)
+        client.reconnect_delay_set(1, 2)
         return client
+
+    def _topics(self, index: int) -> list[tuple[str, int]]:
+        if self.receipts_wildcard:
+            return [(receipts_topic("+"), 1)] if index == 0 else []
+        return [(receipts_topic(a.agent_id), 1) for a in self.agents if a.conn == index]
+
+    def _on_connect(self, client: mqtt.Client, ud: dict, _flags: object, reason: object, _p: object) -> None:
+        # A clean session: every (re)connection subscribes afresh (receipts sent meanwhile are lost; the
+        # virtual agents re-send what was not receipted, like real ones).
+        if getattr(reason, "is_failure", False):
+            return
+        topics = self._topics(ud["index"])
+        chunks = [topics[i:i + SUBSCRIBE_CHUNK] for i in range(0, len(topics), SUBSCRIBE_CHUNK)]
+        ud["pending"] = len(chunks)
+        if not chunks:
+            ud["subscribed"].set()
+        for chunk in chunks:
+            client.subscribe(chunk)
 
     def _on_subscribe(self, client: mqtt.Client, ud: dict, _mid: int, reasons: object, _p: object) -> None:
         ud["pending"] -= 1
@@ -201,16 +241,9 @@ class FleetSim:
         With `status`, every agent also publishes its retained "online" status, as a real agent does
         on each connection (a reconnecting fleet sends the collector one per agent)."""
         for index, client in enumerate(self.clients):
-            topics = [(receipts_topic(a.agent_id), 1) for a in self.agents if a.conn == index]
-            client.connect(self.host, self.port, keepalive=60)
+            host, port = self.failovers[index].current
+            client.connect(host, port, keepalive=60)  # on_connect subscribes
             client.loop_start()
-            chunks = [topics[i:i + SUBSCRIBE_CHUNK] for i in range(0, len(topics), SUBSCRIBE_CHUNK)]
-            ud = client.user_data_get()
-            ud["pending"] = len(chunks)
-            if not chunks:
-                ud["subscribed"].set()
-            for chunk in chunks:
-                client.subscribe(chunk)
         end = time.monotonic() + timeout_s
         for client in self.clients:
             if not client.user_data_get()["subscribed"].wait(max(0.0, end - time.monotonic())):

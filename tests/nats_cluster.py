@@ -184,6 +184,27 @@ class NatsCluster:
             return out
         return asyncio.run(self._until(subjects, time.monotonic() + 30))
 
+    def partition_owners(self) -> dict[int, str]:
+        """partition -> the collector holding its lease (collector/ingest/partitions.py)."""
+        async def owners(nc):  # type: ignore[no-untyped-def]
+            kv = await nc.jetstream().key_value(f"{self.stream}_LEASES")
+            out = {}
+            for p in range(self.partitions):
+                try:
+                    out[p] = (await kv.get(f"p.{p}")).value.decode()
+                except Exception:  # noqa: BLE001 - free
+                    continue
+            return out
+        return asyncio.run(self._until(owners, time.monotonic() + 30))
+
+    def ack_pending(self) -> dict[int, int]:
+        """partition -> messages delivered to a collector and not acked."""
+        async def pending(nc):  # type: ignore[no-untyped-def]
+            js = nc.jetstream()
+            return {p: (await js.consumer_info(self.stream, f"{self.stream}-p{p}")).num_ack_pending
+                    for p in range(self.partitions)}
+        return asyncio.run(self._until(pending, time.monotonic() + 30))
+
 
 def _wait(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout

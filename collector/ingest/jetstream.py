@@ -77,14 +77,21 @@ async def ensure_stream(js: JetStreamContext, cfg: NatsConfig, max_ack_pending: 
 class JetStreamSource:
     """Pulls the partitions this collector holds into the worker's inbox. Thread-safe: start(), ack(), stop()."""
 
-    def __init__(self, cfg: NatsConfig, member: str, inbox: queue.Queue, make_item: Callable[..., object]):
+    def __init__(self, cfg: NatsConfig, member: str, inbox: queue.Queue, make_item: Callable[..., object],
+                 max_in_flight: int = 1000):
         self.cfg = cfg
+        # Taken and not yet acked, at most: what waits in the inbox longer than ack_wait_s is delivered again
+        # (to this collector: processed twice, absorbed by the idempotent insert, but wasted), so the
+        # look-ahead stays a few batches, not the inbox's size.
+        self.max_in_flight = max_in_flight
         self.member = member  # this collector's name in the leases (its MQTT client id: unique per process)
         self.inbox = inbox
         self.make_item = make_item  # (topic, payload, ack) -> the worker's Inbound
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # stream, consumers and leases are set up
         self.pulled: Counter[int] = Counter()  # messages taken per partition (for tests and /metrics)
+        self.redelivered = 0  # messages that came again: another delivery had not been acked
+        self._again: Counter[int] = Counter()  # the same, per partition, since the last log line
         self._in_flight: Counter[int] = Counter()  # taken and not yet acked, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -138,7 +145,7 @@ class JetStreamSource:
         log.info("collector connected to NATS %s", nc.connected_url.netloc if nc.connected_url else "?")
         try:
             js = nc.jetstream(timeout=5)
-            await self._until_ready(lambda: ensure_stream(js, self.cfg, max(FETCH_MAX, self.inbox.maxsize)),
+            await self._until_ready(lambda: ensure_stream(js, self.cfg, max(FETCH_MAX, self.max_in_flight)),
                                     "the results stream")
             bucket = f"{self.cfg.stream}_LEASES"
             kv = await self._until_ready(lambda: js.create_key_value(KeyValueConfig(
@@ -156,6 +163,10 @@ class JetStreamSource:
                     pullers[p] = asyncio.create_task(self._pull(js, p))
                 for p in set(pullers) - self.owned:
                     pullers.pop(p).cancel()
+                if self._again:  # one line per lease period, not one per pull
+                    log.info("results delivered again (taken before and never acked), by partition: %s",
+                             dict(sorted(self._again.items())))
+                    self._again.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.cfg.lease_s / 3)
             for task in pullers.values():
@@ -187,7 +198,7 @@ class JetStreamSource:
         sub = await js.pull_subscribe_bind(durable=durable_name(self.cfg, p), stream=self.cfg.stream)
         try:
             while True:
-                room = self.inbox.maxsize - sum(self._in_flight.values())  # in the inbox or in the worker's hands
+                room = self.max_in_flight - sum(self._in_flight.values())  # in the inbox or in the worker's hands
                 if room <= 0:  # back-pressure: the worker has enough in hand
                     await asyncio.sleep(0.02)
                     continue
@@ -201,6 +212,10 @@ class JetStreamSource:
                     log.info("pull from partition %d failed (%s); retrying", p, exc)
                     await asyncio.sleep(0.5)
                     continue
+                again = sum(1 for msg in msgs if msg.metadata.num_delivered > 1)
+                if again:  # taken before and never acked: a collector died, or its acks were lost with a node
+                    self.redelivered += again
+                    self._again[p] += again
                 for msg in msgs:
                     where = topic_of(msg.subject, self.cfg.subject_prefix)
                     topic = where[0] if where else msg.subject

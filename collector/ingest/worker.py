@@ -232,7 +232,8 @@ class Ingestor:
                                "pip install 'linecheck[cluster]'") from exc
 
         return JetStreamSource(self.cfg.broker.nats, self.cfg.mqtt.client_id, self.inbox,
-                               lambda topic, payload, ack: Inbound(topic, payload, 0, 1, ack_with=ack))
+                               lambda topic, payload, ack: Inbound(topic, payload, 0, 1, ack_with=ack),
+                               max_in_flight=min(self.cfg.ingest.queue_max, 2 * self.cfg.ingest.batch_max))
 
     def _on_connect_fail(self, client: mqtt.Client, _ud: object) -> None:
         self.link.connect_failed()
