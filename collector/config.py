@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from collector.commands.config import RemoteCommandsConfig
+from collector.incidents.decide import IncidentConfig
 from collector.notify.config import NotifyConfig
 from collector.promises.criterion import PromisePolicy
 from collector.rules.engine import RulesConfig
@@ -161,6 +162,8 @@ class CollectorConfig(Strict):
                                  description="Where results come from: MQTT subscriptions or a NATS JetStream cluster")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    incidents: IncidentConfig = Field(default_factory=IncidentConfig,
+                                      description="Area incidents: lines behind one access node (docs/incidents.md)")
     promises: PromisePolicy = Field(default_factory=PromisePolicy,
                                     description="How promises are judged (collector/promises, docs/promises.md)")
     notify: NotifyConfig = Field(default_factory=NotifyConfig)

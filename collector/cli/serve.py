@@ -39,6 +39,7 @@ def run_init_db(args: argparse.Namespace, cfg: CollectorConfig) -> int:
 
 def run_serve(args: argparse.Namespace, cfg: CollectorConfig) -> int:
     from collector.api.fleet_summary import AGENT_COUNTS_EVERY_S
+    from collector.incidents.correlate import Correlator
     from collector.ingest.worker import Ingestor
     from collector.promises.hook import PromiseHook
     from collector.rules.engine import RuleEngine
@@ -51,13 +52,17 @@ def run_serve(args: argparse.Namespace, cfg: CollectorConfig) -> int:
     gc.set_threshold(50_000, 20, 100)
     store = Store(cfg.database)
     rules = RuleEngine(cfg.rules)
+    correlator = Correlator(cfg.incidents, rules)
+    rules.hold = correlator.hold  # a fault on a line with an access path waits for its neighbours
     store.add_hook(rules.on_ingest)  # rules → tickets in the ingest transaction
+    store.add_hook(correlator.on_ingest)  # held faults → area incidents or their own tickets
     store.add_hook(PromiseHook(cfg.promises))  # new speed/WiFi tests → promise verdicts → tickets
     ingestor = Ingestor(cfg, store)
     http = _start_http(cfg, store, ingestor)
     background = Background(store, rules, ingestor.client)
     background.add_job("retention", cfg.retention.interval_s, lambda: _retention(store, cfg))
     background.add_job("agent_counts", AGENT_COUNTS_EVERY_S, lambda: _agent_counts(store))
+    background.add_job("incidents", cfg.rules.sweep_interval_s, lambda: _incidents(store, correlator))
     if cfg.notify.targets:
         from collector.notify.outbox import Notifier
 
@@ -73,6 +78,13 @@ def run_serve(args: argparse.Namespace, cfg: CollectorConfig) -> int:
             http.stop()  # type: ignore[attr-defined]
         store.close()
     return 0
+
+
+def _incidents(store: object, correlator: object) -> object:
+    from datetime import UTC, datetime
+
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        return correlator.sweep(conn, datetime.now(UTC))  # type: ignore[attr-defined]
 
 
 def _agent_counts(store: object) -> None:

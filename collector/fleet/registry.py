@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Connection, func, select
 
+from collector.incidents import topology
 from collector.store import line_state
 from collector.store import schema as t
 from collector.store.upsert import insert_for, upsert_rows
@@ -55,6 +56,8 @@ class Line(Strict):
     plan_down_mbps: float | None = Field(default=None, gt=0, le=100_000)
     plan_up_mbps: float | None = Field(default=None, gt=0, le=100_000)
     account_since: date | None = None
+    access_path: str | None = Field(default=None, max_length=512, description=(
+        "district/central office/OLT/PON port/splitter, e.g. 'Xuhui/CO-XH1/OLT-3/PON-1-2/SPL-7' (docs/incidents.md)"))
 
 
 class Agent(Strict):
@@ -206,6 +209,9 @@ def check(conn: Connection, data: Registry, source: str = "registry",
             problems.append(f"lines[{i}].site_id: site {x.site_id!r} belongs to tenant {site_tenant[x.site_id]!r}, "
                             f"not {x.tenant_id!r}")
 
+    for i, x in enumerate(data.lines):
+        problems += [f"lines[{i}].access_path: {p}" for p in topology.problems(x.access_path or "x")]
+
     db_lines = _existing(conn, t.lines, "line_id", [x.line_id for x in data.agents])
     line_tenant = {k: r.tenant_id for k, r in db_lines.items()} | {x.line_id: x.tenant_id for x in data.lines}
     for i, x in enumerate(data.agents):
@@ -264,6 +270,7 @@ def import_registry(conn: Connection, data: Registry, source: str = "registry",
     upsert_rows(conn, t.lines, ["line_id"], keep=_KEEP, rows=[
         x.model_dump() | {"district": x.district or site_district.get(x.site_id)} | stamp for x in data.lines])
     line_state.registered(conn, [x.line_id for x in data.lines])
+    topology.store_paths(conn, [(x.line_id, x.access_path) for x in data.lines])
     line_site = {k: r.site_id for k, r in _existing(conn, t.lines, "line_id",
                                                      [x.line_id for x in data.agents]).items()}
     _enrol(conn, [(x, line_site[x.line_id]) for x in data.agents], now)
@@ -333,5 +340,6 @@ def remove_line(conn: Connection, line_id: str) -> bool:
     """Take a line out of the registry (its agents are un-enrolled; results and tickets stay as history)."""
     conn.execute(t.agents.update().where(t.agents.c.line_id == line_id).values(enrolled_at=None))
     removed = conn.execute(t.lines.delete().where(t.lines.c.line_id == line_id)).rowcount > 0
+    topology.store_paths(conn, [(line_id, None)])
     line_state.unregistered(conn, line_id)
     return removed

@@ -24,7 +24,7 @@ import json
 import logging
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -320,6 +320,9 @@ class RuleEngine:
         self.cfg = cfg
         self.rules = {k: r for k, r in cfg.effective().items() if r.enabled}
         self._parsed: OrderedDict[tuple[str, str], ResultEnvelope] = OrderedDict()  # parse each payload once
+        # Area incidents (collector/incidents/correlate.py) may hold a ticket back while they correlate it:
+        # hold(conn, line_id, fault_class, ticket fields, now) -> True when held.
+        self.hold: Callable[[Connection, str, str, dict[str, Any], datetime], bool] | None = None
 
     def m(self, rule: Rule) -> int:
         return rule.breaches or self.cfg.breaches
@@ -604,6 +607,10 @@ class RuleEngine:
                 if command_id:
                     log.info("line %s: %s; re-test %s requested from %s", o.line_id, o.reason, command_id, o.agent_id)
             else:
+                if self.hold is not None and self.hold(conn, o.line_id, o.fault_class, {
+                        "summary": o.summary, "severity": o.severity, "location": o.location, "agent_id": o.agent_id,
+                        "evidence": [*o.evidence, *([o.retest] if o.retest else [])], "detail": o.detail}, now):
+                    continue
                 opened = tickets.open_ticket(conn, line_id=o.line_id, fault_class=o.fault_class, summary=o.summary,
                                              severity=o.severity, location=o.location, evidence=list(o.evidence),
                                              agent_id=o.agent_id, detail=o.detail, now=now)
@@ -725,6 +732,10 @@ class RuleEngine:
                        f" for {timedelta(seconds=int(silent))} (expected every {timedelta(seconds=interval)})")
             last = conn.execute(select(t.results.c.result_id).where(t.results.c.agent_id == r.agent_id)
                                 .order_by(t.results.c.started_at.desc()).limit(1)).scalar()
+            if self.hold is not None and self.hold(conn, r.line_id, AGENT_OFFLINE, {
+                    "summary": summary, "severity": off.severity, "location": "agent", "agent_id": r.agent_id,
+                    "evidence": [(r.agent_id, last)] if last else []}, now):
+                continue
             got = tickets.open_ticket(conn, line_id=r.line_id, fault_class=AGENT_OFFLINE, summary=summary,
                                       severity=off.severity, location="agent", agent_id=r.agent_id,
                                       evidence=[(r.agent_id, last)] if last else [], now=now,

@@ -42,6 +42,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v8_promises,
     m.v9_fleet_summary,
     m.v10_command_log,
+    m.v12_access_incidents,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch

@@ -450,3 +450,46 @@ def v10_command_log(conn: Connection) -> None:
     op.create_index("ix_command_log_agent_sent", "command_log", ["agent_id", "sent_at"])
     op.create_index("ix_command_log_user_sent", "command_log", ["requested_by", "sent_at"])
     op.create_index("ix_command_log_sent", "command_log", ["sent_at"])
+
+
+def v12_access_incidents(conn: Connection) -> None:
+    """Access topology and area incidents (issue 24): lines.access_path as imported ('district/CO/OLT/PON/
+    splitter'), one access_nodes row per line and depth (lines behind a node by index), incidents with their
+    member lines, and faults held back from a ticket while the correlator decides (collector/incidents/)."""
+    o = ops(conn)
+    with o.batch_alter_table("lines") as batch:
+        batch.add_column(Column("access_path", String(512)))
+    o.create_table("access_nodes",
+                   Column("line_id", String(64), nullable=False),
+                   Column("depth", Integer, nullable=False),
+                   Column("level", String(32), nullable=False),
+                   Column("node", String(512), nullable=False),
+                   PrimaryKeyConstraint("line_id", "depth"))
+    o.create_index("ix_access_nodes_node", "access_nodes", ["node"])
+    o.create_table("incidents",
+                   Column("incident_id", Integer, primary_key=True, autoincrement=True),
+                   Column("node", String(512), nullable=False),
+                   Column("level", String(32), nullable=False),
+                   Column("district", String(64)),
+                   Column("fault_class", String(40), nullable=False),
+                   Column("state", String(16), nullable=False),
+                   Column("ticket_id", Integer),
+                   Column("lines_reporting", Integer, nullable=False),
+                   _ts("opened_at", False), _ts("updated_at", False), _ts("resolved_at"))
+    o.create_index("ix_incidents_state_opened", "incidents", ["state", "opened_at"])
+    o.create_index("ix_incidents_node_class", "incidents", ["node", "fault_class"])
+    o.create_table("incident_members",
+                   Column("incident_id", Integer, FK("incidents.incident_id", ondelete="CASCADE"), nullable=False),
+                   Column("line_id", String(64), nullable=False),
+                   _ts("joined_at", False), _ts("recovered_at"),
+                   Column("ticket_id", Integer),
+                   Column("outcome", Text),
+                   PrimaryKeyConstraint("incident_id", "line_id"))
+    o.create_index("ix_incident_members_line", "incident_members", ["line_id"])
+    o.create_table("held_faults",
+                   Column("line_id", String(64), nullable=False),
+                   Column("fault_class", String(40), nullable=False),
+                   _ts("first_at", False), _ts("last_at", False), _ts("recovered_at"),
+                   Column("outcome", Text, nullable=False),
+                   PrimaryKeyConstraint("line_id", "fault_class"))
+    o.create_index("ix_held_faults_first", "held_faults", ["first_at"])

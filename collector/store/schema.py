@@ -78,6 +78,7 @@ lines = Table(
     Column("plan_down_mbps", Float),  # the subscribed rate now in force; rules compare against it
     Column("plan_up_mbps", Float),
     Column("account_since", Date),  # upload promises rise with account age
+    Column("access_path", String(512)),  # 'district/CO/OLT/PON/splitter' as imported (collector/incidents/topology.py)
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_lines_tenant", "tenant_id"),
@@ -506,4 +507,63 @@ command_log = Table(
     Index("ix_command_log_agent_sent", "agent_id", "sent_at"),
     Index("ix_command_log_user_sent", "requested_by", "sent_at"),
     Index("ix_command_log_sent", "sent_at"),
+)
+
+
+# --- access topology and area incidents (collector/incidents/) ----------------------------------------------------
+
+# One row per line and depth of its access path: node = the path up to that depth ('d/co/olt'), so the
+# lines behind a node are one index look-up.
+access_nodes = Table(
+    "access_nodes", metadata,
+    Column("line_id", String(64), nullable=False),
+    Column("depth", Integer, nullable=False),  # 0 = district
+    Column("level", String(32), nullable=False),  # district | central_office | olt | pon_port | splitter | ...
+    Column("node", String(512), nullable=False),
+    PrimaryKeyConstraint("line_id", "depth"),
+    Index("ix_access_nodes_node", "node"),
+)
+
+# One fault of many lines behind one node; its ticket (line_id 'incident:<id>') carries the dispatch state,
+# the audit trail and the notifications.
+incidents = Table(
+    "incidents", metadata,
+    Column("incident_id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(512), nullable=False),
+    Column("level", String(32), nullable=False),
+    Column("district", String(64)),
+    Column("fault_class", String(40), nullable=False),
+    Column("state", String(16), nullable=False),  # open | resolved
+    Column("ticket_id", Integer),
+    Column("lines_reporting", Integer, nullable=False),  # lines behind the node that reported in the window
+    Column("opened_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime()),
+    Index("ix_incidents_state_opened", "state", "opened_at"),
+    Index("ix_incidents_node_class", "node", "fault_class"),
+)
+
+incident_members = Table(
+    "incident_members", metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.incident_id", ondelete="CASCADE"), nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("joined_at", UtcDateTime(), nullable=False),
+    Column("recovered_at", UtcDateTime()),  # null while the line still shows the fault
+    Column("ticket_id", Integer),  # the line's own ticket when its fault outlasted the incident
+    Column("outcome", Text),  # JSON: the rules' newest ticket fields for the line, for a straggler's ticket
+    PrimaryKeyConstraint("incident_id", "line_id"),
+    Index("ix_incident_members_line", "line_id"),
+)
+
+# A fault the rules would have ticketed, held while the correlator decides: incident member or own ticket.
+held_faults = Table(
+    "held_faults", metadata,
+    Column("line_id", String(64), nullable=False),
+    Column("fault_class", String(40), nullable=False),
+    Column("first_at", UtcDateTime(), nullable=False),
+    Column("last_at", UtcDateTime(), nullable=False),
+    Column("recovered_at", UtcDateTime()),
+    Column("outcome", Text, nullable=False),  # JSON: what open_ticket would have been given
+    PrimaryKeyConstraint("line_id", "fault_class"),
+    Index("ix_held_faults_first", "first_at"),
 )
