@@ -24,13 +24,19 @@ def add_broker_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     bc = sub.add_parser("broker-config", help="generate Mosquitto config, ACL and certificates for the fleet")
     add_config(bc, "collector")
     bc.add_argument("--out", required=True, help="directory for mosquitto.conf, acl, certificates")
-    bc.add_argument("--hostname", action="append", required=True,
-                    help="name or address agents use to reach the broker (repeatable)")
+    bc.add_argument("--hostname", action="append", default=[],
+                    help="name or address agents use to reach the broker (repeatable; --broker mosquitto)")
     bc.add_argument("--port", type=port, default=8883, help="the broker's TLS listener port (default 8883)")
     bc.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS",
                     help="address the broker listens on (default 0.0.0.0: all)")
     bc.add_argument("--collectors", type=int, default=1, help="collector identities to issue")
     bc.add_argument("--run-as", default="mosquitto", help="user mosquitto drops to")
+    bc.add_argument("--broker", choices=("mosquitto", "nats"), default="mosquitto",
+                    help="mosquitto (default): one broker; nats: the node configs of a NATS JetStream cluster "
+                         "(broker.nats in the collector config; docs/scaling.md)")
+    bc.add_argument("--node", action="append", default=[], metavar="NAME=HOST",
+                    help="--broker nats: a cluster node, NAME=HOST or NAME=HOST:CLIENT:CLUSTER:MQTT ports "
+                         "(repeatable; three for a cluster that survives the loss of one)")
 
 
 def add_enrol_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -121,6 +127,11 @@ def _broker_config(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: Col
     from collector.fleet import broker_config, enrolment
 
     engine = store.engine
+    if args.broker == "nats":
+        _nats_cluster_config(ca, store, args, cfg)
+        return
+    if not args.hostname:
+        raise enrolment.EnrolmentError("--hostname is required: the name or address agents use to reach the broker")
     files = broker_config.generate(args.out, ca, args.hostname, port=args.port, bind=args.bind,
                                    revoked_serials=tuple(enrolment.revoked_serials(engine)),
                                    revoked_agents=tuple(enrolment.revoked_agents(engine)),
@@ -128,6 +139,32 @@ def _broker_config(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: Col
     print(f"wrote {files.config} and {files.acl}; collector identities: {', '.join(files.collectors)}; "
           f"command identity: {broker_config.COMMANDS_IDENTITY} (set commands.cert_file/key_file to "
           f"{files.commands[0].name if files.commands else '-'} and its .key)")
+
+
+def _nats_cluster_config(ca: FleetCA, store: Store, args: argparse.Namespace, cfg: CollectorConfig) -> None:
+    """Every agent the registry knows becomes a user (its certificate's CN); revoked ones are left out. Run it
+    again after a revocation and send the nodes SIGHUP: no restart."""
+    from sqlalchemy import select
+
+    from collector.fleet import enrolment, nats_config
+    from collector.store import schema as t
+
+    try:
+        nodes = [nats_config.parse_node(spec, args.port) for spec in args.node]
+    except ValueError as exc:
+        raise enrolment.EnrolmentError(f"--node {exc}") from None
+    if not nodes:
+        raise enrolment.EnrolmentError("--broker nats needs the cluster's nodes: --node n1=HOST (three of them)")
+    with store.engine.connect() as conn:
+        agents = list(conn.execute(select(t.agents.c.agent_id)).scalars())
+    revoked = enrolment.revoked_agents(store.engine)
+    written = nats_config.generate_cluster(args.out, ca, nodes, agents, revoked, cfg.broker.nats,
+                                           cfg.ingest.max_payload_bytes)
+    print(f"wrote {', '.join(str(p) for p in written)}: {len(set(agents) - revoked)} agents, "
+          f"{len(revoked)} revoked left out; start each node with `nats-server -c <its .conf>`, or send it "
+          "SIGHUP after a revocation")
+    print(f"collector: broker.kind nats, broker.nats.password_file {args.out}/collector.password, mqtt.brokers "
+          f"the nodes' MQTT ports, mqtt cert {nats_config.COLLECTOR_MQTT_IDENTITY}.crt/.key", file=sys.stderr)
 
 
 def run_enrol_token(args: argparse.Namespace, cfg: CollectorConfig) -> int:

@@ -26,8 +26,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linecheck.wire import TOPIC_ROOT
+
+if TYPE_CHECKING:
+    from collector.config import NatsConfig
+    from collector.fleet.pki import FleetCA
 
 COLLECTOR_MQTT_IDENTITY = "linecheck.collector"
 SIMULATOR_IDENTITY = "linecheck.fleetsim"  # bench/fleet_sim.py: many virtual agents on few connections
@@ -142,3 +147,40 @@ accounts {{
 }}
 system_account: SYS
 """
+
+
+def parse_node(spec: str, mqtt_port: int = 8883) -> Node:
+    """`NAME=HOST` (client 4222, cluster 6222, MQTT `mqtt_port`) or `NAME=HOST:CLIENT:CLUSTER:MQTT`."""
+    name, _, where = spec.partition("=")
+    parts = where.split(":")
+    if not name or not parts[0] or len(parts) not in (1, 4) or not all(p.isdigit() for p in parts[1:]):
+        raise ValueError(f"{spec!r}: expected NAME=HOST or NAME=HOST:CLIENT_PORT:CLUSTER_PORT:MQTT_PORT")
+    if len(parts) == 1:
+        return Node(name, 4222, 6222, mqtt_port, parts[0])
+    return Node(name, int(parts[1]), int(parts[2]), int(parts[3]), parts[0])
+
+
+def generate_cluster(out_dir: Path | str, ca: FleetCA, nodes: list[Node], agents: Iterable[str],
+                     revoked: Iterable[str], nats: NatsConfig, max_payload_bytes: int = 262144) -> list[Path]:
+    """Write one config per node, the nodes' TLS certificate, the collectors' MQTT certificate and NATS password
+    (kept when the directory already has one: re-running after a revocation changes only the users)."""
+    import secrets
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cert, key = ca.issue_server(sorted({n.host for n in nodes}), out)
+    ca.issue_client(COLLECTOR_MQTT_IDENTITY, out)
+    password_file = out / "collector.password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        password_file.chmod(0o600)
+    fleet = Fleet(agents=list(agents), collector_password=password_file.read_text().strip(),
+                  collector_user=nats.username or "linecheck-collector", revoked=set(revoked))
+    written = []
+    for node in nodes:
+        path = out / f"{node.name}.conf"
+        path.write_text(node_config(node, nodes, out / f"{node.name}-data", Tls(ca.cert_path, cert, key), fleet,
+                                    prefix=nats.subject_prefix, partitions=nats.partitions, stream=nats.stream,
+                                    max_payload_bytes=max_payload_bytes))
+        written.append(path)
+    return written
