@@ -12,6 +12,8 @@ packages=(mosquitto iproute2)
 extras=(collector)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(iperf3 nginx chromium chromium-driver iputils-ping dnsmasq-base fonts-wqy-microhei)
+  # the gateway package tests: clean Debian root filesystems, arm64 under emulation (tests/rootfs.py)
+  packages+=(debootstrap qemu-user-static binfmt-support)
   packages+=(nats-server)  # tests/nats_cluster.py: a 3-node cluster on free ports (the cluster tests)
   extras=(dev)
 fi
@@ -52,4 +54,11 @@ if [[ ! -f "$stamp" ]]; then
     tail -30 .venv/install.log; echo "setup: pip install failed (full log: .venv/install.log)"; exit 1
   fi
   touch "$stamp"
+fi
+
+if [[ "${1:-}" == "--test" && $EUID -eq 0 ]] && command -v debootstrap >/dev/null; then
+  # The package tests install the .deb into clean Debian 12 root filesystems (amd64, arm64): built once
+  # per machine (a few minutes, arm64 under qemu) under /var/cache/linecheck and reused by every run.
+  .venv/bin/python -m tests.rootfs amd64 arm64 \
+    || echo "setup: warning: a root filesystem could not be built; tests/test_package.py will say why"
 fi

@@ -9,6 +9,8 @@ between runs in the check's state.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -28,6 +30,37 @@ class LinkConfig(CheckConfig):
     window_s: float = Field(default=2.0, ge=0, le=60, description="Counter sampling window")
     max_errors: int = Field(default=0, ge=0, description="Errors/drops in the window above this: degraded")
     timeout_s: float = 10.0
+
+
+def _sysfs(iface: str, name: str) -> str | None:
+    try:
+        return Path(f"/sys/class/net/{iface}/{name}").read_text().strip()
+    except OSError:  # e.g. speed of a port that is down: EINVAL
+        return None
+
+
+def if_stats_from_sysfs() -> dict[str, Any]:
+    """What psutil.net_if_stats() says, from /sys/class/net, for when its ethtool ioctl fails outright
+    (ENOSYS under qemu-user emulation, where the arm64 package is tested): a port whose speed and duplex
+    cannot be read is still up or down, with an MTU and counters."""
+    duplexes = {"full": psutil.NIC_DUPLEX_FULL, "half": psutil.NIC_DUPLEX_HALF}
+    stats: dict[str, Any] = {}
+    root = Path("/sys/class/net")
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        flags, speed, mtu = _sysfs(entry.name, "flags"), _sysfs(entry.name, "speed"), _sysfs(entry.name, "mtu")
+        stats[entry.name] = SimpleNamespace(
+            isup=bool(int(flags, 16) & 0x1) if flags else False,  # IFF_UP, as psutil reads it
+            speed=max(int(speed), 0) if speed and speed.lstrip("-").isdigit() else 0,  # -1: unknown, as psutil's 0
+            duplex=duplexes.get(_sysfs(entry.name, "duplex") or "", psutil.NIC_DUPLEX_UNKNOWN),
+            mtu=int(mtu) if mtu and mtu.isdigit() else 0)
+    return stats
+
+
+def net_if_stats() -> dict[str, Any]:
+    try:
+        return psutil.net_if_stats()
+    except OSError:
+        return if_stats_from_sysfs()
 
 
 def port_metrics(prefix: str, iface: str, stats: Any, before: Any, after: Any, flaps_now: int | None,
@@ -108,7 +141,7 @@ def run(cfg: LinkConfig, ctx: CheckContext) -> list[Measurement]:
         return [Measurement(Status.FAILED, because("no_wan_interface"),
                             findings=[finding("line_down", "critical", "link",
                                               "The gateway has no route to the internet.")])]
-    all_stats = psutil.net_if_stats()
+    all_stats = net_if_stats()
     ports = [("wan", iface)] + [("lan", lan) for lan in ctx.line.lan_interfaces if lan != iface]
     out: dict[str, Measurement] = {}
     for prefix, name in ports:
