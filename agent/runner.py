@@ -18,6 +18,7 @@ from agent import envelope
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig, CheckContext, LineInfo, Measurement
 from agent.config import AgentConfig
+from agent.flaps import FlapWatch
 from agent.localise import localise
 from agent.netinfo import default_route
 from agent.reasons import because, reason_fields, step
@@ -125,6 +126,7 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
     started_at = utcnow()
     checks: list[CheckResult] = []
     findings: list[Finding] = []
+    flaps = FlapWatch(line.wan_interface)  # the link dropping mid-check (agent/flaps.py)
     for kind, check_cfg in cfg.checks.items():
         if only is not None and kind not in only:
             continue
@@ -136,6 +138,9 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
                                           lambda said, k=kind: on_check(k, said))
         checks.extend(results)
         findings.extend(found)
+    flapped = flaps.finding()
+    if flapped is not None:
+        findings.append(flapped)
     # which of the findings is the cause: WAN, port, LAN, WiFi room, DNS or service (agent/localise.py)
     findings = localise(checks, findings, cfg.checks.get("wifi"))  # type: ignore[arg-type]
     try:

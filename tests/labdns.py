@@ -6,6 +6,8 @@ Modes, for names not in `records`:
   silent    never answers (a dead or unreachable resolver: the client times out)
   hijack    answers every query, known names included, with `portal` (a suspended line's DNS)
 Names in `records` are answered normally in the nxdomain mode. `mode` may be changed while serving.
+`delay_s` holds every answer that long (a slow but working resolver: an overloaded or distant one);
+it may be changed while serving too.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import dns.rrset
 
 class LabDNS:
     def __init__(self, host: str, port: int = 53, records: dict[str, list[str]] | None = None,
-                 mode: str = "nxdomain", portal: str | None = None):
+                 mode: str = "nxdomain", portal: str | None = None, delay_s: float = 0.0):
         if mode not in ("nxdomain", "servfail", "silent", "hijack"):
             raise ValueError(f"unknown mode {mode!r}")
         self.host, self.port, self.mode, self.portal = host, port, mode, portal
+        self.delay_s = delay_s
         self.records = {k.rstrip(".").lower() + ".": v for k, v in (records or {}).items()}
         self.queries = 0
         self._sock: socket.socket | None = None
@@ -73,8 +76,19 @@ class LabDNS:
             except Exception:  # noqa: BLE001 - a test responder ignores garbage
                 continue
             reply = self._answer(query)
-            if reply is not None:
+            if reply is None:
+                continue
+            if self.delay_s > 0:  # answer later from a timer: the next query is not held up behind this one
+                timer = threading.Timer(self.delay_s, self._send, (reply.to_wire(), addr))
+                timer.daemon = True
+                timer.start()
+            else:
                 self._sock.sendto(reply.to_wire(), addr)
+
+    def _send(self, wire: bytes, addr: object) -> None:
+        with contextlib.suppress(OSError):  # stopped meanwhile
+            assert self._sock is not None
+            self._sock.sendto(wire, addr)
 
     def _answer(self, query: dns.message.Message) -> dns.message.Message | None:
         if self.mode == "silent":

@@ -12,6 +12,7 @@ import pytest
 from agent.checks.base import CheckContext, LineInfo
 from agent.checks.throughput import ThroughputConfig, judge
 from agent.checks.throughput import run as run_check
+from agent.reasons import english
 from agent.throughput import tcpinfo
 from agent.throughput.backends import ServerSpec, parse_server
 from agent.throughput.errors import BackendError, MeasurementFailed, ServerBusy
@@ -182,13 +183,13 @@ def test_judge_never_calls_an_interrupted_or_unsettled_test_slow() -> None:
     assert m.status is Status.OK and not m.findings  # the settled upload is fine; the download is not judged
     metrics["stable_up_flag"] = 0
     m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [])
-    assert m.status is Status.ERROR and not m.findings and "lower bound" in (m.reason or "")
+    assert m.status is Status.ERROR and not m.findings and "lower bound" in english(m.reason)
     metrics.update(stable_down_flag=1, stable_up_flag=0)
     m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [])
     assert m.status is Status.DEGRADED and [f.detail["direction"] for f in m.findings] == ["down"]
     m = judge(ThroughputConfig(), ctx(plan=500.0), dict(metrics), "linecheck://x:1", [],
               interrupted="the WAN link wan0 went down 2.0 s into the download")
-    assert m.status is Status.FAILED and not m.findings and m.reason and m.reason.startswith("interrupted: ")
+    assert m.status is Status.FAILED and not m.findings and english(m.reason).startswith("interrupted: ")
 
 
 def test_the_engine_calls_a_lost_link_or_a_stall_an_interruption(tmp_path: Path, monkeypatch) -> None:
@@ -211,3 +212,21 @@ def test_every_throughput_metric_is_catalogued() -> None:
 def test_failure_types_carry_their_status() -> None:
     assert MeasurementFailed("x").status == "failed" and BackendError("x").status == "error"
     assert isinstance(ServerBusy("server busy: x"), MeasurementFailed)
+
+
+def test_latency_under_load_needs_the_added_round_trip_not_a_slow_line() -> None:
+    metrics = dict.fromkeys(METRICS)
+    metrics.update(down_mbps=95.0, capacity_down_mbps=95.0, up_mbps=95.0, capacity_up_mbps=95.0, stable_down_flag=1,
+                   stable_up_flag=1, cross_traffic_high_flag=0, latency_idle_ms=0.4, latency_loaded_down_ms=60.0,
+                   latency_loaded_up_ms=52.0, responsiveness_rpm=1000)
+    m = judge(ThroughputConfig(), ctx(plan=100.0), dict(metrics), "linecheck://x:1", [])
+    assert m.status is Status.OK and not m.findings  # a 50 ms queue under load is no bufferbloat at 100 ms
+    metrics.update(latency_loaded_up_ms=380.0, responsiveness_rpm=210)
+    m = judge(ThroughputConfig(), ctx(plan=100.0), dict(metrics), "linecheck://x:1", [])
+    [f] = m.findings
+    assert m.status is Status.DEGRADED and (f.code, f.where) == ("latency_under_load", "wan")
+    assert f.detail == {"direction": "up", "latency_idle_ms": 0.4, "latency_loaded_ms": 380.0, "added_ms": 379.6,
+                        "responsiveness_rpm": 210}
+    assert "+380 ms" in english(m.reason) and "380 ms instead of 0 ms" in f.message
+    m = judge(ThroughputConfig(bufferbloat_added_ms=500), ctx(plan=100.0), dict(metrics), "linecheck://x:1", [])
+    assert not m.findings

@@ -198,3 +198,34 @@ def test_pppoe_path_mtu_1492_is_normal(lab: LineLab, tmp_path: Path) -> None:
     lab.set_mtu(lab.gw, 1500)  # the gateway not configured for PPPoE: big packets vanish
     wrong = run_agent(lab, checks, line_yaml=line)
     assert [(f["code"], f["where"]) for f in wrong["findings"]] == [("pmtu_blackhole", "wan")], wrong["findings"]
+
+
+def test_slow_but_working_dns_is_told_from_failing_dns(lab: LineLab, tmp_path: Path) -> None:
+    """The carrier's resolver first answers every query right but after 0.8 s (overloaded), then not at all.
+
+    Expected, slow: dns_slow (warning, where=dns) with the mean answer time, no dns_failure; the
+    collector opens a warning dns_slow ticket (location dns) after 3 of 5 results, nothing critical.
+    Failing: dns_failure (critical: the only resolver), where=dns; the collector opens the critical
+    dns_failure ticket after 3 of 5. Two faults told apart, each with its own ticket."""
+    lab.add_address(lab.carrier, RESOLVER)
+    lab.set_resolv_conf(lab.gw, RESOLV_CONF)
+    with lab.inside(lab.carrier):
+        dns = LabDNS(RESOLVER, 53, {"www.lab.test": [SERVER_ADDR]}, delay_s=0.8).start()
+    checks = "  dns: {names: [www.lab.test], types: [A], query_timeout_s: 2, slow_ms: 500}\n"
+    try:
+        with LabCollector(tmp_path) as collector:
+            slow = collector.feed(lambda: run_agent(lab, checks, line_yaml="{wan_interface: wan0}"), times=3)
+            slow_tickets = collector.open_classes()
+            dns.mode = "silent"
+            failing = collector.feed(lambda: run_agent(lab, checks, line_yaml="{wan_interface: wan0}"), times=3)
+            tickets = {tk.fault_class: (tk.severity, tk.location) for tk in collector.tickets()}
+    finally:
+        dns.stop()
+    for result in slow:
+        [f] = result.findings
+        assert (f.code, f.where, f.severity) == ("dns_slow", "dns", "warning"), result.findings
+        assert 750 <= f.detail["time_ms"] < 2000, f.detail
+    assert slow_tickets == {"dns_slow": "dns"}
+    for result in failing:
+        assert [(f.code, f.where, f.severity) for f in result.findings] == [("dns_failure", "dns", "critical")]
+    assert tickets == {"dns_slow": ("warning", "dns"), "dns_failure": ("critical", "dns")}

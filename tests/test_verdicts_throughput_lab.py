@@ -21,7 +21,7 @@ import pytest
 from collector.promises.criterion import PromisePolicy, SpeedCriterion
 from tests.checkctx import by_kind, run_agent
 from tests.helpers import wait_for
-from tests.lab import SERVER_ADDR, LineLab
+from tests.lab import FAR_ADDR, SERVER_ADDR, LineLab
 from tests.labcollector import AGENT, LINE, SITE, LabCollector
 
 pytestmark = pytest.mark.lab
@@ -178,3 +178,87 @@ def test_upload_only_degradation_is_told_from_a_slow_line(served: LineLab, tmp_p
     assert judged >= 4 and results[-1].trigger.value == "retest"
     assert [(t.fault_class, t.state, t.location) for t in tickets] == [("speed_below_plan", "open", "wan")]
     assert "up" in tickets[0].summary and "re-test confirmed" in tickets[0].summary, tickets[0].summary
+
+
+def test_a_line_that_flaps_during_the_check_is_a_flap_not_a_slow_line(served: LineLab, tmp_path: Path) -> None:
+    """A 100/100 line on a 100/100 plan whose link drops for 2 s in the middle of each check's download.
+
+    Expected, each result: link_flap (warning, where=wan: one drop, and whether the link was back when
+    the check ended); the
+    speed test failed as interrupted; no throughput_below_plan and no other finding. The collector
+    asks for no speed re-test and opens no speed ticket; after the third flapping check it opens one
+    link_flap ticket (warning, wan): a fault a technician arriving later would not see."""
+    served.shape(100, 100)
+    checks = "  link: {window_s: 0.1}\n" + THROUGHPUT
+    with LabCollector(tmp_path, plan_down=100, plan_up=100) as collector:
+        results = []
+        for _ in range(3):
+            assert collector.open_classes() == {}
+            flapped = run_with_fault(served, checks, (100, 100), "down", 25_000_000, drop_link(served, 2))
+            results.append(flapped)
+            collector.ingest(flapped)
+            assert collector.pending_retests() == []
+        tickets = collector.tickets()
+    for result in results:
+        assert [(f["code"], f["where"], f["severity"]) for f in result["findings"]] == [
+            ("link_flap", "wan", "warning")], result["findings"]
+        # One drop. The engine stops the test at the drop, so whether the link is back when the check ends
+        # depends on how fast the rest of the check finishes inside the 2 s outage: the finding says which.
+        flap = result["findings"][0]
+        assert flap["detail"]["drops_count"] == 1, flap
+        assert ("still down" in flap["message"]) == (flap["detail"]["up_flag"] == 0), flap
+        (speed,) = by_kind(result)["throughput"]
+        assert speed["status"] == "failed" and speed["metrics"]["interrupted_down_flag"] == 1, speed
+    assert [(t.fault_class, t.state, t.severity, t.location) for t in tickets] == [
+        ("link_flap", "open", "warning", "wan")]
+
+
+def bloated_line(lab: LineLab) -> str:
+    """A router behind the carrier holding the test server (FAR_ADDR), so the carrier *forwards* the test's
+    traffic: the rate cap's buffer then sits in a router, as a BRAS's or a cable modem's does. (On the
+    sending host itself Linux's TCP small queues keep a qdisc short, so tbf there shows no bloat.) The
+    namespaces' TCP is Reno, loss-based like most office traffic: this host's default, BBR, keeps queues
+    short by design and would hide the line's buffer. Returns the namespace of the server's router."""
+    lab.add_router_chain(1)
+    router = f"{lab.carrier}r0"  # tests/lab.py names the chain's routers so
+    for ns in (lab.gw, lab.carrier, router):
+        lab.sh(ns, "sysctl -qw net.ipv4.tcp_congestion_control=reno")
+    proc = lab.popen(router, [sys.executable, "-m", "testserver.cli", "--listen", f"{FAR_ADDR}:8080"],
+                     stdout=subprocess.PIPE)
+    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
+    return router
+
+
+def rate_cap(lab: LineLab, mbit: int, buffer_ms: int) -> None:
+    """tbf at `mbit` each way on the carrier's forwarding path, queueing up to `buffer_ms` at that rate."""
+    burst = max(32 * 1024, int(mbit * 1e6 / 8 * 0.004))
+    for dev in (lab.carrier_if, "ch0a"):  # towards the gateway (down), towards the server (up)
+        lab.sh(lab.carrier, f"tc qdisc replace dev {dev} root tbf rate {mbit}mbit burst {burst} latency {buffer_ms}ms")
+
+
+BLOAT_CHECKS = "  throughput: {max_direction_s: 4, min_measure_s: 1, timeout_s: 40}\n"
+BLOAT_LINE = f"{{wan_interface: wan0, plan_down_mbps: 100, plan_up_mbps: 100, test_server: '{FAR_ADDR}:8080'}}"
+
+
+def test_a_deep_buffer_at_the_rate_cap_is_latency_under_load(lab: LineLab, tmp_path: Path) -> None:
+    """A 100/100 line on a 100/100 plan whose rate cap queues up to 400 ms (bufferbloat).
+
+    Expected: no throughput_below_plan (the rate is the plan's), but round trips under load grow by far
+    more than 100 ms over idle: latency_under_load (warning, where=wan) with the idle and loaded RTT and
+    the responsiveness (RPM); the collector opens one latency_under_load ticket (warning, wan) after 3
+    of 5 results. Control: the same line with a 20 ms buffer has no finding."""
+    bloated_line(lab)
+    rate_cap(lab, 100, 400)
+    with LabCollector(tmp_path, plan_down=100, plan_up=100) as collector:
+        bloated = collector.feed(lambda: run_agent(lab, BLOAT_CHECKS, line_yaml=BLOAT_LINE), times=3)
+        tickets = collector.tickets()
+    for r in bloated:
+        [f] = r.findings
+        assert (f.code, f.where, f.severity) == ("latency_under_load", "wan", "warning"), r.findings
+        assert f.detail["added_ms"] >= 100 and f.detail["latency_loaded_ms"] > f.detail["latency_idle_ms"] + 100
+        assert isinstance(f.detail["responsiveness_rpm"], int) and f.detail["responsiveness_rpm"] < 600
+    assert [(t.fault_class, t.severity, t.location) for t in tickets] == [("latency_under_load", "warning", "wan")]
+
+    rate_cap(lab, 100, 20)
+    short = run_agent(lab, BLOAT_CHECKS, line_yaml=BLOAT_LINE)
+    assert short["findings"] == [], short["checks"]

@@ -216,8 +216,14 @@ def judge(resolver: str, answers: list[Answer], slow_ms: float) -> Measurement:
         return Measurement(Status.FAILED, reason, metrics, resolver, found)
     times = [a.time_ms for a in answers if a.time_ms is not None]
     if times and statistics.fmean(times) >= slow_ms:
-        return Measurement(Status.DEGRADED, because("dns_slow", resolver=resolver, time_ms=statistics.fmean(times)),
-                           metrics, resolver)
+        mean = round(statistics.fmean(times), 1)
+        # Slow but working is its own fault (dns_slow), never a failure: every name still resolves.
+        slow = finding("dns_slow", "warning", "dns",
+                       f"The DNS server {resolver} answers, but slowly: {mean:.0f} ms on average "
+                       f"(slow from {slow_ms:g} ms). Every new web address waits that long.",
+                       {"resolver": resolver, "time_ms": mean, "slow_ms": slow_ms})
+        return Measurement(Status.DEGRADED, because("dns_slow", resolver=resolver, time_ms=mean), metrics, resolver,
+                           [slow])
     return Measurement(Status.OK, None, metrics, resolver)
 
 

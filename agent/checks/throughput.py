@@ -19,7 +19,7 @@ from agent.findings import finding
 from agent.reasons import because, step
 from linecheck import speed
 from linecheck.i18n.phrases import Phrase
-from linecheck.wire import Finding, Status
+from linecheck.wire import Finding, MetricValue, Status
 
 MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
 
@@ -42,6 +42,9 @@ class ThroughputConfig(CheckConfig):
                                    description="Gateway CPU at or above this during the test: CPU-limited")
     slow_pct_of_plan: float = Field(default=speed.SLOW_PCT_OF_PLAN, ge=0, le=100,
                                     description="Capacity below this share of the plan: degraded")
+    bufferbloat_added_ms: float = Field(default=100.0, gt=0,
+                                        description="Round trips under load longer than idle by this much: "
+                                                    "latency_under_load (bufferbloat)")
     token_file: Path | None = Field(default=None, description="File holding the test server's token")
     timeout_s: float = 90.0
 
@@ -137,6 +140,10 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
                 "throughput_below_plan", "warning", "throughput",
                 f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
                 {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
+    bloat = latency_under_load(cfg, m)  # the line is slow to answer when busy, whatever its speed
+    if bloat is not None:
+        problems.append(bloat[0])
+        findings.append(bloat[1])
     m = {**shares, **m}  # first: the report shows a check's first figures
     if implausible:
         # Not ok (it would vouch for a line it never measured), not degraded (the line is not at fault):
@@ -149,6 +156,30 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
         # degraded (that would blame the line): the test could not measure the line.
         return Measurement(Status.ERROR, reason, m, target)
     return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
+
+
+def latency_under_load(cfg: ThroughputConfig, m: dict) -> tuple[Phrase, Finding] | None:
+    """Bufferbloat: round trips under load longer than idle by `bufferbloat_added_ms` or more, in the worse
+    direction. The prober's RTTs ride a connection of their own beside the test's streams, so they wait
+    in the same queue the office's calls would (the loaded RTTs and RPM of the IETF responsiveness draft)."""
+    idle = m.get("latency_idle_ms")
+    loaded = [(d, v) for d in ("down", "up") if isinstance(v := m.get(f"latency_loaded_{d}_ms"), int | float)]
+    if not isinstance(idle, int | float) or not loaded:
+        return None
+    direction, worst = max(loaded, key=lambda x: x[1])
+    added = worst - idle
+    if added < cfg.bufferbloat_added_ms:
+        return None
+    rpm = m.get("responsiveness_rpm")
+    detail: dict[str, MetricValue | str] = {
+        "direction": direction, "latency_idle_ms": round(idle, 1), "latency_loaded_ms": round(worst, 1),
+        "added_ms": round(added, 1), "responsiveness_rpm": rpm}
+    message = (f"While the line is busy ({direction}load) round trips take {worst:.0f} ms instead of {idle:.0f} ms "
+               f"(+{added:.0f} ms{f'; {rpm} round trips a minute' if rpm is not None else ''}): a deep buffer at "
+               "the line's rate limit (bufferbloat). Calls and games stutter whenever someone downloads.")
+    return (because("latency_under_load", direction=direction, loaded_ms=round(worst), idle_ms=round(idle),
+                    added_ms=round(added)),
+            finding("latency_under_load", "warning", "throughput", message, detail))
 
 
 SPEC = CheckSpec(kind="throughput", config=ThroughputConfig, run=run)

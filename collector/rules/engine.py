@@ -107,6 +107,14 @@ DEFAULT_RULES: dict[str, Rule] = {
                     Condition(metrics=list(speed.FIGURES["up"]), below_plan_pct=speed.SLOW_PCT_OF_PLAN, plan="up")],
         masked_by=["line_down", "wan_link_degraded"], retest=True, severity="warning", where="wan"),
     "dns_failure": _rule("DNS failure", ["dns_failure"], ["dns"], masked_by=["line_down"], where="dns"),
+    # Slow but working DNS is its own, lesser fault; a failing resolver is dns_failure's business.
+    "dns_slow": _rule("DNS slow", ["dns_slow"], ["dns"], masked_by=["line_down", "dns_failure"], severity="warning",
+                      where="dns"),
+    # A line that drops during checks: seen only while a check runs (the link's carrier changes).
+    "link_flap": _rule("Line drops", ["link_flap"], ["link"], masked_by=["line_down"], severity="warning", where="wan"),
+    # Bufferbloat: round trips grow under load; whatever the speed, calls stutter while the line is busy.
+    "latency_under_load": _rule("Latency under load", ["latency_under_load"], [THROUGHPUT], masked_by=["line_down"],
+                                severity="warning", where="wan"),
     "wan_link_degraded": _rule("WAN port degraded", ["wan_link_degraded"], ["link"], masked_by=["line_down"],
                                severity="warning", where="cpe"),
     "wifi_weak": _rule("Weak WiFi", ["wifi_weak"], ["wifi"], severity="warning", where="wifi"),
