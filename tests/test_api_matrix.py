@@ -70,6 +70,16 @@ def _fresh_ticket(fleet: Fleet, side: str) -> int:
                                    summary="matrix").ticket_id
 
 
+def _dispatched_ticket(fleet: Fleet, side: str) -> int:
+    """A fresh ticket a crew was sent to (a crew can only arrive at a dispatched job)."""
+    from collector.tickets import lifecycle as tickets
+
+    ticket_id = _fresh_ticket(fleet, side)
+    with fleet.engine.begin() as conn:
+        tickets.transition(conn, ticket_id, "dispatched", "matrix")
+    return ticket_id
+
+
 def ticket(fleet: Fleet, side: str, **body: Any) -> dict[str, Any]:
     return {"path": {"ticket_id": _fresh_ticket(fleet, side)}, "json": body or None}
 
@@ -112,6 +122,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("PUT", "/api/v1/tickets/{ticket_id}/assignee"): Case(ADMIN, "resource",
                                                           lambda f, s, u: ticket(f, s, assignee="a-tech")),
     ("GET", "/api/v1/exports/tickets.csv"): Case(ALL, "list", lambda f, s, u: {}),
+    ("GET", "/api/v1/dispatch"): Case(ALL, "list", lambda f, s, u: {"params": {"district": "pudong"}
+                                                                    if s == "other" else {}}),
+    ("GET", "/api/v1/dispatch/{ticket_id}"): Case(ALL, "resource", lambda f, s, u: {"path": {"ticket_id": f.tickets[
+        line(s)]}}),
+    ("POST", "/api/v1/dispatch/{ticket_id}/assign"): Case(ADMIN, "resource",
+                                                         lambda f, s, u: ticket(f, s, assignee="a-tech")),
+    ("POST", "/api/v1/dispatch/{ticket_id}/arrive"): Case(WORKERS, "resource", lambda f, s, u: {
+        "path": {"ticket_id": _dispatched_ticket(f, s)}, "json": {"note": "on site"}}),
+    ("POST", "/api/v1/dispatch/{ticket_id}/close"): Case(WORKERS, "resource",
+                                                        lambda f, s, u: ticket(f, s, note="done")),
     ("GET", "/api/v1/promises/verdicts"): Case(ALL, "list", lambda f, s, u: {"params": {"line_id": "bravo-pudong-1"}
                                                                               if s == "other" else {}}),
     ("GET", "/api/v1/promises/compliance"): Case(ALL, "list", lambda f, s, u: {"params": {

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Engine, text
 
 from collector.api import (
+    routes_dispatch,
     routes_enrolment,
     routes_exports,
     routes_fleet,
@@ -30,7 +31,8 @@ from collector.commands.desk import CommandSender
 from collector.service.metrics import CONTENT_TYPE, CollectorMetrics
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
-                                 routes_registry.router, routes_exports.router, routes_enrolment.router]
+                                 routes_registry.router, routes_exports.router, routes_enrolment.router,
+                                 routes_dispatch.router]
 
 
 def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,
