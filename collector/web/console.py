@@ -9,6 +9,7 @@ sign-out takes the one sign-in dependency, `collector.web.auth.signed_in`.
 - pages_fleet: / (lines and health), /agents, /quarantine
 - pages_line: /lines/{line_id} with its enrolment-token, check-now and acceptance-report actions
 - pages_tickets: /tickets, /tickets/{ticket_id} and its forms
+- pages_dispatch: /dispatch (the field teams' queue) and /dispatch/{ticket_id} (a work order)
 - pages_promises: /promises
 - pages_account: /account and the caller's API tokens
 """
@@ -18,11 +19,19 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from collector.web import pages_account, pages_fleet, pages_line, pages_promises, pages_signin, pages_tickets
+from collector.web import (
+    pages_account,
+    pages_dispatch,
+    pages_fleet,
+    pages_line,
+    pages_promises,
+    pages_signin,
+    pages_tickets,
+)
 from collector.web.render import HERE
 
 router = APIRouter()
-for _pages in (pages_signin, pages_fleet, pages_line, pages_tickets, pages_promises, pages_account):
+for _pages in (pages_signin, pages_fleet, pages_line, pages_tickets, pages_dispatch, pages_promises, pages_account):
     router.include_router(_pages.router)
 
 
