@@ -422,6 +422,7 @@ struct txbuf {
     struct iovec iov[BATCH * 2]; /* a message's iovecs are consecutive: at most one header each */
     unsigned char hdr[BATCH][VNET + 192];
     uint32_t frames[BATCH];
+    uint64_t bytes[BATCH];
 };
 
 static unsigned char *frame_of(struct dir *d, const struct held *h)
@@ -462,7 +463,7 @@ static void send_frames(struct dir *d, const struct held *out, int n)
     static __thread struct txbuf tx;
     static __thread struct iovec iov[BATCH * 2];
     int nm = 0, ni = 0;
-    uint64_t bytes = 0, failed = 0;
+    uint64_t bytes = 0, failed = 0, failed_bytes = 0;
     for (int i = 0; i < n;) {
         unsigned char *fi = frame_of(d, &out[i]), *fp = fi;
         struct tcpseg first = parse_tcp(fi, out[i].len), prev = first;
@@ -483,6 +484,9 @@ static void send_frames(struct dir *d, const struct held *out, int n)
         memset(m, 0, sizeof *m);
         m->msg_hdr.msg_iov = &iov[ni];
         tx.frames[nm] = (uint32_t)(j - i);
+        tx.bytes[nm] = 0;
+        for (int k = i; k < j; k++)
+            tx.bytes[nm] += out[k].len;
         if (j - i == 1) {
             iov[ni++] = (struct iovec){fi - VNET, VNET + out[i].len};
         } else {
@@ -501,6 +505,7 @@ static void send_frames(struct dir *d, const struct held *out, int n)
             if (errno == EINTR)
                 continue;
             failed += tx.frames[i]; /* e.g. a frame above the outgoing MTU: drop it, go on */
+            failed_bytes += tx.bytes[i];
             i++;
             continue;
         }
@@ -511,7 +516,7 @@ static void send_frames(struct dir *d, const struct held *out, int n)
         drop_slot(d, out[i].slot);
     }
     BUMP(d->c.tx, (uint64_t)n - failed);
-    BUMP(d->c.tx_bytes, bytes);
+    BUMP(d->c.tx_bytes, bytes - failed_bytes);
     BUMP(d->c.drop_tx, failed);
     BUMP(d->c.merged, (uint64_t)(n - nm));
 }
@@ -611,17 +616,21 @@ static void *run(void *arg)
         release_due(d, mono_ns());
         if (receive(d) > 0)
             continue;
-        if (!d->nheap) {
-            ppoll(&p, 1, NULL, NULL);
-            continue;
-        }
-        int64_t wait = d->heap[0].t - mono_ns();
-        if (wait <= 0)
+        int64_t wait = d->nheap ? d->heap[0].t - mono_ns() : -1;
+        if (d->nheap && wait <= 0)
             continue;
         if (d->nheap > 1) /* a lone frame (a ping on an idle line) leaves on time */
             wait += slack_ns;
         struct timespec ts = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
-        ppoll(&p, 1, &ts, NULL);
+        p.revents = 0;
+        ppoll(&p, 1, d->nheap ? &ts : NULL, NULL);
+        if (p.revents & (POLLERR | POLLNVAL)) {
+            /* e.g. the interface went down: take the error, and never spin at real-time priority */
+            int err;
+            socklen_t len = sizeof err;
+            getsockopt(d->rx_fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+        }
     }
     return NULL;
 }
