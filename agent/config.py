@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -51,6 +51,10 @@ class MQTTConfig(Strict):
     max_payload_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Must not exceed the broker's message_size_limit"
     )
+    subscribe_qos: Literal[0, 1] = Field(
+        default=1, description="QoS of the receipts and commands subscriptions: 1 (Mosquitto), or 0 on a NATS "
+                               "cluster, where each QoS 1 subscription is a replicated consumer of its own "
+                               "(~0.8 MB per agent, docs/scaling.md); a lost receipt only means a re-send")
 
     @field_validator("brokers")
     @classmethod

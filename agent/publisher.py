@@ -103,6 +103,7 @@ class Publisher:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected = threading.Event()
         self.wake = threading.Event()
         self.receipts = 0  # results removed from the spool by receipts (this process)
@@ -118,7 +119,7 @@ class Publisher:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused the connection: %s", reason)
             return
-        client.subscribe([(receipts_topic(self.cfg.agent_id), 1), (commands_topic(self.cfg.agent_id), 1)])
+        self._subscribe(client, retry=False)
         client.publish(status_topic(self.cfg.agent_id), ONLINE, qos=1, retain=True)
         self._connected_at = time.monotonic()
         # Whatever was in flight on the old connection may be lost: make it all due again.
@@ -126,6 +127,22 @@ class Publisher:
         self.connected.set()
         self.wake.set()
         log.info("connected to %s:%s", *self.failover.current)
+
+    def _on_subscribe(self, client: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
+        # A broker may refuse a subscription for a moment (a cluster electing after a node's loss); without
+        # it no receipt ever arrives and every result is re-sent for ever: ask again, after a jittered wait.
+        if any(getattr(r, "is_failure", False) for r in reasons):  # type: ignore[attr-defined]
+            delay = self.backoff.next_delay()
+            log.warning("broker refused the receipts/commands subscription (%s); asking again in %.1f s",
+                        reasons, delay)
+            timer = threading.Timer(delay, self._subscribe, args=(client, True))
+            timer.daemon = True
+            timer.start()
+
+    def _subscribe(self, client: mqtt.Client, retry: bool) -> None:
+        if not retry or self.connected.is_set():  # a retry while away: the next connection subscribes
+            qos = self.cfg.mqtt.subscribe_qos
+            client.subscribe([(receipts_topic(self.cfg.agent_id), qos), (commands_topic(self.cfg.agent_id), qos)])
 
     def _on_disconnect(self, client: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
         self.connected.clear()
