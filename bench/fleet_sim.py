@@ -147,18 +147,20 @@ class FleetSim:
                  max_inflight: int | None = 20, resend_after_s: float = 60.0, resend_max_s: float = 3600.0,
                  down_every: int = 50, latency_every: int = 50, seed: int = 1, sites: int = 100,
                  brokers: list[tuple[str, int]] | None = None, tls: tuple[Path, Path, Path] | None = None,
-                 receipts_wildcard: bool = False):
+                 receipts_wildcard: bool = False, subscribe_qos: int = 1):
         """`brokers`: nodes of a clustered broker; connection i starts on node i mod n and moves to the next
         when its node is lost (like an agent with `mqtt.brokers`). `tls`: (CA, certificate, key) of one
         identity allowed to speak for every virtual agent. `receipts_wildcard`: one subscription to every
         agent's receipts on the first connection instead of one per agent (a broker where each QoS 1
-        subscription is a consumer of its own, such as NATS, then carries thousands fewer)."""
+        subscription is a consumer of its own, such as NATS, then carries thousands fewer). `subscribe_qos`: 0 as
+        agents subscribe on a NATS cluster (docs/scaling.md)."""
         if n_agents < 1 or connections < 1:
             raise ValueError("n_agents and connections must be at least 1")
         self.host, self.port = host, port
         self.brokers = brokers or [(host, port)]
         self.tls = tls
         self.receipts_wildcard = receipts_wildcard
+        self.subscribe_qos = subscribe_qos
         self.failovers = [Failover(self.brokers[i % len(self.brokers):] + self.brokers[:i % len(self.brokers)])
                           for i in range(connections)]
         self.max_inflight = max_inflight
@@ -215,8 +217,8 @@ class FleetSim:
 
     def _topics(self, index: int) -> list[tuple[str, int]]:
         if self.receipts_wildcard:
-            return [(receipts_topic("+"), 1)] if index == 0 else []
-        return [(receipts_topic(a.agent_id), 1) for a in self.agents if a.conn == index]
+            return [(receipts_topic("+"), self.subscribe_qos)] if index == 0 else []
+        return [(receipts_topic(a.agent_id), self.subscribe_qos) for a in self.agents if a.conn == index]
 
     def _on_connect(self, client: mqtt.Client, ud: dict, _flags: object, reason: object, _p: object) -> None:
         # A clean session: every (re)connection subscribes afresh (receipts sent meanwhile are lost; the
@@ -232,6 +234,12 @@ class FleetSim:
             client.subscribe(chunk)
 
     def _on_subscribe(self, client: mqtt.Client, ud: dict, _mid: int, reasons: object, _p: object) -> None:
+        if any(getattr(r, "is_failure", False) for r in reasons):  # type: ignore[attr-defined]
+            # Refused for a moment (a cluster electing after a node's loss): ask again, as agents do.
+            timer = threading.Timer(1.0, lambda: self._on_connect(client, ud, None, None, None))
+            timer.daemon = True
+            timer.start()
+            return
         ud["pending"] -= 1
         if ud["pending"] == 0:
             ud["subscribed"].set()

@@ -61,14 +61,15 @@ def collector_config(tmp: Path, cluster: NatsCluster, name: str, database: str) 
 
 
 def real_agent(tmp: Path, cluster: NatsCluster, first: int) -> AgentConfig:
-    """A real agent (agent/publisher.py) whose first broker is node `first`."""
+    """A real agent (agent/publisher.py) whose first broker is node `first`; QoS 0 subscriptions as documented
+    for NATS (no consumer per subscription)."""
     ident = cluster.identity(REAL_AGENT)
     order = cluster.mqtt_addresses[first:] + cluster.mqtt_addresses[:first]
     return AgentConfig.model_validate({
         "agent_id": REAL_AGENT, "line_id": f"{REAL_AGENT}-line", "site_id": "fault-site",
         "data_dir": str(tmp / REAL_AGENT),
         "mqtt": {"brokers": [f"{h}:{p}" for h, p in order], "keepalive_s": 5, "reconnect_min_s": 0.2,
-                 "reconnect_max_s": 1, "resend_after_s": 3, "resend_max_s": 6,
+                 "reconnect_max_s": 1, "resend_after_s": 3, "resend_max_s": 6, "subscribe_qos": 0,
                  "tls": {"ca_file": str(ident.ca), "cert_file": str(ident.cert), "key_file": str(ident.key)}}})
 
 
@@ -109,7 +110,7 @@ def test_collector_killed_mid_batch_its_unacked_results_come_again(tmp_path: Pat
     configs = {name: str(collector_config(tmp_path, cluster, name, pg_url)) for name in ("c1", "c2")}
     procs = {"c1": start("collector.cli", "serve", "--config", configs["c1"], log=logs["c1"])}
     sim = FleetSim("127.0.0.1", 0, 60, brokers=cluster.mqtt_addresses, tls=cluster.identity(SIMULATOR_IDENTITY).tls(),
-                   receipts_wildcard=True, resend_after_s=600, max_inflight=None)
+                   receipts_wildcard=True, subscribe_qos=0, resend_after_s=600, max_inflight=None)
     try:
         wait_for(lambda: len(cluster.partition_owners()) == cluster.partitions, 60, "c1 holding every partition")
         sim.connect()
@@ -135,7 +136,7 @@ def test_storm_through_the_cluster_node_and_collector_killed(tmp_path: Path, clu
                          str(collector_config(tmp_path, cluster, name, pg_url)), log=logs[name])
              for name in ("c1", "c2")}
     sim = FleetSim("127.0.0.1", 0, AGENTS, brokers=cluster.mqtt_addresses,
-                   tls=cluster.identity(SIMULATOR_IDENTITY).tls(), receipts_wildcard=True,
+                   tls=cluster.identity(SIMULATOR_IDENTITY).tls(), receipts_wildcard=True, subscribe_qos=0,
                    resend_after_s=3, resend_max_s=6, down_every=20, latency_every=20)
     agent = None
     try:

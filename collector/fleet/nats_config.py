@@ -101,7 +101,8 @@ def users(fleet: Fleet, prefix: str, partitions: int, stream: str) -> list[str]:
     if fleet.simulator:
         out.append(f"      {{user: {_q('CN=' + SIMULATOR_IDENTITY)}, permissions: "
                    + json.dumps({"publish": [f"{prefix}.*.*", f"{agents}.*.status"],
-                                 "subscribe": [f"{agents}.*.receipts", "$MQTT.sub.>"]}) + "}")
+                                 "subscribe": [f"{agents}.*.receipts", f"{agents}.*.commands", "$MQTT.sub.>"]})
+                   + "}")
     out += [_agent_user(a, prefix, partitions) for a in sorted(set(fleet.agents) - fleet.revoked)]
     return out
 

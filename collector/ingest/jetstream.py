@@ -95,8 +95,11 @@ class JetStreamSource:
         self._in_flight: Counter[int] = Counter()  # taken and not yet acked, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None  # set when acks free room for more in flight
         self._thread: threading.Thread | None = None
         self._acks: set[asyncio.Future[None]] = set()
+        self._acks_lock = threading.Lock()
+        self._acks_waiting: list[tuple[Msg, int]] = []  # handed over by the worker, not yet on the loop
         self.owned: set[int] = set()
 
     # --- the worker's side ---------------------------------------------------------------------------
@@ -105,11 +108,17 @@ class JetStreamSource:
         self._thread.start()
 
     def ack(self, msg: Msg, partition: int) -> None:
-        """Called by the worker after the commit: the ack leaves on the NATS loop."""
+        """Called by the worker after the commit: the ack leaves on the NATS loop. The loop is woken once per
+        batch, not per message: a wake-up per ack had the two threads trade the GIL on every message."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: redelivered after ack_wait
-                loop.call_soon_threadsafe(self._ack_now, msg, partition)
+        if loop is None or loop.is_closed():
+            return  # redelivered after ack_wait
+        with self._acks_lock:
+            self._acks_waiting.append((msg, partition))
+            if len(self._acks_waiting) > 1:
+                return  # a flush is already scheduled
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: redelivered after ack_wait
+            loop.call_soon_threadsafe(self._flush_acks)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         loop, stopping = self._loop, self._stopping
@@ -120,11 +129,20 @@ class JetStreamSource:
             self._thread.join(timeout_s)
 
     # --- the NATS loop -----------------------------------------------------------------------------
-    def _ack_now(self, msg: Msg, partition: int) -> None:
-        self._in_flight[partition] -= 1
-        task = asyncio.ensure_future(msg.ack())
+    def _flush_acks(self) -> None:
+        with self._acks_lock:
+            batch, self._acks_waiting = self._acks_waiting, []
+        for _, partition in batch:
+            self._in_flight[partition] -= 1
+        if self._room is not None:
+            self._room.set()
+        task = asyncio.ensure_future(self._send_acks([msg for msg, _ in batch]))
         self._acks.add(task)
         task.add_done_callback(self._acked)
+
+    async def _send_acks(self, msgs: list[Msg]) -> None:
+        for msg in msgs:  # each is a publish into the client's buffer: no round trip
+            await msg.ack()
 
     def _run(self) -> None:
         try:
@@ -135,6 +153,7 @@ class JetStreamSource:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
         password = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
         nc = await self._until_ready(lambda: nats.connect(
             self.cfg.servers, name=self.member, user=self.cfg.username, password=password,
@@ -199,8 +218,11 @@ class JetStreamSource:
         try:
             while True:
                 room = self.max_in_flight - sum(self._in_flight.values())  # in the inbox or in the worker's hands
-                if room <= 0:  # back-pressure: the worker has enough in hand
-                    await asyncio.sleep(0.02)
+                if room <= 0:  # back-pressure: the worker has enough in hand; acks free room
+                    assert self._room is not None
+                    self._room.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), 1.0)
                     continue
                 try:
                     msgs = await sub.fetch(min(room, FETCH_MAX), timeout=FETCH_WAIT_S)

@@ -307,7 +307,9 @@ class Ingestor:
         agent re-sends what it got no receipt for and is answered "duplicate"."""
         self._wait_for_receipt_room()
         try:
-            info = self.client.publish(receipts_topic(agent_id), payload, qos=1)
+            # On a NATS cluster a QoS 1 publish is a replicated JetStream write per receipt and agents subscribe
+            # at QoS 0 (docs/scaling.md): QoS 0 there; a lost receipt only means the agent re-sends.
+            info = self.client.publish(receipts_topic(agent_id), payload, qos=0 if self.source else 1)
         except Exception:  # noqa: BLE001 - see the docstring
             self.receipts_refused += 1
             log.exception("could not hand a receipt for %s to paho; the agent will re-send", agent_id)
