@@ -1,7 +1,7 @@
 """Run the daemon's line checks in a short-lived child process, so the daemon stays small.
 
-A full check imports what its checks need — dnspython, the throughput engine, the WiFi parsers,
-scapy for traceroute and ARP with CAP_NET_RAW (~44 MB) — and allocates buffers for the speed test.
+A full check imports what its checks need — dnspython, the throughput engine, the WiFi parsers (scapy
+only for traceroute's `method: scapy`) — and allocates buffers for the speed test.
 A process keeps every module it imported and CPython rarely hands freed memory back, so after one
 check in-process the daemon would hold ~80 MB for the rest of its life on a gateway that may have
 128 MB in total (measured: bench/agent_footprint.py, docs/scaling.md). Instead the daemon starts

@@ -77,16 +77,32 @@ def closure(roots: set[str], depth: int = 1000) -> set[str]:
     return seen
 
 
+def extra_distributions() -> set[str]:
+    """Distributions that only linecheck's extras require."""
+    from pip._vendor.packaging.requirements import Requirement
+
+    names = set()
+    for spec in md.distribution("linecheck").requires or []:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}) and req.name != "linecheck":
+            names.add(re.sub(r"[-_.]+", "-", req.name).lower())
+    return names
+
+
 def main() -> None:
     packages = ["agent", "linecheck"]
     imports = static_imports(packages)
     providers = md.packages_distributions()
-    unresolved = sorted(m for m in imports if m not in providers)
+    # Imported only for an option that an extra brings (scapy: traceroute's method: scapy), so not installed
+    # here: such a module must be named like its extra's distribution, and the check says what to install.
+    optional = extra_distributions()
+    unresolved = sorted(m for m in imports if m not in providers and m not in optional)
     direct = {re.sub(r"[-_.]+", "-", d).lower() for m in imports for d in providers.get(m, [])}
     declared = sorted(closure({"linecheck"}, depth=1) - {"linecheck"})
     print(json.dumps({
         "imports": sorted(imports),
         "unresolved": unresolved,
+        "optional": sorted(m for m in imports if m not in providers and m in optional),
         "direct": sorted(direct),
         "declared": declared,
         "needed": sorted(closure(direct)),

@@ -61,6 +61,21 @@ def pyproject_key() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
 
 
+def _prune_stale(current: Path) -> None:
+    """Virtualenvs of earlier pyproject.toml versions (100 MB each), unless another run holds one."""
+    for lock_path in current.parent.glob("venv-agent-*.lock"):
+        stale = lock_path.with_suffix("")
+        if stale == current:
+            continue
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(stale, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+
+
 def agent_venv(wheel: Path) -> Path:
     """The cached agent-only virtualenv (`pip install linecheck`, no extras), with `wheel` installed in it."""
     if not SYSTEM_PYTHON.exists():
@@ -78,6 +93,7 @@ def agent_venv(wheel: Path) -> Path:
                 raise InstallUnavailable(f"python3 -m venv failed: {made.stderr[-1000:]}")
             _pip(venv / "bin" / "python", "install", "-q", str(wheel))  # the dependencies, as a user gets them
             ready.write_text(pyproject_key() + "\n")
+            _prune_stale(venv)
         # The code under test: this session's tree (same dependencies, they are keyed by pyproject.toml).
         _pip(venv / "bin" / "python", "install", "-q", "--no-deps", "--force-reinstall", str(wheel))
         for d in [venv, *venv.rglob("*")]:  # readable by an unprivileged user (umask may be 077 under CI)

@@ -97,7 +97,7 @@ def test_gateway_traceroute_ipv6_as_root_and_as_nobody(lab: LineLab, tmp_path: P
         assert gw["metrics"]["arp_permitted_flag"] == raw and gw["metrics"]["reachable_flag"] == 1
         assert (gw["metrics"]["arp_received_count"] == 2) if raw else gw["metrics"]["arp_rtt_avg_ms"] is None
         trace = seen["traceroute"]
-        assert trace[0]["status"] == "ok" and trace[0]["metrics"]["raw_socket_flag"] == raw
+        assert trace[0]["status"] == "ok" and trace[0]["metrics"]["raw_socket_flag"] == 0  # auto: UDP sockets
         assert [t["target"] for t in trace[1:]] == [f"hop 1 {CARRIER_ADDR}", "hop 2 198.18.20.2", f"hop 3 {far}"]
         [v6] = seen["ipv6"]
         assert v6["status"] == "ok" and v6["metrics"]["global_address_count"] == 1, v6

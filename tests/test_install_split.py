@@ -33,6 +33,7 @@ def probe(agent_venv_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 def test_every_agent_module_imports_in_an_agent_only_install(probe: dict[str, list[str]]) -> None:
     assert probe["loaded_errors"] == []
     assert probe["unresolved"] == [], "the agent imports modules no installed distribution provides"
+    assert probe["optional"] == ["scapy"]  # traceroute's method: scapy only (linecheck[scapy])
 
 
 def test_agent_only_install_holds_exactly_what_the_agent_imports(probe: dict[str, list[str]]) -> None:
@@ -56,6 +57,17 @@ def test_the_agent_checks_in_its_own_install(agent_venv_path: Path, tmp_path: Pa
     envelope = json.loads(out.stdout)
     assert envelope["agent_id"] == "split-gw" and [c["kind"] for c in envelope["checks"]] == ["link"]
     assert envelope["seq"] == 0  # --no-spool: not numbered
+
+
+def test_an_option_whose_extra_is_missing_says_what_to_install(agent_venv_path: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"agent_id: split-gw\nline_id: split-line\nsite_id: split-site\ndata_dir: {tmp_path}/data\n"
+                   "checks:\n  traceroute: {target: 127.0.0.1, method: scapy}\n")
+    out = subprocess.run([str(agent_venv_path / "bin" / "linecheck-agent"), "check", "--no-spool", "--json",
+                          "--config", str(cfg)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    [trace] = json.loads(out.stdout)["checks"]
+    assert trace["status"] == "skipped" and "pip install 'linecheck[scapy]'" in trace["reason"]
 
 
 @pytest.mark.parametrize(("command", "extra"), [("linecheck-collector", "collector"), ("linecheck-stack", "collector")])

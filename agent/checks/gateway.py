@@ -3,7 +3,8 @@
 ARP shows whether the carrier's equipment is there at layer 2 even when it ignores ping. It needs
 a raw packet socket (CAP_NET_RAW; give it to the agent's systemd unit, never to the interpreter);
 without it the check falls back to ICMP echo alone and says so with `arp_permitted_flag` = 0.
-scapy is imported only when ARP actually runs (it costs tens of MB and most of a second).
+The request and its reply go through a plain AF_PACKET socket (agent/arp.py), not scapy: the same
+answer without scapy's ~30 MB in the check process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 from pydantic import Field
 
+from agent import arp
 from agent.checks.base import CheckConfig, CheckContext, CheckSpec, Measurement
 from agent.checks.ping import echo, summarise
 from agent.findings import finding
@@ -35,18 +37,7 @@ class GatewayConfig(CheckConfig):
 
 def arp_probe(interface: str, address: str, count: int, timeout_s: float) -> list[float]:
     """RTTs (ms) of ARP replies from `address`; raises PermissionError without CAP_NET_RAW."""
-    from scapy.layers.l2 import ARP, Ether  # lazy: see the module docstring
-    from scapy.sendrecv import srp
-
-    rtts: list[float] = []
-    for _ in range(count):
-        answered, _unanswered = srp(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=address), iface=interface,
-                                    timeout=timeout_s, verbose=False)
-        for sent, reply in answered:
-            if reply[ARP].psrc == address:
-                rtts.append(max(0.0, (float(reply.time) - float(sent.sent_time)) * 1000.0))
-                break
-    return rtts
+    return arp.probe(interface, address, count, timeout_s)
 
 
 def run(cfg: GatewayConfig, ctx: CheckContext) -> Measurement:

@@ -1,9 +1,11 @@
 """traceroute: the hops to the test server with their round-trip times.
 
-With CAP_NET_RAW it sends all UDP probes at once through scapy (imported here, lazily: it costs
-tens of MB and most of a second) and matches the ICMP answers. Without it, it falls back to what
-tracepath does unprivileged: one UDP socket per probe with IP_TTL set and IP_RECVERR, reading who
-returned "time exceeded" from the socket's error queue. Slower (one TTL at a time), same answer.
+By default (`method: auto`) it sends every TTL's UDP probe at once, each from its own socket with
+IP_TTL set and IP_RECVERR, and reads who returned "time exceeded" from each socket's error queue:
+no privilege, no scapy, all hops in one probe timeout. `method: unprivileged` does the same one TTL
+at a time, as tracepath does (gentler on rate-limited routers, slower). `method: scapy` sends through
+scapy's raw socket (CAP_NET_RAW; imported only then: it costs ~30 MB and most of a second); it gave
+the same hops on every path measured here, so it is kept only for those who ask for it.
 
 The result is one record for the destination (hops_count, reached_flag, rtt_ms) followed by one
 per hop (target "hop N ADDRESS", or "*" when that hop stayed silent) with its RTT.
@@ -38,7 +40,8 @@ class TracerouteConfig(CheckConfig):
     max_hops: int = Field(default=20, ge=1, le=64)
     probe_timeout_s: float = Field(default=1.0, gt=0, le=10, description="Wait for the answers to a probe")
     method: str = Field(default="auto", pattern="^(auto|scapy|unprivileged)$",
-                        description="auto = scapy when permitted, else the unprivileged UDP method")
+                        description="auto = all TTLs at once from unprivileged UDP sockets; unprivileged = one "
+                                    "TTL at a time; scapy = scapy's raw socket (CAP_NET_RAW)")
     timeout_s: float = 60.0
 
 
@@ -72,6 +75,47 @@ def trace_scapy(address: str, max_hops: int, timeout_s: float) -> list[Hop]:
         halt = not final and reply.haslayer(ICMP) and reply[ICMP].type == ICMP_DEST_UNREACH
         rtt = max(0.0, (float(reply.time) - float(sent.sent_time)) * 1000.0)
         by_ttl[sent.ttl] = Hop(sent.ttl, reply.src, round(rtt, 3), final, bool(halt))
+    return _until_destination([by_ttl.get(t, Hop(t, None, None, False)) for t in range(1, max_hops + 1)])
+
+
+def trace_parallel(address: str, max_hops: int, timeout_s: float, deadline: float) -> list[Hop]:
+    """Every TTL's probe at once, one UDP socket each (IP_RECVERR tells which router answered which)."""
+    socks: dict[socket.socket, tuple[int, float]] = {}
+    by_ttl: dict[int, Hop] = {}
+    try:
+        for ttl in range(1, max_hops + 1):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            sock.setblocking(False)
+            try:
+                sock.sendto(b"linecheck-traceroute", (address, BASE_PORT + ttl))
+            except OSError:
+                sock.close()
+                continue
+            socks[sock] = (ttl, time.monotonic())
+        end = min(deadline, time.monotonic() + timeout_s)
+        waiting = set(socks)
+        while waiting and (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(waiting), [], [], left)
+            got = time.monotonic()
+            for sock in ready:
+                try:
+                    _data, ancdata, _flags, _addr = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                parsed = parse_recverr(ancdata)
+                if parsed is None:
+                    continue
+                waiting.discard(sock)
+                ttl, sent = socks[sock]
+                icmp_type, offender = parsed
+                final = offender == address
+                by_ttl[ttl] = Hop(ttl, offender, round((got - sent) * 1000.0, 3), final,
+                                  not final and icmp_type == ICMP_DEST_UNREACH)
+    finally:
+        for sock in socks:
+            sock.close()
     return _until_destination([by_ttl.get(t, Hop(t, None, None, False)) for t in range(1, max_hops + 1)])
 
 
@@ -152,21 +196,21 @@ def run(cfg: TracerouteConfig, ctx: CheckContext) -> list[Measurement]:
         return [Measurement(Status.SKIPPED if cfg.target == "test_server" else Status.FAILED,
                             [because("cannot_resolve", target=cfg.target), because_of(exc)], target=cfg.target)]
     ctx.progress(step("trace", target=address))
-    hops: list[Hop] | None = None
-    note = None
-    if cfg.method in ("auto", "scapy"):
+    if cfg.method == "scapy":
         try:
             hops = trace_scapy(address, cfg.max_hops, cfg.probe_timeout_s)
         except PermissionError:
-            if cfg.method == "scapy":
-                return [Measurement(Status.SKIPPED, because("trace_needs_raw"), target=address)]
-            note = because("trace_unprivileged")
-    if hops is None:
+            return [Measurement(Status.SKIPPED, because("trace_needs_raw"), target=address)]
+        except ModuleNotFoundError:  # an extra since the UDP methods do without it (pyproject.toml)
+            return [Measurement(Status.SKIPPED, because("trace_needs_scapy"), target=address)]
+    elif cfg.method == "auto":
+        hops = trace_parallel(address, cfg.max_hops, cfg.probe_timeout_s, ctx.deadline)
+    else:
         hops = trace_unprivileged(address, cfg.max_hops, cfg.probe_timeout_s, ctx.deadline)
     last = hops[-1] if hops else None
     reached = bool(last and last.final)
     summary = {"hops_count": len(hops) if reached else None, "reached_flag": int(reached),
-               "raw_socket_flag": 0 if note or cfg.method == "unprivileged" else 1,
+               "raw_socket_flag": 1 if cfg.method == "scapy" else 0,
                "rtt_ms": last.rtt_ms if reached and last else None,
                "silent_hops_count": sum(1 for h in hops if h.address is None)}
     per_hop = [Measurement(Status.OK, None, {"hop_num": h.ttl, "hop_rtt_ms": h.rtt_ms},
@@ -177,7 +221,7 @@ def run(cfg: TracerouteConfig, ctx: CheckContext) -> list[Measurement]:
     where = because("trace_last_hop", hop=seen[-1].ttl, address=seen[-1].address or "") if seen \
         else because("trace_no_hop")
     return [Measurement(Status.DEGRADED, joined(because("trace_not_reached", target=address, max_hops=cfg.max_hops),
-                                                where, note), summary, address), *per_hop]
+                                                where), summary, address), *per_hop]
 
 
 SPEC = CheckSpec(kind="traceroute", config=TracerouteConfig, run=run)
