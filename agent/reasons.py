@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from linecheck.i18n import Texts, catalogue, placeholders
+from linecheck.i18n import Texts, phrase
 from linecheck.i18n.phrases import Phrase
 from linecheck.wire import REASON_PARTS_MAX, MetricValue, ReasonPart
 
@@ -19,18 +19,9 @@ Reason = str | Phrase | list[Phrase] | None  # a str: not catalogued (shown as i
 REASON_MAX = 2000  # CheckResult.reason
 
 
-def _phrase(section: str, key: str, args: dict[str, MetricValue | str]) -> Phrase:
-    template = getattr(catalogue("en"), section).get(key)
-    if template is None:
-        raise ValueError(f"{key!r} is not in linecheck/i18n/en.toml [{section}]")
-    if missing := placeholders(template) - args.keys():
-        raise ValueError(f"[{section}] {key!r} needs {sorted(missing)}")
-    return Phrase(key, args)
-
-
 def because(key: str, **args: MetricValue | str) -> Phrase:
     """A reason phrase (linecheck/i18n [reasons])."""
-    return _phrase("reasons", key, args)
+    return phrase("reasons", key, **args)
 
 
 class Explained(Exception):
@@ -58,7 +49,7 @@ def because_of(exc: BaseException) -> Phrase:
 
 def step(key: str, **args: MetricValue | str) -> Phrase:
     """A progress step of a running check (linecheck/i18n [progress]), shown by the CLI's progress line."""
-    return _phrase("progress", key, args)
+    return phrase("progress", key, **args)
 
 
 def english(reason: Reason) -> str:

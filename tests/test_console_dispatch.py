@@ -102,8 +102,10 @@ def console(fleet: Fleet, sender: RecordingSender) -> Iterator[str]:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("lang, arrive_word", [("en", "Crew on site"), ("zh-CN", "已到现场")])
-def test_browser_dispatch_in_both_languages(console: str, fleet: Fleet, lang: str, arrive_word: str) -> None:
+@pytest.mark.parametrize("lang, arrive_word, dispatched, arrived, resolved", [
+    ("en", "Crew on site", "dispatched", "arrived", "resolved"), ("zh-CN", "已到现场", "已派单", "到场", "已修复")])
+def test_browser_dispatch_in_both_languages(console: str, fleet: Fleet, lang: str, arrive_word: str, dispatched: str,
+                                           arrived: str, resolved: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -126,12 +128,12 @@ def test_browser_dispatch_in_both_languages(console: str, fleet: Fleet, lang: st
         d.find_element(By.LINK_TEXT, f"#{tid}").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "order-node"), "PON-0-1"))
         d.find_element(By.ID, "assign").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), "dispatched"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), dispatched))  # states in the page's words
         assert d.find_element(By.ID, "arrive").text == arrive_word
         d.find_element(By.ID, "arrive").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-trail"), "arrived"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "order-trail"), arrived))
         browser.screenshot(d, f"console-work-order-{lang}")
         d.find_element(By.ID, "close").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), "resolved"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), resolved))
     finally:
         d.quit()

@@ -115,7 +115,7 @@ def test_the_zh_cli_prints_the_translated_details(tmp_path: Path) -> None:
     for english_reason in ("does not exist", "is not configured", "no STAMP reflector", "not an http(s) URL",
                            "cannot tell", "no wireless interface", "no throughput server"):
         assert english_reason not in table, english_reason
-    for chinese in ("WAN 接口“lcmissing0”不存在", "未配置 line.test_server", "上没有 STAMP 反射器在监听",
+    for chinese in ("WAN 接口“lcmissing0”不存在", "未配置 `line.test_server`", "上没有 STAMP 反射器在监听",
                     "不是 HTTP 或 HTTPS 网址", "无法判断", "采集数据中没有无线接口", "没有测速服务器"):
         assert chinese in table, chinese
 

@@ -85,6 +85,8 @@ class FindingRow(BaseModel):
     check_kind: str | None
     location: str | None
     message: str
+    detail: dict[str, Any] = Field(default_factory=dict, description="The finding's parameters: its sentence in "
+                                   "any language is rendered from the code and these (linecheck/i18n [findings])")
 
 
 class LineDetail(BaseModel):

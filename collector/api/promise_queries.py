@@ -78,8 +78,10 @@ def verdict_view(row: dict[str, Any], with_detail: bool = False) -> dict[str, An
     out = {k: row[k] for k in ("promise_id", "line_id", "kind", "outcome", "in_grace", "summary",
                                "delivered_ratio", "ticket_id", "tenant_id", "district", "segment",
                                "evaluated_at", "judgeable_from", "outcome_since")}
+    detail = json.loads(row["detail"]) if row.get("detail") else {}
+    out["said"] = detail.get("said") if isinstance(detail, dict) else None  # the summary as phrases (console)
     if with_detail:
-        out["detail"] = json.loads(row["detail"]) if row.get("detail") else {}
+        out["detail"] = detail
     return out
 
 

@@ -126,8 +126,8 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
     c = t.tickets.c
     detail["open_tickets"] = [
         {"ticket_id": x.ticket_id, "fault_class": x.fault_class, "state": x.state, "summary": x.summary,
-         "opened_at": x.opened_at}
-        for x in conn.execute(select(c.ticket_id, c.fault_class, c.state, c.summary, c.opened_at).where(
+         "opened_at": x.opened_at, "detail": x.detail}
+        for x in conn.execute(select(c.ticket_id, c.fault_class, c.state, c.summary, c.opened_at, c.detail).where(
             c.line_id == line_id, c.state.in_(t.OPEN_STATES)).order_by(c.opened_at.desc()).limit(50))]
     return detail
 
@@ -155,11 +155,33 @@ def line_results(conn: Connection, line_id: str, params: PageParams,
 
 
 def line_findings(conn: Connection, line_id: str, params: PageParams) -> tuple[list[dict[str, Any]], int]:
+    """A page of the line's findings, newest first, each with its `detail` (the parameters its sentence is
+    rendered from in the reader's language: linecheck/i18n [findings])."""
     f = t.findings.c
-    stmt = (select(f.agent_id, f.result_id, f.started_at, f.code, f.severity, f.check_kind, f.location, f.message)
-            .where(f.line_id == line_id).order_by(f.started_at.desc(), f.idx))
+    stmt = (select(f.agent_id, f.result_id, f.idx, f.started_at, f.code, f.severity, f.check_kind, f.location,
+                   f.message).where(f.line_id == line_id).order_by(f.started_at.desc(), f.idx))
     rows, total = paginate(conn, stmt, params)
+    details = _finding_details(conn, {(r["agent_id"], r["result_id"]) for r in rows})
+    for r in rows:
+        r["detail"] = details.get((r["agent_id"], r["result_id"], r.pop("idx")), {})
     return rows, total
+
+
+def _finding_details(conn: Connection, results: set[tuple[str, str]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(agent, result, index) -> the finding's detail, from the stored envelopes (one read per result: the
+    findings table keeps what rules query, the envelope keeps the evidence)."""
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    r = t.results.c
+    for agent_id, result_id in sorted(results):
+        payload = conn.execute(select(r.payload).where(r.agent_id == agent_id, r.result_id == result_id)).scalar()
+        try:
+            found = json.loads(payload).get("findings", []) if payload else []
+        except (ValueError, AttributeError):
+            continue  # a row the store kept is valid JSON; a damaged one shows without detail
+        for i, f in enumerate(found if isinstance(found, list) else []):
+            detail = f.get("detail") if isinstance(f, dict) else None
+            out[(agent_id, result_id, i)] = detail if isinstance(detail, dict) else {}
+    return out
 
 
 def one_result(conn: Connection, scope: Scope, agent_id: str, result_id: str) -> dict[str, Any] | None:

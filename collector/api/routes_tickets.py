@@ -143,7 +143,7 @@ def transition(who: Worker, conn: Tx, ticket_id: TicketId, body: Transition) -> 
     try:
         if body.to_state == "verified":
             if not (body.agent_id and body.result_id):
-                raise tickets.TicketError("verifying a repair needs the post-repair check: agent_id and result_id")
+                raise tickets.TicketError("error_verify_needs_check")
             tickets.verify(conn, ticket_id, body.agent_id, body.result_id, who.user_id, note=body.note)  # type: ignore[arg-type]
         else:
             tickets.transition(conn, ticket_id, body.to_state, who.user_id, body.note)  # type: ignore[arg-type]
@@ -170,7 +170,7 @@ def add_evidence(who: Worker, conn: Tx, ticket_id: TicketId, body: EvidenceIn) -
     if found is None or found.line_id != row.line_id:
         raise HTTPException(404, f"no stored result {body.result_id} of line {row.line_id}")
     tickets.add_evidence(conn, ticket_id, [(body.agent_id, body.result_id)], "attached")  # type: ignore[arg-type]
-    tickets.note(conn, ticket_id, who.user_id, f"evidence attached: {body.result_id}")  # type: ignore[arg-type]
+    tickets.system_note(conn, ticket_id, who.user_id, "evidence_attached", result=body.result_id)  # type: ignore[arg-type]
     return tq.detail(conn, _ticket(conn, who, ticket_id))
 
 
@@ -188,6 +188,8 @@ def assign(who: Admin, conn: Tx, ticket_id: TicketId, body: Assignment) -> dict:
             raise HTTPException(422, f"{body.assignee!r} is not a technician in your tenants")
     conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id)  # type: ignore[attr-defined]
                  .values(assignee=body.assignee))
-    tickets.note(conn, ticket_id, who.user_id, f"assigned to {body.assignee}" if body.assignee  # type: ignore[arg-type]
-                 else "unassigned")
+    if body.assignee:
+        tickets.system_note(conn, ticket_id, who.user_id, "assigned", user=body.assignee)  # type: ignore[arg-type]
+    else:
+        tickets.system_note(conn, ticket_id, who.user_id, "unassigned")  # type: ignore[arg-type]
     return tq.detail(conn, _ticket(conn, who, ticket_id))

@@ -71,7 +71,7 @@ def detail(conn: Connection, row: Any) -> dict[str, Any]:
     out = ticket_view(row)
     out["detail"] = json.loads(row.detail) if row.detail else None
     out["events"] = [{"at": e.at, "kind": e.kind, "from_state": e.from_state, "to_state": e.to_state,
-                      "actor": e.actor, "note": e.note, "result_id": e.result_id}
+                      "actor": e.actor, "note": e.note, "result_id": e.result_id, "said": e.said}
                      for e in tickets.events(conn, row.ticket_id)]
     ev = tickets.evidence(conn, row.ticket_id)
     verdicts = {}

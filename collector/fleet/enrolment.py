@@ -25,7 +25,12 @@ DEFAULT_TOKEN_TTL = timedelta(hours=24)
 
 
 class EnrolmentError(ValueError):
-    """Refused: the message says why, without revealing whether a token ever existed."""
+    """Refused: the message says why, without revealing whether a token ever existed. `key` names the same
+    in the console's words (linecheck/i18n [console]), with `values` for its placeholders."""
+
+    def __init__(self, message: str, key: str | None = None, **args: str) -> None:
+        super().__init__(message)
+        self.key, self.values = key, args
 
 
 def _hash(token: str) -> str:
@@ -101,7 +106,8 @@ def taken(agent_id: str) -> EnrolmentError:
     """The one answer for an id that is not free, whatever holds it: ids are unique fleet-wide, so the
     refusal itself is unavoidable, but it names no line, site or tenant, and a gateway of another
     tenant, one of the caller's own other lines and a pending token all read the same."""
-    return EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id")
+    return EnrolmentError(f"agent id {agent_id!r} is taken by another line; choose another id", "enrol_taken",
+                          agent_id=agent_id)
 
 
 def _refuse_if_claimed_elsewhere(conn: Connection, agent_id: str, line_id: str, now: datetime) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, false, func, or_, select
 
 from collector.api.accounts import Role
+from collector.api.queries import _finding_details
 from collector.api.scope import Scope
 from collector.api.ticket_queries import visible
 from collector.incidents.correlate import INCIDENT_PREFIX, Correlator
@@ -25,6 +26,7 @@ from collector.incidents.decide import IncidentConfig
 from collector.incidents.topology import label
 from collector.store import schema as t
 from collector.tickets import lifecycle as tickets
+from linecheck.i18n import english, phrase
 
 BUSINESS = frozenset({"sme", "business", "dedicated", "enterprise"})
 W_LINE, W_BUSINESS, W_PROMISE, W_HOUR, MAX_HOURS = 10.0, 5.0, 5.0, 1.0, 72.0
@@ -32,10 +34,12 @@ MAX_ITEMS = 500
 
 
 class DispatchError(Exception):
-    """A move the job's state does not allow (409) or a job outside the caller's scope (404)."""
+    """A move the job's state does not allow (409) or a job outside the caller's scope (404). The message says
+    why in English, `phrase` in any language (linecheck/i18n [tickets] error_*: the console shows it)."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
+    def __init__(self, status: int, key: str, **args: Any):
+        self.phrase = phrase("tickets", key, **args)
+        super().__init__(english("tickets", self.phrase))
         self.status = status
 
 
@@ -71,6 +75,7 @@ class Job:
     opened_at: datetime
     incident_id: int | None
     line_id: str | None
+    detail: dict[str, Any] | None = None  # the ticket's detail (its summary as phrases: `said`)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -111,7 +116,7 @@ def queue(conn: Connection, scope: Scope, district: str | None = None, now: date
             promises_at_stake=promised, age_h=round(age_h, 2), score=round(sum(x for x, _ in terms), 2),
             why=[w for _, w in terms], assignee=r.assignee, opened_at=r.opened_at,
             incident_id=inc.incident_id if inc is not None else None,
-            line_id=None if inc is not None else r.line_id))
+            line_id=None if inc is not None else r.line_id, detail=json.loads(r.detail) if r.detail else None))
     jobs.sort(key=lambda j: (-j.score, j.opened_at, j.ticket_id))
     return jobs[:limit]
 
@@ -139,7 +144,7 @@ def work_order(conn: Connection, scope: Scope, ticket_id: int, now: datetime | N
     """Everything a technician needs on site: what, where, which lines, the evidence, the trail."""
     row = conn.execute(select(t.tickets).where(t.tickets.c.ticket_id == ticket_id, in_scope(scope))).first()
     if row is None:
-        raise DispatchError(404, f"no job #{ticket_id}")
+        raise DispatchError(404, "error_no_job", ticket=ticket_id)
     inc = conn.execute(select(t.incidents).where(t.incidents.c.ticket_id == ticket_id)).first()
     if inc is not None:
         mrows = conn.execute(select(t.incident_members).where(t.incident_members.c.incident_id == inc.incident_id)
@@ -158,10 +163,16 @@ def work_order(conn: Connection, scope: Scope, ticket_id: int, now: datetime | N
               & (t.results.c.result_id == t.ticket_evidence.c.result_id), isouter=True)
         .where(t.ticket_evidence.c.ticket_id == ticket_id).order_by(t.ticket_evidence.c.added_at)).all()
     findings: dict[tuple[str, str], list[str]] = {}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}  # the same with code and detail (any language)
+    details = _finding_details(conn, {(e.agent_id, e.result_id) for e in evidence})
     for e in evidence:
-        for f in conn.execute(select(t.findings.c.code, t.findings.c.message).where(
+        for f in conn.execute(select(t.findings.c.idx, t.findings.c.code, t.findings.c.severity,
+                                     t.findings.c.message).where(
                 t.findings.c.agent_id == e.agent_id, t.findings.c.result_id == e.result_id)):
             findings.setdefault((e.agent_id, e.result_id), []).append(f"{f.code}: {f.message}")
+            found.setdefault((e.agent_id, e.result_id), []).append(
+                {"code": f.code, "severity": f.severity, "message": f.message,
+                 "detail": details.get((e.agent_id, e.result_id, f.idx), {})})
     job = next((j for j in queue(conn, scope, now=now) if j.ticket_id == ticket_id), None)
     return {
         "ticket_id": row.ticket_id, "state": row.state, "fault_class": row.fault_class, "summary": row.summary,
@@ -170,7 +181,9 @@ def work_order(conn: Connection, scope: Scope, ticket_id: int, now: datetime | N
                                               "node_label": label(inc.node), "level": inc.level,
                                               "district": inc.district, "state": inc.state,
                                               "lines_reporting": inc.lines_reporting},
-        "impact": None if job is None else {"score": job.score, "why": job.why},
+        "impact": None if job is None else {"score": job.score, "why": job.why, "lines": job.lines_affected,
+                                            "business": job.business_lines, "promises": job.promises_at_stake,
+                                            "age_h": job.age_h},
         "lines": [{"line_id": x, "name": info.get(x, {}).get("name"), "segment": info.get(x, {}).get("segment"),
                    "district": info.get(x, {}).get("district"), "node": info.get(x, {}).get("node"),
                    "address": getattr(sites.get(info.get(x, {}).get("site_id")), "address", None),
@@ -178,15 +191,20 @@ def work_order(conn: Connection, scope: Scope, ticket_id: int, now: datetime | N
                   for x in lines],
         "evidence": [{"agent_id": e.agent_id, "result_id": e.result_id, "role": e.role, "line_id": e.line_id,
                       "started_at": e.started_at, "verdict": e.verdict,
-                      "findings": findings.get((e.agent_id, e.result_id), [])} for e in evidence],
-        "trail": [{"at": e.at, "kind": e.kind, "actor": e.actor, "note": e.note, "to_state": e.to_state}
-                  for e in tickets.events(conn, ticket_id)],
+                      "findings": findings.get((e.agent_id, e.result_id), []),
+                      "finding_rows": found.get((e.agent_id, e.result_id), [])} for e in evidence],
+        "trail": [{"at": e.at, "kind": e.kind, "actor": e.actor, "note": e.note, "to_state": e.to_state,
+                   "said": e.said} for e in tickets.events(conn, ticket_id)],
         "detail": json.loads(row.detail) if row.detail else None,
     }
 
 
-def _event(conn: Connection, ticket_id: int, kind: str, actor: str, note: str | None, now: datetime) -> None:
-    conn.execute(t.ticket_events.insert().values(ticket_id=ticket_id, at=now, kind=kind, actor=actor, note=note))
+def _event(conn: Connection, ticket_id: int, kind: str, actor: str, now: datetime, key: str, **args: Any) -> None:
+    """A crew's step on the trail: English in `note`, the phrase in `said` (the console's language)."""
+    said = phrase("tickets", key, **args)
+    conn.execute(t.ticket_events.insert().values(ticket_id=ticket_id, at=now, kind=kind, actor=actor,
+                                                 note=english("tickets", said)[:2000],
+                                                 said=json.dumps(tickets.said_json(said))))
 
 
 def _own(conn: Connection, scope: Scope, ticket_id: int) -> Any:
@@ -195,9 +213,9 @@ def _own(conn: Connection, scope: Scope, ticket_id: int) -> Any:
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
-        raise DispatchError(404, f"no job #{ticket_id}")
+        raise DispatchError(404, "error_no_job", ticket=ticket_id)
     if row.state not in tickets.OPEN_STATES:
-        raise DispatchError(409, f"job #{ticket_id} is {row.state}; only open jobs can be worked")
+        raise DispatchError(409, "error_job_closed", ticket=ticket_id, state=row.state)
     return row
 
 
@@ -208,9 +226,10 @@ def assign(conn: Connection, scope: Scope, ticket_id: int, assignee: str, actor:
     row = _own(conn, scope, ticket_id)
     conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id).values(assignee=assignee,
                                                                                        updated_at=now))
-    _event(conn, ticket_id, "assigned", actor, f"assigned to {assignee}", now)
+    _event(conn, ticket_id, "assigned", actor, now, "assigned", user=assignee)
     if row.state != "dispatched":
-        tickets.transition(conn, ticket_id, "dispatched", actor, f"crew {assignee} dispatched", now=now)
+        said = phrase("tickets", "crew_dispatched", user=assignee)
+        tickets.transition(conn, ticket_id, "dispatched", actor, english("tickets", said), now=now, said=said)
 
 
 def arrive(conn: Connection, scope: Scope, ticket_id: int, actor: str, note: str | None = None,
@@ -218,8 +237,11 @@ def arrive(conn: Connection, scope: Scope, ticket_id: int, actor: str, note: str
     now = now or datetime.now(UTC)
     row = _own(conn, scope, ticket_id)
     if row.state != "dispatched":
-        raise DispatchError(409, f"job #{ticket_id} is {row.state}; assign a crew before it arrives")
-    _event(conn, ticket_id, "arrived", actor, (f"on site: {note}" if note else "on site")[:2000], now)
+        raise DispatchError(409, "error_no_crew", ticket=ticket_id, state=row.state)
+    if note:
+        _event(conn, ticket_id, "arrived", actor, now, "on_site_note", note=note[:1900])
+    else:
+        _event(conn, ticket_id, "arrived", actor, now, "on_site")
     conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id).values(updated_at=now))
 
 
@@ -229,7 +251,10 @@ def close(conn: Connection, scope: Scope, ticket_id: int, actor: str, note: str 
     their own tickets (the correlator's straggler path)."""
     now = now or datetime.now(UTC)
     _own(conn, scope, ticket_id)
-    _event(conn, ticket_id, "closed", actor, (f"work done: {note}" if note else "work done")[:2000], now)
+    if note:
+        _event(conn, ticket_id, "closed", actor, now, "work_done_note", note=note[:1900])
+    else:
+        _event(conn, ticket_id, "closed", actor, now, "work_done")
     inc = conn.execute(select(t.incidents.c.incident_id).where(t.incidents.c.ticket_id == ticket_id)).scalar()
     tickets.transition(conn, ticket_id, "resolved", actor, note, now=now)
     if inc is not None:

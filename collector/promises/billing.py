@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
@@ -30,8 +31,9 @@ from collector.promises.model import (
     parse_period,
     periods_between,
 )
-from collector.promises.verdict import PromiseVerdict
+from collector.promises.verdict import PromiseVerdict, says, summary_of
 from linecheck.configfile import ConfigError, Strict, format_validation_error
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import ID_PATTERN
 
 COLUMNS = ("line_id", "period", "product", "amount", "waived", "currency")
@@ -134,16 +136,16 @@ def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRe
     detail: dict[str, object] = {"promise": promise.model_dump(mode="json"), "records": _rows(ref + cur)}
     common = sorted({r.product for r in ref} & {r.product for r in cur})
     currencies = {r.currency for r in ref + cur}
+    def verdict(outcome: Outcome, said: list[Phrase], **extra: Any) -> PromiseVerdict:
+        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", outcome, summary_of(said), now,
+                              judgeable_from, in_grace, detail, said=said, **extra)
+
     if not ref or not cur or not common:
         missing = [p for p, rows in ((promise.reference_period, ref), (promise.period, cur)) if not rows]
-        why = (f"no billing record for {', '.join(missing)}" if missing
-               else "the two periods bill different products")
-        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
-                       f"Tariff reduction cannot be judged yet: {why}.", now, judgeable_from, in_grace, detail)
+        why = says("tariff_no_record", periods=", ".join(missing)) if missing else says("tariff_other_products")
+        return verdict(Outcome.INCONCLUSIVE, [why])
     if len(currencies) > 1:
-        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
-                       f"Tariff reduction cannot be judged: records mix currencies {sorted(currencies)}.",
-                       now, judgeable_from, in_grace, detail)
+        return verdict(Outcome.INCONCLUSIVE, [says("tariff_currencies", currencies=", ".join(sorted(currencies)))])
     before = sum(r.amount for r in ref if r.product in common)
     after = sum(r.amount for r in cur if r.product in common)
     reduction = None if before == 0 else (before - after) / before * 100
@@ -155,20 +157,16 @@ def evaluate_tariff(promise: TariffReductionPromise, records: Sequence[BillingRe
     detail |= {"before": before, "after": after, "reduction_pct": reduction, "products": per_product,
                "currency": currencies.pop()}
     if reduction is None:
-        return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", Outcome.INCONCLUSIVE,
-                       f"Tariff reduction cannot be judged: nothing was charged in {promise.reference_period}.",
-                       now, judgeable_from, in_grace, detail)
+        return verdict(Outcome.INCONCLUSIVE, [says("tariff_nothing_charged", period=promise.reference_period)])
     met = reduction >= promise.percent - 1e-9
     outcome = Outcome.DELIVERED if met else Outcome.NOT_DELIVERED
-    cur_code = detail["currency"]
-    summary = (f"Tariff {'reduced' if reduction >= 0 else 'raised'} by {abs(reduction):.1f}% "
-               f"({promise.reference_period}: {before:.2f} {cur_code} → {promise.period}: {after:.2f} {cur_code}); "
-               f"promised at least {promise.percent:g}%: {'delivered' if met else 'NOT delivered'}.")
+    said = [says(("tariff_reduced" if reduction >= 0 else "tariff_raised") + ("" if met else "_short"),
+                 change_pct=abs(reduction), reference=promise.reference_period, before=before,
+                 period=promise.period, after=after, currency=str(detail["currency"]), percent=promise.percent)]
     if in_grace and not met:
-        summary += f" (Provisional until {judgeable_from.date().isoformat()}.)"
+        said.append(says("provisional_until", until=judgeable_from.date().isoformat()))
     # Ratio for fleet medians: achieved reduction / promised reduction.
-    return PromiseVerdict(promise.id, promise.line_id, "tariff_reduction", outcome, summary, now, judgeable_from,
-                   in_grace, detail, delivered_ratio=reduction / promise.percent)
+    return verdict(outcome, said, delivered_ratio=reduction / promise.percent)
 
 
 def evaluate_waiver(promise: FeeWaiverPromise, records: Sequence[BillingRecord], now: datetime,
@@ -188,23 +186,18 @@ def evaluate_waiver(promise: FeeWaiverPromise, records: Sequence[BillingRecord],
     detail = {"promise": promise.model_dump(mode="json"), "records": _rows(mine), "periods": per_period,
               "months_waived": months, "billed_periods": len(per_period), "window_periods": len(window)}
     met = months >= promise.months - 0.005  # cents of rounding in a bill do not break a promise
+    args = {"months": months, "promised": promise.months, "until": judgeable_from.date().isoformat(),
+            "first": promise.first_period, "last": promise.last_period}
     if met:
-        outcome = Outcome.DELIVERED
-        summary = f"{months:.2f} month(s) of rent waived ({promise.months:g} promised): delivered."
+        outcome, said = Outcome.DELIVERED, says("waiver_delivered", **args)
     elif in_grace:
         # The window is still open (or bills are still arriving): not a breach yet.
-        outcome = Outcome.INCONCLUSIVE
-        summary = (f"{months:.2f} of {promise.months:g} promised month(s) waived so far; the promise can be "
-                   f"judged from {judgeable_from.date().isoformat()}.")
+        outcome, said = Outcome.INCONCLUSIVE, says("waiver_so_far", **args)
     else:
         missing = sorted(window - set(per_period))
         if missing:
-            outcome = Outcome.INCONCLUSIVE
-            summary = (f"{months:.2f} of {promise.months:g} promised month(s) waived, but no billing record for "
-                       f"{', '.join(missing)}: import them to judge.")
+            outcome, said = Outcome.INCONCLUSIVE, says("waiver_no_record", **args, periods=", ".join(missing))
         else:
-            outcome = Outcome.NOT_DELIVERED
-            summary = (f"Only {months:.2f} of {promise.months:g} promised month(s) of rent were waived between "
-                       f"{promise.first_period} and {promise.last_period}: NOT delivered.")
-    return PromiseVerdict(promise.id, promise.line_id, "fee_waiver", outcome, summary, now, judgeable_from, in_grace,
-                   detail, delivered_ratio=months / promise.months)
+            outcome, said = Outcome.NOT_DELIVERED, says("waiver_short", **args)
+    return PromiseVerdict(promise.id, promise.line_id, "fee_waiver", outcome, summary_of([said]), now,
+                          judgeable_from, in_grace, detail, delivered_ratio=months / promise.months, said=[said])

@@ -21,6 +21,8 @@ from collector.promises.criterion import PromisePolicy
 from collector.promises.model import Outcome
 from collector.promises.verdict import PromiseVerdict
 from collector.tickets import lifecycle as tickets
+from linecheck.i18n import english, phrase
+from linecheck.i18n.phrases import Phrase
 
 # Fault class per promise kind (the carrier's side) and where the fault lies.
 FAULT_CLASS = {
@@ -68,9 +70,11 @@ def evidence_of(v: PromiseVerdict, local: bool = False) -> list[tuple[str, str]]
     return list(dict.fromkeys(picked))[:MAX_EVIDENCE]
 
 
-def _ticket_detail(v: PromiseVerdict) -> dict[str, Any]:
+def _ticket_detail(v: PromiseVerdict, said: list[Phrase]) -> dict[str, Any]:
+    # `said`: the summary as phrases, shown by the console in the reader's language (collector/tickets)
     return {"promise_id": v.promise_id, "kind": v.kind, "outcome": v.outcome.value, "fixes": v.fixes,
-            "evaluated_at": v.evaluated_at.isoformat(), "delivered_ratio": v.delivered_ratio}
+            "evaluated_at": v.evaluated_at.isoformat(), "delivered_ratio": v.delivered_ratio,
+            "said": [p.as_json() for p in said]}
 
 
 def act(conn: Connection, verdicts: Sequence[PromiseVerdict], now: datetime, run: LedgerRun) -> None:
@@ -79,26 +83,30 @@ def act(conn: Connection, verdicts: Sequence[PromiseVerdict], now: datetime, run
         if v.actionable and v.outcome is Outcome.NOT_DELIVERED:
             opened = tickets.open_ticket(
                 conn, line_id=v.line_id, fault_class=carrier_class, summary=v.summary[:2000], severity="warning",
-                location=LOCATION[v.kind], evidence=evidence_of(v), opened_by=ACTOR, detail=_ticket_detail(v),
-                now=now)
+                location=LOCATION[v.kind], evidence=evidence_of(v), opened_by=ACTOR,
+                detail=_ticket_detail(v, v.said), now=now)
             (run.opened if opened.created else run.refreshed).append(opened.ticket_id)
             ledger.set_ticket(conn, v.promise_id, opened.ticket_id)
         elif v.actionable and v.outcome is Outcome.LIMITED:
-            summary = "Equipment at the office keeps the promised speed from being verified. " + " ".join(v.fixes)
+            said = [phrase("tickets", "local_limit"), *v.fixes_said]
+            summary = english("tickets", said[:1]) + " " + " ".join(v.fixes)
             opened = tickets.open_ticket(
                 conn, line_id=v.line_id, fault_class=LOCAL_CLASS, summary=summary[:2000], severity="warning",
-                location="cpe", evidence=evidence_of(v, local=True), opened_by=ACTOR, detail=_ticket_detail(v),
+                location="cpe", evidence=evidence_of(v, local=True), opened_by=ACTOR, detail=_ticket_detail(v, said),
                 now=now)
             (run.opened if opened.created else run.refreshed).append(opened.ticket_id)
             ledger.set_ticket(conn, v.promise_id, opened.ticket_id)
         if v.outcome is Outcome.DELIVERED:
-            done = tickets.resolve_open(conn, v.line_id, carrier_class, ACTOR, note=v.summary[:2000], now=now)
+            done = tickets.resolve_open(conn, v.line_id, carrier_class, ACTOR, note=v.summary[:2000], now=now,
+                                        said=v.said)
             if done is not None:
                 run.resolved.append(done)
                 ledger.set_ticket(conn, v.promise_id, None)
         if v.kind == "speed" and v.outcome in (Outcome.DELIVERED, Outcome.NOT_DELIVERED):
+            again = phrase("tickets", "judged_again")
             done = tickets.resolve_open(conn, v.line_id, LOCAL_CLASS, ACTOR,
-                                        note="The line can be judged again: " + v.summary[:1900], now=now)
+                                        note=f"{english('tickets', again)} {v.summary[:1900]}", now=now,
+                                        said=[again, *v.said])
             if done is not None:
                 run.resolved.append(done)
 

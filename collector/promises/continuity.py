@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from collector.promises.criterion import ContinuityCriterion
 from collector.promises.model import Outcome, ServiceContinuityPromise
-from collector.promises.verdict import PromiseVerdict
+from collector.promises.verdict import PromiseVerdict, says, summary_of
 
 SUSPENDED_CODE = "service_suspended"
 
@@ -54,25 +54,24 @@ def evaluate_continuity(promise: ServiceContinuityPromise, suspensions: Sequence
         "reports": sum(1 for t in report_times if start <= t < end),
         "max_silence_hours": crit.max_silence_hours,
     }
-    span = f"{promise.start.isoformat()} to {promise.end.isoformat()}"
+    args = {"start": promise.start.isoformat(), "end": promise.end.isoformat()}
     if inside:
         first = inside[0]
         outcome = Outcome.NOT_DELIVERED
-        summary = (f"The line was suspended during the protected window ({span}): {len(inside)} check(s) found "
-                   f"service_suspended, first at {first.at.astimezone(zone):%Y-%m-%d %H:%M} — {first.message}")
+        said = says("continuity_suspended", **args, count=len(inside),
+                    first=f"{first.at.astimezone(zone):%Y-%m-%d %H:%M}")
     elif now < start:
-        outcome = Outcome.INCONCLUSIVE
-        summary = f"The protected window ({span}) has not started."
+        outcome, said = Outcome.INCONCLUSIVE, says("continuity_not_started", **args)
     elif gaps:
         outcome = Outcome.INCONCLUSIVE
         hours = sum((b - a).total_seconds() for a, b in gaps) / 3600
-        summary = (f"No suspension seen in {span}, but the agent was silent for {len(gaps)} stretch(es) "
-                   f"({hours:.0f} h in all) when a suspension would have gone unseen.")
+        said = says("continuity_silent", **args, stretches=len(gaps), hours=hours)
     elif now < end:
-        outcome = Outcome.INCONCLUSIVE
-        summary = f"No suspension so far in the protected window ({span}); it runs until {promise.end.isoformat()}."
+        outcome, said = Outcome.INCONCLUSIVE, says("continuity_so_far", **args)
     else:
-        outcome = Outcome.DELIVERED
-        summary = f"The line stayed in service through the protected window ({span}), watched without gaps."
+        outcome, said = Outcome.DELIVERED, says("continuity_kept", **args)
+    summary = summary_of([said])
+    if inside:  # the agent's own words about the first suspension, as evidence (English)
+        summary += f" — {inside[0].message}"
     return PromiseVerdict(promise.id, promise.line_id, "service_continuity", outcome, summary, now, judgeable_from,
-                   in_grace, detail)
+                          in_grace, detail, said=[said])

@@ -28,8 +28,9 @@ from typing import Literal, Protocol
 from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import Outcome, PromiseBase, SpeedPromise, worst
 from collector.promises.stats import Side, decisive_sample_size, side, wilson_bounds
-from collector.promises.verdict import PromiseVerdict, jsonable
+from collector.promises.verdict import PromiseVerdict, jsonable, says, summary_of
 from linecheck import speed
+from linecheck.i18n.phrases import Phrase
 
 Direction = Literal["down", "up"]
 DIRECTIONS: tuple[Direction, ...] = ("down", "up")
@@ -145,7 +146,7 @@ class DirectionVerdict:
     promised_mbps: float  # in force at the evaluation time
     threshold_mbps: float
     outcome: Outcome
-    reason: str
+    reason: str  # English; `said` is the same as a phrase (linecheck/i18n [verdicts])
     decided_on: str  # all / peak
     all: ShareEstimate
     peak: ShareEstimate
@@ -154,6 +155,8 @@ class DirectionVerdict:
     local_excluded: int
     fixes: list[str]
     tests: list[TestJudgement] = field(repr=False)
+    said: Phrase | None = None
+    fixes_said: list[Phrase] = field(default_factory=list)
 
 
 def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: Direction,
@@ -237,61 +240,47 @@ def estimate(label: str, tests: Sequence[Judged], crit: SpeedCriterion) -> Share
                          statistics.median(ratios) if ratios else None, outcome, needed)
 
 
-_FIX = {
-    Exclusion.WAN_PORT: ("The gateway's WAN port negotiated only {port:g} Mbit/s in {n} test(s), below the promised "
-                         "{promised:g} Mbit/s: check the cable between the optical terminal and the gateway "
-                         "(Cat5e or better, undamaged, firmly seated) and that both ports are gigabit ports."),
-    Exclusion.CPU: ("The gateway's CPU was saturated ({cpu:g}%) in {n} test(s): it cannot route the promised rate. "
-                    "Switch off CPU-heavy features (traffic inspection, VPN, logging) or replace the gateway "
-                    "with one rated for {promised:g} Mbit/s."),
-}
-
-
-def _fixes(tests: Sequence[TestJudgement], crit: SpeedCriterion, promised: float) -> list[str]:
+def _fixes(tests: Sequence[TestJudgement], crit: SpeedCriterion, promised: float) -> list[Phrase]:
+    """What the customer can fix (linecheck/i18n [verdicts] fix_*): the port or the gateway's CPU."""
     out = []
     ports = [t for t in tests if t.excluded is Exclusion.WAN_PORT]
     if ports:
         slowest = min(t.wan_speed_mbps for t in ports if t.wan_speed_mbps is not None)
-        out.append(_FIX[Exclusion.WAN_PORT].format(port=slowest, n=len(ports), promised=promised))
+        out.append(says("fix_wan_port", port_mbps=slowest, count=len(ports), promised_mbps=promised))
     cpus = [t for t in tests if t.excluded is Exclusion.CPU]
     if cpus:
         hottest = max(t.cpu_max_pct for t in cpus if t.cpu_max_pct is not None)
-        out.append(_FIX[Exclusion.CPU].format(cpu=hottest, n=len(cpus), promised=promised))
+        out.append(says("fix_cpu", cpu_pct=hottest, count=len(cpus), promised_mbps=promised))
     return out
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
-
-
 def _reason(direction: Direction, outcome: Outcome, est: ShareEstimate, crit: SpeedCriterion, promised: float,
-            excluded: Counter[str], local: int) -> str:
-    word = "Download" if direction == "down" else "Upload"
-    thr = promised * crit.rate_fraction
-    excl = f" ({sum(excluded.values())} excluded: " + ", ".join(f"{n} {r}" for r, n in sorted(excluded.items())) + ")" \
-        if excluded else ""
-    subset = "" if est.label == "all" else f" in peak hours ({crit.peak_hours.label()})"
-    base = (f"{word}: {est.passed} of {est.valid} valid tests{subset} reached {thr:g} Mbit/s "
-            f"({crit.rate_fraction:.0%} of the promised {promised:g}){excl}")
-    conf = f"{crit.confidence:.0%}"
-    required = f"(required {_pct(crit.required_share)})"
-    if outcome is Outcome.DELIVERED:
-        return f"{base}; at {conf} confidence at least {_pct(est.lower)} of tests do {required}."
-    if outcome is Outcome.NOT_DELIVERED:
-        return f"{base}; at {conf} confidence at most {_pct(est.upper)} of tests do {required}."
-    if outcome is Outcome.LIMITED:
-        return (f"{base}; {local} test(s) were limited by equipment at the office, so the line itself cannot "
-                "be judged until that is fixed.")
+            excluded: Counter[str], local: int) -> Phrase:
+    """One direction's reason as a phrase (linecheck/i18n [verdicts] speed_*): what the tests show, then why
+    that decides or what would (its English is DirectionVerdict.reason)."""
+    args = {"way": direction, "passed": est.passed, "valid": est.valid, "threshold": promised * crit.rate_fraction,
+            "rate": crit.rate_fraction, "promised": promised, "peak_hours": crit.peak_hours.label(),
+            "count": sum(excluded.values()),
+            "excluded": [says("speed_excluded_n", count=n, why=r) for r, n in sorted(excluded.items())]}
     if est.valid == 0:
-        return f"{word}: no valid test yet{excl}; at least {est.tests_needed} are needed."
-    if est.tests_needed is None:
-        return (f"{base}; the pass share {_pct(est.share)} sits exactly on the required "
-                f"{_pct(crit.required_share)}, so more tests at this share cannot settle it.")
+        return says("speed_no_valid_excl" if excluded else "speed_no_valid", **args, needed=est.tests_needed)
+    base = says("speed_base" + ("_peak" if est.label != "all" else "") + ("_excl" if excluded else ""), **args)
+    shares = {"confidence": crit.confidence, "required": crit.required_share, "lower": est.lower,
+              "upper": est.upper, "share": est.share, "needed": est.tests_needed, "local": local}
     fewest = crit.fewest_deciding_tests
-    if est.valid < fewest and est.tests_needed == fewest - est.valid:
-        return f"{base}; {est.tests_needed} more valid test(s) are needed (minimum {fewest})."
-    return (f"{base}; at {conf} confidence the share lies between {_pct(est.lower)} and {_pct(est.upper)}: "
-            f"about {est.tests_needed} more valid test(s) at this pass share would settle it.")
+    if outcome is Outcome.DELIVERED:
+        then = says("speed_delivered", **shares)
+    elif outcome is Outcome.NOT_DELIVERED:
+        then = says("speed_not_delivered", **shares)
+    elif outcome is Outcome.LIMITED:
+        then = says("speed_limited", **shares)
+    elif est.tests_needed is None:
+        then = says("speed_on_threshold", **shares)
+    elif est.valid < fewest and est.tests_needed == fewest - est.valid:
+        then = says("speed_need_minimum", **shares, fewest=fewest)
+    else:
+        then = says("speed_need_more", **shares)
+    return says("speed_direction", base=base, then=then)
 
 
 def judge_direction(direction: Direction, promise: SpeedPromise, samples: Sequence[SpeedSample],
@@ -311,11 +300,12 @@ def judge_direction(direction: Direction, promise: SpeedPromise, samples: Sequen
     if outcome is Outcome.INCONCLUSIVE and local and local / (local + est_all.valid) >= crit.local_limit_share:
         outcome = Outcome.LIMITED
     fixes = _fixes(tests, crit, promised) if outcome is Outcome.LIMITED else []
+    said = _reason(direction, outcome, deciding, crit, promised, excluded, local)
     return DirectionVerdict(
         direction=direction, promised_mbps=promised, threshold_mbps=promised * crit.rate_fraction,
-        outcome=outcome, reason=_reason(direction, outcome, deciding, crit, promised, excluded, local),
-        decided_on=crit.decide_on, all=est_all, peak=est_peak, off_peak=est_off, excluded=dict(excluded),
-        local_excluded=local, fixes=fixes, tests=tests)
+        outcome=outcome, reason=summary_of([said]), decided_on=crit.decide_on, all=est_all, peak=est_peak,
+        off_peak=est_off, excluded=dict(excluded), local_excluded=local, fixes=[summary_of([f]) for f in fixes],
+        tests=tests, said=said, fixes_said=fixes)
 
 
 @dataclass(frozen=True)
@@ -324,6 +314,7 @@ class SpeedVerdict:
     outcome: Outcome
     summary: str
     directions: list[DirectionVerdict]
+    said: list[Phrase]  # the summary as phrases
     window_start: datetime
     window_end: datetime
     judgeable_from: datetime
@@ -352,7 +343,8 @@ class SpeedVerdict:
         return PromiseVerdict(promise_id=self.promise.id, line_id=self.promise.line_id, kind="speed",
                               outcome=self.outcome, summary=self.summary, evaluated_at=self.window_end,
                               judgeable_from=self.judgeable_from, in_grace=self.in_grace, detail=detail,
-                              fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio)
+                              fixes=[f for d in self.directions for f in d.fixes], delivered_ratio=ratio,
+                              said=self.said, fixes_said=[f for d in self.directions for f in d.fixes_said])
 
 
 def window_for(promise: PromiseBase, crit: SpeedCriterion, now: datetime, grace_days: int
@@ -375,17 +367,10 @@ def evaluate_speed(promise: SpeedPromise, samples: Sequence[SpeedSample], crit: 
     directions = [d for which in DIRECTIONS
                   if (d := judge_direction(which, promise, inside, crit, account_since, now)) is not None]
     outcome = worst([d.outcome for d in directions])
-    if outcome is Outcome.DELIVERED:
-        head = "Promised speed delivered."
-    elif outcome is Outcome.NOT_DELIVERED:
-        head = "Promised speed NOT delivered."
-    elif outcome is Outcome.LIMITED:
-        head = "Cannot judge the line: equipment at the office limits the tests."
-    else:
-        head = "Not enough evidence yet."
+    said = [says(f"speed_head_{outcome.value}")]
     if in_grace:
-        head += f" (Provisional: within the grace window until {judgeable.date().isoformat()}.)"
-    summary = " ".join([head, *[d.reason for d in directions]])
-    return SpeedVerdict(promise=promise, outcome=outcome, summary=summary, directions=directions,
+        said.append(says("provisional", until=judgeable.date().isoformat()))
+    said += [d.said for d in directions if d.said is not None]
+    return SpeedVerdict(promise=promise, outcome=outcome, summary=summary_of(said), directions=directions,
                         window_start=start, window_end=now, judgeable_from=judgeable, in_grace=in_grace,
-                        criterion=crit)
+                        criterion=crit, said=said)

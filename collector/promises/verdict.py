@@ -2,7 +2,8 @@
 
 `detail` holds the kind's evidence as plain JSON values (the tests counted, the exclusions, the
 criterion, the confidence bounds, the billing rows), so a stored verdict renders the same report as
-a fresh one.
+a fresh one. `said` is the summary as phrases (linecheck/i18n [verdicts]): `summary` is their English
+text (`says` builds both), the console renders them in the reader's language.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ from enum import Enum
 from typing import Any
 
 from collector.promises.model import Outcome
+from linecheck.i18n import english, phrase
+from linecheck.i18n.phrases import Phrase, phrases_from_json
+
+
+def says(key: str, **args: Any) -> Phrase:
+    """A phrase of a verdict's summary (linecheck/i18n [verdicts])."""
+    return phrase("verdicts", key, **args)
+
+
+def summary_of(said: list[Phrase]) -> str:
+    """The English summary: the phrases as sentences, one after the other."""
+    return english("verdicts", said, sentences=True)
 
 
 @dataclass
@@ -29,6 +42,8 @@ class PromiseVerdict:
     detail: dict[str, Any] = field(default_factory=dict)
     fixes: list[str] = field(default_factory=list)  # customer-side actions (local equipment)
     delivered_ratio: float | None = None  # measured / promised (median), for fleet medians
+    said: list[Phrase] = field(default_factory=list)  # the summary as phrases (empty: an older verdict)
+    fixes_said: list[Phrase] = field(default_factory=list)  # `fixes` as phrases
 
     @property
     def actionable(self) -> bool:
@@ -41,7 +56,8 @@ class PromiseVerdict:
             "outcome": self.outcome.value, "summary": self.summary,
             "evaluated_at": self.evaluated_at.isoformat(), "judgeable_from": self.judgeable_from.isoformat(),
             "in_grace": self.in_grace, "detail": self.detail, "fixes": self.fixes,
-            "delivered_ratio": self.delivered_ratio,
+            "delivered_ratio": self.delivered_ratio, "said": [p.as_json() for p in self.said],
+            "fixes_said": [p.as_json() for p in self.fixes_said],
         }
 
     @classmethod
@@ -50,7 +66,8 @@ class PromiseVerdict:
                    summary=d["summary"], evaluated_at=datetime.fromisoformat(d["evaluated_at"]),
                    judgeable_from=datetime.fromisoformat(d["judgeable_from"]), in_grace=d["in_grace"],
                    detail=d.get("detail", {}), fixes=list(d.get("fixes", [])),
-                   delivered_ratio=d.get("delivered_ratio"))
+                   delivered_ratio=d.get("delivered_ratio"), said=phrases_from_json(d.get("said") or []) or [],
+                   fixes_said=phrases_from_json(d.get("fixes_said") or []) or [])
 
 
 _PLAIN = (str, int, float, bool, type(None))

@@ -19,7 +19,8 @@ from datetime import datetime
 from collector.promises.criterion import SpeedCriterion
 from collector.promises.model import Outcome, WifiCoveragePromise, worst
 from collector.promises.speed import Exclusion, ShareEstimate, estimate, window_for
-from collector.promises.verdict import PromiseVerdict, jsonable
+from collector.promises.verdict import PromiseVerdict, jsonable, says, summary_of
+from linecheck.i18n.phrases import Phrase
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ class RoomVerdict:
     outcome: Outcome
     estimate: ShareEstimate
     not_measured: int
-    reason: str
+    reason: str  # English; `said` is the same as a phrase (linecheck/i18n [verdicts])
     tests: list[RoomTest]
+    said: Phrase | None = None
 
 
 def _room(room: str, minimum: float, samples: Sequence[WifiSample], crit: SpeedCriterion) -> RoomVerdict:
@@ -76,18 +78,16 @@ def _room(room: str, minimum: float, samples: Sequence[WifiSample], crit: SpeedC
                               None if value is None else value >= threshold, s.agent_id))
     est = estimate("all", tests, crit)
     missing = Counter(t.excluded for t in tests)[Exclusion.NOT_MEASURED]
-    head = f"Room {room!r}: {est.passed} of {est.valid} tests reached {threshold:g} Mbit/s"
-    if est.outcome is Outcome.DELIVERED:
-        reason = f"{head}; at {crit.confidence:.0%} confidence at least {est.lower:.0%} do."
-    elif est.outcome is Outcome.NOT_DELIVERED:
-        reason = f"{head}; at {crit.confidence:.0%} confidence at most {est.upper:.0%} do."
-    elif est.valid == 0:
-        reason = f"Room {room!r}: no WiFi test from this room yet; run at least {est.tests_needed}."
-    elif est.tests_needed is None:
-        reason = f"{head}; the pass share sits on the threshold: more tests cannot settle it."
+    args = {"room": room, "passed": est.passed, "valid": est.valid, "threshold": threshold,
+            "confidence": crit.confidence, "lower": est.lower, "upper": est.upper, "needed": est.tests_needed}
+    if est.valid == 0:
+        said = says("room_no_test", **args)
     else:
-        reason = f"{head}; about {est.tests_needed} more test(s) would settle it."
-    return RoomVerdict(room, minimum, est.outcome, est, missing, reason, tests)
+        then = ("room_delivered" if est.outcome is Outcome.DELIVERED else
+                "room_not_delivered" if est.outcome is Outcome.NOT_DELIVERED else
+                "room_on_threshold" if est.tests_needed is None else "room_need_more")
+        said = says("room_direction", base=says("room_base", **args), then=says(then, **args))
+    return RoomVerdict(room, minimum, est.outcome, est, missing, summary_of([said]), tests, said)
 
 
 def evaluate_wifi(promise: WifiCoveragePromise, samples: Sequence[WifiSample], crit: SpeedCriterion,
@@ -97,15 +97,14 @@ def evaluate_wifi(promise: WifiCoveragePromise, samples: Sequence[WifiSample], c
     rooms = [_room(label, minimum, [s for s in inside if s.room == label], crit)
              for label, minimum in promise.rooms.items()]
     outcome = worst([r.outcome for r in rooms])
-    head = {Outcome.DELIVERED: "WiFi coverage delivered in every room.",
-            Outcome.NOT_DELIVERED: "WiFi coverage NOT delivered in every room.",
-            Outcome.INCONCLUSIVE: "Not enough WiFi tests yet."}[outcome]
+    said = [says(f"wifi_head_{outcome.value}")]
     if in_grace:
-        head += f" (Provisional: within the grace window until {judgeable.date().isoformat()}.)"
+        said.append(says("provisional", until=judgeable.date().isoformat()))
+    said += [r.said for r in rooms if r.said is not None]
     ratios = [r.estimate.median_ratio for r in rooms if r.estimate.median_ratio is not None]
     return PromiseVerdict(
-        promise_id=promise.id, line_id=promise.line_id, kind="wifi_coverage", outcome=outcome,
-        summary=" ".join([head, *[r.reason for r in rooms]]), evaluated_at=now, judgeable_from=judgeable,
+        promise_id=promise.id, line_id=promise.line_id, kind="wifi_coverage", outcome=outcome, said=said,
+        summary=summary_of(said), evaluated_at=now, judgeable_from=judgeable,
         in_grace=in_grace, delivered_ratio=min(ratios) if ratios else None,
         detail={"criterion": crit.model_dump(mode="json"), "promise": promise.model_dump(mode="json"),
                 "window": {"start": start.isoformat(), "end": now.isoformat()},

@@ -38,6 +38,8 @@ from collector.tickets import lifecycle as tickets
 from linecheck import catalogue, speed
 from linecheck.catalogue import THROUGHPUT
 from linecheck.configfile import Strict
+from linecheck.i18n import english, phrase
+from linecheck.i18n.phrases import Phrase
 from linecheck.wire import AGENT_CHECK, ResultEnvelope, Status, Trigger
 
 log = logging.getLogger(__name__)
@@ -230,6 +232,13 @@ class Resolve:
     fault_class: str
     reason: str
     evidence: tuple[tuple[str, str], ...]  # (agent_id, result_id), oldest first
+    said: Phrase | None = None  # the reason as a phrase (linecheck/i18n [tickets]): the console translates it
+
+
+def _resolve(line_id: str, fault_class: str, evidence: tuple[tuple[str, str], ...], key: str,
+             **args: Any) -> Resolve:
+    said = phrase("tickets", key, **args)
+    return Resolve(line_id, fault_class, english("tickets", said), evidence, said)
 
 
 @dataclass(frozen=True)
@@ -437,8 +446,8 @@ class RuleEngine:
         due = self.due(ev)
         if ev.fresh and AGENT_OFFLINE in open_:
             latest = max(ev.fresh, key=lambda e: e.started_at)
-            out.append(Resolve(ev.line_id, AGENT_OFFLINE, f"agent {latest.agent_id} reported again",
-                               ((latest.agent_id, latest.result_id),)))
+            out.append(_resolve(ev.line_id, AGENT_OFFLINE, ((latest.agent_id, latest.result_id),), "agent_back",
+                                agent=latest.agent_id))
             del open_[AGENT_OFFLINE]
         out += self._answer_retests(ev, open_, refuted, outstanding)
         for name in due:
@@ -494,8 +503,8 @@ class RuleEngine:
         healthy = [o for o in newest if not o.breach and (last is None or o.started_at > last)]
         if len(newest) < k or len(healthy) < k:
             return []
-        return [Resolve(line_id, name, f"{k} consecutive healthy result(s)",
-                        tuple((o.agent_id, o.result_id) for o in reversed(healthy)))]
+        return [_resolve(line_id, name, tuple((o.agent_id, o.result_id) for o in reversed(healthy)), "rule_healed",
+                         count=k)]
 
     def _statement(self, line_id: str, name: str, breaches: list[Observation], window: int,
                    retest: Observation | None = None) -> tuple[str, dict[str, Any]]:
@@ -507,7 +516,10 @@ class RuleEngine:
         detail = {"rule": name, "breaches": self.m(rule), "window": self.n(rule), "heal_after": self.k(rule),
                   "observed": [len(breaches), window],
                   "last_breach_at": max(o.started_at for o in [*breaches, *([retest] if retest else [])])
-                  .isoformat(), "retest_result_id": retest.result_id if retest else None}
+                  .isoformat(), "retest_result_id": retest.result_id if retest else None,
+                  # what the console says, in the reader's language (the English summary adds the agent's figure)
+                  "said": [phrase("tickets", "rule_confirmed" if retest else "rule_breached", breaches=len(breaches),
+                                  window=window).as_json()]}
         return summary[:1000], detail
 
     def _update(self, ev: LineEvidence, name: str, window: list[Observation]) -> Update | None:
@@ -598,7 +610,7 @@ class RuleEngine:
         """Write what `evaluate` concluded: tickets, re-test commands and their answers."""
         for o in outcomes:
             if isinstance(o, Resolve):
-                tickets.resolve_open(conn, o.line_id, o.fault_class, "rule", o.reason, list(o.evidence), now)
+                tickets.resolve_open(conn, o.line_id, o.fault_class, "rule", o.reason, list(o.evidence), now, o.said)
                 log.info("line %s: %s resolved: %s", o.line_id, o.fault_class, o.reason)
             elif isinstance(o, Answer):
                 cmds.answer(conn, o.command_id, o.answer, o.result_id, o.started_at)
@@ -748,6 +760,9 @@ class RuleEngine:
                                       severity=off.severity, location="agent", agent_id=r.agent_id,
                                       evidence=[(r.agent_id, last)] if last else [], now=now,
                                       detail={"rule": AGENT_OFFLINE, "silent_s": int(silent),
-                                              "allowed_s": int(allowed)})
+                                              "allowed_s": int(allowed),
+                                              "said": [phrase("tickets", "agent_never" if never else "agent_silent",
+                                                              agent=r.agent_id, silent_h=silent / 3600,
+                                                              interval_h=interval / 3600).as_json()]})
             opened += got.created
         return {"expired": expired, "agent_offline": opened}

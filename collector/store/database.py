@@ -42,6 +42,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v8_promises,
     m.v9_fleet_summary,
     m.v10_command_log,
+    m.v11_ticket_event_phrases,
     m.v12_access_incidents,
 ]
 

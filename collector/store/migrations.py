@@ -452,6 +452,14 @@ def v10_command_log(conn: Connection) -> None:
     op.create_index("ix_command_log_sent", "command_log", ["sent_at"])
 
 
+def v11_ticket_event_phrases(conn: Connection) -> None:
+    """ticket_events.said: what the system wrote on a ticket (its summary when opened, why a rule or the promise
+    ledger resolved it) as phrases (linecheck/i18n/phrases.py, JSON), so the console shows it in the reader's
+    language; `note` keeps the English text (and people's notes, which are theirs)."""
+    with ops(conn).batch_alter_table("ticket_events") as batch:
+        batch.add_column(Column("said", Text))
+
+
 def v12_access_incidents(conn: Connection) -> None:
     """Access topology and area incidents (issue 24): lines.access_path as imported ('district/CO/OLT/PON/
     splitter'), one access_nodes row per line and depth (lines behind a node by index), incidents with their

@@ -348,6 +348,7 @@ ticket_events = Table(
     Column("actor", String(64), nullable=False),  # rule | promise | sweep | a user id
     Column("note", Text),
     Column("result_id", String(36)),
+    Column("said", Text),  # JSON phrases of a system event (linecheck/i18n/phrases.py); null for people's notes
     Index("ix_ticket_events_ticket", "ticket_id", "event_id"),
     Index("ix_ticket_events_kind_at", "kind", "at"),
 )

@@ -17,6 +17,10 @@ promise). Whichever opens first owns the ticket; the other links to it — its e
 its current statement kept in `detail.linked`, and a note says so — instead of opening a second
 ticket and a second dispatch. While a ticket is open its owner keeps its summary and detail current
 (`refresh`), so a count reads "0 of 11", not the "0 of 10" it opened with.
+
+What the system writes goes in English (`summary`, an event's `note`: the API, notifications) and as
+phrases (linecheck/i18n/phrases.py) the console shows in the reader's language: a caller puts its summary's
+phrases in `detail["said"]` (the opening event takes them too), a system event carries them in `said`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from sqlalchemy import Connection, Row, select
 
 from collector.store import schema as t
 from collector.store.upsert import insert_for
+from linecheck.i18n import english, phrase
+from linecheck.i18n.phrases import Phrase
+
+Said = Phrase | list[Phrase] | None
 
 OPEN_STATES = t.OPEN_STATES
 STATES = ("open", "acknowledged", "dispatched", "resolved", "verified")
@@ -46,7 +54,12 @@ _STAMP = {"acknowledged": "acknowledged_at", "dispatched": "dispatched_at", "res
 
 
 class TicketError(Exception):
-    """A request the ticket's state does not allow (the message says why)."""
+    """A request the ticket's state does not allow: the message says why in English, `phrase` in any language
+    (linecheck/i18n [tickets] error_*)."""
+
+    def __init__(self, key: str, **args: Any) -> None:
+        self.phrase = phrase("tickets", key, **args)
+        super().__init__(english("tickets", self.phrase))
 
 
 # Classes that are one fault seen from two sides: a line far below its plan (rules) and a promised
@@ -95,7 +108,8 @@ def open_ticket(conn: Connection, *, line_id: str, fault_class: str, summary: st
         t.tickets.c.line_id == line_id, t.tickets.c.fault_class == fault_class,
         t.tickets.c.state.in_(OPEN_STATES))).scalar_one()
     if created:
-        _event(conn, ticket_id, "opened", None, "open", opened_by, summary, now=now)
+        _event(conn, ticket_id, "opened", None, "open", opened_by, summary, now=now,
+               said=(detail or {}).get("said"))
     add_evidence(conn, ticket_id, evidence, "trigger", now)
     return Opened(ticket_id, created)
 
@@ -132,7 +146,8 @@ def refresh(conn: Connection, ticket: Row[Any], fault_class: str, summary: str, 
                  .values(detail=json.dumps(current, default=str), updated_at=now))
     if first:
         _event(conn, ticket.ticket_id, "note", None, None, actor,
-               f"{fault_class} is the same fault; linked to this ticket: {summary}"[:2000], now=now)
+               f"{fault_class} is the same fault; linked to this ticket: {summary}"[:2000], now=now,
+               said=[phrase("tickets", "linked_same_fault", fault_class=fault_class), *(detail or {}).get("said", [])])
 
 
 def open_ticket_for(conn: Connection, line_id: str, fault_class: str) -> Row[Any] | None:
@@ -142,35 +157,37 @@ def open_ticket_for(conn: Connection, line_id: str, fault_class: str) -> Row[Any
 
 
 def transition(conn: Connection, ticket_id: int, to_state: str, actor: str, note: str | None = None,
-               result_id: str | None = None, now: datetime | None = None) -> Row[Any]:
+               result_id: str | None = None, now: datetime | None = None, said: Said = None) -> Row[Any]:
     """Move a ticket one step along its lifecycle (row-locked, so concurrent moves serialise)."""
     if to_state not in STATES:
-        raise TicketError(f"unknown state {to_state!r}; expected one of {', '.join(STATES)}")
+        raise TicketError("error_unknown_state", state=to_state[:40], states=", ".join(STATES))
     now = now or datetime.now(UTC)
     stmt = select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
-        raise TicketError(f"no ticket #{ticket_id}")
+        raise TicketError("error_no_ticket", ticket=ticket_id)
     if to_state not in NEXT[row.state]:
-        allowed = ", ".join(NEXT[row.state]) or "nothing (final)"
-        raise TicketError(f"ticket #{ticket_id} is {row.state}; it can move to {allowed}, not {to_state}")
+        if not NEXT[row.state]:
+            raise TicketError("error_final", ticket=ticket_id, state=row.state, to_state=to_state)
+        raise TicketError("error_transition", ticket=ticket_id, state=row.state, to_state=to_state,
+                          allowed=[phrase("tickets", "state_name", state=s) for s in NEXT[row.state]])
     conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id)
                  .values(state=to_state, updated_at=now, **{_STAMP[to_state]: now}))
-    _event(conn, ticket_id, to_state, row.state, to_state, actor, note, result_id, now)
+    _event(conn, ticket_id, to_state, row.state, to_state, actor, note, result_id, now, said)
     return conn.execute(select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)).one()
 
 
 def resolve_open(conn: Connection, line_id: str, fault_class: str, actor: str, note: str | None = None,
-                 evidence: Sequence[Evidence] = (), now: datetime | None = None) -> int | None:
-    """Resolve the open ticket of this line and class, if any. Returns its id."""
+                 evidence: Sequence[Evidence] = (), now: datetime | None = None, said: Said = None) -> int | None:
+    """Resolve the open ticket of this line and class, if any (`said`: why, as phrases). Returns its id."""
     row = open_ticket_for(conn, line_id, fault_class)
     if row is None:
         return None
     now = now or datetime.now(UTC)
     add_evidence(conn, row.ticket_id, evidence, "resolve", now)
-    transition(conn, row.ticket_id, "resolved", actor, note, evidence[-1][1] if evidence else None, now)
+    transition(conn, row.ticket_id, "resolved", actor, note, evidence[-1][1] if evidence else None, now, said)
     return int(row.ticket_id)
 
 
@@ -186,14 +203,14 @@ def verify(conn: Connection, ticket_id: int, agent_id: str, result_id: str, acto
     result = conn.execute(select(t.results).where(t.results.c.agent_id == agent_id,
                                                   t.results.c.result_id == result_id)).first()
     if result is None:
-        raise TicketError(f"no stored result {result_id} from agent {agent_id}")
+        raise TicketError("error_no_result", result=result_id, agent=agent_id)
     if result.line_id != ticket.line_id:
-        raise TicketError(f"result {result_id} is from line {result.line_id}, not the ticket's {ticket.line_id}")
+        raise TicketError("error_other_line", result=result_id, line=result.line_id, ticket_line=ticket.line_id)
     if result.started_at < ticket.opened_at:
-        raise TicketError(f"result {result_id} was taken before the ticket opened; run a new check")
+        raise TicketError("error_result_too_old", result=result_id)
     ok = healthy if healthy is not None else result.verdict == "healthy"
     if not ok:
-        raise TicketError(f"result {result_id} does not show the line healthy; it cannot verify the repair")
+        raise TicketError("error_result_not_healthy", result=result_id)
     now = now or datetime.now(UTC)
     add_evidence(conn, ticket_id, [(agent_id, result_id)], "verify", now)
     return transition(conn, ticket_id, "verified", actor, note, result_id, now)
@@ -207,16 +224,35 @@ def add_evidence(conn: Connection, ticket_id: int, evidence: Iterable[Evidence],
         conn.execute(insert_for(conn, t.ticket_evidence).values(rows).on_conflict_do_nothing())
 
 
-def note(conn: Connection, ticket_id: int, actor: str, text: str, now: datetime | None = None) -> None:
+def note(conn: Connection, ticket_id: int, actor: str, text: str, now: datetime | None = None,
+         said: Said = None) -> None:
+    """A note: a person's own words, or (with `said`) what the system did, e.g. an assignment."""
     get(conn, ticket_id)
-    _event(conn, ticket_id, "note", None, None, actor, text, now=now or datetime.now(UTC))
+    _event(conn, ticket_id, "note", None, None, actor, text, now=now or datetime.now(UTC), said=said)
+
+
+def system_note(conn: Connection, ticket_id: int, actor: str, key: str, now: datetime | None = None,
+                **args: Any) -> None:
+    """A note the system writes (linecheck/i18n [tickets] `key`): English in `note`, the phrase in `said`."""
+    said = phrase("tickets", key, **args)
+    note(conn, ticket_id, actor, english("tickets", said), now, said)
+
+
+def said_json(said: Said | list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Phrases as stored (a JSON list), or None."""
+    if not said:
+        return None
+    items = said if isinstance(said, list) else [said]
+    return [p.as_json() if isinstance(p, Phrase) else p for p in items]
 
 
 def _event(conn: Connection, ticket_id: int, kind: str, from_state: str | None, to_state: str | None,
-           actor: str, note_: str | None, result_id: str | None = None, now: datetime | None = None) -> None:
+           actor: str, note_: str | None, result_id: str | None = None, now: datetime | None = None,
+           said: Said | list[dict[str, Any]] = None) -> None:
+    phrases = said_json(said)
     conn.execute(t.ticket_events.insert().values(
         ticket_id=ticket_id, at=now or datetime.now(UTC), kind=kind, from_state=from_state, to_state=to_state,
-        actor=actor, note=note_, result_id=result_id))
+        actor=actor, note=note_, result_id=result_id, said=json.dumps(phrases) if phrases else None))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -225,7 +261,7 @@ def _event(conn: Connection, ticket_id: int, kind: str, from_state: str | None, 
 def get(conn: Connection, ticket_id: int) -> Row[Any]:
     row = conn.execute(select(t.tickets).where(t.tickets.c.ticket_id == ticket_id)).first()
     if row is None:
-        raise TicketError(f"no ticket #{ticket_id}")
+        raise TicketError("error_no_ticket", ticket=ticket_id)
     return row
 
 

@@ -6,6 +6,7 @@ Its words live here (en, zh-CN) rather than in the shared catalogue while that i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
@@ -98,7 +99,9 @@ def _step(request: Request, me: SignedIn, ticket_id: int, act: Callable[[Connect
             conn.rollback()
             if exc.status == 404:
                 return message(request, me, 404, "not_found")
-            return RedirectResponse(f"{back}?{urlencode({'error': str(exc)[:300]})}", status_code=303)
+            # The refusal as its phrase: shown in the reader's language, and only catalogued words.
+            return RedirectResponse(f"{back}?{urlencode({'error': json.dumps(exc.phrase.as_json())[:1500]})}",
+                                    status_code=303)
     return RedirectResponse(back, status_code=303)
 
 
@@ -109,7 +112,7 @@ def assign(request: Request, me: Admin, ticket_id: int, assignee: str = Form("",
         dispatch.work_order(conn, scope, ticket_id)  # outside the scope: 404 before anything else
         if tech is None or tech.role != Role.TECHNICIAN.value or (
                 scope.tenants is not None and tech.tenant_id not in scope.tenants):
-            raise dispatch.DispatchError(422, f"{assignee} is not a technician in your tenants")
+            raise dispatch.DispatchError(422, "error_not_technician", user=assignee)
         dispatch.assign(conn, scope, ticket_id, assignee, me.who.user_id)
 
     return _step(request, me, ticket_id, act)

@@ -110,11 +110,14 @@ def enrolment_token(request: Request, me: Installer, line_id: str,
         return message(request, me, 404, "not_found")
     try:
         if not valid_id(agent_id):
-            raise enrolment.EnrolmentError(f"agent id {agent_id!r} must match ^[A-Za-z0-9_-]{{1,64}}$")
+            raise enrolment.EnrolmentError(f"agent id {agent_id!r} must match ^[A-Za-z0-9_-]{{1,64}}$",
+                                           "enrol_bad_id", agent_id=agent_id)
         issued = enrolment.issue_token(request.app.state.engine, agent_id, line_id, site_id,
                                        ttl=token_ttl(request), created_by=me.who.user_id)
-    except enrolment.EnrolmentError as exc:
-        return _line_page(request, me, line_id, status_code=409, enrol_error=str(exc))
+    except enrolment.EnrolmentError as exc:  # in the reader's words when it has them, else as said (English)
+        said = {"key": exc.key, "args": exc.values} if exc.key else {"key": "enrol_refused",
+                                                                      "args": {"diagnostic": str(exc)}}
+        return _line_page(request, me, line_id, status_code=409, enrol_error=said)
     # Shown once in this response, never put in a URL (it would land in logs and history).
     return _line_page(request, me, line_id, enrolled=issued,
                       enrol_command=f"linecheck-agent enroll --collector {str(request.base_url).rstrip('/')} "

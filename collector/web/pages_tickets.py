@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
@@ -72,7 +73,9 @@ def _ticket_action(request: Request, me: SignedIn, ticket_id: int,
             act(conn, me.who)
         except tickets.TicketError as exc:
             conn.rollback()
-            return RedirectResponse(f"{back}?{urlencode({'error': str(exc)[:300]})}", status_code=303)
+            # The refusal as its phrase: the page shows it in the reader's language (and only catalogued words).
+            return RedirectResponse(f"{back}?{urlencode({'error': json.dumps(exc.phrase.as_json())[:1500]})}",
+                                    status_code=303)
     return RedirectResponse(back, status_code=303)
 
 
@@ -84,7 +87,7 @@ def ticket_transition(request: Request, me: Worker, ticket_id: int, to_state: st
         if to_state == "verified":
             agent_id, _, result_id = result.partition("/")
             if not result_id:
-                raise tickets.TicketError("choose the post-repair check that shows the line healthy")
+                raise tickets.TicketError("error_choose_check")
             tickets.verify(conn, ticket_id, agent_id, result_id, who.user_id, note=text)
         else:
             tickets.transition(conn, ticket_id, to_state, who.user_id, text)
@@ -108,9 +111,12 @@ def ticket_assign(request: Request, me: Admin, ticket_id: int, assignee: str = F
                 t.users.c.user_id == assignee)).first()
             if tech is None or tech.role != Role.TECHNICIAN.value or (
                     scope.tenants is not None and tech.tenant_id not in scope.tenants):
-                raise tickets.TicketError(f"{assignee} is not a technician in your tenants")
+                raise tickets.TicketError("error_not_technician", user=assignee)
         conn.execute(t.tickets.update().where(t.tickets.c.ticket_id == ticket_id)
                      .values(assignee=assignee or None))
-        tickets.note(conn, ticket_id, who.user_id, f"assigned to {assignee}" if assignee else "unassigned")
+        if assignee:
+            tickets.system_note(conn, ticket_id, who.user_id, "assigned", user=assignee)
+        else:
+            tickets.system_note(conn, ticket_id, who.user_id, "unassigned")
 
     return _ticket_action(request, me, ticket_id, act)

@@ -22,6 +22,7 @@ from collector.api.pagination import PageParams
 from collector.store import schema as t
 from collector.web import i18n
 from collector.web.clock import shown
+from collector.web.words import Words
 
 if TYPE_CHECKING:
     from collector.web.auth import SignedIn
@@ -67,7 +68,8 @@ def render(request: Request, template: str, me: SignedIn | None, status_code: in
         return f"{request.url.path}?{urlencode(params)}" if params else request.url.path
 
     body = env.get_template(template).render(
-        request=request, me=who, t=i18n.translator(lang), lang=lang, other_lang="en" if lang == "zh-CN" else "zh-CN",
+        request=request, me=who, t=i18n.translator(lang), w=Words(lang), lang=lang,
+        other_lang="en" if lang == "zh-CN" else "zh-CN",
         csrf=csrf_token(me.session) if me is not None else "", when=when, link=link, tzname=str(tz),
         path=request.url.path, **ctx)
     response = HTMLResponse(body, status_code=status_code)

@@ -143,6 +143,22 @@ def parse(lang: str, text: str) -> Catalogue:
     return Catalogue(lang=lang, findings=MappingProxyType(finding_texts), **sections)  # type: ignore[arg-type]
 
 
+def phrase(section: str, key: str, **args: object) -> Phrase:
+    """A phrase of `section` (linecheck/i18n/phrases.py), checked where it is said: a key the English catalogue
+    lacks, or an argument its template names but the call does not give, is an error there, not a blank later."""
+    template = getattr(catalogue("en"), section).get(key) if section in PHRASE_SECTIONS else None
+    if template is None:
+        raise ValueError(f"{key!r} is not in linecheck/i18n/en.toml [{section}]")
+    if missing := placeholders(template) - args.keys():
+        raise ValueError(f"[{section}] {key!r} needs {sorted(missing)}")
+    return Phrase(key, args)  # type: ignore[arg-type]
+
+
+def english(section: str, phrases: Phrase | list[Phrase], sentences: bool = False) -> str:
+    """The English text of phrases we said ourselves (their keys are checked when said, so it renders)."""
+    return Texts("en").say(section, phrases, sentences=sentences) or ""
+
+
 def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
@@ -205,6 +221,8 @@ class Texts:
         return texts.label if texts is not None else None
 
     def _template(self, section: str, key: str) -> str | None:
+        if section == "tickets" and key not in self.catalogue.tickets:
+            section = "verdicts"  # a ticket says what a promise verdict said (the ledger's tickets and notes)
         if section == "findings":
             text_key, _, part = key.rpartition(".")
             texts = self.catalogue.findings.get(text_key)
@@ -213,10 +231,12 @@ class Texts:
         return table.get(key) if table is not None else None
 
     def _renderer(self, html: bool) -> Renderer:
-        return Renderer(self._template, self.catalogue.values, self.catalogue.report["list_sep"], html)
+        return Renderer(self._template, self.catalogue.values, self.catalogue.report["item_sep"], html)
 
-    def say(self, section: str, phrase: Phrase | list[Phrase] | None, html: bool = False) -> str | None:
-        """A phrase (or several, joined) of `section` in this language; None when any cannot be rendered."""
+    def say(self, section: str, phrase: Phrase | list[Phrase] | None, html: bool = False,
+            sentences: bool = False) -> str | None:
+        """A phrase (or several, joined as a list, or as `sentences` one after the other) of `section` in this
+        language; None when any cannot be rendered."""
         if phrase is None:
             return None
         items = phrase if isinstance(phrase, list) else [phrase]
@@ -224,7 +244,8 @@ class Texts:
         parts = [renderer.render(section, p) for p in items]
         if not parts or any(p is None for p in parts):
             return None
-        return self.catalogue.report["list_sep"].join(parts)  # type: ignore[arg-type]
+        sep = self.catalogue.report["sentence_gap" if sentences else "list_sep"]
+        return sep.join(parts)  # type: ignore[arg-type]
 
     def reason(self, check: CheckResult, html: bool = False) -> str:
         """A check's reason in this language, from its phrases; the check's own (English) text when it has no
@@ -241,8 +262,9 @@ class Texts:
         label = self.catalogue.metrics.get(name)
         if name.endswith("_flag"):
             return f"{label or name[:-5]} {self.ui('yes' if value else 'no')}"
-        shown = "—" if value is None else (f"{value:.3g}" if isinstance(value, float) and abs(value) < 1000
-                                            else f"{value:g}")
+        if value is None:  # not measured: no figure, so no unit either
+            return f"{label or name} —"
+        shown = f"{value:.3g}" if isinstance(value, float) and abs(value) < 1000 else f"{value:g}"
         for suffix, unit in _UNITS:
             if name.endswith(suffix):
                 unit = self.catalogue.report[unit] if unit.startswith("unit_") else unit

@@ -16,11 +16,13 @@ codes with a catalogued wording (`[values]`, e.g. `direction.down`) are shown in
 
 In HTML, the template's text is escaped and arguments are marked for what they are: strings (targets,
 interfaces, rooms, names: data, not prose) in `<span translate="no">`, raw technical diagnostics (an
-argument named `diagnostic`: an OS or library message kept verbatim) in `<code>`.
+argument named `diagnostic`: an OS or library message kept verbatim) in `<code>`, and what a template quotes
+in backticks (a config key, a command, a path) in `<code>` too; plain text keeps the backticks.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +90,14 @@ def number(value: float | int) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+_BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def _code_spans(text: str) -> str:
+    """`config.keys`, `commands` and `/paths` a template quotes in backticks, as <code> in HTML."""
+    return _BACKTICKED.sub(r"<code>\1</code>", text)
+
+
 class Unrenderable(Exception):  # noqa: N818 - internal signal: the caller falls back
     pass
 
@@ -98,7 +108,7 @@ class Renderer:
 
     templates: Callable[[str, str], str | None]  # (section, key) -> template
     values: Mapping[str, str]  # "<arg>.<code>" -> wording
-    list_sep: str
+    item_sep: str  # between the phrases of a list argument
     html: bool = False
 
     def render(self, section: str, phrase: Phrase) -> str | None:
@@ -117,7 +127,7 @@ class Renderer:
         except ValueError:
             raise Unrenderable(phrase.key) from None
         for literal, name, spec, conversion in parsed:
-            out.append(escape(literal, quote=False) if self.html else literal)
+            out.append(_code_spans(escape(literal, quote=False)) if self.html else literal)
             if name is None:
                 continue
             if not name.isidentifier() or conversion or name not in phrase.args:
@@ -129,7 +139,7 @@ class Renderer:
         if isinstance(value, Phrase):
             return self._render(section, value, depth + 1)
         if isinstance(value, list | tuple):
-            return self.list_sep.join(self._render(section, v, depth + 1) for v in value)
+            return self.item_sep.join(self._render(section, v, depth + 1) for v in value)
         if value is None:
             return "—"
         if isinstance(value, int | float):
