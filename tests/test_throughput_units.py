@@ -60,6 +60,28 @@ def test_a_drifting_rate_never_counts_as_stable() -> None:
     assert ctl.phase is Phase.MEASURE  # measuring (no more streams to add) but never steady
 
 
+def test_a_flat_but_noisy_rate_stopped_by_a_cap_settled_a_climbing_one_did_not() -> None:
+    """At real round-trip times the 0.1 s rates swing (here +-25 %, a 0.8 s square wave) and the
+    stability criterion never holds; a cap then stops a rate that was flat all along: settled. A rate still
+    climbing 1 % per interval, stopped the same way, differs between the window's halves: not settled."""
+    noisy = Controller(RampSettings(interval_s=0.1, max_streams=4, start_streams=4))
+    swing = iter([100e6 * (1.25 if i % 8 < 4 else 0.75) for i in range(200)])
+    feed_rates(noisy, lambda _n: next(swing), 100)
+    assert noisy.phase is Phase.MEASURE  # the criterion never held
+    noisy.finish("time cap")
+    assert noisy.settled() and noisy.rate_bps() == pytest.approx(100e6, rel=0.02)
+    climbing = Controller(RampSettings(interval_s=0.1, max_streams=4, start_streams=4))
+    rising = iter([100e6 * (1.01 ** i) for i in range(200)])
+    feed_rates(climbing, lambda _n: next(rising), 100)
+    climbing.finish("time cap")
+    assert not climbing.settled()
+    early = Controller(RampSettings(interval_s=0.1))
+    for i in range(4):
+        early.feed(i * 0.1, i * 1_000_000)
+    early.finish("byte cap")
+    assert not early.settled()  # stopped during the ramp
+
+
 def test_stopped_during_ramp_uses_the_last_intervals() -> None:
     ctl = Controller(RampSettings(interval_s=0.1))
     ctl.feed(0.0, 0)

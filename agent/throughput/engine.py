@@ -65,6 +65,7 @@ class DirectionOutcome:
     loaded_rtts: list[float]
     wan_payload_bps: float | None  # all WAN payload in this direction over the measurement window
     interrupted: str | None = None  # why the line interrupted this direction (link lost, streams stalled)
+    settled: bool = False  # the rate settled (Controller.settled): stopped as stable, or flat at the cap
 
 
 def admit(opts: EngineOptions, test_id: str) -> None:
@@ -164,7 +165,8 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
             wan_bps = (down if direction == "down" else up) * 8 / (t1 - t0)
     return DirectionOutcome(rate_bps=ctl.rate_bps(), bytes_used=total, streams=len(streams),
                             duration_s=round(time.monotonic() - started, 3), stop_reason=ctl.stop_reason or "stopped",
-                            ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps)
+                            ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps,
+                            settled=ctl.settled())
 
 
 def _interruption(opts: EngineOptions, direction: str, elapsed_s: float, still_s: float) -> str | None:
@@ -210,7 +212,7 @@ def measure(opts: EngineOptions) -> ThroughputResult:
             m[f"streams_{direction}_count"] = out.streams
             m[f"bytes_{direction}_bytes"] = out.bytes_used
             m[f"duration_{direction}_s"] = out.duration_s
-            m[f"stable_{direction}_flag"] = 1 if out.stop_reason == "stable" else 0
+            m[f"stable_{direction}_flag"] = 1 if out.settled else 0
             med = median(out.loaded_rtts)
             m[f"latency_loaded_{direction}_ms"] = round(med, 3) if med is not None else None
             loaded += out.loaded_rtts
@@ -222,6 +224,8 @@ def measure(opts: EngineOptions) -> ThroughputResult:
             note = f"{direction}: {out.stop_reason} after {out.duration_s:g} s with {out.streams} streams"
             if not out.ramp_complete:
                 note += " (stopped before the rate settled: a lower bound)"
+            elif out.settled and out.stop_reason != "stable":
+                note += " (the rate was flat over the measurement window: settled)"
             result.notes.append(note)
     finally:
         if payload is not None:

@@ -112,6 +112,31 @@ class Controller:
             return self.measure_start, len(self._times) - 1
         return max(0, len(self._times) - 1 - self.settings.window), len(self._times) - 1
 
+    def settled(self) -> bool:
+        """Whether the measured rate settled: the stability criterion stopped the test, or — a cap stopped
+        it — the two halves of the measurement window carried the same rate within `stable_cv`. At real
+        round-trip times the 0.1 s rates swing with each RTT and the 4-interval criterion may never hold
+        (20 ms RTT, 100 Mbit/s, 15 s: never) while the window's rate has long been flat; a rate still
+        climbing or falling differs between the halves. A test stopped during the ramp never settled."""
+        if self.stop_reason == "stable":
+            return True
+        s = self.settings
+        if self.measure_start is None or self.measured_s() < s.min_measure_s:
+            return False
+        a, b = self.measure_start, len(self._times) - 1
+        middle = (self._times[a] + self._times[b]) / 2
+        m = min(range(a + 1, b), key=lambda i: abs(self._times[i] - middle), default=None)
+        if m is None:
+            return False
+        first, second = (self._segment_bps(a, m), self._segment_bps(m, b))
+        if first is None or second is None or max(first, second) <= 0:
+            return False
+        return abs(second - first) / max(first, second) < s.stable_cv
+
+    def _segment_bps(self, a: int, b: int) -> float | None:
+        dt = self._times[b] - self._times[a]
+        return (self._bytes[b] - self._bytes[a]) * 8 / dt if dt > 0 else None
+
     @property
     def ramp_complete(self) -> bool:
         return self.measure_start is not None
