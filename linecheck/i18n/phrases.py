@@ -148,6 +148,8 @@ class Renderer:
             except (ValueError, TypeError):
                 text = number(value)
             return text
+        if not isinstance(value, str):  # anything else (a mapping, a set) is not a phrase's argument
+            raise Unrenderable(name)
         worded = self.values.get(f"{name}.{value}")
         if worded is not None:
             return escape(worded, quote=False) if self.html else worded
