@@ -209,9 +209,12 @@ def promise_compliance() -> dict[str, Any]:
         panel("Promises by outcome", "piechart", f"""
             SELECT v.outcome, count(*) AS promises FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
             WHERE {LINE_FILTER} GROUP BY 1 ORDER BY 1""", 0, 0, 8),
+        # Judged = delivered or not delivered, past the grace window (collector/promises/model.py DECISIVE):
+        # a district with nothing judged has no share (NULL, no bar), never a 0 % bar.
         panel("Share delivered by district (judged promises)", "barchart", f"""
             SELECT coalesce(l.district, '(none)') AS district,
-                   count(*) FILTER (WHERE v.outcome = 'delivered')::float / count(*) AS delivered
+                   count(*) FILTER (WHERE v.outcome = 'delivered')::float
+                     / NULLIF(count(*) FILTER (WHERE v.outcome IN ('delivered', 'not_delivered')), 0) AS delivered
             FROM promise_verdicts v LEFT JOIN lines l ON l.line_id = v.line_id
             WHERE NOT v.in_grace AND {LINE_FILTER} GROUP BY 1 ORDER BY 2""", 8, 0, 8, unit="percentunit"),
         panel("Median measured / promised by district and kind", "table", f"""

@@ -138,3 +138,20 @@ def test_every_panel_query_runs_and_returns_rows(pg_url: str) -> None:
     finally:
         fleet.store.close()
     assert not empty, f"panels with no rows on the fixture fleet: {empty}"
+
+
+def test_share_delivered_is_null_where_nothing_is_judged(pg_url: str) -> None:
+    """The compliance dashboard's share counts judged promises only (issue 23 item 5): a district whose
+    verdicts are all inconclusive has no bar (NULL), not a 0 % one; 0 of 1 judged is a real 0."""
+    fleet = seed(pg_url)
+    panel = next(p for name, p in _panels() if name == "promise-compliance.json"
+                 and p["title"].startswith("Share delivered"))
+    try:
+        with fleet.engine.begin() as conn:
+            conn.execute(text("UPDATE promise_verdicts SET outcome = 'inconclusive' WHERE line_id = 'bravo-pudong-1'"))
+            now = datetime.now(UTC)
+            sql = expand(panel["targets"][0]["rawSql"], now - timedelta(days=7), now, FILTERS[0])
+            shares = dict(conn.execute(text(sql)).all())
+    finally:
+        fleet.store.close()
+    assert shares["Pudong"] is None and shares["Xuhui"] == 0.0 and shares["Jing'an"] == 1.0, shares
