@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the gateway package: a Debian package of the agent alone, for amd64 or arm64.
 #   scripts/package.sh [--arch amd64|arm64] [--out DIR] [--wheel linecheck-*.whl] [--compress xz|gzip]
-# (xz, the default, is 16 MB and takes a minute; gzip, for test runs, is 24 MB in seconds.)
+# (xz, the default, is 11 MB and takes a minute or so; gzip, for test runs, is 16 MB in seconds.)
 # Prints the path of the .deb. Needs dpkg-deb and pip (this clone's .venv, or $PYTHON), and the
 # package index for the dependencies' wheels of the target architecture.
 #
