@@ -229,3 +229,24 @@ def test_slow_but_working_dns_is_told_from_failing_dns(lab: LineLab, tmp_path: P
     for result in failing:
         assert [(f.code, f.where, f.severity) for f in result.findings] == [("dns_failure", "dns", "critical")]
     assert tickets == {"dns_slow": ("warning", "dns"), "dns_failure": ("critical", "dns")}
+
+
+def test_a_dead_target_beyond_a_working_line_is_target_unreachable(lab: LineLab, tmp_path: Path) -> None:
+    """The line and the gateway answer; the test server's address stops answering (its packets vanish).
+
+    Expected: target_unreachable (critical, where=wan) from ping and from STAMP against the test server;
+    the gateway's ping stays ok; nothing else. The collector opens no ticket: no rule for a single target
+    (the line itself is up; a dead server is the carrier's own monitoring's business)."""
+    checks = ("  ping: {targets: [gateway, test_server], count: 5, interval_s: 0.05, reply_timeout_s: 0.5}\n"
+              "  udp_latency: {count: 10, interval_s: 0.01, reply_timeout_s: 0.5}\n")
+    line = f"{{wan_interface: wan0, test_server: '{SERVER_ADDR}:8080'}}"
+    # The server's host is gone and the carrier's router silently drops what is sent to it.
+    lab.sh(lab.carrier, f"ip addr del {SERVER_ADDR}/32 dev lo; ip route add blackhole {SERVER_ADDR}/32")
+    with LabCollector(tmp_path) as collector:
+        results = collector.feed(lambda: run_agent(lab, checks, line_yaml=line), times=3)
+        assert collector.tickets() == []
+    for r in results:
+        assert sorted((f.code, f.where, f.severity, f.check) for f in r.findings) == [
+            ("target_unreachable", "wan", "critical", "ping"), ("target_unreachable", "wan", "critical", "udp_latency")]
+        gateway = [c for c in r.checks if c.kind == "ping" and c.target and "gateway" in c.target]
+        assert [c.status.value for c in gateway] == ["ok"], r.checks

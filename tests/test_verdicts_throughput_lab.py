@@ -262,3 +262,23 @@ def test_a_deep_buffer_at_the_rate_cap_is_latency_under_load(lab: LineLab, tmp_p
     rate_cap(lab, 100, 20)
     short = run_agent(lab, BLOAT_CHECKS, line_yaml=BLOAT_LINE)
     assert short["findings"] == [], short["checks"]
+
+
+def test_a_wan_port_at_100m_is_the_offices_cable_not_the_carriers_line(served: LineLab, tmp_path: Path) -> None:
+    """Plan 500/300 on a good line, but the gateway's WAN port negotiated only 100 Mbit/s (a cable or port
+    fault at the office; tests/lab.py slow_wan_port).
+
+    Expected: wan_link_degraded (warning, where=cpe) explains the ~95 Mbit/s speed test (no separate
+    throughput_below_plan at the wan); the collector opens one wan_link_degraded ticket (cpe) after 3 of 5
+    results and neither a speed ticket nor a re-test: the carrier's line is not at fault."""
+    served.slow_wan_port(100)
+    checks = "  link: {window_s: 0.1}\n  throughput: {max_direction_s: 4, min_measure_s: 0.5, timeout_s: 40}\n"
+    with LabCollector(tmp_path, plan_down=500, plan_up=300) as collector:
+        results = collector.feed(lambda: run_agent(served, checks, line_yaml=line_yaml((500, 300))), times=3)
+        tickets = collector.tickets()
+    assert len(results) == 3  # no re-test was asked for
+    for r in results:
+        [f] = r.findings
+        assert (f.code, f.where, f.severity) == ("wan_link_degraded", "cpe", "warning"), r.findings
+        assert "throughput_below_plan" in str(f.detail.get("explains", "")), f.detail
+    assert [(t.fault_class, t.severity, t.location) for t in tickets] == [("wan_link_degraded", "warning", "cpe")]
