@@ -11,6 +11,7 @@ from collector.incidents.decide import (
     Held,
     IncidentConfig,
     Join,
+    Merge,
     Move,
     Open,
     OpenIncident,
@@ -143,3 +144,33 @@ def test_recovered_while_held_is_dropped_without_ticket() -> None:
 
 def test_a_line_without_path_is_released_after_the_hold() -> None:
     assert decide(Snapshot({}, {}, held(["x"])), CFG, NOW) == [Release("x", "line_down")]
+
+
+def test_three_dead_ports_of_sixteen_are_three_incidents_not_the_olt() -> None:
+    """Big ports failing together can make 30 % of an OLT; still three ports, since 3 of its 16 ports
+    failing is no OLT failure (fanout: the OLT's ports that reported)."""
+    paths = {f"p{p}-{i}": port(p, i // 8) for p in range(16) for i in range(64 if p < 3 else 16)}
+    failing = [x for x in paths if int(x[1:].split("-")[0]) < 3]
+    fanout = {OLT: 16, "D/CO": 1, "D": 1} | {f"{OLT}/P{p}": (8 if p < 3 else 2) for p in range(16)}
+    acts = decide(Snapshot(paths, reporting(paths), held(failing), fanout=fanout), CFG, NOW)
+    assert sorted(a.node for a in acts if isinstance(a, Open)) == [f"{OLT}/P0", f"{OLT}/P1", f"{OLT}/P2"]
+    assert len(acts) == 3
+
+
+def test_a_port_whose_failing_lines_are_spread_over_its_splitters_is_the_port() -> None:
+    """Half the lines of a port fail, two or so per splitter: no splitter reaches its threshold alone
+    but the port does, and most splitters are touched -> the port (not splitters, not tickets)."""
+    paths = {f"x{i}": chain("D", "CO", "OLT", "P9", f"S{i // 8}") for i in range(64)}
+    failing = [f"x{i}" for i in range(64) if i % 8 in (0, 3, 5, 6)]  # 4 of 8 on every splitter
+    failing = failing[:2] + failing[4:]  # S0 has only 2: below its threshold of 3
+    acts = decide(Snapshot(paths, reporting(paths), held(failing), fanout={"D/CO/OLT/P9": 8}), CFG, NOW)
+    assert [a.node for a in acts if isinstance(a, Open)] == ["D/CO/OLT/P9"]
+    assert len(acts) == 1
+
+
+def test_two_incidents_under_a_node_that_now_fails_merge() -> None:
+    paths = fleet()
+    a = OpenIncident(3, P1 + "/S0", "line_down", {f"p1-{i}": False for i in range(0, 10, 2)})
+    b = OpenIncident(5, P1 + "/S1", "line_down", {f"p1-{i}": False for i in range(1, 10, 2)})
+    acts = decide(Snapshot(paths, reporting(paths), [], [a, b], fanout={P1: 2}), CFG, NOW)
+    assert acts == [Move(3, P1, (), 10), Merge(5, 3)]

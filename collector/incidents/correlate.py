@@ -161,6 +161,7 @@ class Correlator:
         nodes = sorted({n for p in paths.values() for n in p})
         since = now - timedelta(seconds=self.cfg.window_s)
         reporting: dict[str, int] = {}
+        fanout: dict[str, int] = {}
         for i in range(0, len(nodes), 200):
             # A line reported if any of its agents did within the window (last_seen is the receive time).
             q = (select(t.access_nodes.c.node, func.count(func.distinct(t.access_nodes.c.line_id)))
@@ -168,7 +169,15 @@ class Correlator:
                  .where(t.access_nodes.c.node.in_(nodes[i:i + 200]), t.agents.c.last_seen >= since)
                  .group_by(t.access_nodes.c.node))
             reporting.update({n: int(c) for n, c in conn.execute(q)})
-        return d.Snapshot(paths=paths, reporting=reporting, held=held, incidents=incidents)
+            # ... and how many of its child nodes have such lines (a few children failing is no node failure)
+            a, b = t.access_nodes.alias("a"), t.access_nodes.alias("b")
+            q = (select(a.c.node, func.count(func.distinct(b.c.node)))
+                 .join(b, (b.c.line_id == a.c.line_id) & (b.c.depth == a.c.depth + 1))
+                 .join(t.agents, t.agents.c.line_id == a.c.line_id)
+                 .where(a.c.node.in_(nodes[i:i + 200]), t.agents.c.last_seen >= since)
+                 .group_by(a.c.node))
+            fanout.update({n: int(c) for n, c in conn.execute(q)})
+        return d.Snapshot(paths=paths, reporting=reporting, held=held, incidents=incidents, fanout=fanout)
 
     def _apply(self, conn: Connection, a: d.Action, snap: d.Snapshot, now: datetime) -> None:
         if isinstance(a, d.Drop):
@@ -187,6 +196,8 @@ class Correlator:
             self._open(conn, a, now)
         elif isinstance(a, d.Move):
             self._move(conn, a, now)
+        elif isinstance(a, d.Merge):
+            self._merge(conn, a, now)
         elif isinstance(a, d.Resolve):
             self._resolve(conn, a, now)
 
@@ -277,6 +288,27 @@ class Correlator:
             what = (f"moved from {label(row.node)} to {label(a.node)}; " if a.node != row.node else "") + \
                 f"{len(a.members)} more line(s): {', '.join(a.members)}"
             tickets.note(conn, row.ticket_id, ACTOR, what[:2000], now)
+
+    def _merge(self, conn: Connection, a: d.Merge, now: datetime) -> None:
+        """Two incidents are one: the source's members move to the target, the source closes."""
+        members = conn.execute(select(t.incident_members).where(t.incident_members.c.incident_id == a.source)).all()
+        if members:
+            conn.execute(insert_for(conn, t.incident_members).values([
+                {"incident_id": a.target, "line_id": m.line_id, "joined_at": m.joined_at,
+                 "recovered_at": m.recovered_at, "outcome": m.outcome} for m in members]).on_conflict_do_nothing())
+        conn.execute(t.incident_members.delete().where(t.incident_members.c.incident_id == a.source))
+        conn.execute(t.incidents.update().where(t.incidents.c.incident_id == a.source)
+                     .values(state="resolved", resolved_at=now, updated_at=now))
+        source_ticket = conn.execute(select(t.incidents.c.ticket_id)
+                                     .where(t.incidents.c.incident_id == a.source)).scalar()
+        target_ticket = conn.execute(select(t.incidents.c.ticket_id)
+                                     .where(t.incidents.c.incident_id == a.target)).scalar()
+        if source_ticket is not None and tickets.get(conn, source_ticket).state in tickets.OPEN_STATES:
+            tickets.transition(conn, source_ticket, "resolved", ACTOR, f"merged into area incident #{a.target}",
+                               now=now)
+        if target_ticket is not None:
+            tickets.note(conn, target_ticket, ACTOR, f"area incident #{a.source} merged in "
+                         f"({len(members)} line(s))", now)
 
     def _resolve(self, conn: Connection, a: d.Resolve, now: datetime) -> None:
         row = conn.execute(select(t.incidents).where(t.incidents.c.incident_id == a.incident_id)).one()

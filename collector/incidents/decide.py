@@ -9,8 +9,10 @@ to `hold_s`. Each pass decides for every held fault:
   closed (never reported) neither count for nor against, and a few unrelated faults elsewhere under a
   big node do not reach its threshold;
 - the node is the deepest one that explains the failure: start at each failing line's deepest
-  qualifying node and climb while the parent qualifies *and* at least two of its children do (an OLT
-  whose ports all fail is one OLT incident; one dead port under a busy office stays a port incident);
+  qualifying node and climb while the parent qualifies, has failing lines under at least
+  max(2, half of its reporting children) children, and qualifies on its lines outside the child
+  too (an OLT whose ports all fail is one OLT incident; one dead port, or three dead ports of sixteen,
+  stay port incidents; a port whose failing lines are spread over its splitters is the port);
 - held longer than `hold_s` and none of the above → the line's own ticket;
 - recovered while held → dropped (it never became a ticket).
 
@@ -67,6 +69,9 @@ class Snapshot:
     reporting: Mapping[str, int]  # node → lines behind it that reported within the window
     held: Sequence[Held]
     incidents: Sequence[OpenIncident] = field(default_factory=list)
+    # node -> how many of its child nodes have lines that reported within the window; a node missing
+    # here counts only the children seen failing
+    fanout: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class Move:
     reporting: int
 
 
+@dataclass(frozen=True)
+class Merge:
+    """Two open incidents turned out to be one: `source`'s members go to `target`, `source` closes."""
+    source: int
+    target: int
+
+
 @dataclass(frozen=True, order=True)
 class Release:
     line_id: str
@@ -111,7 +123,13 @@ class Resolve:
     stragglers: tuple[str, ...]
 
 
-Action = Join | Open | Move | Release | Drop | Resolve
+Action = Join | Open | Move | Merge | Release | Drop | Resolve
+
+
+# A failure climbs to a parent only if it touches at least this share of the parent's reporting children:
+# three dead ports of an OLT's sixteen stay three port incidents; a port whose failing lines are spread
+# over most of its splitters is the port's failure, even where no single splitter reaches the threshold.
+SPREAD = 0.5
 
 
 def threshold(reporting: int, cfg: IncidentConfig) -> int:
@@ -145,7 +163,7 @@ def decide(s: Snapshot, cfg: IncidentConfig, now: datetime) -> list[Action]:
         if (now - h.first_at).total_seconds() <= cfg.window_s:
             by_class[h.fault_class].append(h)
     first = {(h.line_id, h.fault_class): h.first_at for h in waiting}
-    for cls in sorted(by_class):
+    for cls in sorted(set(by_class) | {i.fault_class for i in live}):
         mine = [i for i in live if i.fault_class == cls]
         # An open incident's members still failing count too: a wider failure moves it up a level.
         failing = [(h.line_id, None) for h in by_class[cls]] + [
@@ -156,7 +174,10 @@ def decide(s: Snapshot, cfg: IncidentConfig, now: datetime) -> list[Action]:
             under = [i for i in mine if i.node == node or i.node.startswith(node + "/")]
             reporting = max(s.reporting.get(node, 0), len(members))
             if under:
-                out.append(Move(min(under, key=lambda i: i.incident_id).incident_id, node, fresh, reporting))
+                target = min(i.incident_id for i in under)
+                if fresh or len(under) > 1 or any(i.node != node for i in under):
+                    out.append(Move(target, node, fresh, reporting))
+                out += [Merge(i.incident_id, target) for i in sorted(under, key=lambda i: i.incident_id)[1:]]
             elif fresh and max((now - first[(m, cls)]).total_seconds() for m in fresh) >= cfg.hold_s:
                 out.append(Open(node, cls, fresh, reporting))  # its oldest fault has waited for its neighbours
 
@@ -183,18 +204,29 @@ def _incidents(s: Snapshot, lines: Sequence[tuple[str, int | None]],
                 parent[node] = path[i - 1]
                 children[path[i - 1]].add(node)
 
-    def qualifies(node: str) -> bool:
-        n = len(failing[node])
-        return n >= threshold(max(s.reporting.get(node, 0), n), cfg)
+    def qualifies_left(node: str) -> bool:
+        """Qualifies on the lines no incident chosen so far explains."""
+        left = len(failing[node] - taken)
+        return left >= threshold(max(s.reporting.get(node, 0) - (len(failing[node]) - left), left), cfg)
+
+    def spread(node: str, child: str) -> bool:
+        """The failure is the node's own, not one child's nor a coincidence of a few children: failing
+        lines under at least max(2, SPREAD x its reporting children) children, and the node still
+        qualifies on its lines outside `child` (lines of incidents chosen before do not count)."""
+        fanout = max(s.fanout.get(node, 0), len(children[node]))
+        touched = sum(1 for c in children[node] if failing[c] - taken)
+        if touched < max(2, math.ceil(SPREAD * fanout)):
+            return False
+        out = len((failing[node] - failing[child]) - taken)
+        return out >= threshold(max(s.reporting.get(node, 0) - s.reporting.get(child, 0), out), cfg)
 
     chosen: list[tuple[str, tuple[str, ...]]] = []
     taken: set[str] = set()
     for node in sorted(failing, key=lambda n: (-depth[n], n)):  # deepest first
-        if not qualifies(node) or failing[node] <= taken:
+        if not qualifies_left(node):  # lines a deeper incident explains do not make this node fail too
             continue
         top = node
-        while top in parent and qualifies(parent[top]) \
-                and sum(qualifies(c) for c in children[parent[top]]) >= 2:
+        while top in parent and qualifies_left(parent[top]) and spread(parent[top], top):
             top = parent[top]
         members = tuple(sorted(failing[top] - taken))
         if len(members) >= cfg.min_lines:
