@@ -3,8 +3,9 @@
 - `metrics.csv`: every metric a check may emit, with its unit and meaning (like Datadog's
   metadata.csv); docs/metrics.md is generated from it.
 - `findings.csv`: every finding code, with where the fault sits, the severities it may carry, its
-  meaning, who emits it, its detail keys and the key of its texts in linecheck/i18n; docs/findings.md
-  is generated from it.
+  meaning, who emits it, its detail keys, the key of its texts in linecheck/i18n and the tests that prove
+  it on a real (emulated) line, or on captured outputs where the lab has no such hardware (WiFi);
+  docs/findings.md is generated from it.
 - `kinds.csv`: every check kind a result may carry: the agent's registered checks (`check`), the
   agent's own pseudo-check (`agent`) and the room speed test (`lan`), with the English title.
 
@@ -41,6 +42,7 @@ class FindingSpec:
     emitted_by: str  # the check kinds (or "localisation") that produce it, in words
     detail: str  # its detail keys, in words
     text_key: str  # key of its sentence and advice in [findings.<text_key>] of linecheck/i18n/<lang>.toml
+    proven_by: tuple[str, ...] = ()  # pytest node ids of the tests that make the finding happen and check it
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def findings() -> dict[str, FindingSpec]:
     specs: dict[str, FindingSpec] = {}
     for row in _rows("findings.csv"):
         spec = FindingSpec(row["code"], row["where"], tuple(row["severities"].split()), row["meaning"],
-                           row["emitted_by"], row["detail"], row["text_key"])
+                           row["emitted_by"], row["detail"], row["text_key"],
+                           tuple((row.get("proven_by") or "").split()))
         if spec.code in specs:
             raise ValueError(f"linecheck/findings.csv lists {spec.code} twice")
         if not spec.severities or not set(spec.severities) <= set(SEVERITIES):
@@ -174,6 +177,15 @@ def render_findings_markdown() -> str:
     for s in findings().values():
         lines.append(f"| `{s.code}` | {s.where} | {' or '.join(s.severities)} | {_cell(s.meaning)} | "
                      f"{_cell(s.emitted_by)} | {_cell(s.detail)} |")
+    lines += ["", "## The test that proves each finding", "",
+              "Each code is made to happen and checked by these tests (`linecheck/findings.csv`, column "
+              "`proven_by`; `tests/test_catalogue.py` fails on a code without one, or on a test that does not "
+              "exist). The `*_lab.py` ones run the real agent on the line lab (network namespaces, `tc tbf`, the "
+              "user-space line emulator) and most also follow the result through the collector's rules and "
+              "promise ledger to the ticket it opens or does not; the WiFi codes are proven on captured `iw` "
+              "outputs (the lab has no WiFi hardware).", "", "| code | proven by |", "|---|---|"]
+    for s in findings().values():
+        lines.append(f"| `{s.code}` | " + "<br>".join(f"`{t}`" for t in s.proven_by) + " |")
     lines += ["", "## Result kinds", "", "Generated from `linecheck/kinds.csv`. `check`: a check of the agent's "
               "registry (`agent/checks/__init__.py`); `agent`: the agent's own pseudo-check; `lan`: the room "
               "speed test (`agent/lan`).", "", "| kind | source | title | meaning |", "|---|---|---|---|"]

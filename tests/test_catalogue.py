@@ -187,6 +187,20 @@ def test_translated_sentences_use_only_documented_detail_keys() -> None:
             assert placeholders(full) <= documented, f"{lang} {spec.code}: {placeholders(full) - documented}"
 
 
+def test_every_finding_names_the_tests_that_prove_it_and_they_exist() -> None:
+    """docs/findings.md lists, for every code, the test that makes it happen (issue 21): a code without one,
+    or a test that was renamed or removed, fails here."""
+    root = Path(__file__).resolve().parent.parent
+    for spec in catalogue.findings().values():
+        assert spec.proven_by, f"linecheck/findings.csv: {spec.code} names no test in proven_by"
+        for node in spec.proven_by:
+            path, _, name = node.partition("::")
+            source = root / path
+            assert source.is_file(), f"{spec.code}: {path} does not exist"
+            assert re.search(rf"^def {re.escape(name)}\(", source.read_text(), re.M), f"{spec.code}: no {node}"
+            assert spec.code in source.read_text(), f"{spec.code}: {node} never names the code"
+
+
 def test_locations_are_known() -> None:
     where = texts("en").where
     assert {spec.where for spec in catalogue.findings().values()} <= set(where)

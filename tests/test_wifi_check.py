@@ -202,3 +202,16 @@ def test_cli_check_on_this_machine_says_no_wifi_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "skipped" in proc.stdout and "no wireless interface on this machine" in proc.stdout
     assert "Could not tell" in proc.stdout and proc.returncode == 3  # nothing measured: not fully checked
+
+
+def test_a_client_uplink_that_lost_its_access_point_is_not_connected(tmp_path: Path) -> None:
+    """The iwlwifi capture with its link gone (`iw dev wlp3s0 link` says `Not connected.`, no station):
+    the gateway's WiFi uplink is down, critical, at the wifi."""
+    captured = tmp_path / "iwlwifi-down"
+    shutil.copytree(IW / "iwlwifi", captured)
+    (captured / "dev_wlp3s0_link.txt").write_text("Not connected.\n")
+    (captured / "dev_wlp3s0_station_dump.txt").write_text("")
+    [m] = check(captured)
+    [f] = m.findings
+    assert m.status is Status.FAILED and (f.code, f.severity, f.where) == ("wifi_not_connected", "critical", "wifi")
+    assert f.detail == {"interface": "wlp3s0"} and "wlp3s0" in english(m.reason)
