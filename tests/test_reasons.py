@@ -230,3 +230,20 @@ def test_english_is_rendered_from_the_same_phrases() -> None:
         because("no_such_reason")
     with pytest.raises(ValueError, match="needs"):
         because("wan_down")
+
+
+def test_every_catalogued_metric_has_a_label_in_every_language() -> None:
+    """The details column and the console show a figure by its label (linecheck/i18n [metrics]): a metric
+    added to linecheck/metrics.csv without one would show its code to every reader."""
+    from linecheck.catalogue import catalogue as metric_catalogue
+    from linecheck.i18n import LANGUAGES
+
+    names = {spec.name for spec in metric_catalogue().values()}
+    for lang in LANGUAGES:
+        labels = catalogue(lang).metrics
+        assert sorted(names - labels.keys()) == [], lang
+        assert sorted(labels.keys() - names) == [], f"{lang}: labels of metrics no check emits"
+    assert Texts("zh-CN").metric("wan_speed_mbps", 100) == "WAN 速率 100 Mbit/s"
+    assert Texts("zh-CN").metric("wan_up_flag", 1) == "WAN 在线 是"
+    assert Texts("en").metric("spool_bytes", 81920) == "spool size 81920 B"
+    assert Texts("zh-CN").metric("rtt_avg_ms", None) == "平均往返时延 —"  # not measured: no figure, no unit
