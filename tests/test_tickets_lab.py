@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def test_line_down_opens_one_ticket_after_retest_and_resolves_when_back(lab: Lin
         "schedule: {interval_s: 3600, jitter_s: 0, first_delay_s: 3600}\nidle: {enabled: false}\n"
         "checks:\n  link: {window_s: 0.1}\n"
         "  ping: {targets: [gateway], count: 3, interval_s: 0.1, reply_timeout_s: 0.5}\n")
+    # Registered first: `command` refuses an agent the collector neither knows nor has heard from.
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("tenants: [{tenant_id: lab, name: Lab, kind: carrier}]\n"
+                        "sites: [{site_id: lab-site, tenant_id: lab, name: Lab}]\n"
+                        f"lines: [{{line_id: {LINE}, tenant_id: lab, site_id: lab-site}}]\n"
+                        f"agents: [{{agent_id: {AGENT}, line_id: {LINE}}}]\n")
+    imported = subprocess.run([sys.executable, "-m", "collector.cli", "registry", "import", "--config", str(ccfg),
+                               str(registry)], capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
     logs = {name: (tmp_path / f"{name}.log").open("ab") for name in ("collector", "agent")}
     lab.popen(lab.carrier, [shutil.which("mosquitto") or "mosquitto", "-c", str(tmp_path / "mosquitto.conf")])
     lab.popen(lab.carrier, [sys.executable, "-m", "collector.cli", "serve", "--config", str(ccfg)],

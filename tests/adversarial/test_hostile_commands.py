@@ -391,6 +391,8 @@ def test_cli_reports_the_rate_limit(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/c.db")
     try:
         with store.engine.begin() as conn:  # one command in the window already (e.g. from the console)
+            # A known agent: `command` refuses ids the collector never registered nor heard from.
+            conn.execute(t.agents.insert().values(agent_id="cli-gw", line_id="cli-line", site_id="cli-site"))
             conn.execute(t.command_log.insert().values(command_id="c1", agent_id="cli-gw", action="check_now",
                                                        sent_at=utcnow()))
     finally:
