@@ -14,6 +14,7 @@ from collector.web import charts, i18n
 from linecheck.i18n import LANGUAGES, catalogue
 from tests.api_support import RecordingSender
 from tests.fleet_data import PASSWORD, Fleet
+from tests.qrdecode import decode_svg
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "collector" / "web" / "templates"
 
@@ -153,6 +154,11 @@ def test_technician_issues_an_enrolment_token_on_the_line_page(client: TestClien
     token = re.search(r'id="enrol-token">.*?<code>(new-gw\.[A-Za-z0-9_-]+)</code>', r.text, re.S)
     assert token, "the token is shown once on the page"
     assert f"--token '{token.group(1)}'" in r.text.replace("&#39;", "'")
+    # The same command as a QR code for the technician's phone, read back by an independent decoder.
+    command = re.search(r"<code>(linecheck-agent enroll [^<]+)</code>", r.text).group(1).replace("&#39;", "'")
+    qr = re.search(r'<figure class="qr" id="enrol-qr">(<svg.*?</svg>)', r.text, re.S)
+    assert qr, "the enrolment command as a QR code"
+    assert decode_svg(qr.group(1)) == [command]
     # acme-gw already speaks for this line: taking its id elsewhere is refused with the reason.
     r = client.post("/console/lines/acme-xuhui-1/enrolment-token", data={"csrf": csrf_of(page), "agent_id": "bravo-gw"})
     assert r.status_code == 409 and 'id="enrol-error"' in r.text and "taken by another line" in r.text

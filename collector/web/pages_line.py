@@ -20,7 +20,7 @@ from collector.api.scope import Scope
 from collector.commands.desk import NoAgent, RateLimited, send_to_line
 from collector.fleet import enrolment
 from collector.store import schema as t
-from collector.web import charts, i18n
+from collector.web import charts, i18n, qr
 from collector.web.auth import Anyone, SignedIn, console_router, signed_in
 from collector.web.render import connect, language, message, page_params, pager, render, timezone
 from linecheck.wire import valid_id
@@ -118,10 +118,11 @@ def enrolment_token(request: Request, me: Installer, line_id: str,
         said = {"key": exc.key, "args": exc.values} if exc.key else {"key": "enrol_refused",
                                                                       "args": {"diagnostic": str(exc)}}
         return _line_page(request, me, line_id, status_code=409, enrol_error=said)
-    # Shown once in this response, never put in a URL (it would land in logs and history).
-    return _line_page(request, me, line_id, enrolled=issued,
-                      enrol_command=f"linecheck-agent enroll --collector {str(request.base_url).rstrip('/')} "
-                                    f"--token '{issued.token}' --config-out /etc/linecheck/agent.yaml")
+    # Shown once in this response, never put in a URL (it would land in logs and history); the QR code
+    # carries the same command to the technician's phone, to paste into the gateway's shell.
+    command = (f"linecheck-agent enroll --collector {str(request.base_url).rstrip('/')} "
+               f"--token '{issued.token}' --config-out /etc/linecheck/agent.yaml")
+    return _line_page(request, me, line_id, enrolled=issued, enrol_command=command, enrol_qr=qr.svg(command))
 
 
 @router.post("/lines/{line_id}/check")
