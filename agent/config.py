@@ -10,6 +10,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.checks import REGISTRY
 from agent.checks.base import CheckConfig
+from agent.heartbeat import HeartbeatConfig
 from agent.lan.settings import LanTestConfig
 from linecheck.addresses import parse_address
 from linecheck.configfile import Strict, load_model
@@ -150,6 +151,8 @@ class AgentConfig(Strict):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     lan_test: LanTestConfig = Field(default_factory=LanTestConfig, description="LAN/WiFi room speed tests")
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig,
+                                       description="Light probes between checks: outages that come and go")
     checks: dict[str, CheckConfig] = Field(
         default_factory=lambda: {"link": REGISTRY["link"].config(), "ping": REGISTRY["ping"].config()},
         description="Check kind -> its settings; a kind that is absent does not run",

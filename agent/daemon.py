@@ -21,7 +21,9 @@ from agent import clock as agent_clock
 from agent.checkproc import run_in_child
 from agent.commands import CommandInbox
 from agent.config import AgentConfig
+from agent.heartbeat import DailyBudget, Heartbeat, line_probe
 from agent.idle import IdleTracker
+from agent.outagelog import OUTAGE_LOG, OutageLog
 from agent.publisher import Publisher
 from agent.scheduler import CrossTrafficGate, Scheduler
 from agent.spool import SpoolRefused, open_spool
@@ -47,6 +49,8 @@ class Agent:
         self.gate = CrossTrafficGate(cfg.schedule.gate, self._measure_between_checks, self.stop_event.wait)
         self.commands = CommandInbox(cfg.commands, cfg.agent_id, list(cfg.checks),
                                      cfg.data_dir / "commands-seen.json", self._run_command)
+        self.outages = OutageLog(cfg.data_dir / OUTAGE_LOG)
+        self.heartbeat_budget = DailyBudget(cfg.heartbeat.daily_bytes_max, self.outages.rested)
         if cfg.commands.enabled:
             # A per-topic callback: the command topic never reaches the publisher's on_message.
             self.publisher.client.message_callback_add(commands_topic(cfg.agent_id), self.commands.on_message)
@@ -66,11 +70,19 @@ class Agent:
             log.error("%s", exc)
             return None
         self.scheduler.record(stored)
+        self._outages_reported(stored)
         self.tracker.note_check("resume" if trigger is Trigger.RESUME_AFTER_IDLE else None)
         log.info("result %s seq=%d trigger=%s verdict=%s spooled", stored.result_id, stored.seq,
                  stored.trigger, stored.verdict)
         self.publisher.wake.set()
         return stored
+
+    def _outages_reported(self, stored: ResultEnvelope) -> None:
+        """The result is in the spool: the outages it carries need not be carried again."""
+        if not any(c.kind == "heartbeat" for c in stored.checks):
+            return
+        ends = [c.metrics.get("ended_unix_s") for c in stored.checks if c.kind == "outage"]
+        self.outages.mark_reported(max((float(e) for e in ends if isinstance(e, int | float)), default=None))
 
     def _measure_between_checks(self, window_s: float) -> Rates | None:
         # The gate samples under the check lock so it never measures one of our own checks.
@@ -148,6 +160,11 @@ class Agent:
             self.commands.start()
         scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         scheduler.start()
+        if self.cfg.heartbeat.enabled:  # faults that come and go between checks (agent/heartbeat.py)
+            self.outages.ensure()
+            probe = line_probe(self.cfg.line.wan_interface, self.cfg.line.test_server, self.cfg.heartbeat)
+            Heartbeat(self.cfg.heartbeat, probe, self.outages.add, self.heartbeat_budget.spend,
+                      self.stop_event).start()
         try:
             self.publisher.run(self.stop_event)
         finally:

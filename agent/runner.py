@@ -21,6 +21,8 @@ from agent.config import AgentConfig
 from agent.flaps import FlapWatch
 from agent.localise import localise
 from agent.netinfo import default_route
+from agent.outagelog import OUTAGE_LOG, OutageLog
+from agent.outagelog import report as outage_report
 from agent.reasons import because, reason_fields, step
 from agent.statefile import load_json, save_json
 from linecheck.i18n.phrases import Phrase
@@ -141,6 +143,11 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
     flapped = flaps.finding()
     if flapped is not None:
         findings.append(flapped)
+    outages = OutageLog(cfg.data_dir / OUTAGE_LOG)
+    if cfg.heartbeat.enabled and outages.path.exists():  # the daemon's heartbeat ran: its outages go along
+        heard, dropped = outage_report(outages)
+        checks.extend(heard)
+        findings.extend(dropped)
     # which of the findings is the cause: WAN, port, LAN, WiFi room, DNS or service (agent/localise.py)
     findings = localise(checks, findings, cfg.checks.get("wifi"))  # type: ignore[arg-type]
     try:

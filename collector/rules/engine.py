@@ -33,6 +33,8 @@ from pydantic import Field, model_validator
 from sqlalchemy import Connection, func, select, text
 
 from collector.commands import queue as cmds
+from collector.rules import outages
+from collector.rules.outages import IntermittentOutageRule
 from collector.store import schema as t
 from collector.tickets import lifecycle as tickets
 from linecheck import catalogue, speed
@@ -142,6 +144,9 @@ class RulesConfig(Strict):
     sweep_interval_s: float = Field(default=60, ge=1, le=3600, description="how often agent_offline is checked")
     classes: dict[str, Rule] = Field(default_factory=dict, description="per class: changes to the defaults, or new")
     agent_offline: AgentOfflineRule = Field(default_factory=AgentOfflineRule)
+    intermittent_outage: IntermittentOutageRule = Field(
+        default_factory=IntermittentOutageRule,
+        description="M of the last N days with heartbeat outages open a ticket (collector/rules/outages.py)")
 
     @model_validator(mode="after")
     def _check_merged(self) -> RulesConfig:
@@ -583,6 +588,7 @@ class RuleEngine:
         self.lock_lines(conn, sorted(by_line))
         for ev in self.load_evidence(conn, by_line):
             self.apply(conn, self.evaluate(ev), now)
+        outages.on_ingest(conn, fresh, now, self.cfg.intermittent_outage)  # faults that come and go
 
     def load_evidence(self, conn: Connection, by_line: dict[str, list[ResultEnvelope]]) -> list[LineEvidence]:
         """Each line's evidence, in a handful of set-wise queries for the whole batch."""
