@@ -119,3 +119,21 @@ def test_every_heartbeat_metric_is_catalogued_and_the_config_is_bounded(tmp_path
         HeartbeatConfig(interval_s=0.1)
     with pytest.raises(ValueError):
         HeartbeatConfig(daily_bytes_max=10)
+
+
+def test_the_daemon_marks_outages_reported_from_the_stored_result_only(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from agent.daemon import Agent
+    from tests.factory import envelope
+
+    log = OutageLog(tmp_path / "outages.json")
+    log.add(Outage(T0 + 10.0, T0 + 20.0, "link"))
+    log.add(Outage(T0 + 30.0, T0 + 45.0, "gateway"))
+    checks, findings = report(log, now=T0 + 100.0)
+    log.add(Outage(T0 + 60.0, T0 + 70.0, "beyond"))  # closed after the check read the log
+    daemon = SimpleNamespace(outages=log)
+    Agent._outages_reported(daemon, envelope("gw", "l", [], []))  # type: ignore[arg-type]  # no report: no mark
+    assert len(log.unreported()[0]) == 3
+    Agent._outages_reported(daemon, envelope("gw", "l", checks, findings))  # type: ignore[arg-type]
+    assert [(o.start, o.where) for o in log.unreported()[0]] == [(T0 + 60.0, "beyond")]  # not lost
