@@ -268,3 +268,29 @@ def test_every_time_a_page_shows_carries_its_zone(client: TestClient, fleet: Fle
     svg = charts.render(charts.Chart("Throughput", "Mbit/s", [charts.Series("down", [
         (datetime(2024, 5, 1, 1, 30, tzinfo=UTC), 480.0)])]), ZoneInfo("Asia/Shanghai"))
     assert "2024-05-01 09:30 +08:00" in svg
+
+
+def test_the_line_page_shows_the_outages_between_checks_on_a_timeline(client: TestClient, fleet: Fleet) -> None:
+    """The heartbeat's outages (agent/heartbeat.py), as the next result carried them, drawn per local day:
+    a bar per outage with its times in the console's zone; one across midnight on both days."""
+    from linecheck.wire import CheckResult, Status
+    from tests.factory import envelope
+
+    now = datetime.now(UTC)
+    # This test app shows UTC (a collector's http.timezone sets it): 09:00, and 23:58 for 4 minutes.
+    start = now.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    late = (now - timedelta(days=3)).replace(hour=23, minute=58, second=0, microsecond=0)
+    drops = [(start, 90.0, "gateway"), (late, 240.0, "link")]
+    checks = [CheckResult(kind="heartbeat", status=Status.DEGRADED, duration_s=0, metrics={"outages_count": 2})]
+    checks += [CheckResult(kind="outage", status=Status.DEGRADED, duration_s=0, target=where,
+                           metrics={"started_unix_s": at.timestamp(), "ended_unix_s": at.timestamp() + s,
+                                    "duration_s": s}) for at, s, where in drops]
+    assert fleet.store.ingest([envelope("acme-gw", "acme-xuhui-1", checks, started_at=now, site_id="acme-xuhui")])
+    assert login(client, "a-admin").status_code == 303
+    page = client.get("/console/lines/acme-xuhui-1").text
+    timeline = page[page.index("Outages between checks"):]
+    timeline = timeline[:timeline.index("</svg>")]
+    bars = re.findall(r"<rect [^>]*fill=\"#[0-9a-f]{6}\"><title>([^<]+)</title>", timeline)
+    assert len(bars) == 3, bars  # the late one is drawn on both days it touches
+    assert any("09:00 +00:00" in b and "90 s" in b and "first hop" in b for b in bars)
+    assert sum("23:58 +00:00" in b and "WAN port" in b for b in bars) == 2

@@ -19,8 +19,9 @@ from collector.api.routes_enrolment import token_ttl
 from collector.api.scope import Scope
 from collector.commands.desk import NoAgent, RateLimited, send_to_line
 from collector.fleet import enrolment
+from collector.rules.outages import stored_outages
 from collector.store import schema as t
-from collector.web import charts, i18n, qr
+from collector.web import charts, i18n, qr, timeline
 from collector.web.auth import Anyone, SignedIn, console_router, signed_in
 from collector.web.render import connect, language, message, page_params, pager, render, timezone
 from linecheck.wire import valid_id
@@ -29,6 +30,7 @@ router = console_router()
 ACTORS = (Role.CARRIER_ADMIN, Role.TECHNICIAN, Role.ENTERPRISE)
 INSTALLERS = (Role.CARRIER_ADMIN, Role.TECHNICIAN)  # who may issue a gateway's enrolment token
 CHART_DAYS = 30
+OUTAGE_DAYS = 7  # the outage timeline: the days the intermittent_outage rule looks at by default
 Installer = Annotated[SignedIn, Depends(signed_in(*INSTALLERS))]
 Actor = Annotated[SignedIn, Depends(signed_in(*ACTORS))]
 
@@ -50,6 +52,7 @@ def _line_page(request: Request, me: SignedIn, line_id: str, status_code: int = 
         since = datetime.now(UTC) - timedelta(days=CHART_DAYS)
         series = queries.line_series(conn, line_id, ["down_mbps", "up_mbps", "rtt_avg_ms", "loss_pct"], since)
         line_promises = pq.line_promises(conn, line_id)
+        outages = stored_outages(conn, line_id, datetime.now(UTC) - timedelta(days=OUTAGE_DAYS + 1))
     tr = i18n.translator(language(request, me.who))
     tz = timezone(request)
     empty = tr("no_chart_data")
@@ -68,6 +71,8 @@ def _line_page(request: Request, me: SignedIn, line_id: str, status_code: int = 
         charts.render(charts.Chart(tr("loss"), "%", [charts.Series(tr("loss"), series["loss_pct"], "#dc2626")]),
                       tz, empty),
     ]
+    svg.append(timeline.render(outages, datetime.now(tz).date(), OUTAGE_DAYS, tz, tr("outage_timeline"),
+                               tr("no_outages"), {w: tr(f"outage_at_{w}") for w in ("link", "gateway", "beyond")}))
     return render(request, "line.html", me, line=detail, history=history, promises=line_promises,
                   history_pager=pager(history_params, history_total), findings=findings, charts=svg,
                   can_act=me.who.role in ACTORS, can_enrol=me.who.role in INSTALLERS and bool(detail["tenant_id"]),
