@@ -160,7 +160,11 @@ class Agent:
             self.commands.start()
         scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         scheduler.start()
-        if self.cfg.heartbeat.enabled:  # faults that come and go between checks (agent/heartbeat.py)
+        # Faults that come and go between checks (agent/heartbeat.py). It probes the carrier's equipment
+        # only (the next hop, the test server), so it needs to know the line's test server.
+        if self.cfg.heartbeat.enabled and not self.cfg.line.test_server:
+            log.info("heartbeat off: set line.test_server to watch the line between checks")
+        elif self.cfg.heartbeat.enabled:
             self.outages.ensure()
             probe = line_probe(self.cfg.line.wan_interface, self.cfg.line.test_server, self.cfg.heartbeat)
             Heartbeat(self.cfg.heartbeat, probe, self.outages.add, self.heartbeat_budget.spend,

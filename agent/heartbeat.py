@@ -1,6 +1,7 @@
 """The heartbeat: a light probe between scheduled checks, so faults that come and go are seen.
 
-A technician on site sees a line that works; the office saw it drop seven times in the morning. Every
+A technician on site sees a line that works; the office saw it drop seven times in the morning. It runs
+in `linecheck-agent run` when `line.test_server` is set (it probes only the carrier's equipment). Every
 `interval_s` the daemon sends one ICMP echo to the default gateway's next hop and one to the carrier's
 test server, and reads the WAN port's link. `down_after` missed rounds in a row open an outage (dated
 back to the first miss); the first round that is answered again closes it. Where it broke is the
