@@ -81,9 +81,12 @@ def iperf3(lab: LineLab, direction: str, streams: int, seconds: int) -> tuple[fl
     argv = ["iperf3", "-c", SERVER_ADDR, "-p", str(PORT), "-P", str(streams), "-t", str(seconds), "-O", "1", "-J"]
     out = lab.run(lab.gw, argv + (["-R"] if direction == "down" else []), timeout=seconds + 60)
     try:
-        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6, ""
-    except (ValueError, KeyError) as exc:
-        return None, f"iperf3 failed: {out.stderr.strip() or exc}"
+        result = json.loads(out.stdout)
+    except ValueError:
+        return None, f"iperf3 failed: {out.stderr.strip() or out.stdout.strip()[:200]}"
+    if "error" in result or "sum_received" not in result.get("end", {}):
+        return None, f"iperf3 failed: {result.get('error', 'no summary')}"
+    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6, ""
 
 
 def measure(lab: LineLab, case: str, directions: list[str], streams: list[int], seconds: int) -> list[Row]:
@@ -96,7 +99,7 @@ def measure(lab: LineLab, case: str, directions: list[str], streams: list[int], 
             bytes0 = sum(s["tx_bytes"] for s in emu.stats().values()) if emu else 0
             mbps, note = iperf3(lab, direction, n, seconds)
             row = Row(case, direction, n, rtt, mbps, note=note)
-            if emu:
+            if emu and mbps is not None:
                 cpu = emu.cpu_seconds() - cpu0
                 carried = sum(s["tx_bytes"] for s in emu.stats().values()) - bytes0
                 row.cores = cpu / (time.monotonic() - t0)
