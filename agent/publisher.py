@@ -141,7 +141,7 @@ class Publisher:
 
     def _subscribe(self, client: mqtt.Client, retry: bool) -> None:
         if not retry or self.connected.is_set():  # a retry while away: the next connection subscribes
-            qos = self.cfg.mqtt.subscribe_qos
+            qos: int = self.cfg.mqtt.subscribe_qos
             client.subscribe([(receipts_topic(self.cfg.agent_id), qos), (commands_topic(self.cfg.agent_id), qos)])
 
     def _on_disconnect(self, client: mqtt.Client, _ud: object, _flags: object, reason: object, _p: object) -> None:
