@@ -255,15 +255,25 @@ class Ingestor:
         with self._receipts_cond:  # paho re-sends what the old connection left un-acked: count afresh
             self._receipts_unacked.clear()
             self._receipts_cond.notify_all()
-        # With a JetStream source only status comes over MQTT (every collector records it: idempotent).
-        client.subscribe([(ALL_STATUS, 1)] if self.source else [(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
+        self._subscribe(client)
         self.connected.set()
         self.link.connected()
 
-    def _on_subscribe(self, _c: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
+    def _subscribe(self, client: mqtt.Client) -> None:
+        # With a JetStream source only status comes over MQTT (every collector records it: idempotent).
+        client.subscribe([(ALL_STATUS, 1)] if self.source else [(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
+
+    def _on_subscribe(self, client: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
         failed = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
         if failed:
-            log.error("broker refused the collector's subscription: %s (check its ACL)", failed)
+            # An ACL refuses for good; a cluster electing after a node's loss refuses for seconds. Ask again
+            # (every 5 s: cheap for the broker), else nothing arrives until the next reconnect.
+            log.error("broker refused the collector's subscription: %s (check its ACL); asking again in 5 s",
+                      failed)
+            generation = self._generation
+            timer = threading.Timer(5.0, lambda: self._generation == generation and self._subscribe(client))
+            timer.daemon = True
+            timer.start()
             return
         self.subscribed.set()
         log.info("collector subscribed to results and status")
