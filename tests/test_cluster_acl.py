@@ -112,6 +112,14 @@ def test_agent_cannot_publish_or_read_as_another_and_revocation_needs_no_restart
         wait_for(lambda: b.received, 10, "B's receipt")
         assert b.received == [(receipts_topic("gw-b"), b'{"result_ids": ["x"], "status": "stored"}')]
         assert a.received == []
+        # A retained command (the command desk publishes them retained, QoS 1) reaches B when B subscribes
+        # later, at QoS 0 as agents do on NATS; A, refused B's topics above, gets nothing.
+        collector.client.publish(commands_topic("gw-b"), b'{"command": "check_now"}', qos=1,
+                                 retain=True).wait_for_publish(10)
+        b.client.subscribe([(commands_topic("gw-b"), 0)])
+        wait_for(lambda: len(b.received) == 2, 10, "B's retained command")
+        assert b.received[1] == (commands_topic("gw-b"), b'{"command": "check_now"}')
+        assert a.received == []
 
         # Revocation: A leaves the users, every node re-reads its config (SIGHUP): A is cut off, B is not.
         cluster.fleet.revoked.add("gw-a")
