@@ -144,10 +144,16 @@ def run_line_check(cfg: AgentConfig, trigger: Trigger, *, only: list[str] | None
     if flapped is not None:
         findings.append(flapped)
     outages = OutageLog(cfg.data_dir / OUTAGE_LOG)
-    if cfg.heartbeat.enabled and outages.path.exists():  # the daemon's heartbeat ran: its outages go along
-        heard, dropped = outage_report(outages)
-        checks.extend(heard)
-        findings.extend(dropped)
+    # The daemon's heartbeat ran: its outages go along. os.path.exists, not Path.exists: a user's
+    # `check` beside the service's 0700 data dir gets EACCES there, which Path.exists raises.
+    if cfg.heartbeat.enabled and os.path.exists(outages.path):
+        try:
+            heard, dropped = outage_report(outages)
+        except OSError as exc:  # the daemon's log, not ours to read: the report goes on without it
+            log.warning("cannot read the heartbeat's outage log %s: %s", outages.path, exc)
+        else:
+            checks.extend(heard)
+            findings.extend(dropped)
     # which of the findings is the cause: WAN, port, LAN, WiFi room, DNS or service (agent/localise.py)
     findings = localise(checks, findings, cfg.checks.get("wifi"))  # type: ignore[arg-type]
     try:
