@@ -18,6 +18,7 @@ import pytest
 
 from agent.checks import http as http_check
 from agent.checks.http import HttpConfig, fetch
+from agent.reasons import english
 from linecheck import stamp
 from linecheck.wire import Status
 from tests.checkctx import make_ctx
@@ -151,7 +152,7 @@ def test_http_timeout_is_a_total_deadline(serve: Callable[[Serve], RawServer], b
     [m] = http_check.run(HttpConfig(urls=[url], request_timeout_s=TIMEOUT_S), make_ctx())
     took = time.monotonic() - started
     assert took < TIMEOUT_S + SLACK_S, f"{behaviour.__name__} held the check {took:.1f} s"
-    assert m.status is Status.FAILED and "deadline" in (m.reason or ""), m.reason
+    assert m.status is Status.FAILED and "deadline" in english(m.reason), english(m.reason)
     assert m.findings and m.findings[0].code == "http_failure"
     assert m.metrics["total_ms"] is None  # no figure for a fetch that did not complete
 
@@ -176,7 +177,7 @@ def test_lying_http_server_is_a_failure_with_a_reason(serve: Callable[[Serve], R
     [m] = http_check.run(HttpConfig(urls=[f"http://127.0.0.1:{server.port}/"], request_timeout_s=TIMEOUT_S),
                          make_ctx())
     assert time.monotonic() - started < TIMEOUT_S + SLACK_S
-    assert m.status is Status.FAILED and m.reason and "http:" in m.reason
+    assert m.status is Status.FAILED and "http:" in english(m.reason)
     assert m.metrics["total_ms"] is None
 
 
@@ -241,7 +242,7 @@ def test_reflector_with_forged_timestamps_gives_no_zero_rtt(claimed_s: float) ->
     assert m.metrics["received_count"] == 20
     assert m.metrics["rtt_min_ms"] is not None and m.metrics["rtt_min_ms"] > 0
     assert m.metrics["rtt_max_ms"] < 1000  # the round trip as measured, not the claimed hour
-    assert m.status is Status.DEGRADED and "implausible reflector timestamps" in (m.reason or "")
+    assert m.status is Status.DEGRADED and "implausible reflector timestamps" in english(m.reason)
     assert m.metrics["implausible_timestamps_count"] == 20
 
 
@@ -318,7 +319,7 @@ def test_measurement_server_dripping_its_answers_is_a_failure_in_time(serve: Cal
     server = serve(_measurement_server(_admit_then(_empty_download), latency=_drip_latency))
     m, took = _throughput(server.port)
     assert took < 2.0 + SLACK_S + 1, f"held {took:.1f} s"
-    assert m.status is Status.FAILED and ("too slow" in (m.reason or "") or "timed out" in (m.reason or "")), m.reason
+    assert m.status is Status.FAILED and ("too slow" in english(m.reason) or "timed out" in english(m.reason)), english(m.reason)
     assert m.metrics["down_mbps"] is None and not m.findings
 
 
@@ -327,7 +328,7 @@ def test_measurement_server_announcing_a_huge_refusal_is_not_read(serve: Callabl
     server = serve(_measurement_server(_huge_refusal))
     m, took = _throughput(server.port)
     assert took < 5, f"held {took:.1f} s"
-    assert m.status is Status.FAILED and "1000000000000-byte answer" in (m.reason or ""), m.reason
+    assert m.status is Status.FAILED and "1000000000000-byte answer" in english(m.reason), english(m.reason)
     assert m.metrics["down_mbps"] is None
 
 
@@ -337,7 +338,7 @@ def test_measurement_server_sending_empty_downloads_gives_no_zero_rate(serve: Ca
     server = serve(_measurement_server(_admit_then(_empty_download)))
     m, took = _throughput(server.port)
     assert took < 10
-    assert m.status is Status.FAILED and "empty body" in (m.reason or ""), m.reason
+    assert m.status is Status.FAILED and "empty body" in english(m.reason), english(m.reason)
     assert m.metrics["down_mbps"] is None and not m.findings
 
 
