@@ -21,6 +21,7 @@ pytest.importorskip("nats", reason="nats-py is not installed (scripts/setup.sh -
 if not shutil.which("nats-server"):
     pytest.skip("nats-server is not installed (scripts/setup.sh --test installs it)", allow_module_level=True)
 
+import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from agent.config import AgentConfig  # noqa: E402
@@ -29,6 +30,7 @@ from collector.fleet.nats_config import COLLECTOR_MQTT_IDENTITY, SIMULATOR_IDENT
 from tests.faultkit import make_envelope  # noqa: E402
 from tests.helpers import start, stop, wait_for  # noqa: E402
 from tests.nats_cluster import NatsCluster  # noqa: E402
+from tests.test_broker_unreachable import _metric  # noqa: E402
 from tests.test_publisher import Running  # noqa: E402
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -166,6 +168,12 @@ def test_storm_through_the_cluster_node_and_collector_killed(tmp_path: Path, clu
         # The real agent carried on through a surviving node.
         assert agent.publisher.connected.is_set() and agent.publisher.failover.moves >= 1
         assert agent.publisher.failover.current != cluster.mqtt_addresses[leader]
+        # The survivor says so on /metrics: every partition, and the results it got again.
+        port = re.search(r"console at http://127.0.0.1:(\d+)/", logs["c2"].read_text())
+        assert port, "c2 did not log its HTTP port"
+        metrics = httpx.get(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10).text
+        assert _metric(metrics, "linecheck_ingest_partitions_owned") == cluster.partitions
+        assert (_metric(metrics, "linecheck_ingest_redelivered_total") or 0) >= unacked
     finally:
         sim.close()
         if agent is not None:

@@ -80,6 +80,9 @@ class IngestHealth:
     db_retries: int
 
     broker: LinkState | None = None  # the connection's state, address and last error
+    # broker.kind nats: partitions this collector holds, results delivered to it again (another never acked)
+    partitions_owned: int | None = None
+    redelivered: int = 0
 
     def problems(self) -> list[str]:
         out = []
@@ -263,6 +266,10 @@ class Ingestor:
         # With a JetStream source only status comes over MQTT (every collector records it: idempotent).
         client.subscribe([(ALL_STATUS, 1)] if self.source else [(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
 
+    def _subscribe_again(self, client: mqtt.Client, generation: int) -> None:
+        if generation == self._generation:  # else a new connection has subscribed already
+            self._subscribe(client)
+
     def _on_subscribe(self, client: mqtt.Client, _ud: object, _mid: int, reasons: object, _p: object) -> None:
         failed = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
         if failed:
@@ -271,7 +278,7 @@ class Ingestor:
             log.error("broker refused the collector's subscription: %s (check its ACL); asking again in 5 s",
                       failed)
             generation = self._generation
-            timer = threading.Timer(5.0, lambda: self._generation == generation and self._subscribe(client))
+            timer = threading.Timer(5.0, self._subscribe_again, args=(client, generation))
             timer.daemon = True
             timer.start()
             return
@@ -397,7 +404,9 @@ class Ingestor:
             connected = connected and self.source.connected.is_set()
             subscribed = subscribed and self.source.subscribed.is_set()
         return IngestHealth(connected, subscribed, pending, oldest,
-                            oldest > self.stall_after_s, self.db_retries, self.link.snapshot())
+                            oldest > self.stall_after_s, self.db_retries, self.link.snapshot(),
+                            None if self.source is None else len(self.source.owned),
+                            0 if self.source is None else self.source.redelivered)
 
     def process(self, batch: list[Inbound]) -> None:
         statuses = [item for item in batch if item.is_status]

@@ -130,6 +130,15 @@ class _IngestGauges(Collector):
             for name in ("connecting", "connected", "unreachable", "refused", "disconnected"):
                 state.add_metric([name], 1.0 if link.state == name else 0.0)
             yield state
+        if getattr(h, "partitions_owned", None) is not None:  # broker.kind nats (collector/ingest/jetstream.py)
+            owned = GaugeMetricFamily("linecheck_ingest_partitions_owned",
+                                      "Partitions of the results stream this collector holds the lease of")
+            owned.add_metric([], float(h.partitions_owned))
+            yield owned
+            again = CounterMetricFamily("linecheck_ingest_redelivered",
+                                        "Results delivered to this collector again (taken before, never acked)")
+            again.add_metric([], float(h.redelivered))
+            yield again
 
 
 class CollectorMetrics:
