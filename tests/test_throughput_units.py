@@ -162,9 +162,9 @@ def ctx(test_server: str | None = "198.18.1.1:8080", plan: float | None = None) 
 
 def test_check_without_server_is_skipped_and_bad_spec_is_an_error() -> None:
     m = run_check(ThroughputConfig(), ctx(None))
-    assert m.status is Status.SKIPPED and "no throughput server" in (m.reason or "")
+    assert m.status is Status.SKIPPED and "no throughput server" in english(m.reason)
     m = run_check(ThroughputConfig(server="gopher://x:1"), ctx())
-    assert m.status is Status.ERROR and "unknown throughput backend" in (m.reason or "")
+    assert m.status is Status.ERROR and "unknown throughput backend" in english(m.reason)
 
 
 def test_daily_budget_skips_with_a_reason() -> None:
@@ -174,13 +174,13 @@ def test_daily_budget_skips_with_a_reason() -> None:
 
     c.state.update(budget_day=datetime.now(UTC).date().isoformat(), budget_used_bytes=49_000_000)
     m = run_check(cfg, c)
-    assert m.status is Status.SKIPPED and "daily data budget" in (m.reason or "")
+    assert m.status is Status.SKIPPED and "daily data budget" in english(m.reason)
     # A new day resets the budget (the server then does not answer: a failed record, null metrics).
     c.state["budget_day"] = "2000-01-01"
     c2 = CheckContext(line=LineInfo("wan0", [], None, None, "127.0.0.1:1"), state=c.state,
                       deadline=time.monotonic() + 30)
     m = run_check(cfg, c2)
-    assert m.status is Status.FAILED and "cannot connect" in (m.reason or "")
+    assert m.status is Status.FAILED and "cannot connect" in english(m.reason)
     assert all(v is None for v in m.metrics.values()) and set(m.metrics) == set(METRICS)
     assert c.state["budget_used_bytes"] == 0
 
