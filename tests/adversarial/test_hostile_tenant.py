@@ -169,6 +169,10 @@ API_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/lines/{line_id}/commands"): {"action": "check_now"},
     ("POST", "/api/v1/lines/{line_id}/enrolment-tokens"): {"agent_id": "hostile-gw"},
     ("DELETE", "/api/v1/tokens/{token_id}"): None,
+    # Dispatch: sending one's own technician to, arriving at or closing the victim's job.
+    ("POST", "/api/v1/dispatch/{ticket_id}/assign"): {"assignee": "a-tech"},
+    ("POST", "/api/v1/dispatch/{ticket_id}/arrive"): {"note": "hostile"},
+    ("POST", "/api/v1/dispatch/{ticket_id}/close"): {"note": "hostile"},
 }
 CONSOLE_FORM = {"to_state": "acknowledged", "text": "hostile", "note": "hostile", "agent_id": "hostile-gw",
                 "action": "check_now", "assignee": "a-tech"}

@@ -112,7 +112,7 @@ def test_a_line_page_with_extreme_stored_values_renders(client: TestClient, flee
                                  started_at=datetime.now(UTC) - timedelta(minutes=5))])
     login(client, "a-admin")
     r = within(20, lambda: client.get("/console/lines/acme-xuhui-2"))
-    assert r.status_code == 200 and r.text.count("<svg") == 3
+    assert r.status_code == 200 and r.text.count("<svg") == 4  # three metric charts and the outage timeline
 
 
 # --- security headers ----------------------------------------------------------------------------------
