@@ -8,6 +8,7 @@ simulator's. The machine's own NATS on :4222 is never touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import ssl
@@ -85,7 +86,7 @@ class NatsCluster:
         node = self.nodes[i]
         self.procs[i] = subprocess.Popen(
             [shutil.which("nats-server") or "nats-server", "-c", str(self.workdir / f"{node.name}.conf"),
-             "-l", str(self.workdir / f"{node.name}.log")])
+             "-l", str(self.workdir / f"{node.name}.log")], preexec_fn=_die_with_parent)
         wait_port(node.client_port)
 
     def kill(self, i: int) -> None:
@@ -204,6 +205,14 @@ class NatsCluster:
             return {p: (await js.consumer_info(self.stream, f"{self.stream}-p{p}")).num_ack_pending
                     for p in range(self.partitions)}
         return asyncio.run(self._until(pending, time.monotonic() + 30))
+
+
+def _die_with_parent() -> None:
+    """A test run killed from outside (a timeout) must not leave three nodes running on a shared machine."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def _wait(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
