@@ -84,7 +84,8 @@ def test_sign_in_fleet_line_ticket_and_check_now(console: str, chrome, sender: R
     d.find_element(By.LINK_TEXT, "acme-xuhui-1").click()
     wait_id(d, "line-title", "acme-xuhui-1")
     svgs = d.find_elements(By.CSS_SELECTOR, "#charts svg")
-    assert len(svgs) == 3
+    assert len(svgs) == 4  # three metric charts, then the outage timeline of the last seven days
+    assert "outage" in svgs[3].get_attribute("aria-label").lower()
     assert svgs[0].find_elements(By.TAG_NAME, "polyline") and "plan down 500" in svgs[0].text
     assert "packet_loss" in d.find_element(By.ID, "findings").text
     shoot(d, "console-line")
