@@ -58,3 +58,27 @@ def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def until_text(driver, element_id: str, text: str, timeout_s: float = 15):  # type: ignore[no-untyped-def]
+    """Wait until element `element_id` shows `text`, across the navigation a form post starts.
+
+    While the old page is torn down, Chromium may answer a read of one of its elements with "Node with
+    given id does not belong to the document" (a plain WebDriverException, not a stale-element one):
+    that is the page changing, so the wait asks again; any other error ends it.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shows(d) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            return text in d.find_element(By.ID, element_id).text
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc) or "no such element" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout_s).until(shows)

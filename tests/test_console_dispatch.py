@@ -127,14 +127,14 @@ def test_browser_dispatch_in_both_languages(console: str, fleet: Fleet, lang: st
         wait.until(ec.presence_of_element_located((By.ID, f"job-{tid}")))
         browser.screenshot(d, f"console-dispatch-{lang}")
         d.find_element(By.LINK_TEXT, f"#{tid}").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-node"), "PON-0-1"))
+        browser.until_text(d, "order-node", "PON-0-1")
         d.find_element(By.ID, "assign").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), dispatched))  # states in the page's words
+        browser.until_text(d, "order-state", dispatched)  # states in the page's words
         assert d.find_element(By.ID, "arrive").text == arrive_word
         d.find_element(By.ID, "arrive").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-trail"), arrived))
+        browser.until_text(d, "order-trail", arrived)
         browser.screenshot(d, f"console-work-order-{lang}")
         d.find_element(By.ID, "close").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "order-state"), resolved))
+        browser.until_text(d, "order-state", resolved)
     finally:
         d.quit()

@@ -52,7 +52,9 @@ def test_a_long_but_stable_round_trip_is_not_a_fault(served: LineLab, line: Call
     line(down=dict(delay_ms=30, rate_mbit=100), up=dict(delay_ms=30, rate_mbit=100))
     with LabCollector(tmp_path, plan_down=100, plan_up=100) as collector:
         results = collector.feed(probes(served), times=3)
-        speed = run_agent(served, "  throughput: {max_direction_s: 10, timeout_s: 60}\n", line_yaml=LINE)
+        # The shipped time cap (15 s per direction): with 10 s a loaded CI host once left both directions
+        # unsettled at this RTT (12 streams, time cap) -- the engine's long-RTT settling is issue 22's.
+        speed = run_agent(served, "  throughput: {timeout_s: 60}\n", line_yaml=LINE)
         collector.ingest(speed)
         assert collector.tickets() == []
     for r in results:
