@@ -128,7 +128,10 @@ def test_collector_killed_mid_batch_its_unacked_results_come_again(tmp_path: Pat
             stop(proc)
     assert sim.counts()["resent"] == 0
     assert stored_rows(pg_url) == (600, 600)
-    assert redelivered(logs["c2"]) >= unacked > 0
+    # The proof is above: 600 stored once with no agent re-sending. The log's count only shows the path:
+    # an ack c1 had already sent when it was stopped may still land, so it can be one or two short of
+    # the un-acked count read at that moment (23 of 24 in one CI run).
+    assert unacked > 0 and redelivered(logs["c2"]) > 0
 
 
 def test_storm_through_the_cluster_node_and_collector_killed(tmp_path: Path, cluster: NatsCluster,
