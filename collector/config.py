@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from collector.commands.config import RemoteCommandsConfig
 from collector.incidents.decide import IncidentConfig
@@ -157,6 +157,11 @@ class HTTPConfig(Strict):
 class CollectorConfig(Strict):
     database: str = Field(default="sqlite:///linecheck.db",
                           description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://user@host/db")
+    database_read: str | None = Field(
+        default=None,
+        description="A PostgreSQL streaming replica of `database` the API, console and Grafana read from; "
+                    "writes and a user's reads right after their own writes stay on the primary "
+                    "(collector/store/replica.py, docs/storage.md \"Read replica\")")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig,
                                  description="Where results come from: MQTT subscriptions or a NATS JetStream cluster")
@@ -178,6 +183,19 @@ class CollectorConfig(Strict):
     def _known_backend(cls, url: str) -> str:
         if not url.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
             raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @field_validator("database_read")
+    @classmethod
+    def _replica_of_postgresql(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("postgresql+psycopg://", "postgresql://")):
+            raise ValueError("expected the URL of a PostgreSQL streaming replica, "
+                             "postgresql+psycopg://USER@REPLICA-HOST/DB")
+        if not str(info.data.get("database", "")).startswith("postgresql"):
+            raise ValueError("a read replica needs `database:` on PostgreSQL (SQLite has no replicas); "
+                             "remove `database_read:` or move `database:` to PostgreSQL")
         return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
