@@ -83,9 +83,11 @@ class IngestHealth:
     # broker.kind nats: partitions this collector holds, results delivered to it again (another never acked)
     partitions_owned: int | None = None
     redelivered: int = 0
+    # serve --workers N (collector/ingest/pool.py): workers not running right now, in words
+    workers_down: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
-        out = []
+        out = list(self.workers_down)
         if not self.connected:
             out.append(self.broker.problem if self.broker and self.broker.problem else "broker disconnected")
         elif not self.subscribed:
@@ -190,6 +192,9 @@ class Ingestor:
         # broker.kind nats: results come from the cluster's JetStream stream, not from MQTT subscriptions.
         self.source = self._make_source()
         self.subscribed = threading.Event()  # from here on the broker queues results for this session
+        # Agents' status: recorded by every collector (idempotent). `serve --workers N` leaves it to worker 0
+        # (collector/ingest/pool.py): N workers recording every reconnecting agent's status is N times the work.
+        self.take_status = True
         self._generation = 0
         # Status of agents that have no row yet (their first result is behind the status message).
         self._pending_status: dict[str, tuple[str, datetime]] = {}
@@ -264,7 +269,13 @@ class Ingestor:
 
     def _subscribe(self, client: mqtt.Client) -> None:
         # With a JetStream source only status comes over MQTT (every collector records it: idempotent).
-        client.subscribe([(ALL_STATUS, 1)] if self.source else [(self._topic(ALL_RESULTS), 1), (ALL_STATUS, 1)])
+        topics = [] if self.source else [(self._topic(ALL_RESULTS), 1)]
+        if self.take_status:
+            topics.append((ALL_STATUS, 1))
+        if not topics:  # a NATS worker without status: MQTT carries only its receipts
+            self.subscribed.set()
+            return
+        client.subscribe(topics)
 
     def _subscribe_again(self, client: mqtt.Client, generation: int) -> None:
         if generation == self._generation:  # else a new connection has subscribed already
