@@ -21,8 +21,8 @@ from linecheck.configfile import ConfigError, format_validation_error
 from linecheck.throughput.protocol import DEFAULT_PORT
 from linecheck.throughput.sessions import Limits
 from testserver import config as server_config
-from testserver.http import ThroughputServer
 from testserver.reflector import Reflector
+from testserver.workers import Workers
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -52,7 +52,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML settings (see config/testserver.example.yaml)")
     p.add_argument("--listen", type=host_port, metavar="HOST:PORT",
                    help=f"HTTP address (default 0.0.0.0:{DEFAULT_PORT}; port 0 picks a free port)")
-    p.add_argument("--max-tests", type=int, help="tests at once (default 4)")
+    p.add_argument("--workers", type=int, help="server processes on the port (SO_REUSEPORT), sharing every "
+                                               "limit (default: the number of cores)")
+    p.add_argument("--max-tests", type=int, help="tests at once, all workers together (default 4)")
+    p.add_argument("--capacity-mbps", type=float,
+                   help="the server's link rate each way; tests running while it is 90 %% full are reported "
+                        "server-limited (default: judge by the server's CPU only)")
     p.add_argument("--max-connections", type=int, help="open connections at once (default 128)")
     p.add_argument("--max-test-s", type=float, help="seconds one test may last (default 60)")
     p.add_argument("--max-test-bytes", type=byte_size, help="bytes one test may move, e.g. 2G (default 4G)")
@@ -68,8 +73,9 @@ def parser() -> argparse.ArgumentParser:
 def settings(args: argparse.Namespace) -> server_config.TestServerConfig:
     """The config file (or defaults) with the command line's options laid over it."""
     base = server_config.load(args.config) if args.config else server_config.TestServerConfig()
-    overrides = {k: getattr(args, k) for k in ("listen", "max_tests", "max_connections", "max_test_s",
-                                                "max_test_bytes", "idle_s", "stamp_listen", "token_file")
+    overrides = {k: getattr(args, k) for k in ("listen", "workers", "max_tests", "max_connections",
+                                                "max_test_s", "max_test_bytes", "idle_s", "stamp_listen",
+                                                "token_file", "capacity_mbps")
                  if getattr(args, k) is not None}
     if args.no_stamp:
         overrides["stamp"] = False
@@ -97,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"linecheck-testserver: token_file {cfg.token_file}: empty", file=sys.stderr)
             return 2
     limits = Limits(max_tests=cfg.max_tests, max_connections=cfg.max_connections, max_test_s=cfg.max_test_s,
-                    max_test_bytes=cfg.max_test_bytes, idle_s=cfg.idle_s, token=token)
+                    max_test_bytes=cfg.max_test_bytes, idle_s=cfg.idle_s, token=token,
+                    capacity_mbps=cfg.capacity_mbps)
     http_host, http_port = server_config.split_host_port(cfg.listen)
     try:
-        server = ThroughputServer(http_host, http_port, limits=limits, verbose=args.verbose)
+        server = Workers(http_host, http_port, limits, cfg.workers, verbose=args.verbose)
     except OSError as exc:
         print(f"linecheck-testserver: cannot listen on {cfg.listen}: {exc.strerror}", file=sys.stderr)
         return 2
+    server.start()  # forks the workers before any other thread or socket exists
     reflector = None
     if cfg.stamp:
         udp_host, udp_port = (server_config.split_host_port(cfg.stamp_listen) if cfg.stamp_listen
@@ -118,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
-    server.start()
     host, port = server.address
     print(f"linecheck-testserver: http listening on {host}:{port} "
-          f"(max {limits.max_tests} tests, {limits.max_test_s:g} s and {limits.max_test_bytes} bytes each)",
+          f"({server.count} workers; max {limits.max_tests} tests, {limits.max_test_s:g} s and "
+          f"{limits.max_test_bytes} bytes each)",
           flush=True)
     if reflector is not None:
         print(f"linecheck-testserver: stamp reflector on udp {reflector.host}:{reflector.port}", flush=True)

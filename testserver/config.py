@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from linecheck import stamp
 from linecheck.configfile import Strict, load_model
 from linecheck.throughput.protocol import DEFAULT_PORT
-from linecheck.throughput.sessions import Limits
+from linecheck.throughput.sessions import MAX_WORKERS, Limits
 
 _D = Limits()
 
@@ -29,7 +29,10 @@ class TestServerConfig(Strict):
     stamp_listen: str | None = Field(default=None, description=f"STAMP reflector HOST:PORT; default: the HTTP host, "
                                                                 f"port {stamp.DEFAULT_PORT}")
     stamp: bool = Field(default=True, description="run the STAMP reflector")
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS,
+                                description="server processes on the port; default: the number of cores")
     max_tests: int = Field(default=_D.max_tests, ge=1, le=10000)
+    capacity_mbps: float | None = Field(default=None, gt=0, description="the server's link rate each way")
     max_connections: int = Field(default=_D.max_connections, ge=1, le=100000)
     max_test_s: float = Field(default=_D.max_test_s, gt=0, le=3600)
     max_test_bytes: int = Field(default=_D.max_test_bytes, ge=1)

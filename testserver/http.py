@@ -13,6 +13,7 @@ from typing import Any
 from linecheck.throughput.protocol import DEFAULT_PORT, ookla_image_bytes
 from linecheck.throughput.server import Limits, MeasurementHandler
 from linecheck.throughput.server import ThroughputServer as _SharedServer
+from linecheck.throughput.sessions import Sessions
 
 __all__ = ["Limits", "ThroughputServer", "ookla_image_bytes"]
 
@@ -24,5 +25,7 @@ class ThroughputServer(_SharedServer):
 
     def __init__(self, host: str = "0.0.0.0", port: int = DEFAULT_PORT, limits: Limits | None = None,
                  verbose: bool = False, handler: type[MeasurementHandler] = MeasurementHandler,
-                 context: Any = None) -> None:
-        super().__init__(host, port, limits, verbose, handler, context, index=INDEX_PAGE)
+                 context: Any = None, sessions: Sessions | None = None, worker: int = 0,
+                 reuse_port: bool = False) -> None:
+        super().__init__(host, port, limits, verbose, handler, context, index=INDEX_PAGE, sessions=sessions,
+                         worker=worker, reuse_port=reuse_port)

@@ -34,11 +34,13 @@ from urllib.parse import parse_qs, urlsplit
 from linecheck.throughput import protocol as p
 from linecheck.throughput.payload import Payload, send
 from linecheck.throughput.protocol import ookla_image_bytes
+from linecheck.throughput.saturation import Monitor, reasons
 from linecheck.throughput.sessions import Limits, Refused, Sessions, TestSession
 
 __all__ = ["Limits", "MeasurementHandler", "ThroughputServer", "ookla_image_bytes"]
 
 SINK_BUFFER = 1024 * 1024
+SEND_STEP = 1024 * 1024  # bytes per sendfile step: caps are checked and the server's rate counted this often
 SOCKET_TIMEOUT_S = 30  # a peer silent this long mid-transfer is gone
 _NO_STORE = "no-store, no-cache, must-revalidate, max-age=0, s-maxage=0"
 
@@ -113,6 +115,10 @@ class MeasurementHandler(BaseHTTPRequestHandler):
         named = query.get(p.TEST_PARAM) or self.headers.get(p.TEST_HEADER)
         return f"test:{named[:p.TEST_ID_MAX]}" if named else f"client:{self.client_address[0]}"
 
+    def _named_test(self, query: dict[str, str]) -> str | None:
+        named = query.get(p.TEST_PARAM) or self.headers.get(p.TEST_HEADER)
+        return f"test:{named[:p.TEST_ID_MAX]}" if named else None
+
     def _authorised(self, query: dict[str, str]) -> bool:
         token = self.server.sessions.limits.token
         if token is None:
@@ -142,7 +148,7 @@ class MeasurementHandler(BaseHTTPRequestHandler):
             if sessions.expired(session):
                 self.close_connection = True
                 break
-            step = min(count - done, 8 * 1024 * 1024)
+            step = min(count - done, SEND_STEP)
             sent = send(fd, self.server.payload, step)
             session.add(sent)
             done += sent
@@ -165,7 +171,7 @@ class MeasurementHandler(BaseHTTPRequestHandler):
             if not n:
                 break
             got += n
-            session.add(n)
+            session.add(n, "up")
             if sessions.expired(session):
                 break
         if got < length:
@@ -192,7 +198,7 @@ class MeasurementHandler(BaseHTTPRequestHandler):
                     return got
                 left -= n
             got += size
-            session.add(size)
+            session.add(size, "up")
             self.rfile.readline(8)
 
     # --- verbs ---------------------------------------------------------------------------------
@@ -239,7 +245,7 @@ class MeasurementHandler(BaseHTTPRequestHandler):
         elif path == p.OOKLA_LATENCY:
             self._small(p.OK, p.OOKLA_LATENCY_ANSWER)
         elif path == p.STATUS:
-            self._json(p.OK, self.server.status())
+            self._json(p.OK, {**self.server.status(self._named_test(query)), "worker": self.server.worker})
         elif path == p.LIBRESPEED_GET_IP:
             self._json(p.OK, {"processedString": self.client_address[0], "rawIspInfo": ""})
         elif path in (p.OOKLA_UPLOAD, p.LIBRESPEED_EMPTY):
@@ -280,6 +286,25 @@ class MeasurementHandler(BaseHTTPRequestHandler):
             self.server.sessions.end(session)
 
 
+def status_of(sessions: Sessions, test: str | None = None) -> dict[str, Any]:
+    """GET /status: the whole server's load and limits (every worker answers the same), and with
+    `test` what the server knows of that test — whether it ran while the server was saturated."""
+    lim = sessions.limits
+    h = sessions.header
+    out: dict[str, Any] = {
+        "tests_running": sessions.running(), "connections": sessions.connections,
+        "refused_busy": sessions.refused_busy, "refused_connections": sessions.refused_connections,
+        "workers": int(h.workers), "tests_started": int(h.tests_started), "limited_tests": int(h.limited_tests),
+        "load": {"out_mbps": round(h.out_bps / 1e6, 1), "in_mbps": round(h.in_bps / 1e6, 1),
+                 "cpu_share": round(h.cpu_share, 3), "saturated": reasons(int(h.saturated))},
+        "limits": {"max_tests": lim.max_tests, "max_connections": lim.max_connections,
+                   "max_test_s": lim.max_test_s, "max_test_bytes": lim.max_test_bytes,
+                   "capacity_mbps": lim.capacity_mbps, "token_required": lim.token is not None}}
+    if test is not None:
+        out["test"] = sessions.test_report(test)
+    return out
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -287,47 +312,48 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], limits: Limits, verbose: bool = False,
                  handler: type[MeasurementHandler] = MeasurementHandler, context: Any = None,
-                 index: bytes | None = None) -> None:
-        self.sessions = Sessions(limits)
+                 index: bytes | None = None, sessions: Sessions | None = None, reuse_port: bool = False) -> None:
+        # `sessions` made before forking is shared by every worker (testserver/workers.py).
+        self.sessions = sessions or Sessions(limits)
         self.context = context  # whatever a handler subclass needs (its application object)
         self.index = index  # the page served at `/` (none: 404)
         self.payload = Payload()
         self.verbose = verbose
-        self.connections = 0
-        self.refused_connections = 0
-        self._conn_lock = threading.Lock()
+        self.reuse_port = reuse_port
+        self.worker = 0  # which of the server's processes this is (testserver/workers.py)
         super().__init__(address, handler)
 
+    def server_bind(self) -> None:
+        if self.reuse_port:  # several workers listen on one port; the kernel spreads connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    @property
+    def connections(self) -> int:
+        return self.sessions.connections
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conn_lock:
-            full = self.connections >= self.sessions.limits.max_connections
-            if not full:
-                self.connections += 1
-            else:
-                self.refused_connections += 1
-        if full:
+        if not self.sessions.connection_opened():
             body = p.error_body(p.BUSY_ERROR, "too many connections")
             with contextlib.suppress(OSError):
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.sessions.connection_closed()  # no thread started: nobody else will
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            with self._conn_lock:
-                self.connections -= 1
+            self.sessions.connection_closed()
 
-    def status(self) -> dict[str, Any]:
-        lim = self.sessions.limits
-        return {"tests_running": self.sessions.running(), "connections": self.connections,
-                "refused_busy": self.sessions.refused_busy, "refused_connections": self.refused_connections,
-                "limits": {"max_tests": lim.max_tests, "max_connections": lim.max_connections,
-                           "max_test_s": lim.max_test_s, "max_test_bytes": lim.max_test_bytes,
-                           "token_required": lim.token is not None}}
+    def status(self, test: str | None = None) -> dict[str, Any]:
+        return status_of(self.sessions, test)
 
     def server_close(self) -> None:
         super().server_close()
@@ -335,12 +361,19 @@ class _Server(ThreadingHTTPServer):
 
 
 class ThroughputServer:
-    """The HTTP measurement server on host:port (port 0 = a free port), run in a background thread."""
+    """The HTTP measurement server on host:port (port 0 = a free port), run in a background thread.
+
+    One process; testserver/workers.py runs several of these on one port (SO_REUSEPORT) sharing
+    one `Sessions` (pass `sessions` and `worker`, made before forking)."""
 
     def __init__(self, host: str = "0.0.0.0", port: int = p.DEFAULT_PORT, limits: Limits | None = None,
                  verbose: bool = False, handler: type[MeasurementHandler] = MeasurementHandler,
-                 context: Any = None, index: bytes | None = None) -> None:
-        self._server = _Server((host, port), limits or Limits(), verbose, handler, context, index)
+                 context: Any = None, index: bytes | None = None, sessions: Sessions | None = None,
+                 worker: int = 0, reuse_port: bool = False) -> None:
+        self._server = _Server((host, port), limits or Limits(), verbose, handler, context, index, sessions,
+                               reuse_port)
+        self._server.worker = worker
+        self._monitor = Monitor(self._server.sessions, worker)
         self._thread: threading.Thread | None = None
 
     @property
@@ -353,11 +386,19 @@ class ThroughputServer:
         host, port = self.address
         return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
 
-    def status(self) -> dict[str, Any]:
-        return self._server.status()
+    def status(self, test: str | None = None) -> dict[str, Any]:
+        return self._server.status(test)
+
+    @property
+    def sessions(self) -> Sessions:
+        return self._server.sessions
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.1)
+        self._monitor.start()
+        try:
+            self._server.serve_forever(poll_interval=0.1)
+        finally:
+            self._monitor.stop()
 
     def start(self) -> ThroughputServer:
         self._thread = threading.Thread(target=self.serve_forever, name="testserver-http", daemon=True)
