@@ -25,6 +25,7 @@ from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput.ramp import Controller, Phase, RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, WanSample, wan_sample
+from agent.throughput.serverinfo import server_limited
 from agent.throughput.streams import (
     DownloadStream,
     Stream,
@@ -238,4 +239,10 @@ def measure(opts: EngineOptions) -> ThroughputResult:
     m["responsiveness_rpm"] = round(60000.0 / tm) if tm else None
     cpu.sample()
     m["cpu_max_pct"] = cpu.max_pct
+    # Was the server itself full while it served us? Then this measured the server, not the line.
+    limited, why = server_limited(opts.host, opts.port, opts.token, test_id)
+    m["server_limited_flag"] = limited
+    if limited:
+        result.notes.append(f"the server was saturated during the test ({'; '.join(why) or 'it says so'}): "
+                            "its figures are not judged against the plan")
     return result
