@@ -26,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-measure-s", type=float, default=1.0, help="shortest measurement after the ramp")
     p.add_argument("--max-streams", type=int, default=16)
     p.add_argument("--token")
+    p.add_argument("--plan-mbps", help="the line's plan, DOWN[/UP] Mbit/s: streams and buffers from its BDP")
     a = p.parse_args(argv)
     directions = tuple(a.directions.split(","))
     try:
         parse_server(a.server)
+        plan = _plan(a.plan_mbps)
         if not directions or any(d not in ("down", "up") for d in directions):
             raise BackendError(f"--directions: expected down, up or down,up, got {a.directions!r}")
     except BackendError as exc:
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = Settings(directions=directions, max_bytes=a.max_bytes, max_direction_s=a.max_s,
                         wan_interface=a.wan_interface, token=a.token,
-                        ramp=RampSettings(min_measure_s=a.min_measure_s, max_streams=a.max_streams))
+                        ramp=RampSettings(min_measure_s=a.min_measure_s, max_streams=a.max_streams),
+                        plan_down_mbps=plan[0], plan_up_mbps=plan[1])
     try:
         r = measure(a.server, settings)
     except MeasurementFailed as exc:
@@ -46,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"status": "ok", "backend": r.backend, "target": r.target, "metrics": r.metrics,
                       "notes": r.notes}))
     return 0
+
+
+def _plan(text: str | None) -> tuple[float | None, float | None]:
+    if text is None:
+        return None, None
+    down, _, up = text.partition("/")
+    try:
+        pair = float(down), float(up or down)
+    except ValueError:
+        pair = (0.0, 0.0)
+    if not all(0 < x < 1e7 for x in pair):
+        raise BackendError(f"--plan-mbps: expected DOWN or DOWN/UP in Mbit/s, got {text!r}")
+    return pair
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class Settings:
     max_cross_share: float = 0.5
     iperf_streams: int = 4
     ramp: RampSettings = field(default_factory=RampSettings)
+    plan_down_mbps: float | None = None  # the line's plan: our engine sizes streams and buffers from its BDP
+    plan_up_mbps: float | None = None
 
 
 def measure(server: str, settings: Settings) -> ThroughputResult:
@@ -78,7 +80,9 @@ def measure(server: str, settings: Settings) -> ThroughputResult:
         return engine.measure(engine.EngineOptions(
             host=spec.host, port=spec.port, token=settings.token, directions=settings.directions,
             max_bytes=settings.max_bytes, max_direction_s=settings.max_direction_s,
-            wan_interface=settings.wan_interface, max_cross_share=settings.max_cross_share, ramp=settings.ramp))
+            wan_interface=settings.wan_interface, max_cross_share=settings.max_cross_share, ramp=settings.ramp,
+            plan_down_bps=settings.plan_down_mbps * 1e6 if settings.plan_down_mbps else None,
+            plan_up_bps=settings.plan_up_mbps * 1e6 if settings.plan_up_mbps else None))
     return _measure_external(spec, settings)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from agent.netinfo import carrier_up
 from agent.throughput.errors import MeasurementFailed
 from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
+from agent.throughput import sizing
 from agent.throughput.ramp import Controller, Phase, RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, WanSample, wan_sample
@@ -53,6 +54,8 @@ class EngineOptions:
     max_cross_share: float = 0.5  # cross-traffic above this share of capacity: result not trusted
     stall_s: float = 2.0  # no byte moved on any stream for this long: the test is interrupted
     ramp: RampSettings = field(default_factory=RampSettings)
+    plan_down_bps: float | None = None  # the line's plan: with the idle RTT, the BDP (sizing.py)
+    plan_up_bps: float | None = None
 
 
 @dataclass
@@ -67,6 +70,21 @@ class DirectionOutcome:
     wan_payload_bps: float | None  # all WAN payload in this direction over the measurement window
     interrupted: str | None = None  # why the line interrupted this direction (link lost, streams stalled)
     settled: bool = False  # the rate settled (Controller.settled): stopped as stable, or flat at the cap
+    sizing: str | None = None  # the BDP and what it chose (sizing.Sizing.describe)
+    retrans_pct: float | None = None  # upload: retransmitted share of the bytes sent in the window
+    own_sent_bps: float | None = None  # upload: what the streams put on the wire, resent bytes included
+
+
+def _sized(opts: EngineOptions, direction: str, rtt_s: float | None) -> tuple[Controller, sizing.Sizing | None]:
+    """The controller for one direction, its streams and buffers from the BDP (plan x idle RTT), and
+    later steps from the ramp's estimate of the rate x idle RTT (ramp.Controller.stream_target)."""
+    s = opts.ramp
+    limit = sizing.autotune_limit(direction)
+    plan = opts.plan_down_bps if direction == "down" else opts.plan_up_bps
+    sized = sizing.choose(plan, rtt_s, limit, s.start_streams, s.max_streams)
+    settings = s if sized is None else RampSettings(**{**s.__dict__, "start_streams": sized.streams})
+    target = None if not rtt_s else (lambda bps: sizing.streams_for(bps, rtt_s, limit))
+    return Controller(settings, rtt_s=rtt_s or 0.0, stream_target=target), sized
 
 
 def admit(opts: EngineOptions, test_id: str) -> None:
@@ -87,27 +105,40 @@ def admit(opts: EngineOptions, test_id: str) -> None:
 
 
 def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: int, cpu: CpuMeter,
-                  payload: Payload | None) -> DirectionOutcome:
+                  payload: Payload | None, rtt_s: float | None = None) -> DirectionOutcome:
     stop = threading.Event()
     streams: list[Stream] = []
-    ctl = Controller(opts.ramp)
+    ctl, sized = _sized(opts, direction, rtt_s)
+    buffer = sized.buffer_bytes if sized else None
 
     def spawn(n: int) -> None:
+        nonlocal buffer
+        if n and streams and rtt_s:  # more streams from the ramp's estimate: do they need larger buffers?
+            est = sizing.choose(ctl.moving_average(), rtt_s, sizing.autotune_limit(direction),
+                                opts.ramp.start_streams, opts.ramp.max_streams)
+            if est is not None and est.buffer_bytes and (buffer or 0) < est.buffer_bytes:
+                buffer = est.buffer_bytes
         for _ in range(n):
             if direction == "down":
-                s: Stream = DownloadStream(opts.host, opts.port, test_id, stop, opts.token)
+                s: Stream = DownloadStream(opts.host, opts.port, test_id, stop, opts.token, buffer)
             else:
-                s = UploadStream(opts.host, opts.port, test_id, stop, opts.token, payload=payload)
+                s = UploadStream(opts.host, opts.port, test_id, stop, opts.token, buffer, payload=payload)
             s.start()
             streams.append(s)
 
+    def sent() -> tuple[int, int]:  # upload: (bytes sent, bytes resent) by every stream so far
+        ups = [s for s in streams if isinstance(s, UploadStream)]
+        return sum(s.sent for s in ups), sum(s.retrans for s in ups)
+
     prober = Prober(opts.host, opts.port)
     wan: list[WanSample | None] = []
+    sends: list[tuple[int, int]] = []  # per sample, as wan
     started = time.monotonic()
     spawn(ctl.streams)
     prober.start()
     ctl.feed(started, 0)
     wan.append(wan_sample(opts.wan_interface, started))
+    sends.append((0, 0))
     next_cpu = started + 1.0
     total = 0
     moved_at, moved = started, 0  # when the byte count last grew (a stall detector)
@@ -120,6 +151,7 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
             w = wan_sample(opts.wan_interface, before)
             now = (before + time.monotonic()) / 2  # the counters were read within this span
             wan.append(w)
+            sends.append(sent())
             if now >= next_cpu:
                 cpu.sample()
                 next_cpu = now + 1.0
@@ -150,7 +182,7 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
             s.join(5)
     idx = ctl.window_indices()
     rtts: list[float] = []
-    wan_bps = None
+    wan_bps = retrans_pct = own_sent_bps = None
     if interrupted is not None:
         return DirectionOutcome(rate_bps=None, bytes_used=total, streams=len(streams),
                                 duration_s=round(time.monotonic() - started, 3), stop_reason="interrupted",
@@ -164,10 +196,30 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
         if wa is not None and wb is not None and t1 > t0:
             down, up = wb.payload_since(wa)
             wan_bps = (down if direction == "down" else up) * 8 / (t1 - t0)
+        (sa, ra), (sb, rb) = sends[a], sends[b]
+        if direction == "up" and sb > sa and t1 > t0:
+            retrans_pct = 100.0 * (rb - ra) / (sb - sa)
+            own_sent_bps = (sb - sa) * 8 / (t1 - t0)
     return DirectionOutcome(rate_bps=ctl.rate_bps(), bytes_used=total, streams=len(streams),
                             duration_s=round(time.monotonic() - started, 3), stop_reason=ctl.stop_reason or "stopped",
                             ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps,
-                            settled=ctl.settled())
+                            settled=ctl.settled(), sizing=sized.describe() if sized else None,
+                            retrans_pct=retrans_pct, own_sent_bps=own_sent_bps)
+
+
+def capacity_bps(wan_bps: float, rate_bps: float, own_sent_bps: float | None) -> float:
+    """The line's capacity: the test's rate plus the office's traffic during the window.
+
+    Download: the WAN interface counts what arrived, so every WAN byte crossed the line (the test's
+    own bytes are among them; capacity is never below the test's rate). Upload: the interface counts
+    what the gateway handed to the line, before its queue: frames the queue then dropped and their
+    retransmissions count twice or more, and a queue filling during the window counts bytes not yet
+    carried (a 1 Gbit/s cap at 20 ms RTT read 1040-1160 Mbit/s). So the office's share is the WAN bytes
+    minus what the test's own streams sent (tcpi_bytes_sent, resent bytes included), and capacity is
+    the test's delivered rate plus that share."""
+    if own_sent_bps is None:
+        return max(wan_bps, rate_bps)
+    return rate_bps + max(0.0, wan_bps - own_sent_bps)
 
 
 def _interruption(opts: EngineOptions, direction: str, elapsed_s: float, still_s: float) -> str | None:
@@ -198,7 +250,8 @@ def measure(opts: EngineOptions) -> ThroughputResult:
                 result.notes.append(f"{direction}: not run (the test was interrupted)")
                 continue
             cap = max(1, opts.max_bytes // len(opts.directions))
-            out = run_direction(opts, direction, test_id, cap, cpu, payload)
+            out = run_direction(opts, direction, test_id, cap, cpu, payload,
+                                med_idle / 1000 if med_idle else None)
             m[f"interrupted_{direction}_flag"] = 1 if out.interrupted else 0
             if out.interrupted is not None:
                 result.interrupted = out.interrupted
@@ -217,12 +270,15 @@ def measure(opts: EngineOptions) -> ThroughputResult:
             med = median(out.loaded_rtts)
             m[f"latency_loaded_{direction}_ms"] = round(med, 3) if med is not None else None
             loaded += out.loaded_rtts
+            if direction == "up":
+                m["retrans_up_pct"] = round(out.retrans_pct, 3) if out.retrans_pct is not None else None
             if out.wan_payload_bps is not None and rate is not None:
-                # The test's own bytes are part of the WAN bytes; never report capacity below them.
-                capacity = max(out.wan_payload_bps, rate)
+                capacity = capacity_bps(out.wan_payload_bps, rate, out.own_sent_bps)
                 m[f"capacity_{direction}_mbps"] = mbps(capacity)
                 m[f"cross_traffic_{direction}_mbps"] = mbps(capacity - rate)
             note = f"{direction}: {out.stop_reason} after {out.duration_s:g} s with {out.streams} streams"
+            if out.sizing:
+                note += f" ({out.sizing})"
             if not out.ramp_complete:
                 note += " (stopped before the rate settled: a lower bound)"
             elif out.settled and out.stop_reason != "stable":

@@ -9,13 +9,29 @@ Fed one cumulative byte count per interval, the controller
    moving average has not drifted by more than `stable_cv` since the measurement began (the
    draft's 1 s intervals hide a slow climb; our 0.1 s intervals need this second test).
 The reported rate is bytes over the whole measurement window, not one interval's figure.
+
+At real round-trip times (docs/throughput.md, "At real round-trip times") three things follow the
+idle RTT the engine measured before the test (`rtt_s`): new streams get `SETTLE_RTTS` round trips
+before the rate is judged (slow start of a stream takes a round trip per doubling), the measurement
+lasts at least `MEASURE_RTTS` round trips (the bytes still in flight at its edges weigh less), and
+when the rate is steady now but has moved since the measurement began, the measurement restarts
+at the steady part: the climb before it is discarded like the ramp-up. Without the restart a
+measurement that began while the streams were still growing compared every later average with that
+first low one and never stopped as stable (300 Mbit/s at 20 ms RTT ran to the time cap).
+When to add streams also follows the BDP: `stream_target` (sizing.py) says how many streams a rate
+needs at this RTT, and a step adds at least as many as that asks for.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+
+SETTLE_RTTS = 8  # round trips new streams get before their effect is judged
+MEASURE_RTTS = 40  # round trips the measurement lasts at least
 
 
 class Phase(Enum):
@@ -50,9 +66,19 @@ class Controller:
     _since_add: int = 0
     _rate_before_add: float | None = None
     measure_start: int | None = None  # index into samples where measurement began
+    rtt_s: float = 0.0  # the idle round trip: scales the settling and the shortest measurement
+    stream_target: Callable[[float], int] | None = None  # bit/s -> streams that rate needs (sizing.py)
+    restarts: int = 0  # times the measurement restarted past a climb
 
     def __post_init__(self) -> None:
         self.streams = self.settings.start_streams
+
+    def settle_intervals(self) -> int:
+        s = self.settings
+        return max(s.settle_intervals, math.ceil(SETTLE_RTTS * self.rtt_s / s.interval_s))
+
+    def min_measure_s(self) -> float:
+        return max(self.settings.min_measure_s, MEASURE_RTTS * self.rtt_s)
 
     def moving_average(self) -> float | None:
         w = self.settings.window
@@ -69,11 +95,14 @@ class Controller:
         ma = self.moving_average()
         if self.phase is Phase.RAMP:
             self._since_add += 1
-            if ma is None or self._since_add < s.settle_intervals:
+            if ma is None or self._since_add < self.settle_intervals():
                 return 0
             grew = self._rate_before_add is None or ma > self._rate_before_add * (1 + s.growth)
             if grew and self.streams < s.max_streams:
-                add = min(s.step_streams, s.max_streams - self.streams)
+                # The next step's rate is not known yet: ask for the streams this rate plus one more
+                # growth step would need, at least `step_streams`.
+                want = self.stream_target(ma * (1 + s.growth)) if self.stream_target else 0
+                add = min(max(s.step_streams, want - self.streams), s.max_streams - self.streams)
                 self.streams += add
                 self._rate_before_add = ma
                 self._since_add = 0
@@ -84,13 +113,20 @@ class Controller:
         if self.phase is Phase.MEASURE and ma is not None:
             self._mas.append(ma)
             recent = self._mas[-s.window:]
-            if len(recent) == s.window and self.measured_s() >= s.min_measure_s:
+            if len(recent) == s.window and self.measured_s() >= self.min_measure_s():
                 mean = statistics.fmean(recent)
+                steady = mean > 0 and statistics.pstdev(recent) / mean < s.stable_cv
                 # Steady now, and no trend across the whole measurement: a rate still creeping up
                 # by a few % per interval has a small spread over 4 overlapping averages too.
                 trend = abs(self._mas[-1] - self._mas[0]) / mean if mean > 0 else 1.0
-                if mean > 0 and statistics.pstdev(recent) / mean < s.stable_cv and trend < s.stable_cv:
+                if steady and trend < s.stable_cv:
                     self.finish("stable")
+                elif steady:
+                    # Moved since the start, steady now: measure from the steady part on. A rate
+                    # that keeps creeping restarts again and again and is never called stable.
+                    self.measure_start = len(self._times) - 1 - (2 * s.window - 1)
+                    self._mas = list(recent)
+                    self.restarts += 1
         return 0
 
     def finish(self, reason: str) -> None:
@@ -121,7 +157,7 @@ class Controller:
         if self.stop_reason == "stable":
             return True
         s = self.settings
-        if self.measure_start is None or self.measured_s() < s.min_measure_s:
+        if self.measure_start is None or self.measured_s() < self.min_measure_s():
             return False
         a, b = self.measure_start, len(self._times) - 1
         middle = (self._times[a] + self._times[b]) / 2

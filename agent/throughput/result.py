@@ -13,7 +13,7 @@ METRICS = (
     "latency_idle_ms", "latency_loaded_down_ms", "latency_loaded_up_ms", "responsiveness_rpm",
     "streams_down_count", "streams_up_count", "bytes_down_bytes", "bytes_up_bytes",
     "duration_down_s", "duration_up_s", "stable_down_flag", "stable_up_flag", "cpu_max_pct",
-    "interrupted_down_flag", "interrupted_up_flag",
+    "interrupted_down_flag", "interrupted_up_flag", "server_limited_flag", "retrans_up_pct",
 )
 
 

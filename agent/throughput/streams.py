@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 
-from agent.throughput import tcpinfo
+from agent.throughput import sizing, tcpinfo
 from agent.throughput.errors import MeasurementFailed, ServerBusy
 from linecheck.throughput import protocol as p
 from linecheck.throughput.payload import Payload
@@ -46,9 +46,22 @@ def raise_for(status: int, body: bytes) -> None:
         raise HTTPStatusError(status, body)
 
 
-def connect(host: str, port: int) -> socket.socket:
+def connect(host: str, port: int, direction: str = "down", buffer_bytes: int | None = None) -> socket.socket:
+    """A blocking TCP connection; with `buffer_bytes`, its buffer for `direction` is sized before the
+    handshake (sizing.apply_buffer), which fixes the window scale."""
     try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+        if buffer_bytes is None:
+            sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+        else:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sizing.apply_buffer(sock, direction, buffer_bytes)
+                sock.settimeout(CONNECT_TIMEOUT_S)
+                sock.connect(address)
+            except OSError:
+                sock.close()
+                raise
     except OSError as exc:
         raise MeasurementFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
     sock.settimeout(None)  # blocking: sendfile needs it; the controller unblocks by shutdown()
@@ -119,9 +132,13 @@ def read_small_body(sock: socket.socket, buf: memoryview, headers: dict[str, str
 class Stream(threading.Thread):
     """One load-generating connection. `error` is set if it stopped for a reason other than stop()."""
 
-    def __init__(self, host: str, port: int, test_id: str, stop: threading.Event, token: str | None) -> None:
+    direction = "down"
+
+    def __init__(self, host: str, port: int, test_id: str, stop: threading.Event, token: str | None,
+                 buffer_bytes: int | None = None) -> None:
         super().__init__(daemon=True)
         self.host, self.port, self.test_id, self.stop_event, self.token = host, port, test_id, stop, token
+        self.buffer_bytes = buffer_bytes  # sizing.Sizing.buffer_bytes: None leaves it to autotuning
         self.sock: socket.socket | None = None
         self.error: MeasurementFailed | None = None
         self.received = 0  # download body bytes received (updated by this thread only)
@@ -138,7 +155,7 @@ class Stream(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.sock = connect(self.host, self.port)
+            self.sock = connect(self.host, self.port, self.direction, self.buffer_bytes)
             self.connected.set()
             self.transfer(self.sock)
         except MeasurementFailed as exc:
@@ -197,18 +214,25 @@ class DownloadStream(Stream):
 
 
 class UploadStream(Stream):
+    direction = "up"
+
     def __init__(self, *args: object, payload: Payload, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.payload = payload
+        self.sent = 0  # data bytes put on the wire, retransmissions included (tcpinfo.SendCounters)
+        self.retrans = 0
 
     def progress(self) -> int:
+        """What the server holds: acknowledged plus selectively acknowledged (tcpinfo.send_counters)."""
         if self.sock is None:
             return 0
-        acked = tcpinfo.bytes_acked(self.sock)
-        if acked is None:
+        c = tcpinfo.send_counters(self.sock)
+        if c is None:
             return self._last_count
-        self._last_count = acked
-        return acked
+        self._last_count = max(self._last_count, c.delivered)  # SACKed data the receiver dropped (reneging) may leave
+        if c.sent is not None and c.retrans is not None:
+            self.sent, self.retrans = c.sent, c.retrans
+        return self._last_count
 
     def transfer(self, sock: socket.socket) -> None:
         buf = memoryview(bytearray(64 * 1024))
