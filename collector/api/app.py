@@ -26,9 +26,11 @@ from collector.api.accounts import DEFAULT_TOKEN_MAX_DAYS, Accounts
 from collector.api.deps import route_roles
 from collector.api.docs_pages import add_docs
 from collector.api.headers import SecurityHeaders
+from collector.api.read_after import ReadAfterWrites
 from collector.api.throttle import LoginThrottle, parse_networks
 from collector.commands.desk import CommandSender
 from collector.service.metrics import CONTENT_TYPE, CollectorMetrics
+from collector.store.replica import ReadRouting
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
                                  routes_registry.router, routes_exports.router, routes_enrolment.router,
@@ -38,14 +40,16 @@ API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, rout
 def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics: CollectorMetrics | None = None,
                extra_routers: Sequence[APIRouter] = (), console: bool = True, secure_cookies: bool = False,
                metrics_token: str | None = None, trusted_proxies: Sequence[str] = (),
-               api_token_max_days: int = DEFAULT_TOKEN_MAX_DAYS) -> FastAPI:
+               api_token_max_days: int = DEFAULT_TOKEN_MAX_DAYS, read_url: str | None = None) -> FastAPI:
     app = FastAPI(title="linecheck collector API", version="1",
                   description="Fleet, lines, results, tickets and promises of a linecheck collector. "
                               "Authenticate with `Authorization: Bearer lc_...` (see docs/api.md). "
                               "Every list is paged (`page`, `per_page` ≤ 200).",
                   # Swagger UI and ReDoc from the package, not a CDN (collector/api/docs_pages.py)
                   openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
-    app.state.engine = engine
+    # With a read replica (`database_read:`) routes read through ReadRouting; sign-in, sessions and tokens
+    # stay on the primary (a revoked token must stop working at once, not after the replica's lag).
+    app.state.engine = ReadRouting(engine, read_url) if read_url else engine
     app.state.accounts = Accounts(engine)
     app.state.commands = commands
     app.state.metrics = metrics or CollectorMetrics(engine)
@@ -95,6 +99,8 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
     _declare_bearer(app)
+    if read_url:
+        app.add_middleware(ReadAfterWrites, routing=app.state.engine, secure_cookies=secure_cookies)
     app.add_middleware(SecurityHeaders)
     return app
 

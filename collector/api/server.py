@@ -73,11 +73,12 @@ def _enrolment_routers(store: Store, cfg: EnrolmentConfig | None) -> list[APIRou
 
 def start_http(cfg: HTTPConfig, store: Store, commands: CommandSender | None = None,
                metrics: CollectorMetrics | None = None, enrolment: EnrolmentConfig | None = None,
-               promises: PromisePolicy | None = None) -> HTTPServer:
+               promises: PromisePolicy | None = None, read_url: str | None = None) -> HTTPServer:
     token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
     app = create_app(store.engine, commands=commands, metrics=metrics, secure_cookies=cfg.secure_cookies,
                      metrics_token=token, extra_routers=_enrolment_routers(store, enrolment),
-                     trusted_proxies=cfg.trusted_proxies, api_token_max_days=cfg.api_token_max_days)
+                     trusted_proxies=cfg.trusted_proxies, api_token_max_days=cfg.api_token_max_days,
+                     read_url=read_url)
     app.state.timezone = ZoneInfo(cfg.timezone)
     app.state.promises = promises  # the console signs acceptance reports with its key
     if enrolment is not None:
