@@ -159,7 +159,8 @@ def _start_http(cfg: CollectorConfig, store: object, ingest: object, connection:
                           # commands leave on ingest's own connection: never a second one as ingest
                           commands=broker_sender(cfg, store.engine, connection),  # type: ignore[attr-defined,arg-type]
                           metrics=metrics,
-                          enrolment=cfg.enrolment, promises=cfg.promises)
+                          enrolment=cfg.enrolment, promises=cfg.promises,
+                          read_url=cfg.database_read)  # reads off the primary (collector/store/replica.py)
     except RuntimeError as exc:
         # Ingest is what agents depend on (their spools wait for receipts): it keeps running.
         logging.getLogger("collector").error("HTTP API and console NOT available on %s:%s: %s",
