@@ -10,6 +10,10 @@
   the office uses the line the test waits (`retry_s`), and after `max_wait_s` it is skipped with
   the reason. Manual, remote and retest checks bypass the gate (someone asked for them); the
   throughput check itself accounts for the cross-traffic then.
+- **A busy test server is retried later, with backoff**: a scheduled throughput test the server refused
+  ("server busy": it is at its limit of tests) measured nothing, so it does not count as the day's
+  test. The next try is due after `interval_s`, then 2×, 4×, ... (at most `throughput_interval_s`),
+  so a fleet facing a full server backs off instead of knocking every hour (issue 22).
 - **The budget binds remote requests too**: a remote (check now) or retest throughput test is
   skipped with the budget's reason once the day's budget would be exceeded: a carrier's button
   must not spend the customer's data beyond what was agreed. Only a manual run (someone at the
@@ -46,6 +50,7 @@ ON_DEMAND = frozenset({Trigger.MANUAL, Trigger.REMOTE, Trigger.RETEST})  # bypas
 REMOTE = frozenset({Trigger.REMOTE, Trigger.RETEST})  # asked from afar: still within the data budget
 # Names a throughput check may use for the data it moved (the first present wins).
 _TOTAL_BYTES = ("bytes_total", "total_bytes", "data_used_bytes", "bytes_used", "used_bytes")
+BUSY_REASON = "throughput_busy"  # the throughput check's reason when every server it tried was busy
 _PART_BYTES = (("bytes_down_bytes", "bytes_up_bytes"), ("down_bytes", "up_bytes"), ("bytes_down", "bytes_up"))
 
 
@@ -88,6 +93,11 @@ def bytes_used(check: CheckResult) -> int | None:
         if any(isinstance(p, int | float) for p in parts):
             return int(sum(p for p in parts if isinstance(p, int | float)))
     return None
+
+
+def refused_busy(check: CheckResult) -> bool:
+    """A throughput check the test server refused because it was at its limit (it measured nothing)."""
+    return check.status is Status.ERROR and bool(check.reason_parts) and check.reason_parts[0].key == BUSY_REASON
 
 
 @dataclass
@@ -222,16 +232,23 @@ class Scheduler:
             self.state["last_run"] = now
         moved = 0
         ran_heavy = False
+        busy = False
         for check in envelope.checks:
             if check.kind not in self.cfg.throughput_kinds or check.status is Status.SKIPPED:
                 continue
             ran_heavy = True
+            busy = busy or refused_busy(check)
             used = bytes_used(check)
             if used is not None:
                 moved += used
         if ran_heavy:
             if envelope.trigger not in ON_DEMAND:
                 self.state["last_throughput"] = now
+                streak = int(self.state.get("busy_streak") or 0) + 1 if busy else 0
+                self.state["busy_streak"] = streak
+                if busy:  # due again after interval_s * 2^(streak-1), not after a whole throughput interval
+                    wait = min(self.cfg.throughput_interval_s, self.cfg.interval_s * 2 ** min(streak - 1, 20))
+                    self.state["last_throughput"] = now - self.cfg.throughput_interval_s + wait
             if moved:
                 self.state["last_throughput_bytes"] = moved
                 today = self._day(now)

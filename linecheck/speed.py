@@ -7,7 +7,9 @@ with the same limit (collector/rules/engine.py). A result whose cross-traffic wa
 nothing about the line's speed on either side: no finding, no breach, and no healthy evidence
 either (it neither opens nor resolves a ticket). The same holds per direction for a test the line
 interrupted (`interrupted_*_flag` = 1: the link dropped or the streams stalled) and for one a cap
-stopped before its rate settled (`stable_*_flag` = 0): neither is a slow line (issue 21). The
+stopped before its rate settled (`stable_*_flag` = 0): neither is a slow line (issue 21); nor is a test
+the test server served while it was itself saturated (`server_limited_flag` = 1: its link or CPU was
+full, linecheck/throughput/saturation.py; issue 22 — an overloaded server is never a slow line). The
 promise ledger excludes such tests with the reason `untrusted_reason` gives. A figure the line cannot
 have carried — above IMPLAUSIBLE_TIMES_PLAN times the plan, or above the WAN port's negotiated speed —
 is `implausible`: the test did not cross the line (a test server on the gateway or in the office; a
@@ -29,6 +31,7 @@ SLOW_PCT_OF_PLAN = 50.0  # below this share of the plan a line is "far below pla
 IMPLAUSIBLE_TIMES_PLAN = 3.0
 PORT_SLACK = 1.05  # TCP goodput cannot exceed the negotiated port rate; 5 % for counter timing
 CROSS_TRAFFIC_FLAG = "cross_traffic_high_flag"
+SERVER_LIMITED_FLAG = "server_limited_flag"
 
 # Metric names of the throughput check (linecheck/metrics.csv), best first: the capacity estimate
 # adds the office's other traffic on the WAN port during the test, so it is what the line can carry.
@@ -67,11 +70,14 @@ def untrusted_reason(metrics: Mapping[str, object], direction: Direction,
     """Why this direction of a test says nothing about the line's speed, or None when it can be judged:
     `interrupted` (the line dropped or the streams stalled mid-test), `unsettled` (a cap stopped it
     before the rate was stable; a backend without the criterion reports null, which is no objection),
+    `server_limited` (the test server was saturated while it served the test: both directions),
     `cross_traffic_high`, `implausible` (given the plan: a figure the line cannot have carried)."""
     if metrics.get(f"interrupted_{direction}_flag") == 1:
         return "interrupted"
     if plan_mbps is not None and implausible(figure(metrics, FIGURES[direction])[0], plan_mbps):
         return "implausible"
+    if metrics.get(SERVER_LIMITED_FLAG) == 1:
+        return "server_limited"
     if metrics.get(f"stable_{direction}_flag") == 0:
         return "unsettled"
     if not trusted(metrics):

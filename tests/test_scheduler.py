@@ -174,3 +174,27 @@ def test_manual_and_remote_checks_bypass_the_gate(tmp_path: Path) -> None:
     assert line.measured == 0
     assert s.plan(Trigger.SCHEDULE, ["link", "ping"], gate=gate(line)).skip == {}  # nothing heavy to gate
     assert line.measured == 0
+
+
+def test_a_busy_server_is_retried_later_with_backoff_not_after_a_day(tmp_path: Path) -> None:
+    """Issue 22: 'server busy' measured nothing; it must not count as the day's test. The next try is due
+    after interval_s, then twice that, ...; a test that ran resets the backoff."""
+    from linecheck.wire import ReasonPart
+
+    now = [datetime(2026, 3, 2, 10, 0).timestamp()]
+    s = sched(tmp_path, now, interval_s=3600, throughput_interval_s=86400, daily_data_budget_mb=None,
+              gate=GateConfig(enabled=False))
+    busy = CheckResult(kind="throughput", status=Status.ERROR, duration_s=1, reason="server busy: 4 tests running",
+                       reason_parts=[ReasonPart(key="throughput_busy", args={"diagnostic": "server busy"})])
+
+    def due(after_s: float) -> bool:
+        now[0] += after_s
+        return "throughput" in (s.plan(Trigger.SCHEDULE, KINDS).only or KINDS)
+
+    s.record(envelope(Trigger.SCHEDULE, busy))
+    assert not due(3000) and due(700)  # one interval (3600 s) after the refusal
+    s.record(envelope(Trigger.SCHEDULE, busy))
+    assert not due(3600 * 2 - 100) and due(200)  # then two
+    s.record(envelope(Trigger.SCHEDULE, tp(bytes_down_bytes=10**8)))
+    assert not due(3600 * 20) and due(3600 * 5)  # a test that ran: the next one a day later
+    assert s.state["busy_streak"] == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -21,7 +21,13 @@ from linecheck import speed
 from linecheck.i18n.phrases import Phrase
 from linecheck.wire import Finding, MetricValue, Status
 
+if TYPE_CHECKING:
+    from agent.throughput.backends import Settings
+    from agent.throughput.result import ThroughputResult
+
 MIN_TEST_BYTES = 20 * 1000**2  # below this a test cannot say anything; skip instead
+MAX_SERVERS = 8
+SATURATED_NOTE = "the server was saturated"  # how the engine's note on a server-limited test begins
 
 
 class ThroughputConfig(CheckConfig):
@@ -29,6 +35,14 @@ class ThroughputConfig(CheckConfig):
         default=None,
         description="Server spec: HOST:PORT or linecheck://, speedtest://HOST:PORT, speedtest://speedtest.net, "
                     "iperf3://HOST:PORT; default: linecheck://line.test_server")
+    servers: list[str] = Field(
+        default_factory=list, max_length=MAX_SERVERS,
+        description="Several server specs: the test runs against the one with the lowest idle round trip that "
+                    "has room for a test (a busy one is tried only after the others); overrides `server`")
+    busy_retries: int = Field(default=2, ge=0, le=5,
+                              description="When every server is busy: tries again this many times, waiting "
+                                          "busy_backoff_s, then twice that, ... within the check's time")
+    busy_backoff_s: float = Field(default=5.0, gt=0, le=300, description="First wait after 'server busy'")
     directions: list[Literal["down", "up"]] = Field(default_factory=lambda: ["down", "up"], min_length=1)
     max_test_bytes: int = Field(default=1_000_000_000, ge=MIN_TEST_BYTES, description="Byte cap of one test")
     daily_budget_bytes: int = Field(default=5_000_000_000, ge=MIN_TEST_BYTES,
@@ -59,16 +73,19 @@ def _budget_left(cfg: ThroughputConfig, state: dict) -> int:
 
 def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
     # The engine only when measuring: the daemon imports this module for its config (agent/checkproc.py).
-    from agent.throughput.backends import Settings, measure, parse_server
-    from agent.throughput.errors import BackendError, MeasurementFailed
+    from agent.throughput.backends import Settings, parse_server
+    from agent.throughput.errors import BackendError
     from agent.throughput.ramp import RampSettings
-    from agent.throughput.result import METRICS
 
     spec_text = cfg.server or (f"linecheck://{ctx.line.test_server}" if ctx.line.test_server else None)
-    if spec_text is None:
+    specs = cfg.servers or ([spec_text] if spec_text else [])
+    if not specs:
         return Measurement(Status.SKIPPED, because("no_throughput_server"))
+    spec_text = specs[0]
     try:
         target = parse_server(spec_text).target
+        for other in specs[1:]:
+            parse_server(other)
         token = cfg.token_file.read_text().strip() if cfg.token_file else None
     except BackendError as exc:
         return Measurement(Status.ERROR, because("throughput_failed", diagnostic=exc.reason), target=spec_text)
@@ -84,18 +101,53 @@ def run(cfg: ThroughputConfig, ctx: CheckContext) -> Measurement:
                         max_direction_s=per_dir_s, wan_interface=ctx.line.wan_interface, token=token,
                         max_cross_share=cfg.max_cross_traffic_pct / 100,
                         ramp=RampSettings(min_measure_s=cfg.min_measure_s, max_streams=cfg.max_streams))
-    ctx.progress(step("throughput", target=target))
-    try:
-        result = measure(spec_text, settings)
-    except MeasurementFailed as exc:
-        status = Status.ERROR if exc.status == "error" else Status.FAILED
-        if type(exc).__name__ == "ServerBusy":
-            status = Status.ERROR  # unavailable is not slow: says nothing about the line
-        busy = type(exc).__name__ == "ServerBusy"
-        return Measurement(status, because("throughput_busy" if busy else "throughput_failed", diagnostic=exc.reason),
-                           dict.fromkeys(METRICS), target)
+    outcome = _measure_nearest(cfg, ctx, specs, settings, token)
+    if isinstance(outcome, Measurement):
+        return outcome
+    result = outcome
     ctx.state["budget_used_bytes"] = int(ctx.state.get("budget_used_bytes", 0)) + result.bytes_used
     return judge(cfg, ctx, result.metrics, result.target, result.notes, result.interrupted)
+
+
+def _measure_nearest(cfg: ThroughputConfig, ctx: CheckContext, specs: list[str], settings: Settings,
+                     token: str | None) -> ThroughputResult | Measurement:
+    """The test against the nearest server with room (agent/throughput/select.py); on "server busy" the next
+    one; when all are busy, again after a backoff while the check has time. A busy server is `error` with
+    the reason (unavailable is not slow: it says nothing about the line); the target is the nearest."""
+    import random
+    import time
+
+    from agent.throughput.backends import measure
+    from agent.throughput.errors import MeasurementFailed, ServerBusy
+    from agent.throughput.result import METRICS
+    from agent.throughput.select import choose
+
+    order = choose(specs, token)
+    if not order:
+        return Measurement(Status.FAILED, because("throughput_failed", diagnostic=(
+            f"none of the {len(specs)} test servers answered")), dict.fromkeys(METRICS), specs[0][:200])
+    wait = cfg.busy_backoff_s
+    for attempt in range(cfg.busy_retries + 1):
+        busy: ServerBusy | None = None
+        for cand in order:
+            ctx.progress(step("throughput", target=cand.target))
+            try:
+                return measure(cand.spec, settings)
+            except ServerBusy as exc:
+                busy = busy or exc  # the nearest server's refusal is the one reported
+            except MeasurementFailed as exc:
+                status = Status.ERROR if exc.status == "error" else Status.FAILED
+                return Measurement(status, because("throughput_failed", diagnostic=exc.reason),
+                                   dict.fromkeys(METRICS), cand.target)
+        # Jittered, so agents refused together do not come back together.
+        pause = wait * random.uniform(0.75, 1.25)
+        if attempt == cfg.busy_retries or ctx.remaining() - pause < 20 + 2 * settings.max_direction_s:
+            break
+        time.sleep(pause)  # the backoff itself: nothing to wait for but time
+        wait *= 2
+    assert busy is not None
+    return Measurement(Status.ERROR, because("throughput_busy", diagnostic=busy.reason), dict.fromkeys(METRICS),
+                       order[0].target)
 
 
 def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes: list[str],
@@ -109,6 +161,10 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
     problems: list[Phrase] = []
     said = [because("throughput_note", diagnostic=n) for n in notes]
     unsettled = [d for d in ("down", "up") if speed.untrusted_reason(m, d) == "unsettled"]
+    server_limited = m.get(speed.SERVER_LIMITED_FLAG) == 1
+    if server_limited:  # first: it is why nothing below is judged (issue 22: overload is never a slow line)
+        why = next((n[n.find("(") + 1:n.find(")")] for n in notes if n.startswith(SATURATED_NOTE)), "")
+        said.insert(0, because("server_limited", diagnostic=why or "it says so"))
     if (m.get("cpu_max_pct") or 0) >= cfg.cpu_limited_pct:
         said.append(because("cpu_limited", cpu_pct=m["cpu_max_pct"]))
     if not speed.trusted(m):
@@ -140,7 +196,8 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
                 "throughput_below_plan", "warning", "throughput",
                 f"The line carried {got:g} Mbit/s {direction}, far below the {plan:g} Mbit/s plan.",
                 {"direction": direction, "measured_mbps": got, "plan_mbps": plan}))
-    bloat = latency_under_load(cfg, m)  # the line is slow to answer when busy, whatever its speed
+    # The line is slow to answer when busy, whatever its speed; a saturated server queues too, so not then.
+    bloat = None if server_limited else latency_under_load(cfg, m)
     if bloat is not None:
         problems.append(bloat[0])
         findings.append(bloat[1])
@@ -151,9 +208,9 @@ def judge(cfg: ThroughputConfig, ctx: CheckContext, m: dict, target: str, notes:
         return Measurement(Status.ERROR, implausible + said, m, target, findings)
     reason = problems + said  # the first REASON_PARTS_MAX go on the wire (agent/reasons.py)
     measured = [d for d in ("down", "up") if m.get(f"{d}_mbps") is not None]
-    if not problems and measured and set(measured) <= set(unsettled):
-        # Nothing settled: the figures are lower bounds. Not ok (that would vouch for them), not
-        # degraded (that would blame the line): the test could not measure the line.
+    if not problems and measured and (server_limited or set(measured) <= set(unsettled)):
+        # Nothing settled (the figures are lower bounds), or the server was the bottleneck. Not ok (that
+        # would vouch for them), not degraded (that would blame the line): the test could not measure it.
         return Measurement(Status.ERROR, reason, m, target)
     return Measurement(Status.DEGRADED if problems else Status.OK, reason or None, m, target, findings)
 

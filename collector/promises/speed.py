@@ -7,7 +7,9 @@ Excluded, each with its reason and counted in the evidence:
   - gateway_cpu_saturated: the gateway's CPU was at or above the declared limit during the test;
   - cross_traffic_high: the office's own traffic was too high to trust the figure;
   - interrupted: the line dropped or the streams stalled during the test (the agent says so);
-  - unsettled: a byte or time cap stopped the test before its rate was stable (a lower bound).
+  - unsettled: a byte or time cap stopped the test before its rate was stable (a lower bound);
+  - server_limited: the test server was saturated while it served the test (it says so): the figure
+    measured the server, not the line.
 The first two local-equipment reasons can make the verdict `limited_by_local_equipment`.
 A valid test passes when its figure (the line capacity estimate where the agent gives one, else
 the test's own rate) reaches `rate_fraction` of the rate promised at the time of the test.
@@ -48,6 +50,7 @@ class Exclusion(StrEnum):
     CROSS_TRAFFIC = "cross_traffic_high"
     INTERRUPTED = "interrupted"
     UNSETTLED = "unsettled"
+    SERVER_LIMITED = "server_limited"
     IMPLAUSIBLE = "implausible"
 
     @property
@@ -175,6 +178,9 @@ def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: 
                                     f"below the promised {promised:g}")
     if crit.cpu_saturated_pct is not None and s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
         return Exclusion.CPU, f"gateway CPU at {s.cpu_max_pct:g}% during the test"
+    if why == Exclusion.SERVER_LIMITED:
+        return Exclusion.SERVER_LIMITED, (f"the test server was saturated during the test: {value:g} Mbit/s "
+                                          "measured the server, not the line")
     if why == Exclusion.UNSETTLED:
         return Exclusion.UNSETTLED, (f"the {direction}load rate had not settled when the test's cap stopped it "
                                      f"({value:g} Mbit/s is a lower bound)")

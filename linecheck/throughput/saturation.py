@@ -45,12 +45,13 @@ def usable_cores(workers: int) -> int:
     return max(1, min(workers, cores))
 
 
-def sample(sessions: Sessions, now: float) -> int:
-    """Take one sample if one is due (caller holds no lock); returns the saturation flags then (0: not full)."""
+def sample(sessions: Sessions, now: float, force: bool = False) -> int:
+    """Take one sample if one is due, or now with `force` (a test's report: its last moments count too);
+    the caller holds no lock. Returns the saturation flags then (0: not full)."""
     h = sessions.header
     with sessions.lock:
         last = h.ring[(h.samples - 1) % RING] if h.samples else None
-        if last is not None and now - last.at < INTERVAL_S * 0.9:
+        if last is not None and (now - last.at < INTERVAL_S * 0.9 and not force or now <= last.at):
             return int(h.saturated)
         cpu_s = sum(h.worker_cpu_s[i] for i in range(max(1, h.workers)))
         cur = h.ring[h.samples % RING]
@@ -76,8 +77,8 @@ def sample(sessions: Sessions, now: float) -> int:
                 flags |= CPU
         h.saturated = flags
         if flags:
-            for slot in sessions.slots:
-                if slot.used and slot.open_transfers > 0:
+            for slot in sessions.slots:  # every admitted test not yet idled out: it may be between requests
+                if slot.used:
                     if not slot.limited:
                         h.limited_tests += 1
                     slot.limited |= flags

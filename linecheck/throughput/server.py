@@ -27,6 +27,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from linecheck.throughput import protocol as p
 from linecheck.throughput.payload import Payload, send
 from linecheck.throughput.protocol import ookla_image_bytes
-from linecheck.throughput.saturation import Monitor, reasons
+from linecheck.throughput.saturation import Monitor, reasons, sample
 from linecheck.throughput.sessions import Limits, Refused, Sessions, TestSession
 
 __all__ = ["Limits", "MeasurementHandler", "ThroughputServer", "ookla_image_bytes"]
@@ -301,6 +302,7 @@ def status_of(sessions: Sessions, test: str | None = None) -> dict[str, Any]:
                    "max_test_s": lim.max_test_s, "max_test_bytes": lim.max_test_bytes,
                    "capacity_mbps": lim.capacity_mbps, "token_required": lim.token is not None}}
     if test is not None:
+        sample(sessions, time.monotonic(), force=True)  # the test's last moments count too
         out["test"] = sessions.test_report(test)
     return out
 
