@@ -1,25 +1,31 @@
-"""The carrier tier on a 3-node NATS JetStream cluster, in one run (docs/scaling.md):
+"""The carrier tier on a 3-node NATS JetStream cluster, in one run (docs/scaling.md "Carrier tier"):
 
-    .venv/bin/python -m bench.cluster [--agents 1000] [--results 10000] [--collectors 2] [--idle 2000]
+    .venv/bin/python -m bench.cluster [--agents 1000] [--results 10000] [--phases bare,collectors,workers,...]
 
-1. reference: a bare JetStream puller (acks, stores nothing) drains a burst of RESULTS results that the fleet
-   simulator publishes over MQTT/TLS into the cluster; rate = results / (last pulled - first published);
-2. COLLECTORS `linecheck-collector serve` (broker.kind nats, PostgreSQL, rules and tickets) ingest the same
-   payloads as competing consumers; rate = results / (last receipt at the simulator - first published);
-3. the same storm through a single Mosquitto and one collector (broker.kind mqtt, PostgreSQL);
-4. failover gap: a paced stream through the cluster's collectors, the node leading the results stream
-   killed with -9 in the middle; the longest time no receipt arrived, and whether every result was stored
-   exactly once;
-5. connections: IDLE idle MQTT/TLS connections (the agents' CONNECT, then also their two QoS 1 subscriptions)
-   held by the cluster; resident memory of the nodes per connection.
-Re-sends wait 10 minutes in phases 1-3 so no rate is inflated by copies. Needs nats-server, mosquitto and the
-local PostgreSQL (databases created and dropped here).
+Phases (each prints its figures against a reference measured in the same run):
+- bare: the reference, a bare JetStream puller (acks, stores nothing) drains a burst of RESULTS results that
+  the fleet simulator publishes over MQTT/TLS into the cluster; rate = results / (last pulled - first published);
+- collectors: 1, 2, 3 single-process `linecheck-collector serve` (broker.kind nats, PostgreSQL, rules and
+  tickets) as competing consumers of the same payloads, end to end to the receipt; results per collector
+  CPU-second (flat = no contention) and the mean number of collector backends waiting on a lock;
+- workers: one `serve --workers W` through the cluster: its rate against the bare puller's (target >= 0.8);
+- mqtt: the same burst through one Mosquitto: a bare paho subscriber, then `serve --workers 1` and `--workers W`;
+- failover: a paced stream through the cluster's collectors, the node leading the results stream killed -9 in
+  the middle; the longest time no receipt arrived, and whether every result was stored exactly once;
+- storm: STORM results queued while no collector runs (a reopening), drained by `serve --workers W` through
+  the cluster with the results stream's leader killed -9 half-way, then the same storm through one Mosquitto:
+  drain times, lost, duplicates, tickets;
+- idle: idle MQTT/TLS agents (CONNECT, then their receipts and commands at QoS 0 as agents subscribe on NATS)
+  in steps up to IDLE; resident memory of the nodes per agent, agents per GB, the 500k extrapolation.
+Re-sends wait 10 minutes in the rate phases so no rate is inflated by copies. Needs nats-server, mosquitto and
+the local PostgreSQL (databases created and dropped here).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -31,6 +37,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 
@@ -77,6 +84,15 @@ class Databases:
         engine.dispose()
         return int(rows), int(distinct), int(tickets)
 
+    def distinct_or_zero(self, url: str) -> int:
+        """Distinct results stored, 0 before the collector has created the tables."""
+        from sqlalchemy.exc import ProgrammingError
+
+        try:
+            return self.outcome(url)[1]
+        except ProgrammingError:
+            return 0
+
     def drop(self) -> None:
         from sqlalchemy import text
 
@@ -87,23 +103,48 @@ class Databases:
 
 
 class Collector:
-    """One `linecheck-collector serve` process; CPU seconds from psutil."""
+    """One `linecheck-collector serve` process (with `--workers N`: its workers too); CPU seconds from psutil."""
 
-    def __init__(self, workdir: Path, name: str, yaml: str):
+    def __init__(self, workdir: Path, name: str, yaml: str, workers: int = 1):
+        self.name = name
+        self.workers = workers
         self.config = workdir / f"{name}.yaml"
         self.config.write_text(yaml)
         self.log = workdir / f"{name}.log"
-        self.proc = start("collector.cli", "serve", "--config", str(self.config), log=self.log)
+        self.proc = start("collector.cli", "serve", "--config", str(self.config), "--workers", str(workers),
+                          log=self.log)
+        self._seen: dict[int, float] = {}  # pid -> CPU seconds at its last sample (workers that died keep it)
+
+    def members(self) -> list[str]:
+        """Names in the partition leases: the process's client id, or its workers' ones."""
+        return [self.name] if self.workers == 1 else [f"{self.name}-w{i}" for i in range(self.workers)]
 
     def cpu_s(self) -> float:
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return t.user + t.system
+        try:
+            parent = psutil.Process(self.proc.pid)
+            procs = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                self._seen[proc.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return sum(self._seen.values())
+
+    def wait_subscribed(self, timeout_s: float = 90) -> None:
+        end = time.monotonic() + timeout_s
+        while (self.log.read_text() if self.log.exists() else "").count("collector subscribed") < self.workers:
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise TimeoutError(f"{self.name} did not subscribe; see {self.log}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         stop(self.proc)
 
 
-def nats_collector(workdir: Path, cluster: NatsCluster, name: str, database: str) -> Collector:
+def nats_collector(workdir: Path, cluster: NatsCluster, name: str, database: str, workers: int = 1) -> Collector:
     ident = cluster.identity(COLLECTOR_MQTT_IDENTITY)
     brokers = ", ".join(f"127.0.0.1:{port}" for _, port in cluster.mqtt_addresses)
     return Collector(workdir, name, (
@@ -112,7 +153,13 @@ def nats_collector(workdir: Path, cluster: NatsCluster, name: str, database: str
         f"key_file: {ident.key}}}\n"
         f"broker: {{kind: nats, nats: {{servers: [{', '.join(cluster.nats_urls)}], "
         f"username: linecheck-collector, password_file: {cluster.password_file}, partitions: {PARTITIONS}}}}}\n"
-        "http: {port: 0}\n"))
+        "http: {port: 0}\n"), workers)
+
+
+def mosquitto_collector(workdir: Path, port: int, name: str, database: str, workers: int = 1) -> Collector:
+    return Collector(workdir, name, f"database: {database}\n"
+                                    f"mqtt: {{host: 127.0.0.1, port: {port}, client_id: {name}}}\nhttp: {{port: 0}}\n",
+                     workers)
 
 
 class BarePuller:
@@ -170,6 +217,22 @@ class BarePuller:
         self._thread.join(10)
 
 
+def ensure_results_stream(cluster: NatsCluster) -> None:
+    """The results stream and its partition consumers, as a collector creates them: what agents publish
+    before any collector ever ran would otherwise have no stream to land in."""
+    async def main() -> None:
+        import nats
+
+        from collector.ingest.jetstream import ensure_stream
+
+        nc = await nats.connect(cluster.nats_urls, user="linecheck-collector", password=COLLECTOR_PASSWORD)
+        try:
+            await ensure_stream(nc.jetstream(), NatsConfig(partitions=PARTITIONS), 1000)
+        finally:
+            await nc.drain()
+    asyncio.run(main())
+
+
 def wait_all_partitions(cluster: NatsCluster, names: list[str], timeout_s: float = 60) -> None:
     """Until every partition is leased, to these collectors only, each holding some."""
     end = time.monotonic() + timeout_s
@@ -190,6 +253,19 @@ def drain(sim: FleetSim, timeout_s: float) -> float:
     return sim.last_receipt - sim.first_publish
 
 
+def outcome_line(dbs: Databases, url: str, sim: FleetSim, expected_rows: int) -> tuple[bool, str]:
+    rows, distinct, tickets = dbs.outcome(url)
+    expected_tickets = sum(sim.expected_tickets().values())
+    ok = rows == distinct == expected_rows and tickets == expected_tickets
+    return ok, (f"stored {rows} rows, {distinct} distinct (sent {expected_rows}: lost {expected_rows - distinct}, "
+                f"duplicates {rows - distinct}); tickets {tickets} (expected {expected_tickets})")
+
+
+def load_now() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
 # --- idle connections ------------------------------------------------------------------------------
 def _mqtt_string(s: str) -> bytes:
     return struct.pack("!H", len(s)) + s.encode()
@@ -204,32 +280,56 @@ def _packet(kind: int, body: bytes) -> bytes:
             return bytes([kind]) + length + body
 
 
-def idle_connections(cluster: NatsCluster, node: int, count: int, qos: int | None) -> list[ssl.SSLSocket]:
-    """`count` MQTT 3.1.1 connections over TLS with the simulator's identity, each as an idle agent: CONNECT
-    (clean session, no keep-alive) and, unless `qos` is None, its receipts and commands at that QoS."""
+def _idle_agent(ctx: ssl.SSLContext, port: int, name: str, qos: int | None) -> ssl.SSLSocket:
+    """One idle agent: MQTT 3.1.1 CONNECT over TLS (clean session, no keep-alive) and, unless `qos` is None,
+    its receipts and commands subscribed at that QoS. Blocking: a lightweight client, no paho thread."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(_packet(0x10, _mqtt_string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _mqtt_string(name)))
+    if s.recv(4) != b"\x20\x02\x00\x00":
+        raise RuntimeError(f"connection {name} refused")
+    if qos is not None:
+        topics = b"".join(_mqtt_string(f"linecheck/v1/agents/{name}/{t}") + bytes([qos])
+                          for t in ("receipts", "commands"))
+        s.sendall(_packet(0x82, struct.pack("!H", 1) + topics))
+        suback = s.recv(6)
+        if len(suback) < 6 or suback[4:6] != bytes([qos, qos]):
+            raise RuntimeError(f"subscription of {name} refused: {suback!r}")
+    return s
+
+
+def idle_connections(cluster: NatsCluster, first: int, count: int, qos: int | None,
+                     threads: int = 4) -> list[ssl.SSLSocket]:
+    """`count` idle agents spread over the three nodes' MQTT listeners, set up by `threads` threads (the TLS
+    handshakes release the GIL)."""
     ident = cluster.identity(SIMULATOR_IDENTITY)
     ctx = ssl.create_default_context(cafile=str(ident.ca))
     ctx.load_cert_chain(str(ident.cert), str(ident.key))
-    port = cluster.nodes[node].mqtt_port
-    socks = []
-    for i in range(count):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-        client_id = f"idle-{qos}-{i}"
-        s.sendall(_packet(0x10, _mqtt_string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0)
-                          + _mqtt_string(client_id)))
-        if s.recv(4) != b"\x20\x02\x00\x00":
-            raise RuntimeError(f"connection {i} refused")
-        if qos is not None:
-            agent = f"idle-gw-{qos}-{i}"
-            topics = b"".join(_mqtt_string(f"linecheck/v1/agents/{agent}/{t}") + bytes([qos])
-                              for t in ("receipts", "commands"))
-            s.sendall(_packet(0x82, struct.pack("!H", 1) + topics))
-            suback = s.recv(6)
-            if len(suback) < 6 or suback[4:6] != bytes([qos, qos]):
-                raise RuntimeError(f"subscription {i} refused: {suback!r}")
-        socks.append(s)
-    return socks
+    ports = [n.mqtt_port for n in cluster.nodes]
+    out: list[ssl.SSLSocket] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(k: int) -> None:
+        mine = []
+        try:
+            for i in range(first + k, first + count, threads):
+                mine.append(_idle_agent(ctx, ports[i % len(ports)], f"idle-{qos}-{i}", qos))
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+        with lock:
+            out.extend(mine)
+
+    pool = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        for sock in out:
+            sock.close()
+        raise RuntimeError(f"{len(errors)} of {threads} connecting threads failed, first: {errors[0]!r}")
+    return out
 
 
 def nodes_rss(cluster: NatsCluster) -> int:
@@ -248,172 +348,371 @@ def settle_rss(cluster: NatsCluster) -> int:
     return last
 
 
-# --- the run ----------------------------------------------------------------------------------------
-def measure(work: Path, agents: int, results: int, collectors: int, idle: int, failover_results: int,
-            idle_qos1: int) -> int:
-    dbs = Databases()
-    cluster = NatsCluster(work / "cluster", [], partitions=PARTITIONS)
-    running: list[Collector] = []
-    ok = True
-    try:
-        cluster.start()
-        tls = cluster.identity(SIMULATOR_IDENTITY).tls()
-        sim = FleetSim("127.0.0.1", 0, agents, brokers=cluster.mqtt_addresses, tls=tls, receipts_wildcard=True,
-                       subscribe_qos=0,
-                       max_inflight=None, resend_after_s=600.0)
+def raise_fd_limit(want: int) -> int:
+    """Open files allowed to this process and the nodes it starts (one descriptor per idle agent each)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if os.geteuid() == 0 and hard != resource.RLIM_INFINITY and hard < want:
+        target = want
+        hard = want
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), max(hard, target)))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- the phases --------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, work: Path, args: argparse.Namespace):
+        self.work, self.args = work, args
+        self.dbs = Databases()
+        self.cluster = NatsCluster(work / "cluster", [], partitions=PARTITIONS)
+        self.running: list[Collector] = []
+        self.ok = True
+        self.bare_s: float | None = None
+        self.sim: FleetSim | None = None
+
+    def stop_collectors(self) -> None:
+        for c in self.running:
+            c.stop()
+        self.running = []
+
+    def cluster_sim(self, results: int, prefix: str = "sim", resend_after_s: float = 600.0,
+                    agents: int | None = None) -> FleetSim:
+        tls = self.cluster.identity(SIMULATOR_IDENTITY).tls()
+        sim = FleetSim("127.0.0.1", 0, agents or self.args.agents, brokers=self.cluster.mqtt_addresses, tls=tls,
+                       receipts_wildcard=True, subscribe_qos=0, max_inflight=None, resend_after_s=resend_after_s,
+                       prefix=prefix)
         sim.connect()
         sim.preload(results)
-        load = os.getloadavg()
-        print(f"bench/cluster.py: {results} results of {agents} agents; 3 nats-server nodes "
-              f"({shutil.which('nats-server')}), {collectors} collectors on PostgreSQL; load average "
-              f"{load[0]:.2f} {load[1]:.2f} on {os.cpu_count()} cores")
+        return sim
 
-        # 1. bare puller
-        bare = BarePuller(cluster)
+    def burst_sim(self) -> FleetSim:
+        if self.sim is None:
+            self.sim = self.cluster_sim(self.args.results)
+        return self.sim
+
+    def phase_bare(self) -> None:
+        sim = self.burst_sim()
+        bare = BarePuller(self.cluster)
+        sim.replay()
         sim.run()
-        if not bare.wait_count(results, 600):
-            raise TimeoutError(f"the bare puller got {bare.count} of {results}")
+        n = self.args.results
+        if not bare.wait_count(n, 900):
+            raise TimeoutError(f"the bare puller got {bare.count} of {n}")
         assert sim.first_publish is not None and bare.last_at is not None
-        bare_s = bare.last_at - sim.first_publish
+        self.bare_s = bare.last_at - sim.first_publish
         bare.close()
-        print(f"1. bare JetStream puller (reference): {bare_s:.2f} s, {results / bare_s:.0f} results/s")
+        print(f"bare JetStream puller (reference): {n} in {self.bare_s:.2f} s, {n / self.bare_s:.0f} results/s "
+              f"({load_now()})", flush=True)
 
-        # 2. collectors through the cluster, same payloads: one, then `collectors` competing (fresh databases)
-        for n in sorted({1, collectors}):
-            for c in running:
-                c.stop()
-            url = dbs.new()
-            names = [f"c{n}-{i}" for i in range(1, n + 1)]
-            running = [nats_collector(work, cluster, name, url) for name in names]
-            wait_all_partitions(cluster, names)
-            sim.replay()
-            cpu0 = sum(c.cpu_s() for c in running)
-            cluster_s = drain(sim, 900)
-            cpu = sum(c.cpu_s() for c in running) - cpu0
-            rows, distinct, tickets = dbs.outcome(url)
-            ok &= rows == distinct == results
-            print(f"2. {n} collector(s) through the cluster (end to end to the receipt): {cluster_s:.2f} s, "
-                  f"{results / cluster_s:.0f} results/s, {1000 * cpu / results:.2f} ms collector CPU per result; "
-                  f"ratio to the bare puller {bare_s / cluster_s:.2f}; stored {rows} rows, {distinct} distinct, "
-                  f"{tickets} tickets (expected {sum(sim.expected_tickets().values())})")
-            if n == 1:
-                single_s = cluster_s
+    def _drain_with(self, collectors: list[Collector], url: str) -> tuple[float, float, float | None]:
+        """(drain seconds, collector CPU seconds, mean lock waiters) of the burst through `collectors`."""
+        from bench.pg_collectors import LockSampler
 
-        # 4. failover gap (before 3: the cluster's collectors are running)
-        leader_name = cluster.stream_state()[1]
-        leader = next(i for i, n in enumerate(cluster.nodes) if n.name == leader_name)
-        before = sim.receipted
+        sim = self.burst_sim()
+        wait_all_partitions(self.cluster, [m for c in collectors for m in c.members()])
+        sim.replay()
+        cpu0 = sum(c.cpu_s() for c in collectors)
+        with LockSampler(SimpleNamespace(db_url=url)) as locks:  # type: ignore[arg-type]
+            took = drain(sim, 1800)
+        return took, sum(c.cpu_s() for c in collectors) - cpu0, locks.mean()
+
+    def phase_collectors(self) -> None:
+        n_results = self.args.results
+        base: float | None = None
+        for n in self.args.collectors:
+            self.stop_collectors()
+            url = self.dbs.new()
+            self.running = [nats_collector(self.work, self.cluster, f"c{n}-{i}", url) for i in range(1, n + 1)]
+            took, cpu, waiters = self._drain_with(self.running, url)
+            per_cpu_s = n_results / cpu
+            base = base or per_cpu_s
+            ok, line = outcome_line(self.dbs, url, self.burst_sim(), n_results)
+            self.ok &= ok
+            ratio = f"; ratio to the bare puller {self.bare_s / took:.2f}" if self.bare_s else ""
+            waiting = "n/a" if waiters is None else f"{waiters:.2f}"
+            print(f"{n} collector(s) through the cluster: {took:.2f} s, {n_results / took:.0f} results/s{ratio}; "
+                  f"{1000 * cpu / n_results:.2f} ms collector CPU per result = {per_cpu_s:.0f} results per collector "
+                  f"CPU-second ({per_cpu_s / base:.2f}x one collector's); lock waiters {waiting}; {line} "
+                  f"({load_now()})", flush=True)
+        self.stop_collectors()
+
+    def phase_workers(self) -> None:
+        w = self.args.workers
+        n_results = self.args.results
+        self.stop_collectors()
+        url = self.dbs.new()
+        self.running = [nats_collector(self.work, self.cluster, "wk", url, workers=w)]
+        took, cpu, waiters = self._drain_with(self.running, url)
+        ok, line = outcome_line(self.dbs, url, self.burst_sim(), n_results)
+        self.ok &= ok
+        ratio = f"{self.bare_s / took:.2f}" if self.bare_s else "n/a (run the bare phase)"
+        print(f"serve --workers {w} through the cluster: {took:.2f} s, {n_results / took:.0f} results/s, "
+              f"{1000 * cpu / n_results:.2f} ms CPU per result (supervisor and workers, {cpu / took:.2f} cores); "
+              f"ratio to the bare puller {ratio} (target >= 0.8); lock waiters "
+              f"{'n/a' if waiters is None else f'{waiters:.2f}'}; {line} ({load_now()})", flush=True)
+        self.stop_collectors()
+
+    def phase_mqtt(self) -> None:
+        """The same burst through one Mosquitto: a bare paho subscriber, then serve --workers 1 and W."""
+        from bench.ingest_rig import BareSubscriber
+
+        n_results = self.args.results
+        broker = bench_broker(self.work / "mosquitto-rate")
+        sim = FleetSim("127.0.0.1", broker.port, self.args.agents, max_inflight=None, resend_after_s=600.0,
+                       prefix="mqr")
+        try:
+            sim.connect()
+            sim.preload(n_results)
+            bare = BareSubscriber(broker.port)
+            bare.connect()
+            sim.run()
+            if not bare.wait_count(n_results, 900):
+                raise TimeoutError(f"the bare subscriber got {bare.count} of {n_results}")
+            assert sim.first_publish is not None and bare.last_at is not None
+            bare_s = bare.last_at - sim.first_publish
+            bare.close()
+            print(f"Mosquitto: bare paho subscriber (reference): {bare_s:.2f} s, {n_results / bare_s:.0f} results/s",
+                  flush=True)
+            from bench.pg_collectors import LockSampler
+
+            for w in sorted({1, self.args.workers}):
+                url = self.dbs.new()
+                c = mosquitto_collector(self.work, broker.port, f"mqr{w}", url, workers=w)
+                try:
+                    c.wait_subscribed()
+                    sim.replay()
+                    cpu0 = c.cpu_s()
+                    with LockSampler(SimpleNamespace(db_url=url)) as locks:  # type: ignore[arg-type]
+                        took = drain(sim, 1800)
+                    cpu = c.cpu_s() - cpu0
+                finally:
+                    c.stop()
+                ok, line = outcome_line(self.dbs, url, sim, n_results)
+                self.ok &= ok
+                print(f"Mosquitto: serve --workers {w}: {took:.2f} s, {n_results / took:.0f} results/s, "
+                      f"{1000 * cpu / n_results:.2f} ms CPU per result ({cpu / took:.2f} cores); ratio to the bare "
+                      f"subscriber {bare_s / took:.2f}; lock waiters {locks.mean() or 0:.2f}; {line} ({load_now()})",
+                      flush=True)
+        finally:
+            sim.close()
+            broker.stop()
+
+    def phase_failover(self) -> None:
+        sim = self.burst_sim()
+        url = self.dbs.new()
+        self.stop_collectors()
+        self.running = [nats_collector(self.work, self.cluster, f"f-{i}", url) for i in (1, 2)]
+        wait_all_partitions(self.cluster, [m for c in self.running for m in c.members()])
+        leader_name = self.cluster.stream_state()[1]
+        leader = next(i for i, n in enumerate(self.cluster.nodes) if n.name == leader_name)
+        total = self.args.failover_results
         # Agents re-send what gets no receipt (10 s here, 60 s by default): a node's loss may drop results on
         # their way into the stream (an MQTT PUBACK is not a stream ack); the agents' spools cover that.
+        sim.replay()
         sim.resend_after_s, sim.resend_max_s = 10.0, 20.0
-        sim.preload(failover_results)
+        sim.preload(total)
+        before = 0
         rate = 200.0
         sim.run(rate)
+        expected = self.args.results + total
         samples: list[tuple[float, int]] = []
         killed_at = None
-        end = time.monotonic() + failover_results / rate + 120
-        while sim.receipted < results + failover_results and time.monotonic() < end:
+        end = time.monotonic() + expected / rate + 180
+        while sim.receipted < expected and time.monotonic() < end:
             now = time.monotonic()
             samples.append((now, sim.receipted))
-            if killed_at is None and sim.receipted - before >= failover_results // 3:
-                cluster.kill(leader)
+            if killed_at is None and sim.receipted - before >= expected // 3:
+                self.cluster.kill(leader)
                 killed_at = now
             time.sleep(0.02)
-        complete = sim.receipted >= results + failover_results
+        complete = sim.receipted >= expected
         gap, last_t, last_n = 0.0, killed_at or 0.0, -1
         for t, n in samples:
             if killed_at is not None and t >= killed_at and n != last_n:
                 gap = max(gap, t - last_t)
                 last_t, last_n = t, n
-        rows, distinct, tickets = dbs.outcome(url)
-        ok &= complete and rows == distinct == results + failover_results
-        print(f"4. failover: {failover_results} results at {rate:.0f}/s, node {leader_name} (results stream "
-              f"leader) killed -9 after a third: longest time without a receipt {gap:.2f} s; "
-              f"{'all' if complete else 'NOT all'} receipted, stored {rows} rows, {distinct} distinct "
-              f"(expected {results + failover_results}); re-sent by agents {sim.resent}")
-        for c in running:
+        rows, distinct, _ = self.dbs.outcome(url)
+        self.ok &= complete and rows == distinct == expected
+        print(f"failover: {expected} results at {rate:.0f}/s, node {leader_name} (results stream leader) killed -9 "
+              f"after a third: longest time without a receipt {gap:.2f} s; {'all' if complete else 'NOT all'} "
+              f"receipted, stored {rows} rows, {distinct} distinct; re-sent by agents {sim.resent}", flush=True)
+        self.stop_collectors()
+        sim.resend_after_s, sim.resend_max_s = 600.0, 3600.0
+        self.cluster.start_node(leader)
+        self.cluster.wait_ready(60)
+
+    def phase_storm(self) -> None:
+        n = self.args.storm
+        w = self.args.workers
+        agents = max(1, n // 10)
+        self.stop_collectors()
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
+        # Through the cluster: the stream holds the reopening's results; no collector runs.
+        ensure_results_stream(self.cluster)
+        url = self.dbs.new()
+        sim = self.cluster_sim(n, prefix="storm", agents=agents)
+        try:
+            sim.run()
+            if not sim.wait_published(1800):
+                raise TimeoutError(f"the storm's results were not all accepted by the cluster ({sim.counts()})")
+            queued = _until(lambda: self.cluster.stream_state()[0] >= n, 120)
+            print(f"storm: {n} results of {agents} agents queued in the results stream ({queued} there; "
+                  f"{load_now()})", flush=True)
+            began = time.monotonic()
+            c = nats_collector(self.work, self.cluster, "storm", url, workers=w)
+            self.running = [c]
+            leader_name = self.cluster.stream_state()[1]
+            leader = next(i for i, node in enumerate(self.cluster.nodes) if node.name == leader_name)
+            killed_at: float | None = None
+            stored = 0
+            while time.monotonic() - began < 3600:
+                stored = self.dbs.distinct_or_zero(url)
+                if killed_at is None and stored >= n // 2:
+                    self.cluster.kill(leader)
+                    killed_at = time.monotonic() - began
+                    print(f"storm: node {leader_name} (results stream leader) killed -9 at {stored} stored, "
+                          f"{killed_at:.1f} s after the collector started", flush=True)
+                if stored >= n:
+                    break
+                time.sleep(0.2)
+            drained = time.monotonic() - began
+            cpu = c.cpu_s()
+            sim.wait_receipts(30)  # receipts still on their way (QoS 0: some were lost with the node)
+            left = self.cluster.stream_state()[0]
+            ok, line = outcome_line(self.dbs, url, sim, n)
+            self.ok &= ok and left == 0
+            log = c.log.read_text()
+            restarts = log.count(") died after")
+            print(f"storm through the cluster, serve --workers {w}: drained in {drained:.1f} s (collector start -> "
+                  f"all stored; {n / drained:.0f} results/s), {1000 * cpu / n:.2f} ms CPU per result; {line}; "
+                  f"stream left {left}; receipts {sim.receipted} of {n} (the rest were QoS 0 receipts lost with the "
+                  f"node: the agents re-send them and are answered 'duplicate'); worker restarts {restarts} "
+                  f"({load_now()})", flush=True)
+        finally:
+            self.stop_collectors()
+            sim.close()
+        self.cluster.start_node(leader)
+        self.cluster.wait_ready(60)
+        # The same storm on a single Mosquitto: the collector's sessions exist (started once), then it is down.
+        broker = bench_broker(self.work / "mosquitto-storm")
+        url = self.dbs.new()
+        sim = FleetSim("127.0.0.1", broker.port, agents, max_inflight=None, resend_after_s=3600.0, prefix="mqs")
+        try:
+            c = mosquitto_collector(self.work, broker.port, "mqstorm", url, workers=w)
+            c.wait_subscribed()
             c.stop()
-        running = []
-        sim.close()
-        cluster.start_node(leader)
-        cluster.wait_ready(60)
+            sim.connect()
+            sim.preload(n)
+            sim.run()
+            if not sim.wait_published(1800):
+                raise TimeoutError(f"Mosquitto did not accept the storm ({sim.counts()})")
+            began = time.monotonic()
+            c = mosquitto_collector(self.work, broker.port, "mqstorm", url, workers=w)
+            self.running = [c]
+            while self.dbs.distinct_or_zero(url) < n and time.monotonic() - began < 3600:
+                time.sleep(0.2)
+            took = time.monotonic() - began
+            cpu = c.cpu_s()
+            sim.wait_receipts(60)
+            receipt_s = (sim.last_receipt or began) - began
+            ok, line = outcome_line(self.dbs, url, sim, n)
+            self.ok &= ok
+            print(f"storm through one Mosquitto, serve --workers {w}: drained in {took:.1f} s (collector start -> "
+                  f"all stored; {n / took:.0f} results/s; last receipt at {receipt_s:.1f} s, {sim.receipted} of {n}), "
+                  f"{1000 * cpu / n:.2f} ms CPU per result; {line}; drain time cluster with a node killed / "
+                  f"Mosquitto {drained / took:.2f} ({load_now()})", flush=True)
+        finally:
+            self.stop_collectors()
+            sim.close()
+            broker.stop()
 
-        # 3. the same storm on a single Mosquitto
-        mosquitto_s, mosquitto_cpu = _mosquitto(work, dbs, agents, results)
-        print(f"3. one collector on a single Mosquitto (broker.kind mqtt), same storm: {mosquitto_s:.2f} s, "
-              f"{results / mosquitto_s:.0f} results/s, {1000 * mosquitto_cpu / results:.2f} ms collector CPU per "
-              f"result; drain time through the cluster / Mosquitto: one collector {single_s / mosquitto_s:.2f}, "
-              f"{collectors} collectors {cluster_s / mosquitto_s:.2f}")
-
-        # 5. idle connections
-        if idle:
-            socks: list[ssl.SSLSocket] = []
-            rss = settle_rss(cluster)
-            # QoS 1: each subscription is a replicated consumer, created at a few per second: fewer of them.
-            for node, qos, what, n in ((0, None, "connected only", idle),
-                                       (1, 0, "+ receipts and commands at QoS 0", idle),
-                                       (2, 1, "+ receipts and commands at QoS 1", idle_qos1)):
-                if not n:
-                    continue
+    def phase_idle(self) -> None:
+        steps = [k for k in self.args.idle_steps if k <= self.args.idle] or [self.args.idle]
+        socks: list[ssl.SSLSocket] = []
+        base = settle_rss(self.cluster)
+        me = psutil.Process()
+        print(f"idle: the 3 nodes' RSS before {base / 2**20:.0f} MB; open files allowed "
+              f"{raise_fd_limit(self.args.idle + 10_000)}", flush=True)
+        try:
+            for target in steps:
                 began = time.monotonic()
-                socks += idle_connections(cluster, node, n, qos)
+                socks += idle_connections(self.cluster, len(socks), target - len(socks), 0)
                 took = time.monotonic() - began
-                now = settle_rss(cluster)
-                per = (now - rss) / n
-                print(f"5. {n} idle MQTT/TLS agents, {what}: the 3 nodes' RSS +{(now - rss) / 2**20:.0f} MB = "
-                      f"{per / 1024:.1f} KB per agent ({2**30 / per:.0f} agents per GB; 500k agents: "
-                      f"{500_000 * per / 2**30:.1f} GB across the cluster); set up in {took:.1f} s "
-                      f"({n / took:.0f} agents/s)")
-                rss = now
+                rss = settle_rss(self.cluster)
+                per = (rss - base) / len(socks)
+                print(f"idle: {len(socks)} MQTT/TLS agents with QoS 0 subscriptions: nodes' RSS "
+                      f"{rss / 2**20:.0f} MB (+{(rss - base) / 2**20:.0f} MB) = {per / 1024:.1f} KB per agent, "
+                      f"{2**30 / per:.0f} agents per GB; 500k agents: {500_000 * per / 2**30:.1f} GB across the "
+                      f"cluster; this step took {took:.0f} s; bench client RSS {me.memory_info().rss / 2**20:.0f} MB "
+                      f"({load_now()})", flush=True)
+        finally:
             for sock in socks:
                 sock.close()
-    finally:
-        for c in running:
-            c.stop()
-        cluster.stop()
-        dbs.drop()
-    return 0 if ok else 1
 
 
-def _mosquitto(work: Path, dbs: Databases, agents: int, results: int) -> tuple[float, float]:
-    """(drain time, collector CPU seconds) of the same storm through one Mosquitto and one collector."""
-    broker = bench_broker(work / "mosquitto")
-    url = dbs.new()
-    sim = FleetSim("127.0.0.1", broker.port, agents, max_inflight=None, resend_after_s=600.0, prefix="mq")
-    collector = Collector(work, "mosquitto-collector", f"database: {url}\nmqtt: {{host: 127.0.0.1, port: "
-                                                      f"{broker.port}, client_id: mq-collector}}\nhttp: {{port: 0}}\n")
+def _until(cond, timeout_s: float) -> object:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(0.2)
+
+
+PHASES = ("bare", "collectors", "workers", "mqtt", "failover", "storm", "idle")
+
+
+def measure(work: Path, args: argparse.Namespace) -> int:
+    run = Run(work, args)
+    raise_fd_limit(args.idle + 10_000)  # before the nodes start: they inherit it
     try:
-        end = time.monotonic() + 60
-        while "collector subscribed" not in (collector.log.read_text() if collector.log.exists() else ""):
-            if time.monotonic() > end:
-                raise TimeoutError("the Mosquitto collector did not subscribe")
-            time.sleep(0.05)
-        sim.connect()
-        sim.preload(results)
-        cpu0 = collector.cpu_s()
-        took = drain(sim, 900)
-        return took, collector.cpu_s() - cpu0
+        run.cluster.start()
+        print(f"bench/cluster.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: 3 nats-server nodes "
+              f"({shutil.which('nats-server')}), {PARTITIONS} partitions, PostgreSQL; {args.results} results of "
+              f"{args.agents} agents per burst; {load_now()} on {os.cpu_count()} cores; phases {','.join(args.phases)}",
+              flush=True)
+        for phase in PHASES:
+            if phase in args.phases:
+                getattr(run, f"phase_{phase}")()
     finally:
-        sim.close()
-        collector.stop()
-        broker.stop()
+        run.stop_collectors()
+        if run.sim is not None:
+            run.sim.close()
+        run.cluster.stop()
+        run.dbs.drop()
+    print(f"all checks {'passed' if run.ok else 'FAILED'} ({load_now()})")
+    return 0 if run.ok else 1
+
+
+def _ints(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.splitlines()[0])
+    p.add_argument("--phases", type=lambda v: v.split(","), default=list(PHASES), help=",".join(PHASES))
     p.add_argument("--agents", type=int, default=1000)
-    p.add_argument("--results", type=int, default=10000)
-    p.add_argument("--collectors", type=int, default=2)
+    p.add_argument("--results", type=int, default=10000, help="results per burst (rate phases)")
+    p.add_argument("--collectors", type=_ints, default=[1, 2, 3], help="collector counts to compare (1,2,3)")
+    p.add_argument("--workers", type=int, default=2, help="serve --workers for the workers and storm phases")
     p.add_argument("--failover-results", type=int, default=3000)
-    p.add_argument("--idle", type=int, default=2000, help="idle connections to measure (0: skip)")
-    p.add_argument("--idle-qos1", type=int, default=200, help="of those, with QoS 1 subscriptions (slow to set up)")
+    p.add_argument("--storm", type=int, default=100_000, help="results in the reopening storm (10 per agent)")
+    p.add_argument("--idle", type=int, default=50_000, help="idle agents at the last step")
+    p.add_argument("--idle-steps", type=_ints, default=[10_000, 20_000, 30_000, 40_000, 50_000])
     p.add_argument("--keep", action="store_true", help="keep the work directory (node and collector logs)")
     args = p.parse_args(argv)
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases {sorted(unknown)}: expected some of {','.join(PHASES)}")
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     started = time.monotonic()
     try:
-        return measure(work, args.agents, args.results, args.collectors, args.idle, args.failover_results,
-                       args.idle_qos1)
+        return measure(work, args)
     finally:
         print(f"(whole run {time.monotonic() - started:.0f} s; work directory {work}"
               f"{'' if args.keep else ', removed'})")
