@@ -1,6 +1,6 @@
-"""Bytes on disk per stored result, for the capacity model (docs/scaling.md).
+"""Bytes on disk per stored result, for the capacity model (docs/scaling.md): old layout vs new.
 
-    .venv/bin/python bench/storage_size.py [--results 5000] [--no-pg]
+    .venv/bin/python bench/storage_size.py [--results 5000] [--no-pg] [--envelope saved.json]
 
 Takes one real envelope from `linecheck-agent check --json` on this machine (every check the
 example config enables; what cannot reach its target here fails with a reason, which is the
@@ -8,6 +8,11 @@ same size as a success) and the fleet simulator's lighter scheduled results, sto
 each (new agent ids, sequence numbers, result ids) through the collector's own ingest path into
 a fresh SQLite file and a fresh PostgreSQL database, and prints bytes per result on disk (tables
 and indexes) as a ratio to the envelope's JSON size measured in the same run.
+
+Two layouts per backend, same envelopes, same run: `old` = schema version 12 (results with the JSON
+payload, one row per check, metric and finding; written the way ingest wrote them then), `new` = the
+current one (one row per result with a compact document, day partitions on PostgreSQL: the days the
+results fall on are created first, as the collector does ahead of time).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet_sim import HEALTHY, build_result  # noqa: E402
-from collector.store.database import Store  # noqa: E402
+from collector.store import partitions  # noqa: E402
+from collector.store.database import MIGRATIONS, Store, make_engine  # noqa: E402
+from collector.store.database import migrate as migrate_all  # noqa: E402
 from linecheck.wire import ResultEnvelope, new_result_id  # noqa: E402
 
 PG_ADMIN = os.environ.get("LINECHECK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -65,48 +72,95 @@ def simulated(n: int) -> list[ResultEnvelope]:
                          start + timedelta(hours=i // 100, milliseconds=i % 100), HEALTHY, rng) for i in range(n)]
 
 
-def store_all(url: str, envelopes: list[ResultEnvelope]) -> Store:
+def store_new(url: str, envelopes: list[ResultEnvelope]) -> None:
+    engine = make_engine(url)
+    migrate_all(engine)
+    with engine.begin() as conn:
+        partitions.ensure_days(conn, {e.started_at.date() for e in envelopes})
+    engine.dispose()
     store = Store(url)
     for i in range(0, len(envelopes), BATCH):
         store.ingest(envelopes[i:i + BATCH])
-    return store
+    store.close()
 
 
-def sqlite_bytes(envelopes: list[ResultEnvelope]) -> float:
+def store_old(url: str, envelopes: list[ResultEnvelope]) -> None:
+    """Schema version 12 and the rows its ingest wrote (results + payload, checks, metrics, findings)."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if not inspect(conn).has_table("schema_version"):
+            conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"))
+            for step in MIGRATIONS[:12]:
+                step(conn)
+    received = datetime.now(UTC)
+    with engine.begin() as conn:
+        for i in range(0, len(envelopes), BATCH):
+            chunk = envelopes[i:i + BATCH]
+            conn.execute(text(
+                "INSERT INTO results (agent_id, result_id, seq, line_id, site_id, trigger, started_at, ended_at, "
+                "received_at, verdict, clock_synced, agent_version, payload, clock_flag) VALUES (:a, :r, :seq, :l, "
+                ":s, :tr, :st, :en, :rc, :v, :cs, :av, :p, NULL)"),
+                [{"a": e.agent_id, "r": e.result_id, "seq": e.seq, "l": e.line_id, "s": e.site_id,
+                  "tr": e.trigger.value, "st": e.started_at, "en": e.ended_at, "rc": received, "v": e.verdict.value,
+                  "cs": None if e.clock.synced is None else int(e.clock.synced), "av": e.agent_version,
+                  "p": e.model_dump_json(by_alias=True)} for e in chunk])
+            checks = [{"a": e.agent_id, "r": e.result_id, "i": i, "l": e.line_id, "st": e.started_at, "k": c.kind,
+                       "t": c.target, "s": c.status.value, "re": c.reason, "d": c.duration_s}
+                      for e in chunk for i, c in enumerate(e.checks)]
+            conn.execute(text("INSERT INTO checks VALUES (:a, :r, :i, :l, :st, :k, :t, :s, :re, :d)"), checks)
+            metrics = [{"a": e.agent_id, "r": e.result_id, "i": i, "n": n, "v": None if v is None else float(v)}
+                       for e in chunk for i, c in enumerate(e.checks) for n, v in c.metrics.items()]
+            conn.execute(text("INSERT INTO metrics VALUES (:a, :r, :i, :n, :v)"), metrics)
+            found = [{"a": e.agent_id, "r": e.result_id, "i": i, "l": e.line_id, "st": e.started_at, "c": f.code,
+                      "s": f.severity, "k": f.check, "w": f.where, "m": f.message}
+                     for e in chunk for i, f in enumerate(e.findings)]
+            if found:
+                conn.execute(text("INSERT INTO findings VALUES (:a, :r, :i, :l, :st, :c, :s, :k, :w, :m)"), found)
+    engine.dispose()
+
+
+LAYOUTS = {"old": store_old, "new": store_new}
+TABLES = ("results", "checks", "metrics", "findings")  # views in the new layout (no size of their own)
+
+
+def sqlite_bytes(envelopes: list[ResultEnvelope], layout: str) -> float:
+    """Growth of the database file when the results are added to a migrated, empty one."""
     with tempfile.TemporaryDirectory(prefix="linecheck-size-") as tmp:
         path = Path(tmp) / "size.db"
-        empty = store_all(f"sqlite:///{path}", [])
-        with empty.engine.begin() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        base = path.stat().st_size
-        empty.close()
-        store = store_all(f"sqlite:///{path}", envelopes)
-        with store.engine.begin() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        size = path.stat().st_size - base
-        store.close()
-    return size / len(envelopes)
+        url = f"sqlite:///{path}"
+        sizes = []
+        for batch in ([], envelopes):
+            LAYOUTS[layout](url, batch)
+            engine = create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            engine.dispose()
+            sizes.append(path.stat().st_size)
+    return (sizes[1] - sizes[0]) / len(envelopes)
 
 
-def pg_bytes(envelopes: list[ResultEnvelope]) -> float:
+def pg_bytes(envelopes: list[ResultEnvelope], layout: str) -> float:
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"linecheck_size_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-        store = store_all(url, envelopes)
-        store.close()
+        LAYOUTS[layout](url, envelopes)
         engine = create_engine(url, isolation_level="AUTOCOMMIT")  # VACUUM runs outside a transaction
         with engine.connect() as conn:
             conn.execute(text("VACUUM ANALYZE"))
-            sizes = dict(conn.execute(text(
-                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-                "AND c.relname IN ('results', 'checks', 'metrics', 'findings')")).all())
+            # A partitioned table has no storage of its own: add up its partitions (with their indexes).
+            sizes = {t: conn.execute(text(
+                "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(relid)) "
+                "FROM pg_partition_tree(c.oid)) ELSE pg_total_relation_size(c.oid) END "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relname = :t AND c.relkind IN ('r', 'p')"), {"t": t}).scalar()
+                for t in TABLES}
+            sizes = {t: v for t, v in sizes.items() if v is not None}  # a view has no size of its own
         engine.dispose()
         size = sum(sizes.values())
-        print("   postgresql bytes per result by table (with indexes): " + ", ".join(
+        print(f"   postgresql {layout} bytes per result by table (with indexes): " + ", ".join(
             f"{k} {v / len(envelopes):.0f}" for k, v in sorted(sizes.items())))
     finally:
         with admin.connect() as conn:
@@ -125,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
           f"results={args.results}")
     full = ResultEnvelope.model_validate_json(args.envelope.read_text()) if args.envelope else real_envelope()
     shapes = [("full check (this machine)", full), ("scheduled (fleet_sim)", None)]
-    print(f"{'shape':28} {'checks':>6} {'metrics':>7} {'json B':>7} {'backend':>10} {'disk B':>7} {'ratio':>6}")
+    print(f"{'shape':28} {'checks':>6} {'metrics':>7} {'json B':>7} {'backend':>10} {'layout':>6} {'disk B':>7} "
+          f"{'ratio':>6} {'new/old':>7}")
     for label, template in shapes:
         envelopes = copies(template, args.results) if template else simulated(args.results)
         sample = envelopes[len(envelopes) // 2]
@@ -133,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         n_metrics = sum(len(c.metrics) for c in sample.checks)
         backends = [("sqlite", sqlite_bytes)] + ([] if args.no_pg else [("postgresql", pg_bytes)])
         for backend, measure in backends:
-            per = measure(envelopes)
-            print(f"{label:28} {len(sample.checks):>6} {n_metrics:>7} {json_bytes:>7.0f} {backend:>10} "
-                  f"{per:>7.0f} {per / json_bytes:>6.2f}")
+            old = measure(envelopes, "old")
+            new = measure(envelopes, "new")
+            for layout, per in (("old", old), ("new", new)):
+                print(f"{label:28} {len(sample.checks):>6} {n_metrics:>7} {json_bytes:>7.0f} {backend:>10} {layout:>6} "
+                      f"{per:>7.0f} {per / json_bytes:>6.2f} {per / old:>7.2f}")
     print(json.dumps({"note": "ratio = bytes on disk per result / the envelope's JSON bytes"}))
     return 0
 

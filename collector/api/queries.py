@@ -6,7 +6,6 @@ Nothing here loads the whole fleet: lists are paged by the database, and per-lin
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from collector.api.pagination import PageParams, paginate
 from collector.api.scope import Scope
+from collector.store import documents
 from collector.store import schema as t
 
 HEALTH = ("healthy", "problems", "unknown", "no_data")
@@ -137,7 +137,7 @@ def result_view(row: dict[str, Any], with_payload: bool = True) -> dict[str, Any
                                "agent_version", "started_at", "ended_at", "received_at")}
     out["clock_synced"] = None if row["clock_synced"] is None else bool(row["clock_synced"])
     if with_payload:
-        envelope = json.loads(row["payload"])
+        envelope = documents.envelope_dict(row)
         out["checks"] = envelope.get("checks", [])
         out["findings"] = envelope.get("findings", [])
     return out
@@ -173,9 +173,9 @@ def _finding_details(conn: Connection, results: set[tuple[str, str]]) -> dict[tu
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     r = t.results.c
     for agent_id, result_id in sorted(results):
-        payload = conn.execute(select(r.payload).where(r.agent_id == agent_id, r.result_id == result_id)).scalar()
+        row = conn.execute(select(t.results).where(r.agent_id == agent_id, r.result_id == result_id)).mappings().first()
         try:
-            found = json.loads(payload).get("findings", []) if payload else []
+            found = documents.envelope_dict(row).get("findings", []) if row else []
         except (ValueError, AttributeError):
             continue  # a row the store kept is valid JSON; a damaged one shows without detail
         for i, f in enumerate(found if isinstance(found, list) else []):

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, func, select, text
 from collector.commands import queue as cmds
 from collector.rules import outages
 from collector.rules.outages import IntermittentOutageRule
+from collector.store import documents
 from collector.store import schema as t
 from collector.tickets import lifecycle as tickets
 from linecheck import catalogue, speed
@@ -715,8 +716,8 @@ class RuleEngine:
         missing = sorted(k for k in wanted if k not in self._parsed)
         for i in range(0, len(missing), 500):
             ids = [rid for _, rid in missing[i:i + 500]]
-            for row in conn.execute(select(t.results.c.payload).where(t.results.c.result_id.in_(ids))):
-                self._remember(ResultEnvelope.from_json(row.payload))
+            for row in conn.execute(select(t.results).where(t.results.c.result_id.in_(ids))).mappings():
+                self._remember(documents.envelope(row))
 
     def _recent(self, b: _Batch, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
         """The line's newest results carrying one of the rule's check kinds or findings, newest first."""

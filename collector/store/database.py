@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
 from collector.ingest import binding
-from collector.store import line_state
+from collector.store import documents, line_state, partitions, relayout
 from collector.store import migrations as m
 from collector.store import schema as t
 from collector.store.delivery import account_quarantined, lock_agents, track_sequences
@@ -44,6 +44,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v10_command_log,
     m.v11_ticket_event_phrases,
     m.v12_access_incidents,
+    m.v13_compact_results,
 ]
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
@@ -62,9 +63,14 @@ def _retryable(exc: DBAPIError) -> bool:
 PG_CONNECT_TIMEOUT_S = 10
 
 
+def _compact_json(value: object) -> str:
+    """JSON for document columns: no spaces (stored once per result, read by machines)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, json_serializer=_compact_json)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -79,8 +85,11 @@ def make_engine(url: str) -> Engine:
         return engine
     # Without a connect timeout psycopg waits for ever on a server that accepts but never answers: a
     # CLI command hung silently. The URL's own ?connect_timeout= wins.
-    connect_args = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    connect_args: dict[str, object] = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    # JIT off: the result views' row estimates would make it compile for seconds (migrations.v13 _jit_off).
+    if "options=" not in url:
+        connect_args["options"] = "-c jit=off"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_compact_json)
 
 
 def migrate(engine: Engine) -> int:
@@ -93,32 +102,8 @@ def migrate(engine: Engine) -> int:
         for version in range(current, len(MIGRATIONS)):
             MIGRATIONS[version](conn)
             conn.execute(t.schema_version.insert().values(version=version + 1, applied_at=datetime.now(UTC)))
+        partitions.ensure(conn)  # today's and the next days' partitions exist before the first insert
         return len(MIGRATIONS)
-
-
-# Columns of the rows _write_results builds, in their order (named, so a column added later is no trap).
-_CHECK_COLUMNS = ("agent_id", "result_id", "idx", "line_id", "started_at", "kind", "target", "status", "reason",
-                  "duration_s")
-_METRIC_COLUMNS = ("agent_id", "result_id", "idx", "name", "value")
-_FINDING_COLUMNS = ("agent_id", "result_id", "idx", "line_id", "started_at", "code", "severity", "check_kind",
-                    "location", "message")
-
-
-def _bulk_insert(conn: Connection, table: t.Table, columns: Sequence[str], rows: list[tuple[object, ...]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING of positional rows handed straight to the driver's
-    executemany. SQLAlchemy's per-row parameter processing cost more than the inserts themselves
-    (a result is ~10 check, metric and finding rows)."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-                         " ON CONFLICT DO NOTHING", rows)
-
-
-def _datetime_binder(conn: Connection) -> Callable[[datetime], object]:
-    """What the dialect stores for a DateTime column (SQLite: SQLAlchemy's text form; PostgreSQL: as is),
-    for rows that bypass SQLAlchemy's parameter processing."""
-    column_type = t.checks.c.started_at.type
-    process = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    return process if process is not None else (lambda value: value)
 
 
 @dataclass
@@ -254,10 +239,13 @@ class Store:
         keys = {(envelopes[i].agent_id, envelopes[i].result_id) for i in admitted}
         if not keys:
             return set()
-        ids = [rid for _, rid in keys]
-        rows = conn.execute(select(t.results.c.agent_id, t.results.c.result_id, t.results.c.payload)
-                            .where(t.results.c.result_id.in_(ids))).all()
-        stored = {(r.agent_id, r.result_id): r.payload for r in rows if (r.agent_id, r.result_id) in keys}
+        r = t.results
+        rows = conn.execute(select(r).where(tuple_(r.c.agent_id, r.c.result_id).in_(sorted(keys)))).mappings().all()
+        stored: dict[Key, object] = {(row["agent_id"], row["result_id"]): row for row in rows}
+        # While an old database is being copied to this layout (relayout.py), its results not copied yet
+        # still count as stored: a re-sent old result is a duplicate, not new.
+        for row in relayout.legacy_payloads(conn, keys - set(stored)):
+            stored[(row.agent_id, row.result_id)] = row.payload
         for i in admitted:
             e = envelopes[i]
             key = (e.agent_id, e.result_id)
@@ -277,25 +265,9 @@ class Store:
             "ended_at": e.ended_at, "received_at": now, "verdict": e.verdict.value,
             "clock_synced": None if e.clock.synced is None else int(e.clock.synced),
             "clock_flag": clock_flag(e.started_at, e.ended_at, now),
-            "agent_version": e.agent_version, "payload": e.model_dump_json(by_alias=True)} for e in candidates])
+            "agent_version": e.agent_version, "doc": documents.pack(e)} for e in candidates])
         ours = {(r.agent_id, r.result_id) for r in inserted}
         fresh = [e for e in candidates if (e.agent_id, e.result_id) in ours]
-        # Positional rows in the order of _CHECK_COLUMNS, _METRIC_COLUMNS, _FINDING_COLUMNS.
-        stamp = _datetime_binder(conn)
-        check_rows, metric_rows, finding_rows = [], [], []
-        for e in fresh:
-            agent_id, result_id, line_id, started = e.agent_id, e.result_id, e.line_id, stamp(e.started_at)
-            for i, c in enumerate(e.checks):
-                check_rows.append((agent_id, result_id, i, line_id, started, c.kind, c.target, c.status.value,
-                                   c.reason, c.duration_s))
-                metric_rows += [(agent_id, result_id, i, n, None if v is None else float(v))
-                                for n, v in c.metrics.items()]
-            finding_rows += [(agent_id, result_id, i, line_id, started, f.code, f.severity, f.check, f.where,
-                              f.message) for i, f in enumerate(e.findings)]
-        for table, columns, rows in ((t.checks, _CHECK_COLUMNS, check_rows), (t.metrics, _METRIC_COLUMNS, metric_rows),
-                                     (t.findings, _FINDING_COLUMNS, finding_rows)):
-            if rows:
-                _bulk_insert(conn, table, columns, rows)
         track_sequences(conn, fresh, now)  # reads max_seq before _touch_agents raises it
         self._touch_agents(conn, fresh, now)
         line_state.record(conn, fresh, now)
@@ -354,14 +326,17 @@ def _same_content(a: ResultEnvelope, b: ResultEnvelope) -> bool:
     return a.model_dump(mode="json", by_alias=True) == b.model_dump(mode="json", by_alias=True)
 
 
-def _same_stored(stored_payload: str, e: ResultEnvelope) -> bool:
+def _same_stored(stored: object, e: ResultEnvelope) -> bool:
     """Compare as envelopes (defaults filled in the same way), or as JSON when the stored one no longer
-    validates (stored before a bound was added)."""
+    validates (stored before a bound was added). `stored` is a results row, or an old layout's payload text."""
     mine = e.model_dump(mode="json", by_alias=True)
     try:
-        return ResultEnvelope.from_json(stored_payload).model_dump(mode="json", by_alias=True) == mine
+        if isinstance(stored, str):
+            return ResultEnvelope.from_json(stored).model_dump(mode="json", by_alias=True) == mine
+        return documents.envelope(stored).model_dump(mode="json", by_alias=True) == mine  # type: ignore[arg-type]
     except ValueError:
         try:
-            return bool(json.loads(stored_payload) == mine)
+            raw = json.loads(stored) if isinstance(stored, str) else documents.unpack(stored)  # type: ignore[arg-type]
+            return bool(raw == mine)
         except ValueError:
             return False

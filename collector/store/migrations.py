@@ -501,3 +501,106 @@ def v12_access_incidents(conn: Connection) -> None:
                    Column("outcome", Text, nullable=False),
                    PrimaryKeyConstraint("line_id", "fault_class"))
     o.create_index("ix_held_faults_first", "held_faults", ["first_at"])
+
+
+# --- migration 13: one row per result, partitioned by day on PostgreSQL ---------------------------------
+
+_V13_COLUMNS = ("agent_id varchar(64) NOT NULL, result_id varchar(36) NOT NULL, seq bigint NOT NULL, "
+                "line_id varchar(64) NOT NULL, site_id varchar(64) NOT NULL, trigger varchar(32) NOT NULL, "
+                "started_at timestamptz NOT NULL, ended_at timestamptz NOT NULL, received_at timestamptz NOT NULL, "
+                "verdict varchar(16) NOT NULL, clock_synced integer, agent_version varchar(40) NOT NULL, "
+                "clock_flag varchar(24), doc jsonb NOT NULL")
+
+# The old tables' shape, expanded from the document (idx = position in the envelope, as before).
+_V13_VIEWS = {
+    "postgresql": {
+        "checks": "SELECT r.agent_id, r.result_id, (c.ord - 1)::integer AS idx, r.line_id, r.started_at, "
+                  "c.item->>'kind' AS kind, c.item->>'target' AS target, c.item->>'status' AS status, "
+                  "c.item->>'reason' AS reason, (c.item->'duration_s')::float8 AS duration_s "
+                  "FROM results r CROSS JOIN LATERAL "
+                  "jsonb_array_elements(r.doc->'checks') WITH ORDINALITY c(item, ord)",
+        "metrics": "SELECT r.agent_id, r.result_id, (c.ord - 1)::integer AS idx, m.key AS name, "
+                   "CASE jsonb_typeof(m.value) WHEN 'number' THEN (m.value)::float8 "
+                   "WHEN 'boolean' THEN CASE WHEN (m.value)::boolean THEN 1.0 ELSE 0.0 END END AS value, "
+                   "r.line_id, r.started_at "
+                   "FROM results r CROSS JOIN LATERAL "
+                   "jsonb_array_elements(r.doc->'checks') WITH ORDINALITY c(item, ord) "
+                   "CROSS JOIN LATERAL jsonb_each(c.item->'metrics') m(key, value)",
+        "findings": "SELECT r.agent_id, r.result_id, (f.ord - 1)::integer AS idx, r.line_id, r.started_at, "
+                    "f.item->>'code' AS code, f.item->>'severity' AS severity, f.item->>'check' AS check_kind, "
+                    "f.item->>'where' AS location, f.item->>'message' AS message "
+                    "FROM results r CROSS JOIN LATERAL "
+                    "jsonb_array_elements(r.doc->'findings') WITH ORDINALITY f(item, ord)",
+    },
+    "sqlite": {
+        "checks": "SELECT r.agent_id, r.result_id, CAST(c.key AS INTEGER) AS idx, r.line_id, r.started_at, "
+                  "json_extract(c.value, '$.kind') AS kind, json_extract(c.value, '$.target') AS target, "
+                  "json_extract(c.value, '$.status') AS status, json_extract(c.value, '$.reason') AS reason, "
+                  "CAST(json_extract(c.value, '$.duration_s') AS REAL) AS duration_s "
+                  "FROM results r, json_each(r.doc, '$.checks') c",
+        "metrics": "SELECT r.agent_id, r.result_id, CAST(c.key AS INTEGER) AS idx, m.key AS name, "
+                   "CASE WHEN m.type IN ('integer', 'real', 'true', 'false') THEN CAST(m.atom AS REAL) END AS value, "
+                   "r.line_id, r.started_at "
+                   "FROM results r, json_each(r.doc, '$.checks') c, json_each(c.value, '$.metrics') m",
+        "findings": "SELECT r.agent_id, r.result_id, CAST(f.key AS INTEGER) AS idx, r.line_id, r.started_at, "
+                    "json_extract(f.value, '$.code') AS code, json_extract(f.value, '$.severity') AS severity, "
+                    "json_extract(f.value, '$.check') AS check_kind, json_extract(f.value, '$.where') AS location, "
+                    "json_extract(f.value, '$.message') AS message "
+                    "FROM results r, json_each(r.doc, '$.findings') f",
+    },
+}
+
+LEGACY_RESULTS = "results_v12"  # migration 13 keeps a non-empty old table under this name (collector/store/relayout.py)
+
+
+def v13_compact_results(conn: Connection) -> None:
+    """One row per result: typed columns plus a compact document (collector/store/documents.py); checks,
+    metrics and findings become views of the same columns over it. On PostgreSQL `results` is partitioned
+    by day of started_at with a default partition (collector/store/partitions.py creates the days).
+
+    The schema step is instant on any size: the old checks/metrics/findings (derived from the payload at
+    ingest) are dropped, a non-empty old `results` is kept as `results_v12` and copied over online in
+    batches afterwards (collector/store/relayout.py); an empty one is dropped.
+    """
+    pg = conn.dialect.name == "postgresql"
+    for name in ("metrics", "findings", "checks"):
+        conn.execute(text(f"DROP TABLE {name}"))
+    for name in ("ix_results_line_started", "ix_results_agent_seq", "ix_results_received"):
+        conn.execute(text(f"DROP INDEX {name}"))
+    if conn.execute(text("SELECT 1 FROM results LIMIT 1")).first() is None:
+        conn.execute(text("DROP TABLE results"))
+    else:
+        conn.execute(text(f"ALTER TABLE results RENAME TO {LEGACY_RESULTS}"))
+        if pg:
+            conn.execute(text(f"ALTER TABLE {LEGACY_RESULTS} RENAME CONSTRAINT results_pkey TO {LEGACY_RESULTS}_pkey"))
+    if pg:
+        conn.execute(text(f"CREATE TABLE results ({_V13_COLUMNS}, CONSTRAINT results_pkey "
+                          "PRIMARY KEY (agent_id, result_id, started_at)) PARTITION BY RANGE (started_at)"))
+        conn.execute(text("CREATE TABLE results_default PARTITION OF results DEFAULT"))
+    else:
+        columns = _V13_COLUMNS.replace("jsonb", "JSON").replace("timestamptz", "DATETIME")
+        conn.execute(text(f"CREATE TABLE results ({columns}, PRIMARY KEY (agent_id, result_id))"))
+    conn.execute(text("CREATE INDEX ix_results_line_started ON results (line_id, started_at)"))
+    conn.execute(text("CREATE INDEX ix_results_agent_seq ON results (agent_id, seq)"))
+    conn.execute(text("CREATE INDEX ix_results_received ON results (received_at)"))
+    for name, body in _V13_VIEWS["postgresql" if pg else "sqlite"].items():
+        conn.execute(text(f"CREATE VIEW {name} AS {body}"))
+    if pg:
+        _jit_off(conn)
+
+
+def _jit_off(conn: Connection) -> None:
+    """The planner guesses 100 rows for every jsonb_array_elements/jsonb_each call, so a query joining the
+    views looks 10^4 times dearer than it is, crosses jit_above_cost and spends seconds compiling code for
+    milliseconds of work (measured: 7 s instead of 20 ms). JIT off for every session of this database
+    (the collectors' and Grafana's); where the role may not alter the database, the collector's own
+    sessions still turn it off (database.make_engine) and a warning says what to set."""
+    try:
+        with conn.begin_nested():
+            conn.execute(text("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET jit = off', current_database()); "
+                              "END $$"))
+    except DBAPIError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot set jit = off on this database (%s): set it for the role Grafana uses "
+            "(ALTER ROLE ... SET jit = off)",
+            str(exc.orig).strip().splitlines()[0])

@@ -1,9 +1,15 @@
 """Retention: raw results are kept `raw_days`, then folded into daily figures and deleted.
 
+On PostgreSQL a whole expired day is one partition of `results` (collector/store/partitions.py): it is
+folded by one SQL statement, its cited results are moved to the default partition, and it is detached
+and dropped — no row-by-row DELETE, no dead tuples, no vacuum debt (bench/retention_drop.py measures
+both). What is left over (SQLite, the default partition's rows, results a ticket no longer cites) goes
+the row-by-row way below.
+
 Each run takes the oldest expired results (a bounded batch), adds their checks and metrics to
 `daily_metrics` (per UTC day, line, check kind and metric: samples, sum, min, max, and how many
 results carried the check and how many of those failed it; the row named `_check` counts checks
-that carried no metric), and deletes them (checks, metrics and findings go with them by cascade)
+that carried no metric), and deletes them (checks, metrics and findings are inside each result's document)
 in the same transaction, so a result is counted exactly once. Results a ticket cites as evidence
 are kept. Daily figures older than `aggregate_days` are deleted. With several collectors only one
 runs it at a time (a PostgreSQL advisory lock; the others skip that round).
@@ -17,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Connection, and_, exists, func, select, tuple_
+from sqlalchemy import Connection, and_, exists, func, select, text, tuple_
 
-from collector.store import line_state
+from collector.store import line_state, partitions
 from collector.store import schema as t
 from collector.store.upsert import insert_for
 from linecheck.configfile import Strict
@@ -40,7 +46,11 @@ def apply(conn: Connection, cfg: RetentionConfig, now: datetime | None = None) -
     now = now or datetime.now(UTC)
     if conn.dialect.name == "postgresql" and not conn.execute(select(func.pg_try_advisory_xact_lock(_LOCK))).scalar():
         return {"folded": 0, "expired_days": 0}
-    folded = _fold(conn, cfg, now) if cfg.raw_days else 0
+    folded = 0
+    if cfg.raw_days:
+        partitions.ensure(conn, now)  # the coming days exist before ingest needs them
+        folded = _drop_expired_days(conn, now - timedelta(days=cfg.raw_days))
+        folded += _fold(conn, cfg, now)  # what no day partition holds: SQLite, the default partition, cited rows
     expired = 0
     if cfg.aggregate_days:
         day = (now - timedelta(days=cfg.aggregate_days)).date()
@@ -104,3 +114,58 @@ def _fold(conn: Connection, cfg: RetentionConfig, now: datetime) -> int:
     conn.execute(r.delete().where(tuple_(r.c.agent_id, r.c.result_id).in_(keys)))
     line_state.refresh(conn, orphaned)
     return len(keys)
+
+
+# The fold of one whole day partition in SQL (same figures as _fold; tests/test_store_partitions.py
+# compares them): results are counted per (day, line, kind), values per metric, cited results skipped.
+_FOLD_DAY = """
+WITH src AS (
+  SELECT r.agent_id, r.result_id, r.line_id, (r.started_at AT TIME ZONE 'UTC')::date AS day, c.item
+  FROM {part} r CROSS JOIN LATERAL jsonb_array_elements(r.doc->'checks') c(item)
+  WHERE NOT EXISTS (SELECT 1 FROM ticket_evidence ev WHERE ev.agent_id = r.agent_id AND ev.result_id = r.result_id)),
+kinds AS (
+  SELECT day, line_id, item->>'kind' AS kind, count(DISTINCT (agent_id, result_id)) AS results,
+         count(DISTINCT (agent_id, result_id)) FILTER (WHERE item->>'status' = 'failed') AS failed
+  FROM src GROUP BY 1, 2, 3),
+vals AS (
+  SELECT day, line_id, item->>'kind' AS kind, m.key AS name,
+         CASE jsonb_typeof(m.value) WHEN 'number' THEN (m.value)::float8
+              WHEN 'boolean' THEN CASE WHEN (m.value)::boolean THEN 1.0 ELSE 0.0 END END AS v
+  FROM src CROSS JOIN LATERAL jsonb_each(src.item->'metrics') m),
+agg AS (
+  SELECT day, line_id, kind, name, count(v) AS samples, coalesce(sum(v), 0) AS total, min(v) AS minimum,
+         max(v) AS maximum FROM vals GROUP BY 1, 2, 3, 4
+  UNION ALL SELECT day, line_id, kind, '_check', 0, 0, NULL, NULL FROM kinds)
+INSERT INTO daily_metrics AS d (day, line_id, kind, name, samples, total, minimum, maximum, results, failed)
+SELECT a.day, a.line_id, a.kind, a.name, a.samples, a.total, a.minimum, a.maximum, k.results, k.failed
+FROM agg a JOIN kinds k USING (day, line_id, kind)
+ON CONFLICT (day, line_id, kind, name) DO UPDATE SET
+  samples = d.samples + excluded.samples, total = d.total + excluded.total,
+  minimum = least(coalesce(d.minimum, excluded.minimum), coalesce(excluded.minimum, d.minimum)),
+  maximum = greatest(coalesce(d.maximum, excluded.maximum), coalesce(excluded.maximum, d.maximum)),
+  results = d.results + excluded.results, failed = d.failed + excluded.failed
+"""
+_CITED = ("EXISTS (SELECT 1 FROM ticket_evidence ev WHERE ev.agent_id = r.agent_id "
+          "AND ev.result_id = r.result_id)")
+
+
+def _drop_expired_days(conn: Connection, cutoff: datetime) -> int:
+    """Fold and drop every day partition that ends before `cutoff`. Returns the results folded."""
+    if not partitions.partitioned(conn):
+        return 0
+    folded = 0
+    for p in partitions.day_partitions(conn):
+        if p.end > cutoff:
+            break
+        conn.execute(text(_FOLD_DAY.format(part=p.name)))
+        folded += conn.execute(text(f"SELECT count(*) FROM {p.name} r WHERE NOT {_CITED}")).scalar_one()
+        orphaned = conn.execute(text(
+            f"SELECT s.line_id FROM line_state s JOIN {p.name} r ON r.agent_id = s.agent_id "
+            "AND r.result_id = s.result_id")).scalars().all()
+        partitions.detach(conn, p)
+        # Cited results stay (in the default partition, whose rows retention folds one by one once uncited).
+        conn.execute(text(f"INSERT INTO results SELECT * FROM {p.name} r WHERE {_CITED}"))
+        partitions.drop(conn, p)
+        line_state.refresh(conn, orphaned)
+        log.info("retention: dropped day partition %s", p.name)
+    return folded

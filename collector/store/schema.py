@@ -4,8 +4,8 @@ Queries use these definitions. Migrations (collector/store/migrations.py) build 
 step with their own frozen DDL; tests/test_store_schema.py fails when the two drift apart.
 
 Results are keyed by (agent_id, result_id), so a re-sent result inserts nothing the second time,
-whichever collector receives it. Checks, metrics and findings hang off that key, so one batch
-needs no round trip to learn generated ids.
+whichever collector receives it. One row per result: checks, metrics and findings are inside its
+document and read through views of the old tables' shape (docs/storage.md "Result layout").
 
 The fleet registry: tenants (carriers and enterprises; an enterprise's parent is its carrier) own
 sites and lines; an agent is an enrolled identity on one line. Tenants are the isolation unit:
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Date,
     Float,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -34,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 
-from collector.store.types import UtcDateTime
+from collector.store.types import Document, UtcDateTime
 
 metadata = MetaData()
 
@@ -107,6 +106,11 @@ agents = Table(
     Index("ix_agents_line", "line_id"),
 )
 
+# One row per result (migration 13): the typed columns every query filters, sorts or joins on, and the
+# rest of the envelope as one compact document (collector/store/documents.py; JSONB on PostgreSQL).
+# On PostgreSQL the table is partitioned by day of started_at (collector/store/partitions.py), so
+# retention drops a day instead of deleting its rows, and its primary key includes started_at (a
+# partitioned table's unique keys must); SQLite keeps (agent_id, result_id).
 results = Table(
     "results", metadata,
     Column("agent_id", String(64), nullable=False),
@@ -121,8 +125,8 @@ results = Table(
     Column("verdict", String(16), nullable=False),
     Column("clock_synced", Integer),
     Column("agent_version", String(40), nullable=False),
-    Column("payload", Text, nullable=False),  # the envelope as received, for evidence and re-processing
     Column("clock_flag", String(24)),  # future / unset_clock / ends_before_start: see collector/store/timeflags.py
+    Column("doc", Document, nullable=False),  # checks, metrics, findings, clock: collector/store/documents.py
     PrimaryKeyConstraint("agent_id", "result_id"),
     Index("ix_results_line_started", "line_id", "started_at"),
     Index("ix_results_agent_seq", "agent_id", "seq"),
@@ -174,8 +178,14 @@ agent_counts = Table(
     Column("computed_at", UtcDateTime(), nullable=False),
 )
 
+# Checks, metrics and findings are VIEWS over results.doc since migration 13 (one row per check, per
+# metric, per finding, with the same columns the tables had, so readers and the Grafana panels' SQL are
+# unchanged). They live in `views`, not `metadata`: nothing creates or writes them as tables, and the
+# schema comparison (tests/test_store_schema.py) sees tables only. idx is the position in the envelope.
+views = MetaData()
+
 checks = Table(
-    "checks", metadata,
+    "checks", views,
     Column("agent_id", String(64), nullable=False),
     Column("result_id", String(36), nullable=False),
     Column("idx", Integer, nullable=False),
@@ -186,26 +196,19 @@ checks = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("duration_s", Float, nullable=False),
-    PrimaryKeyConstraint("agent_id", "result_id", "idx"),
-    ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
-                         ondelete="CASCADE"),
-    Index("ix_checks_line_kind_started", "line_id", "kind", "started_at"),
 )
 
 metrics = Table(
-    "metrics", metadata,
+    "metrics", views,
     Column("agent_id", String(64), nullable=False),
     Column("result_id", String(36), nullable=False),
     Column("idx", Integer, nullable=False),
     Column("name", String(64), nullable=False),
     Column("value", Float),  # null = not measured (never stored as 0)
-    PrimaryKeyConstraint("agent_id", "result_id", "idx", "name"),
-    ForeignKeyConstraint(["agent_id", "result_id", "idx"], ["checks.agent_id", "checks.result_id", "checks.idx"],
-                         ondelete="CASCADE"),
 )
 
 findings = Table(
-    "findings", metadata,
+    "findings", views,
     Column("agent_id", String(64), nullable=False),
     Column("result_id", String(36), nullable=False),
     Column("idx", Integer, nullable=False),
@@ -216,10 +219,6 @@ findings = Table(
     Column("check_kind", String(40)),
     Column("location", String(40)),
     Column("message", Text, nullable=False),
-    PrimaryKeyConstraint("agent_id", "result_id", "idx"),
-    ForeignKeyConstraint(["agent_id", "result_id"], ["results.agent_id", "results.result_id"],
-                         ondelete="CASCADE"),
-    Index("ix_findings_line_code", "line_id", "code", "started_at"),
 )
 
 quarantine = Table(

@@ -19,7 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import JSON, DateTime
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -53,3 +54,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return as_utc(value)
+
+
+# A result's compact document (collector/store/documents.py): JSONB on PostgreSQL (the views expand it
+# without parsing text), JSON text on SQLite (json_each reads it). Python sees a dict either way.
+Document = JSON().with_variant(JSONB(), "postgresql")

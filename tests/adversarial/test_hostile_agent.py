@@ -27,7 +27,7 @@ from collector.promises.hook import PromiseHook
 from collector.promises.model import SpeedPromise
 from collector.rules.engine import RuleEngine, RulesConfig
 from collector.service.metrics import CollectorMetrics
-from collector.store import line_state
+from collector.store import documents, line_state
 from collector.store import schema as t
 from collector.store.database import REUSED_ID, Store
 from collector.store.delivery import missing_totals, seq_gaps
@@ -360,8 +360,8 @@ def test_result_id_reused_with_other_content_is_quarantined_identical_resend_is_
     assert sorted(wire.status_of(original.result_id)[-2:]) == ["duplicate", "quarantined"]
     assert reasons(store) == [REUSED_ID] * 3
     with store.engine.connect() as conn:
-        stored = json.loads(conn.execute(select(t.results.c.payload)
-                                         .where(t.results.c.result_id == original.result_id)).scalar_one())
+        stored = documents.envelope_dict(conn.execute(select(t.results).where(
+            t.results.c.result_id == original.result_id)).mappings().one())
     assert stored["checks"][1]["metrics"]["loss_pct"] == 0.0  # the first version stands
     store.close()
 
