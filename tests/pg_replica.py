@@ -65,9 +65,17 @@ class Cluster:
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
 
-    def accepts(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+    def ready(self) -> bool:
+        """Whether it answers a query (a listening socket is not enough: 'the database system is starting up')."""
+        import psycopg
+
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                                 connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
 
     def scalar(self, sql: str, db: str = "postgres") -> object:
         engine = create_engine(self.url(db), isolation_level="AUTOCOMMIT")
@@ -104,7 +112,7 @@ class ReplicaPair:
         cluster.proc = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(cluster.data), "-p", str(cluster.port)],
             stdout=log, stderr=log, user=self.user, preexec_fn=_die_with_parent)
-        wait_for(lambda: cluster.accepts() or cluster.proc.poll() is not None, 30, f"postgres on {cluster.port}")
+        wait_for(lambda: cluster.proc.poll() is not None or cluster.ready(), 30, f"postgres on {cluster.port}")
         if cluster.proc.poll() is not None:
             raise RuntimeError(f"postgres on {cluster.port} exited: {cluster.log.read_text()[-2000:]}")
 
@@ -161,7 +169,9 @@ class ReplicaPair:
 
     def catch_up(self, timeout: float = 30) -> None:
         """Wait until the replica has replayed everything the primary has written so far."""
-        target = str(self.primary.scalar("SELECT pg_current_wal_lsn()::text"))
+        # the insert position, not pg_current_wal_lsn(): with synchronous_commit off (set above, for speed)
+        # a commit returns before its record is written out, and the write position may not cover it yet
+        target = str(self.primary.scalar("SELECT pg_current_wal_insert_lsn()::text"))
         wait_for(lambda: bool(self.replica.scalar(
             f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")), timeout, f"replay to {target}")
 

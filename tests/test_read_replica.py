@@ -330,3 +330,43 @@ def test_reads_fall_back_to_the_primary_when_the_replica_is_down(
         finally:
             pair.restart_replica()
     routing.dispose()
+
+
+@pytest.mark.postgres
+def test_every_get_route_of_the_api_and_console_reads_from_the_replica(
+        pair: ReplicaPair, primary_fleet: tuple[Fleet, str], tmp_path: Path) -> None:
+    """A GET that wrote would fail on the replica (a hot standby is read-only): every API operation and
+    console page a GET reaches runs there, and only there."""
+    from collector.promises.criterion import PromisePolicy
+    from tests.test_api_matrix import CASES, _call
+    from tests.test_console import _console_routes
+
+    fleet, replica_url = primary_fleet
+    app = _app(fleet, replica_url)
+    app.state.promises = PromisePolicy(signing_key_file=tmp_path / "signing.key")  # the acceptance report signs
+    routing = _routing(app)
+    promise_id = "acme-xuhui-1-speed"
+    pair.catch_up()
+    on_replica = 0
+    with _api(app, fleet, "a-admin") as api:
+        for (method, path), case in CASES.items():
+            if method != "GET":
+                continue
+            r, how = _served(routing, lambda p=path, c=case: _call(api, "GET", p, c.request(fleet, "own", "a-admin"),
+                                                                    {}))
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            assert set(how) <= {"replica"}, (path, how)  # /me reads nothing but the caller's credential
+            on_replica += bool(how)
+    with TestClient(app) as console:
+        assert console.post("/console/login", data={"user": "a-admin", "password": PASSWORD},
+                            follow_redirects=False).status_code == 303
+        values = {"line_id": "acme-xuhui-1", "ticket_id": fleet.tickets["acme-xuhui-1"], "promise_id": promise_id}
+        pages = sorted({p for m, p, _ in _console_routes(app) if m == "GET" and p != "/console/login"})
+        assert len(pages) >= 10
+        for page in pages:
+            r, how = _served(routing, lambda p=page: console.get(p.format(**values)))
+            assert r.status_code == 200, (page, r.status_code)
+            assert set(how) <= {"replica"}, (page, how)  # /console/account reads the caller's own account
+            on_replica += bool(how)
+    assert on_replica >= 25
+    routing.dispose()
