@@ -96,6 +96,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/results/{agent_id}/{result_id}"): Case(
         ALL, "resource", lambda f, s, u: {"raw_path": "/api/v1/results/" + result_of(f, s)}),
     ("GET", "/api/v1/agents"): Case(ALL, "list", lambda f, s, u: {"params": {"q": "bravo"} if s == "other" else {}}),
+    ("GET", "/api/v1/test-servers"): Case(ALL, "list", lambda f, s, u: {}),
     ("GET", "/api/v1/quarantine"): Case(ADMIN, "list", lambda f, s, u: {"params": {"agent_id": "bravo-gw"}
                                                                          if s == "other" else {}}),
     ("GET", "/api/v1/quarantine/{item_id}"): Case(

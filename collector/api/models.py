@@ -40,6 +40,19 @@ class LineRow(BaseModel):
     promise: str | None = Field(description="Worst current verdict among the line's promises; null if none judged")
 
 
+class TestServerRow(BaseModel):
+    target: str = Field(description="The server as the agents' results name it (backend://host:port; untrusted, "
+                                    "at most 100 characters)")
+    tests: int = Field(description="Throughput tests that measured against it")
+    busy: int = Field(description="Tests it refused: server busy")
+    busy_pct: float | None = Field(description="Refusals as a share of every test asked of it")
+    failed: int = Field(description="Other tests without a figure (unreachable, interrupted)")
+    server_limited: int = Field(description="Tests it reported serving while saturated (not judged)")
+    median_down_mbps: float | None
+    median_up_mbps: float | None
+    lines: int = Field(description="Lines that tested against it")
+
+
 class AgentRow(BaseModel):
     agent_id: str
     line_id: str

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import Connection
 
-from collector.api import queries
+from collector.api import queries, test_servers
 from collector.api.accounts import Principal
 from collector.api.deps import ALL_ROLES, allow
 from collector.api.models import (
@@ -22,6 +22,7 @@ from collector.api.models import (
     ResultFull,
     ResultRow,
     Series,
+    TestServerRow,
 )
 from collector.api.pagination import Page, PageParams, page_of, page_params
 from collector.api.scope import Scope
@@ -137,3 +138,11 @@ def agents(who: Anyone, conn: Conn, paging: Paging,
     """Agents: online/offline, last seen, sequence backlog."""
     rows, total = queries.list_agents(conn, Scope.of(conn, who), paging, status=status, q=q)
     return page_of(rows, total, paging)
+
+
+@router.get("/test-servers", response_model=list[TestServerRow], tags=["fleet"])
+def test_server_figures(who: Anyone, conn: Conn,
+                        days: Annotated[int, Query(ge=1, le=31, description="the last N days")] = 7) -> list:
+    """Per test server the caller's lines used: tests, median speeds, busy refusals, tests the server itself
+    reported saturated. An overloaded PoP shows as many refusals or saturated tests (issue 22)."""
+    return [{**vars(s), "busy_pct": s.busy_pct} for s in test_servers.per_server(conn, Scope.of(conn, who), days)]

@@ -11,6 +11,7 @@ sign-out takes the one sign-in dependency, `collector.web.auth.signed_in`.
 - pages_tickets: /tickets, /tickets/{ticket_id} and its forms
 - pages_dispatch: /dispatch (the field teams' queue) and /dispatch/{ticket_id} (a work order)
 - pages_promises: /promises
+- pages_servers: /servers (per test server figures: an overloaded PoP)
 - pages_account: /account and the caller's API tokens
 """
 
@@ -25,13 +26,15 @@ from collector.web import (
     pages_fleet,
     pages_line,
     pages_promises,
+    pages_servers,
     pages_signin,
     pages_tickets,
 )
 from collector.web.render import HERE
 
 router = APIRouter()
-for _pages in (pages_signin, pages_fleet, pages_line, pages_tickets, pages_dispatch, pages_promises, pages_account):
+for _pages in (pages_signin, pages_fleet, pages_line, pages_tickets, pages_dispatch, pages_promises, pages_account,
+               pages_servers):
     router.include_router(_pages.router)
 
 
