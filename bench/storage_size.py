@@ -28,14 +28,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import legacy_layout  # noqa: E402
 from bench.fleet_sim import HEALTHY, build_result  # noqa: E402
 from collector.store import partitions  # noqa: E402
-from collector.store.database import MIGRATIONS, Store, make_engine  # noqa: E402
+from collector.store.database import Store, make_engine  # noqa: E402
 from collector.store.database import migrate as migrate_all  # noqa: E402
 from linecheck.wire import ResultEnvelope, new_result_id  # noqa: E402
 
@@ -88,34 +89,9 @@ def store_old(url: str, envelopes: list[ResultEnvelope]) -> None:
     """Schema version 12 and the rows its ingest wrote (results + payload, checks, metrics, findings)."""
     engine = make_engine(url)
     with engine.begin() as conn:
-        if not inspect(conn).has_table("schema_version"):
-            conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"))
-            for step in MIGRATIONS[:12]:
-                step(conn)
-    received = datetime.now(UTC)
+        legacy_layout.create(conn)
     with engine.begin() as conn:
-        for i in range(0, len(envelopes), BATCH):
-            chunk = envelopes[i:i + BATCH]
-            conn.execute(text(
-                "INSERT INTO results (agent_id, result_id, seq, line_id, site_id, trigger, started_at, ended_at, "
-                "received_at, verdict, clock_synced, agent_version, payload, clock_flag) VALUES (:a, :r, :seq, :l, "
-                ":s, :tr, :st, :en, :rc, :v, :cs, :av, :p, NULL)"),
-                [{"a": e.agent_id, "r": e.result_id, "seq": e.seq, "l": e.line_id, "s": e.site_id,
-                  "tr": e.trigger.value, "st": e.started_at, "en": e.ended_at, "rc": received, "v": e.verdict.value,
-                  "cs": None if e.clock.synced is None else int(e.clock.synced), "av": e.agent_version,
-                  "p": e.model_dump_json(by_alias=True)} for e in chunk])
-            checks = [{"a": e.agent_id, "r": e.result_id, "i": i, "l": e.line_id, "st": e.started_at, "k": c.kind,
-                       "t": c.target, "s": c.status.value, "re": c.reason, "d": c.duration_s}
-                      for e in chunk for i, c in enumerate(e.checks)]
-            conn.execute(text("INSERT INTO checks VALUES (:a, :r, :i, :l, :st, :k, :t, :s, :re, :d)"), checks)
-            metrics = [{"a": e.agent_id, "r": e.result_id, "i": i, "n": n, "v": None if v is None else float(v)}
-                       for e in chunk for i, c in enumerate(e.checks) for n, v in c.metrics.items()]
-            conn.execute(text("INSERT INTO metrics VALUES (:a, :r, :i, :n, :v)"), metrics)
-            found = [{"a": e.agent_id, "r": e.result_id, "i": i, "l": e.line_id, "st": e.started_at, "c": f.code,
-                      "s": f.severity, "k": f.check, "w": f.where, "m": f.message}
-                     for e in chunk for i, f in enumerate(e.findings)]
-            if found:
-                conn.execute(text("INSERT INTO findings VALUES (:a, :r, :i, :l, :st, :c, :s, :k, :w, :m)"), found)
+        legacy_layout.write(conn, envelopes)
     engine.dispose()
 
 

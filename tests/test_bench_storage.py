@@ -1,4 +1,4 @@
-"""A tiny run of bench/storage_size.py (bytes on disk per result), so the script cannot rot."""
+"""A tiny run of bench/storage_size.py (bytes on disk per result, old layout vs new), so the script cannot rot."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ def test_storage_size_measures_both_backends(pg_url: str, tmp_path: Path, capsys
     saved.write_text(envelope("gw", "line", [link_check(), ping_check(), throughput_check(480.0, 290.0)])
                      .model_dump_json())
     assert storage_size.main(["--results", "200", "--envelope", str(saved)]) == 0
-    rows = re.findall(r"^(full check|scheduled).*?(sqlite|postgresql)\s+(\d+)\s+([\d.]+)$", capsys.readouterr().out,
-                      re.M)
-    assert [(shape, backend) for shape, backend, _, _ in rows] == [
-        ("full check", "sqlite"), ("full check", "postgresql"), ("scheduled", "sqlite"), ("scheduled", "postgresql")]
-    # Stored results take room: more than nothing, and the normalised rows cost more than the JSON alone.
-    assert all(int(disk) > 0 and float(ratio) > 1 for _, _, disk, ratio in rows)
+    rows = re.findall(r"^(full check|scheduled).*?(sqlite|postgresql)\s+(old|new)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$",
+                      capsys.readouterr().out, re.M)
+    assert [(shape, backend, layout) for shape, backend, layout, *_ in rows] == [
+        (shape, backend, layout) for shape in ("full check", "scheduled") for backend in ("sqlite", "postgresql")
+        for layout in ("old", "new")]
+    # Stored results take room; the old layout's normalised rows cost more than the JSON, the new layout less
+    # than the old one (new/old is printed against the old layout of the same run).
+    assert all(int(disk) > 0 for *_, disk, _, _ in rows)
+    assert all(float(ratio) > 1 for _, _, layout, _, ratio, _ in rows if layout == "old")
+    assert all(float(new_old) < 0.6 for _, _, layout, _, _, new_old in rows if layout == "new")

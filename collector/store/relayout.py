@@ -85,8 +85,7 @@ def copy_batch(conn: Connection, batch: int) -> tuple[int, int]:
         values["doc"] = documents.pack_dict(json.loads(row["payload"]))
         new.append(values)
     partitions.ensure_days(conn, _days(new))
-    stmt = insert_for(conn, t.results).on_conflict_do_nothing().returning(t.results.c.result_id)
-    inserted = len(conn.execute(stmt, new).all())
+    inserted = _insert(conn, new)
     keys = sorted((v["agent_id"], v["result_id"]) for v in new)
     marks = ", ".join(f"(:a{j}, :r{j})" for j in range(len(keys)))
     params = {f"a{j}": a for j, (a, _) in enumerate(keys)} | {f"r{j}": r for j, (_, r) in enumerate(keys)}
@@ -100,6 +99,12 @@ def copy_batch(conn: Connection, batch: int) -> tuple[int, int]:
         raise CopyMismatch(f"{len(keys)} rows copied, {deleted} deleted from {LEGACY_RESULTS} "
                            "(moved by another copier?)")
     return len(keys), inserted
+
+
+def _insert(conn: Connection, rows: list[dict]) -> int:  # type: ignore[type-arg]
+    """Insert what is not there yet (ingest may have stored a re-sent one); returns how many were inserted."""
+    stmt = insert_for(conn, t.results).on_conflict_do_nothing().returning(t.results.c.result_id)
+    return len(conn.execute(stmt, rows).all())
 
 
 def _parse(value: str):  # type: ignore[no-untyped-def]
