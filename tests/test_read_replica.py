@@ -370,3 +370,17 @@ def test_every_get_route_of_the_api_and_console_reads_from_the_replica(
             on_replica += bool(how)
     assert on_replica >= 25
     routing.dispose()
+
+
+@pytest.mark.postgres
+def test_read_replica_bench_runs_and_reports_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny run of bench/read_replica.py (its figures are in docs/scaling.md), so the script cannot rot."""
+    if pg_bin() is None:
+        pytest.skip(f"PostgreSQL server binaries (initdb, pg_basebackup, postgres) not found in {PG_BIN_DIRS}")
+    from bench import read_replica
+
+    assert read_replica.main(["--samples", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| read, reference | " in out and "1.00x" in out
+    served = re.search(r"routed app's connections: primary:own write not replayed (\d+), replica (\d+)", out)
+    assert served and served.groups() == ("5", "10"), out
