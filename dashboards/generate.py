@@ -157,13 +157,11 @@ def fleet_health() -> dict[str, Any]:
             WHERE $__timeFilter(f.started_at) AND {LINE_FILTER} GROUP BY 1 ORDER BY 2 DESC LIMIT 20""",
               12, 8, 12, 10),
         panel("Measured download as a share of plan (median per day, by district)", "timeseries", f"""
-            SELECT $__timeGroupAlias(c.started_at, 1d), coalesce(l.district, '(none)') AS metric,
+            SELECT $__timeGroupAlias(m.started_at, 1d), coalesce(l.district, '(none)') AS metric,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY m.value / l.plan_down_mbps) AS value
-            FROM metrics m
-            JOIN checks c ON c.agent_id = m.agent_id AND c.result_id = m.result_id AND c.idx = m.idx
-            JOIN lines l ON l.line_id = c.line_id
+            FROM metrics m JOIN lines l ON l.line_id = m.line_id
             WHERE m.name = 'down_mbps' AND m.value IS NOT NULL AND l.plan_down_mbps > 0
-              AND $__timeFilter(c.started_at) AND {LINE_FILTER}
+              AND $__timeFilter(m.started_at) AND {LINE_FILTER}
             GROUP BY 1, 2 ORDER BY 1""", 0, 18, 24, 9, unit="percentunit"),
     ])
 
@@ -196,8 +194,10 @@ def reopening_wave() -> dict[str, Any]:
         panel("What was wrong on reopening", "table", f"""
             SELECT f.code, f.location AS "where", count(DISTINCT f.line_id) AS lines
             FROM findings f JOIN results r ON r.agent_id = f.agent_id AND r.result_id = f.result_id
+              AND r.started_at = f.started_at
             LEFT JOIN lines l ON l.line_id = f.line_id
             WHERE r.trigger IN ('resume_after_idle', 'idle_watchdog') AND $__timeFilter(f.started_at)
+              AND $__timeFilter(r.started_at)
               AND {LINE_FILTER}
             GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 50""", 12, 8),
     ])
