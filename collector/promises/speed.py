@@ -173,14 +173,15 @@ def _exclusion(s: SpeedSample, value: float | None, promised: float, direction: 
         return Exclusion.IMPLAUSIBLE, (f"{value:g} Mbit/s is more than the line can carry (promised {promised:g}"
                                        + (f", WAN port {s.wan_speed_mbps:g}" if s.wan_speed_mbps else "")
                                        + "): the test did not cross this line")
+    # Before the local reasons: a saturated server bounds the figure whatever the gateway's port or CPU did.
+    if why == Exclusion.SERVER_LIMITED:
+        return Exclusion.SERVER_LIMITED, (f"the test server was saturated during the test: {value:g} Mbit/s "
+                                          "measured the server, not the line")
     if s.wan_speed_mbps is not None and s.wan_speed_mbps < promised:
         return Exclusion.WAN_PORT, (f"WAN port negotiated {s.wan_speed_mbps:g} Mbit/s, "
                                     f"below the promised {promised:g}")
     if crit.cpu_saturated_pct is not None and s.cpu_max_pct is not None and s.cpu_max_pct >= crit.cpu_saturated_pct:
         return Exclusion.CPU, f"gateway CPU at {s.cpu_max_pct:g}% during the test"
-    if why == Exclusion.SERVER_LIMITED:
-        return Exclusion.SERVER_LIMITED, (f"the test server was saturated during the test: {value:g} Mbit/s "
-                                          "measured the server, not the line")
     if why == Exclusion.UNSETTLED:
         return Exclusion.UNSETTLED, (f"the {direction}load rate had not settled when the test's cap stopped it "
                                      f"({value:g} Mbit/s is a lower bound)")
