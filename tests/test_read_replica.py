@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -34,7 +35,9 @@ from linecheck.configfile import ConfigError
 from tests.api_support import RecordingSender
 from tests.fleet_data import PASSWORD, Fleet, seed
 from tests.grafana_sql import expand
-from tests.pg_replica import PG_BIN_DIRS, ReplicaPair, pg_bin, replica_pair
+from tests.helpers import collector_config, start, stop
+from tests.mosquitto import Broker
+from tests.pg_replica import PG_BIN_DIRS, ReplicaPair, pg_bin, replica_pair, wait_for
 
 TICKETS = "/api/v1/tickets"
 
@@ -384,3 +387,36 @@ def test_read_replica_bench_runs_and_reports_ratios(capsys: pytest.CaptureFixtur
     assert "| read, reference | " in out and "1.00x" in out
     served = re.search(r"routed app's connections: primary:own write not replayed (\d+), replica (\d+)", out)
     assert served and served.groups() == ("5", "10"), out
+
+
+@pytest.mark.postgres
+@pytest.mark.broker
+def test_serve_reads_from_the_replica_named_in_its_config(
+        pair: ReplicaPair, primary_fleet: tuple[Fleet, str], broker: Broker, tmp_path: Path) -> None:
+    """`linecheck-collector serve` with `database_read:` in its config file: its API reads the replica."""
+    fleet, replica_url = primary_fleet
+    config = collector_config(tmp_path, broker.port, database=fleet.store.engine.url.render_as_string(False))
+    with config.open("a") as f:
+        f.write(f"database_read: {replica_url}\n")
+    log = tmp_path / "collector.log"
+    collector = start("collector.cli", "serve", "--config", str(config), log=log)
+    try:
+        found: list[str] = []
+
+        def listening() -> bool:
+            found[:] = re.findall(r"console at (http://127\.0\.0\.1:\d+)/", log.read_text() if log.exists() else "")
+            return bool(found) or collector.poll() is not None
+
+        wait_for(listening, 60, "the collector's HTTP server")
+        assert found, log.read_text()[-2000:]
+        ticket = fleet.tickets["acme-xuhui-1"]
+        writer, reader = (httpx.Client(base_url=found[0], headers={"Authorization": f"Bearer {fleet.tokens[u]}"},
+                                       timeout=30) for u in ("a-admin", "a-viewer"))
+        with writer, reader:
+            pair.pause_replay()
+            r = writer.post(f"{TICKETS}/{ticket}/transition", json={"to_state": "acknowledged"})
+            assert r.status_code == 200 and HEADER in r.headers, r.text
+            assert reader.get(f"{TICKETS}/{ticket}").json()["state"] == "open"  # the paused replica
+            assert writer.get(f"{TICKETS}/{ticket}").json()["state"] == "acknowledged"  # its own write
+    finally:
+        stop(collector)
