@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -315,23 +316,31 @@ def test_reads_fall_back_to_the_primary_when_the_replica_is_down(
     fleet, replica_url = primary_fleet
     app = _app(fleet, replica_url)
     routing, ticket = _routing(app), fleet.tickets["acme-xuhui-1"]
+    routing.retry_after_s = 0.2  # tried again within the outage, still said once
     with _api(app, fleet, "a-viewer") as reader:
         _, how = _served(routing, lambda: _state(reader, ticket))
         assert set(how) == {"replica"}  # a pooled replica connection now exists
         pair.replica.proc.send_signal(signal.SIGINT)  # a fast shutdown: the pooled connection dies with it
         pair.replica.proc.wait(30)
         try:
-            with caplog.at_level(logging.WARNING, logger="collector.store.replica"):
+            with caplog.at_level(logging.INFO, logger="collector.store.replica"):
                 for _ in range(3):  # the API keeps answering, from the primary
                     state, how = _served(routing, lambda: _state(reader, ticket))
                     assert (state, set(how)) == ("open", {"primary:replica down"})
+                    wait_for(lambda: time.monotonic() > routing._down_until, 5, "the retry delay")
                 assert reader.get("/healthz").status_code == 200
-            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-            assert len(warnings) == 1, warnings  # said once, not once per request
-            assert "reads from the primary: read replica" in warnings[0] and "unreachable" in warnings[0]
-            assert "127.0.0.1" in warnings[0] and str(pair.replica.port) in warnings[0]
+                warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+                assert len(warnings) == 1, warnings  # said once, not once per request or retry
+                assert "reads from the primary: read replica" in warnings[0] and "unreachable" in warnings[0]
+                assert "127.0.0.1" in warnings[0] and str(pair.replica.port) in warnings[0]
         finally:
             pair.restart_replica()
+        # Back: reads return to the replica once the retry delay is over, and that is said too.
+        with caplog.at_level(logging.INFO, logger="collector.store.replica"):
+            wait_for(lambda: set(_served(routing, lambda: _state(reader, ticket))[1]) == {"replica"}, 30,
+                     "reads from the replica again")
+        assert any("from the read replica" in r.getMessage() and r.getMessage().endswith("again")
+                   for r in caplog.records), caplog.text
     routing.dispose()
 
 

@@ -78,6 +78,7 @@ class ReadRouting:
         self.served: Counter[str] = Counter()  # "replica", "primary:<why>": how reads were served
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._down = False  # said once per outage: warning when it starts, info when the replica answers again
         self._primary_lsn = 0
         event.listen(primary, "commit", _mark_committed)
 
@@ -119,6 +120,9 @@ class ReadRouting:
             return None
         ctx.served_by = "replica"
         self.served["replica"] += 1
+        if self._down:
+            self._down = False
+            log.info("reads from the read replica %s again", masked(self.replica_url))
         return conn
 
     def _replayed(self, conn: Connection, ctx: RequestRouting) -> bool:
@@ -141,7 +145,7 @@ class ReadRouting:
 
     def _mark_down(self, exc: BaseException) -> None:
         with self._lock:
-            was_up = time.monotonic() >= self._down_until
+            was_up, self._down = not self._down, True
             self._down_until = time.monotonic() + self.retry_after_s
         self.served["primary:replica down"] += 1
         if was_up:
