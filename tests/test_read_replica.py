@@ -329,6 +329,10 @@ def test_reads_fall_back_to_the_primary_when_the_replica_is_down(
                     assert (state, set(how)) == ("open", {"primary:replica down"})
                     wait_for(lambda: time.monotonic() > routing._down_until, 5, "the retry delay")
                 assert reader.get("/healthz").status_code == 200
+                metrics = reader.get("/metrics").text
+                assert "linecheck_read_replica_up 0.0" in metrics
+                down = re.search(r'linecheck_db_reads_total\{database="primary",reason="replica down"\} (\S+)', metrics)
+                assert down and float(down.group(1)) >= 3, metrics
                 warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
                 assert len(warnings) == 1, warnings  # said once, not once per request or retry
                 assert "reads from the primary: read replica" in warnings[0] and "unreachable" in warnings[0]
@@ -341,6 +345,7 @@ def test_reads_fall_back_to_the_primary_when_the_replica_is_down(
                      "reads from the replica again")
         assert any("from the read replica" in r.getMessage() and r.getMessage().endswith("again")
                    for r in caplog.records), caplog.text
+        assert "linecheck_read_replica_up 1.0" in reader.get("/metrics").text
     routing.dispose()
 
 

@@ -31,6 +31,7 @@ from collector.api.throttle import LoginThrottle, parse_networks
 from collector.commands.desk import CommandSender
 from collector.service.metrics import CONTENT_TYPE, CollectorMetrics
 from collector.store.replica import ReadRouting
+from collector.store.replica_metrics import ReplicaGauges
 
 API_ROUTERS: list[APIRouter] = [routes_fleet.router, routes_tickets.router, routes_promises.router, routes_ops.router,
                                  routes_registry.router, routes_exports.router, routes_enrolment.router,
@@ -101,6 +102,7 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
     _declare_bearer(app)
     if read_url:
         app.add_middleware(ReadAfterWrites, routing=app.state.engine, secure_cookies=secure_cookies)
+        app.state.metrics.registry.register(ReplicaGauges(app.state.engine))
     app.add_middleware(SecurityHeaders)
     return app
 

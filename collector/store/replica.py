@@ -104,6 +104,11 @@ class ReadRouting:
         with self.connect() as conn, conn.begin():
             yield conn
 
+    @property
+    def replica_down(self) -> bool:
+        """Whether the replica is taken as down now (reads go to the primary until it answers again)."""
+        return self._down
+
     # --- the replica ------------------------------------------------------------------------
     def _replica_connection(self, ctx: RequestRouting) -> Connection | None:
         if time.monotonic() < self._down_until:
