@@ -80,7 +80,8 @@ class ReadRouting:
         self._down_until = 0.0
         self._down = False  # said once per outage: warning when it starts, info when the replica answers again
         self._primary_lsn = 0
-        event.listen(primary, "commit", _mark_committed)
+        if not event.contains(primary, "commit", _mark_committed):  # one listener however many apps share it
+            event.listen(primary, "commit", _mark_committed)
 
     # Everything the app reads off an engine besides connections (dialect, url, ...) is the primary's.
     def __getattr__(self, name: str) -> Any:
