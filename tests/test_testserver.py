@@ -213,3 +213,26 @@ def test_example_config_loads_and_bad_keys_are_named(tmp_path) -> None:
             config.load(bad)
     out = subprocess.run([sys.executable, "-m", "testserver.cli", "--max-tests", "0"], capture_output=True, text=True)
     assert out.returncode == 2 and "command line: max_tests: Input should be greater than or equal to 1" in out.stderr
+
+
+def test_download_payload_lives_in_the_page_cache_not_a_memfd(tmp_path) -> None:
+    """sendfile from page-cache pages costs less CPU per byte than from a memfd's shmem (payload.py):
+    the server's payload is an unlinked file in the temp directory; a memfd where that cannot be made."""
+    import os
+
+    from linecheck.throughput.payload import Payload
+
+    p = Payload(size=3 * 1024 * 1024 + 5, directory=str(tmp_path))
+    try:
+        link = os.readlink(f"/proc/self/fd/{p.fd}")
+        assert link.startswith(str(tmp_path)) and link.endswith("(deleted)") and not list(tmp_path.iterdir())
+        assert os.fstat(p.fd).st_size == 3 * 1024 * 1024 + 5
+    finally:
+        p.close()
+    fallback = Payload(size=1024, directory=str(tmp_path / "missing"))
+    try:
+        assert os.readlink(f"/proc/self/fd/{fallback.fd}").startswith("/memfd:")
+    finally:
+        fallback.close()
+    with ThroughputServer("127.0.0.1", 0) as srv:
+        assert not os.readlink(f"/proc/self/fd/{srv._server.payload.fd}").startswith("/memfd:")

@@ -13,18 +13,37 @@ from linecheck.throughput.protocol import PAYLOAD_BYTES
 
 
 class Payload:
-    """A read-only file descriptor holding `size` random bytes, for os.sendfile."""
+    """A read-only file descriptor holding `size` random bytes, for os.sendfile.
 
-    def __init__(self, size: int = PAYLOAD_BYTES) -> None:
+    By default a memfd. With `directory`, an unlinked file there instead (a memfd where that fails):
+    the test server's downloads ask for one, because on a disk-backed filesystem the bytes sit in the
+    page cache, and sendfile(2) from page-cache pages cost about two thirds of the CPU per byte of
+    sendfile from a memfd's shmem pages on the development machine's 6.18 kernel (4 tests on
+    loopback: 0.21 vs 0.27-0.31 CPU s/GB; docs/throughput.md). Where the directory is itself a
+    tmpfs (/tmp on many gateways) it is shmem again: no gain, no loss.
+    """
+
+    def __init__(self, size: int = PAYLOAD_BYTES, directory: str | None = None) -> None:
         self.size = size
-        try:
-            self.fd = os.memfd_create("linecheck-payload", os.MFD_CLOEXEC)
-        except (AttributeError, OSError):  # not Linux: an unlinked temporary file does the same
+        self.fd = -1
+        if directory is not None:
             import tempfile
 
-            handle, path = tempfile.mkstemp(prefix="linecheck-payload-")
-            os.unlink(path)
-            self.fd = handle
+            try:
+                handle, path = tempfile.mkstemp(prefix="linecheck-payload-", dir=directory)
+                os.unlink(path)
+                self.fd = handle
+            except OSError:
+                self.fd = -1
+        if self.fd < 0:
+            try:
+                self.fd = os.memfd_create("linecheck-payload", os.MFD_CLOEXEC)
+            except (AttributeError, OSError):  # not Linux: an unlinked temporary file does the same
+                import tempfile
+
+                handle, path = tempfile.mkstemp(prefix="linecheck-payload-")
+                os.unlink(path)
+                self.fd = handle
         chunk = os.urandom(1024 * 1024)
         for _ in range(size // len(chunk)):
             os.write(self.fd, chunk)

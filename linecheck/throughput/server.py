@@ -26,6 +26,7 @@ import hmac
 import json
 import socket
 import struct
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -319,7 +320,7 @@ class _Server(ThreadingHTTPServer):
         self.sessions = sessions or Sessions(limits)
         self.context = context  # whatever a handler subclass needs (its application object)
         self.index = index  # the page served at `/` (none: 404)
-        self.payload = Payload()
+        self.payload = Payload(directory=tempfile.gettempdir())  # page cache: cheaper to sendfile (payload.py)
         self.verbose = verbose
         self.reuse_port = reuse_port
         self.worker = 0  # which of the server's processes this is (testserver/workers.py)
