@@ -83,3 +83,24 @@ def test_a_dead_worker_is_started_again(workers: Workers) -> None:
     os.kill(first[0], signal.SIGKILL)
     wait_for(lambda: len(set(workers.pids()) - set(first)) == 1, 10, "the worker to be started again")
     assert all(get(workers, "/latency")[0] == 200 for _ in range(10))
+
+
+def test_one_process_does_without_a_shared_semaphore(monkeypatch) -> None:
+    """The gateway's LAN server is one process: where sem_open is missing (no /dev/shm) it still runs;
+    several workers cannot share limits without it, so they refuse to start."""
+    import multiprocessing
+
+    from linecheck.throughput.sessions import Sessions
+
+    class NoSemaphores:
+        def Lock(self):  # noqa: N802 - the multiprocessing context's method name
+            raise OSError(38, "Function not implemented")
+
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: NoSemaphores())
+    s = Sessions(Limits(max_tests=1))
+    s.end(s.begin("a"))
+    assert s.running() == 1
+    with pytest.raises(OSError):
+        Sessions(Limits(), workers=2)
+    monkeypatch.setattr(multiprocessing, "get_context", real)

@@ -22,8 +22,10 @@ from __future__ import annotations
 import ctypes
 import mmap
 import multiprocessing
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from linecheck.throughput.protocol import BUSY, BUSY_ERROR, TEST_ID_MAX
 
@@ -106,8 +108,14 @@ class Sessions:
         self.header = _Header.from_buffer(self._map)
         self.header.workers = workers
         self.slots = (_Slot * limits.max_tests).from_buffer(self._map, ctypes.sizeof(_Header))
-        # A POSIX semaphore in shared memory: it works between threads and between forked workers.
-        self.lock = multiprocessing.get_context("fork").Lock()
+        # A POSIX semaphore in shared memory: it works between threads and between forked workers. A
+        # single process (the gateway's LAN server) does without where sem_open is missing (no /dev/shm).
+        try:
+            self.lock: Any = multiprocessing.get_context("fork").Lock()
+        except OSError:
+            if workers > 1:
+                raise
+            self.lock = threading.Lock()
 
     # --- admission -------------------------------------------------------------------------------
     def _expire(self, now: float) -> None:
