@@ -7,6 +7,7 @@ un-acked results are delivered again to the other."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -75,18 +76,26 @@ def real_agent(tmp: Path, cluster: NatsCluster, first: int) -> AgentConfig:
                  "tls": {"ca_file": str(ident.ca), "cert_file": str(ident.cert), "key_file": str(ident.key)}}})
 
 
-def kill_mid_batch(cluster: NatsCluster, proc: subprocess.Popen[bytes], name: str) -> int:
-    """Freeze a collector at a moment it holds un-acked results, then kill -9 it; returns how many it held."""
+def kill_mid_batch(cluster: NatsCluster, proc: subprocess.Popen[bytes] | int, name: str) -> int:
+    """Freeze a collector (a process, or a worker's pid) at a moment it holds un-acked results, then kill -9 it;
+    returns how many it held."""
+    def send(sig: signal.Signals) -> None:
+        if isinstance(proc, int):
+            os.kill(proc, sig)
+        else:
+            proc.send_signal(sig)
+
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        proc.send_signal(signal.SIGSTOP)
+        send(signal.SIGSTOP)
         owned = [p for p, who in cluster.partition_owners().items() if who == name]
         unacked = sum(n for p, n in cluster.ack_pending().items() if p in owned)
         if unacked:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            send(signal.SIGKILL)
+            if not isinstance(proc, int):
+                proc.wait(10)
             return unacked
-        proc.send_signal(signal.SIGCONT)  # between batches: look again in a moment
+        send(signal.SIGCONT)  # between batches: look again in a moment
     raise TimeoutError(f"{name} never held an un-acked result")
 
 
@@ -200,3 +209,37 @@ def test_storm_through_the_cluster_node_and_collector_killed(tmp_path: Path, clu
     assert taken == set(range(cluster.partitions)), c2[-3000:]
     assert redelivered(logs["c2"]) >= unacked
     assert "Traceback" not in c2
+
+
+def test_workers_share_the_partitions_and_a_killed_workers_unacked_results_come_again(
+        tmp_path: Path, cluster: NatsCluster, pg_url: str) -> None:
+    """`serve --workers 2` (collector/ingest/pool.py): each worker is a member of the partition leases (two
+    partitions each); one frozen with un-acked results and killed -9 is restarted by the supervisor under the
+    same name and takes its partitions back; agents never re-send, so all 600 stored once proves the cluster
+    delivered the dead worker's results again."""
+    log = tmp_path / "wk.log"
+    proc = start("collector.cli", "serve", "--config", str(collector_config(tmp_path, cluster, "wk", pg_url)),
+                 "--workers", "2", log=log)
+    sim = FleetSim("127.0.0.1", 0, 60, brokers=cluster.mqtt_addresses, tls=cluster.identity(SIMULATOR_IDENTITY).tls(),
+                   receipts_wildcard=True, subscribe_qos=0, resend_after_s=600, max_inflight=None)
+    try:
+        wait_for(lambda: sorted(cluster.partition_owners().values()) == ["wk-w0", "wk-w0", "wk-w1", "wk-w1"], 90,
+                 "two partitions per worker")
+        sim.connect()
+        sim.preload(600)
+        sim.run(200)
+        wait_for(lambda: sim.receipted >= 100, 60, "the first results receipted")
+        victim = int(re.findall(r"ingest worker 1 started \(pid (\d+)", log.read_text())[-1])
+        unacked = kill_mid_batch(cluster, victim, "wk-w1")
+        wait_for(lambda: f"ingest worker 1 (pid {victim}) died" in log.read_text(), 30, "the supervisor to notice")
+        assert sim.wait_receipts(120), f"results lost with the worker: {sim.counts()}"
+        wait_for(lambda: len(re.findall(r"ingest worker 1 started", log.read_text())) == 2, 10, "worker 1 restarted")
+    finally:
+        sim.close()
+        stop(proc)
+    assert sim.counts()["resent"] == 0
+    assert stored_rows(pg_url) == (600, 600)
+    assert unacked > 0
+    text_ = log.read_text()
+    assert "killed by SIGKILL" in text_ and "Traceback" not in text_, text_[-3000:]
+    assert proc.returncode == 0  # SIGTERM (stop()) ends the supervisor and its workers cleanly
