@@ -58,9 +58,12 @@ def test_the_engine_starts_with_the_streams_the_plans_bdp_needs(monkeypatch) -> 
     opts = EngineOptions(host="h", plan_down_bps=1e9, plan_up_bps=100e6)
     ctl, sized = _sized(opts, "down", 0.050)  # 12.5 MB / 0.5 MiB -> 24, capped at 16
     assert ctl.streams == 16 and sized is not None and sized.buffer_bytes is not None
+    assert ctl.settings.max_streams == 16
     assert ctl.rtt_s == 0.050 and ctl.stream_target is not None and ctl.stream_target(1e9) == 24
     ctl, sized = _sized(opts, "up", 0.050)  # 100 Mbit/s: 1.25 MB -> 3, the ramp's 4 start
     assert ctl.streams == 4 and sized is not None and sized.buffer_bytes is None
+    assert ctl.settings.max_streams == 8  # at most twice what the BDP needs: more only overflow the queue together
+    assert ctl.enough_bps == pytest.approx(100e6 * 1448 / 1514 * 0.9)
     ctl, sized = _sized(EngineOptions(host="h"), "down", 0.050)  # no plan: the ramp's default, RTT kept
     assert ctl.streams == RampSettings().start_streams and sized is None and ctl.rtt_s == 0.050
 
@@ -89,6 +92,16 @@ def test_a_step_adds_the_streams_the_estimated_bdp_asks_for() -> None:
     assert added[0] == 5  # to 9 at once, not 4 more
     plain = Controller(RampSettings(start_streams=4, step_streams=4, max_streams=16))
     assert feed(plain, lambda _i, n: min(n * 335e6, 2.5e9), 100)[0] == 4
+
+
+def test_streams_sized_from_the_plan_are_not_added_to_once_they_carry_it() -> None:
+    """100 Mbit/s at 20 ms: 4 streams carry 95.6 Mbit/s; the 0.1 s rates swing +-10 % at this RTT, which
+    read as growth and took the ramp to 12 streams, whose overflows then cost 15-35 % retransmissions."""
+    swing = [95.6e6 * (1.1 if i % 6 < 3 else 0.9) for i in range(400)]
+    sized = Controller(RampSettings(start_streams=4, max_streams=16), rtt_s=0.02, enough_bps=95.6e6 * 0.9)
+    assert feed(sized, lambda i, _n: swing[i], 300) == [] and sized.streams == 4
+    unsized = Controller(RampSettings(start_streams=4, max_streams=16), rtt_s=0.02)
+    assert feed(unsized, lambda i, _n: swing[i], 300) != []
 
 
 def test_settling_and_the_shortest_measurement_grow_with_the_round_trip() -> None:
@@ -161,3 +174,20 @@ def test_buffer_sizes_are_forced_only_with_the_privilege() -> None:
             assert got < 8 * MiB  # left alone: autotuning keeps it
     finally:
         sock.close()
+
+
+def test_a_stall_at_the_windows_start_does_not_inflate_the_rate() -> None:
+    """95.6 Mbit/s through the window, but the first sample caught 1.1 MB held behind a hole (the receiver
+    had them out of order; they count once the hole is repaired). From the endpoints: +3 % over 3 s.
+    The slope over every sample: +0.6 %."""
+    ctl = Controller(RampSettings(start_streams=4, max_streams=4))
+    rate = 95.6e6 / 8
+    ctl.feed(0.0, 0)
+    for i in range(1, 41):
+        t = i * 0.1
+        held = 1_100_000 if i == 10 else 0  # the sample where measurement begins sits in a stall
+        ctl.feed(t, int(rate * t) - held)
+    ctl.measure_start, ctl.phase = 10, Phase.MEASURE
+    endpoints = (ctl._bytes[-1] - ctl._bytes[10]) * 8 / (ctl._times[-1] - ctl._times[10])
+    assert endpoints > 95.6e6 * 1.025
+    assert ctl.rate_bps() == pytest.approx(95.6e6, rel=0.01)

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-measure-s", type=float, default=1.0, help="shortest measurement after the ramp")
     p.add_argument("--max-streams", type=int, default=16)
     p.add_argument("--token")
+    p.add_argument("--stamp-port", type=int, default=862, help="the server's STAMP reflector (loss probes; 0: none)")
     p.add_argument("--plan-mbps", help="the line's plan, DOWN[/UP] Mbit/s: streams and buffers from its BDP")
     a = p.parse_args(argv)
     directions = tuple(a.directions.split(","))
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(directions=directions, max_bytes=a.max_bytes, max_direction_s=a.max_s,
                         wan_interface=a.wan_interface, token=a.token,
                         ramp=RampSettings(min_measure_s=a.min_measure_s, max_streams=a.max_streams),
-                        plan_down_mbps=plan[0], plan_up_mbps=plan[1])
+                        plan_down_mbps=plan[0], plan_up_mbps=plan[1], stamp_port=a.stamp_port or None)
     try:
         r = measure(a.server, settings)
     except MeasurementFailed as exc:

@@ -20,6 +20,7 @@ from agent.throughput.errors import BackendError
 from agent.throughput.ramp import RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, wan_sample
+from linecheck import stamp
 from linecheck.throughput import protocol
 
 BACKENDS = ("linecheck", "speedtest", "iperf3")
@@ -71,6 +72,7 @@ class Settings:
     ramp: RampSettings = field(default_factory=RampSettings)
     plan_down_mbps: float | None = None  # the line's plan: our engine sizes streams and buffers from its BDP
     plan_up_mbps: float | None = None
+    stamp_port: int | None = stamp.DEFAULT_PORT  # the server's STAMP reflector: loss idle and under load
 
 
 def measure(server: str, settings: Settings) -> ThroughputResult:
@@ -82,7 +84,8 @@ def measure(server: str, settings: Settings) -> ThroughputResult:
             max_bytes=settings.max_bytes, max_direction_s=settings.max_direction_s,
             wan_interface=settings.wan_interface, max_cross_share=settings.max_cross_share, ramp=settings.ramp,
             plan_down_bps=settings.plan_down_mbps * 1e6 if settings.plan_down_mbps else None,
-            plan_up_bps=settings.plan_up_mbps * 1e6 if settings.plan_up_mbps else None))
+            plan_up_bps=settings.plan_up_mbps * 1e6 if settings.plan_up_mbps else None,
+            stamp_port=settings.stamp_port))
     return _measure_external(spec, settings)
 
 

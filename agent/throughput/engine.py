@@ -23,6 +23,7 @@ from agent.netinfo import carrier_up
 from agent.throughput.errors import MeasurementFailed
 from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput import sizing
+from agent.throughput.lossprobe import LossProber, idle_loss
 from agent.throughput.ramp import Controller, Phase, RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, WanSample, wan_sample
@@ -36,10 +37,12 @@ from agent.throughput.streams import (
     read_head,
     read_small_body,
 )
+from linecheck import stamp
 from linecheck.throughput import protocol as p
 from linecheck.throughput.payload import Payload
 
 ADMIT_TIMEOUT_S = 10.0  # the admission answer, start to end
+PLAN_GOODPUT = 1448 / 1514  # TCP payload of a full Ethernet frame: what a plan's rate carries at most
 
 
 @dataclass
@@ -56,6 +59,7 @@ class EngineOptions:
     ramp: RampSettings = field(default_factory=RampSettings)
     plan_down_bps: float | None = None  # the line's plan: with the idle RTT, the BDP (sizing.py)
     plan_up_bps: float | None = None
+    stamp_port: int | None = stamp.DEFAULT_PORT  # the server's STAMP reflector: loss under load (None: not measured)
 
 
 @dataclass
@@ -73,6 +77,8 @@ class DirectionOutcome:
     sizing: str | None = None  # the BDP and what it chose (sizing.Sizing.describe)
     retrans_pct: float | None = None  # upload: retransmitted share of the bytes sent in the window
     own_sent_bps: float | None = None  # upload: what the streams put on the wire, resent bytes included
+    loss_pct: float | None = None  # STAMP probes lost while this direction loaded the line (lossprobe.py)
+    loss_why: str | None = None  # why loss_pct is None
 
 
 def _sized(opts: EngineOptions, direction: str, rtt_s: float | None) -> tuple[Controller, sizing.Sizing | None]:
@@ -82,9 +88,16 @@ def _sized(opts: EngineOptions, direction: str, rtt_s: float | None) -> tuple[Co
     limit = sizing.autotune_limit(direction)
     plan = opts.plan_down_bps if direction == "down" else opts.plan_up_bps
     sized = sizing.choose(plan, rtt_s, limit, s.start_streams, s.max_streams)
-    settings = s if sized is None else RampSettings(**{**s.__dict__, "start_streams": sized.streams})
+    # With the plan's BDP known, the ramp may at most double the streams it needs: more streams than the
+    # line needs overflow its queue together (BBR's start-up, and loss-based senders' probing), and the
+    # loss bursts that follow each step made the window's edges read high (100 Mbit/s at 20 ms RTT with 12
+    # streams: 96.9 Mbit/s of goodput where 95.6 is the most the rate carries; 4 streams: 95.55, no drops).
+    settings = s if sized is None else RampSettings(**{**s.__dict__, "start_streams": sized.streams,
+                                                       "max_streams": min(s.max_streams, 2 * sized.streams)})
     target = None if not rtt_s else (lambda bps: sizing.streams_for(bps, rtt_s, limit))
-    return Controller(settings, rtt_s=rtt_s or 0.0, stream_target=target), sized
+    # Within 10 % of the plan's goodput (1448 of each 1514-byte frame) the streams carry the plan: stop adding.
+    enough = plan * PLAN_GOODPUT * 0.9 if sized is not None and plan else None
+    return Controller(settings, rtt_s=rtt_s or 0.0, stream_target=target, enough_bps=enough), sized
 
 
 def admit(opts: EngineOptions, test_id: str) -> None:
@@ -131,11 +144,14 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
         return sum(s.sent for s in ups), sum(s.retrans for s in ups)
 
     prober = Prober(opts.host, opts.port)
+    lossprober = LossProber(opts.host, opts.stamp_port) if opts.stamp_port else None
     wan: list[WanSample | None] = []
     sends: list[tuple[int, int]] = []  # per sample, as wan
     started = time.monotonic()
     spawn(ctl.streams)
     prober.start()
+    if lossprober is not None:
+        lossprober.start()
     ctl.feed(started, 0)
     wan.append(wan_sample(opts.wan_interface, started))
     sends.append((0, 0))
@@ -178,11 +194,14 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
         for s in streams:
             s.halt()
         prober.stop()
+        if lossprober is not None:
+            lossprober.stop()  # waits for the replies still queued behind the test's last bytes
         for s in streams:
             s.join(5)
     idx = ctl.window_indices()
     rtts: list[float] = []
-    wan_bps = retrans_pct = own_sent_bps = None
+    wan_bps = retrans_pct = own_sent_bps = loss = None
+    loss_why: str | None = "not measured (no STAMP port)" if lossprober is None else None
     if interrupted is not None:
         return DirectionOutcome(rate_bps=None, bytes_used=total, streams=len(streams),
                                 duration_s=round(time.monotonic() - started, 3), stop_reason="interrupted",
@@ -192,6 +211,8 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
         a, b = idx
         t0, t1 = ctl.sample_time(a), ctl.sample_time(b)
         rtts = prober.between(t0, t1)
+        if lossprober is not None:
+            loss, _, loss_why = lossprober.loss_pct(t0, t1)
         wa, wb = wan[a], wan[b]
         if wa is not None and wb is not None and t1 > t0:
             down, up = wb.payload_since(wa)
@@ -204,7 +225,7 @@ def run_direction(opts: EngineOptions, direction: str, test_id: str, byte_cap: i
                             duration_s=round(time.monotonic() - started, 3), stop_reason=ctl.stop_reason or "stopped",
                             ramp_complete=ctl.ramp_complete, loaded_rtts=rtts, wan_payload_bps=wan_bps,
                             settled=ctl.settled(), sizing=sized.describe() if sized else None,
-                            retrans_pct=retrans_pct, own_sent_bps=own_sent_bps)
+                            retrans_pct=retrans_pct, own_sent_bps=own_sent_bps, loss_pct=loss, loss_why=loss_why)
 
 
 def capacity_bps(wan_bps: float, rate_bps: float, own_sent_bps: float | None) -> float:
@@ -241,6 +262,11 @@ def measure(opts: EngineOptions) -> ThroughputResult:
     idle = idle_latency(opts.host, opts.port)
     med_idle = median(idle)
     m["latency_idle_ms"] = round(med_idle, 3) if med_idle is not None else None
+    if opts.stamp_port:
+        lost, _, why = idle_loss(opts.host, opts.stamp_port)
+        m["loss_idle_pct"] = round(lost, 2) if lost is not None else None
+        if why:
+            result.notes.append(f"loss probes: {why}")
     admit(opts, test_id)
     payload = Payload() if "up" in opts.directions else None
     loaded: list[float] = []
@@ -270,6 +296,7 @@ def measure(opts: EngineOptions) -> ThroughputResult:
             med = median(out.loaded_rtts)
             m[f"latency_loaded_{direction}_ms"] = round(med, 3) if med is not None else None
             loaded += out.loaded_rtts
+            m[f"loss_loaded_{direction}_pct"] = round(out.loss_pct, 2) if out.loss_pct is not None else None
             if direction == "up":
                 m["retrans_up_pct"] = round(out.retrans_pct, 3) if out.retrans_pct is not None else None
             if out.wan_payload_bps is not None and rate is not None:

@@ -8,7 +8,7 @@ Fed one cumulative byte count per interval, the controller
    responsiveness draft's criterion), after at least `min_measure_s` of measurement, and the
    moving average has not drifted by more than `stable_cv` since the measurement began (the
    draft's 1 s intervals hide a slow climb; our 0.1 s intervals need this second test).
-The reported rate is bytes over the whole measurement window, not one interval's figure.
+The reported rate is the slope of the byte count over the whole measurement window, not one interval's figure.
 
 At real round-trip times (docs/throughput.md, "At real round-trip times") three things follow the
 idle RTT the engine measured before the test (`rtt_s`): new streams get `SETTLE_RTTS` round trips
@@ -69,6 +69,7 @@ class Controller:
     rtt_s: float = 0.0  # the idle round trip: scales the settling and the shortest measurement
     stream_target: Callable[[float], int] | None = None  # bit/s -> streams that rate needs (sizing.py)
     restarts: int = 0  # times the measurement restarted past a climb
+    enough_bps: float | None = None  # the plan's goodput reached: the streams carry it, more would only add loss
 
     def __post_init__(self) -> None:
         self.streams = self.settings.start_streams
@@ -98,6 +99,8 @@ class Controller:
             if ma is None or self._since_add < self.settle_intervals():
                 return 0
             grew = self._rate_before_add is None or ma > self._rate_before_add * (1 + s.growth)
+            if self.enough_bps is not None and ma >= self.enough_bps:
+                grew = False  # sized from the plan's BDP and carrying it: a rate swinging at RTT is not growth
             if grew and self.streams < s.max_streams:
                 # The next step's rate is not known yet: ask for the streams this rate plus one more
                 # growth step would need, at least `step_streams`.
@@ -178,12 +181,25 @@ class Controller:
         return self.measure_start is not None
 
     def rate_bps(self) -> float | None:
+        """The rate over the measurement window: the least-squares slope of the byte count over time.
+
+        Not (last - first) / time: the count is what arrived in order (download) or what the receiver
+        holds (upload), and while a stream repairs a loss its count stands still and then jumps. A window
+        whose first sample fell in such a stall (most likely right after the ramp's last step, whose new
+        streams overflow the queue together) read high by the stalled bytes: 96.9 Mbit/s of goodput at
+        20 ms RTT through a 100 Mbit/s cap that carries 95.6. Fitted over every sample, one stalled sample
+        weighs about 6/n of what it weighed as an endpoint."""
         idx = self.window_indices()
         if idx is None:
             return None
         a, b = idx
-        dt = self._times[b] - self._times[a]
-        return (self._bytes[b] - self._bytes[a]) * 8 / dt if dt > 0 else None
+        ts, bs = self._times[a:b + 1], self._bytes[a:b + 1]
+        if len(ts) < 3:
+            dt = ts[-1] - ts[0]
+            return (bs[-1] - bs[0]) * 8 / dt if dt > 0 else None
+        mt, mb = statistics.fmean(ts), statistics.fmean(bs)
+        var = sum((t - mt) ** 2 for t in ts)
+        return sum((t - mt) * (x - mb) for t, x in zip(ts, bs, strict=True)) / var * 8 if var > 0 else None
 
     def sample_time(self, i: int) -> float:
         return self._times[i]

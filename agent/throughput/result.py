@@ -14,6 +14,7 @@ METRICS = (
     "streams_down_count", "streams_up_count", "bytes_down_bytes", "bytes_up_bytes",
     "duration_down_s", "duration_up_s", "stable_down_flag", "stable_up_flag", "cpu_max_pct",
     "interrupted_down_flag", "interrupted_up_flag", "server_limited_flag", "retrans_up_pct",
+    "loss_idle_pct", "loss_loaded_down_pct", "loss_loaded_up_pct",
 )
 
 
