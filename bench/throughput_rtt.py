@@ -172,7 +172,8 @@ def main() -> int:
         below = [r for r in measured if r[1] < TARGET]  # type: ignore[operator]
         unsettled = [r for r in ratios if r[2] != "stable" and r[2] != "settled@cap"]
         print(f"target ours/iperf3 >= {TARGET} in every cell: worst {worst[1]:.3f} ({worst[0]}), "
-              f"{len(below)} of {len(ratios)} cells below -> {'met' if not below and len(measured) == len(ratios) else 'NOT met'}")
+              f"{len(below)} of {len(ratios)} cells below -> "
+              f"{'met' if not below and len(measured) == len(ratios) else 'NOT met'}")
         print(f"target every cell settled: {len(ratios) - len(unsettled)} of {len(ratios)} -> "
               f"{'met' if not unsettled else 'NOT met'}"
               + ("" if not unsettled else f" ({'; '.join(u[0] for u in unsettled)})"))

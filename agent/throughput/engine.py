@@ -20,10 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 
 from agent.netinfo import carrier_up
-from agent.throughput.errors import MeasurementFailed
-from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput import sizing
+from agent.throughput.errors import MeasurementFailed
 from agent.throughput.lossprobe import LossProber, idle_loss
+from agent.throughput.probes import Prober, idle_latency, median, trimmed_mean
 from agent.throughput.ramp import Controller, Phase, RampSettings
 from agent.throughput.result import ThroughputResult, mbps
 from agent.throughput.sampler import CpuMeter, WanSample, wan_sample

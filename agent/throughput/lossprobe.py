@@ -118,7 +118,8 @@ class LossProber(threading.Thread):
         return 100.0 * lost / len(seqs), len(seqs), None
 
 
-def idle_loss(host: str, port: int, seconds: float = 1.0, interval_s: float = 0.005) -> tuple[float | None, int, str | None]:
+def idle_loss(host: str, port: int, seconds: float = 1.0,
+              interval_s: float = 0.005) -> tuple[float | None, int, str | None]:
     """Loss of the same probes on the idle line, just before the test: 200 in a second, so that a line
     losing 1 % of frames each way (2 % of round trips) loses none of them only 1.8 % of the time."""
     prober = LossProber(host, port, interval_s)
