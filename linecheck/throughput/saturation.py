@@ -46,36 +46,46 @@ def usable_cores(workers: int) -> int:
 
 
 def sample(sessions: Sessions, now: float, force: bool = False) -> int:
-    """Take one sample if one is due, or now with `force` (a test's report: its last moments count too);
-    the caller holds no lock. Returns the saturation flags then (0: not full)."""
+    """Take one sample if one is due, or look now with `force` (a test's report: its last moments count
+    too); the caller holds no lock. Returns the saturation flags then (0: not full).
+
+    A forced look is not kept in the ring and is measured over at least INTERVAL_S: anyone may ask
+    GET /status?test=..., and asking many times a millisecond apart must neither push the history
+    out nor turn one 1 MiB step into a momentary "full link" that marks every running test."""
     h = sessions.header
     with sessions.lock:
         last = h.ring[(h.samples - 1) % RING] if h.samples else None
-        if last is not None and (now - last.at < INTERVAL_S * 0.9 and not force or now <= last.at):
+        due = last is None or now - last.at >= INTERVAL_S * 0.9
+        if not due and not force:
             return int(h.saturated)
         cpu_s = sum(h.worker_cpu_s[i] for i in range(max(1, h.workers)))
-        cur = h.ring[h.samples % RING]
-        cur.at, cur.sent, cur.received, cur.cpu_s = now, h.sent, h.received, cpu_s
-        h.samples += 1
-        # The oldest sample still within the window (at least one interval back).
+        sent, received = int(h.sent), int(h.received)
+        # The newest sample at least WINDOW_S old, else the oldest at least INTERVAL_S old.
         base = None
-        for back in range(1, min(int(h.samples), RING)):
+        for back in range(min(int(h.samples), RING)):
             s = h.ring[(h.samples - 1 - back) % RING]
-            base = s
-            if now - s.at >= WINDOW_S:
-                break
+            if now - s.at >= INTERVAL_S:
+                base = s
+                if now - s.at >= WINDOW_S:
+                    break
+        if due:
+            cur = h.ring[h.samples % RING]
+            cur.at, cur.sent, cur.received, cur.cpu_s = now, sent, received, cpu_s
+            h.samples += 1
+        if base is None:
+            return int(h.saturated)
+        span = now - base.at
+        out_bps = (sent - base.sent) * 8 / span
+        in_bps = (received - base.received) * 8 / span
+        cpu_share = (cpu_s - base.cpu_s) / span / usable_cores(int(h.workers))
         flags = 0
-        if base is not None and now > base.at:
-            span = now - base.at
-            h.out_bps = (cur.sent - base.sent) * 8 / span
-            h.in_bps = (cur.received - base.received) * 8 / span
-            h.cpu_share = (cur.cpu_s - base.cpu_s) / span / usable_cores(int(h.workers))
-            cap = sessions.limits.capacity_mbps
-            if cap and max(h.out_bps, h.in_bps) >= FULL_SHARE * cap * 1e6:
-                flags |= LINK
-            if h.cpu_share >= FULL_SHARE:
-                flags |= CPU
-        h.saturated = flags
+        cap = sessions.limits.capacity_mbps
+        if cap and max(out_bps, in_bps) >= FULL_SHARE * cap * 1e6:
+            flags |= LINK
+        if cpu_share >= FULL_SHARE:
+            flags |= CPU
+        if due:
+            h.out_bps, h.in_bps, h.cpu_share, h.saturated = out_bps, in_bps, cpu_share, flags
         if flags:
             for slot in sessions.slots:  # every admitted test not yet idled out: it may be between requests
                 if slot.used:
