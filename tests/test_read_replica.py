@@ -73,6 +73,17 @@ def test_recent_writes_keeps_the_newest_position_of_a_bounded_number_of_callers(
     assert recent.get("a") == 0 and recent.get("c") == 1  # the least recent caller dropped
 
 
+def test_the_cookie_is_http_only_and_secure_when_the_console_is_served_over_https() -> None:
+    from collector.api.read_after import ReadAfterWrites
+
+    for secure in (False, True):
+        answer = dict(ReadAfterWrites(None, routing=None, secure_cookies=secure)._answer("t"))  # type: ignore[arg-type]
+        cookie = answer[b"set-cookie"].decode()
+        assert cookie.startswith(f"{COOKIE}=t;") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert ("; Secure" in cookie) is secure
+        assert answer[HEADER.encode()] == b"t"
+
+
 @pytest.mark.parametrize(("body", "expected"), [
     ("database: sqlite:///x.db\ndatabase_read: postgresql://r@replica/db\n",
      "database_read: a read replica needs `database:` on PostgreSQL"),
