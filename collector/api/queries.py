@@ -198,7 +198,8 @@ def line_series(conn: Connection, line_id: str, names: list[str], since: datetim
     """Metric values of one line over time, oldest first: {name: [(started_at, value), ...]}."""
     c, m = t.checks.c, t.metrics.c
     stmt = (select(c.started_at, m.name, m.value)
-            .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx))
+            .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx,
+                                  m.started_at == c.started_at))
             .where(c.line_id == line_id, c.started_at >= since, m.name.in_(names))
             .order_by(c.started_at).limit(MAX_POINTS))
     series: dict[str, list[tuple]] = {n: [] for n in names}
@@ -263,7 +264,8 @@ def add_delivery(conn: Connection, views: list[dict[str, Any]]) -> None:
     backlog = dict(conn.execute(
         select(c.agent_id, m.value)
         .join(latest, and_(latest.c.agent_id == c.agent_id, latest.c.result_id == c.result_id))
-        .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx))
+        .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx,
+                              m.started_at == c.started_at))
         .where(c.kind == "agent", m.name == "spool_backlog_count")).all())
     for v in views:
         v["missing"] = int(missing.get(v["agent_id"]) or 0)

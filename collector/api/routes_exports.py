@@ -88,7 +88,8 @@ def results_csv(who: Anyone, request: Request,
     since = datetime.now(UTC) - timedelta(days=days)
     stmt = (select(c.started_at, c.line_id, c.agent_id, c.result_id, c.kind, c.target, c.status,
                    m.name.label("metric"), m.value)
-            .join(t.metrics, (m.agent_id == c.agent_id) & (m.result_id == c.result_id) & (m.idx == c.idx))
+            .join(t.metrics, (m.agent_id == c.agent_id) & (m.result_id == c.result_id) & (m.idx == c.idx)
+                  & (m.started_at == c.started_at))
             .where(c.started_at >= since, scope.lines_clause(c.line_id)))
     if line_id:
         stmt = stmt.where(c.line_id == line_id)

@@ -111,7 +111,7 @@ def _check_metrics(conn: Connection, line_ids: list[str], kinds: Sequence[str], 
     stmt = (select(c.c.agent_id, c.c.result_id, c.c.idx, c.c.line_id, c.c.kind, c.c.target, c.c.status,
                    c.c.reason, c.c.started_at, m.c.name, m.c.value)
             .select_from(c.outerjoin(m, and_(m.c.agent_id == c.c.agent_id, m.c.result_id == c.c.result_id,
-                                             m.c.idx == c.c.idx)))
+                                             m.c.idx == c.c.idx, m.c.started_at == c.c.started_at)))
             .where(c.c.line_id.in_(line_ids), c.c.kind.in_(list(kinds)), c.c.started_at >= since,
                    c.c.started_at <= until))
     checks: dict[tuple[str, str, int], dict[str, Any]] = {}

@@ -108,7 +108,7 @@ def stored_outages(conn: Connection, line_id: str, since: datetime) -> list[Stor
     rows = conn.execute(
         select(c.c.agent_id, c.c.result_id, c.c.idx, c.c.target, m.c.name, m.c.value)
         .select_from(c.join(m, and_(m.c.agent_id == c.c.agent_id, m.c.result_id == c.c.result_id,
-                                    m.c.idx == c.c.idx)))
+                                    m.c.idx == c.c.idx, m.c.started_at == c.c.started_at)))
         .where(c.c.line_id == line_id, c.c.kind == "outage", c.c.started_at >= since - timedelta(days=1),
                m.c.name.in_(("started_unix_s", "duration_s"))))
     found: dict[tuple[str, str, int], dict[str, object]] = {}

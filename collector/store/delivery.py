@@ -167,7 +167,7 @@ def agent_delivery(engine: Engine, agent_id: str) -> AgentDelivery | None:
             rows = conn.execute(
                 select(t.metrics.c.name, t.metrics.c.value).select_from(t.metrics.join(t.checks, and_(
                     t.metrics.c.agent_id == t.checks.c.agent_id, t.metrics.c.result_id == t.checks.c.result_id,
-                    t.metrics.c.idx == t.checks.c.idx)))
+                    t.metrics.c.idx == t.checks.c.idx, t.metrics.c.started_at == t.checks.c.started_at)))
                 .where(t.checks.c.agent_id == agent_id, t.checks.c.result_id == latest, t.checks.c.kind == "agent"))
             reported = {name: value for name, value in rows}
 

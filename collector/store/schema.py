@@ -130,7 +130,7 @@ results = Table(
     PrimaryKeyConstraint("agent_id", "result_id"),
     Index("ix_results_line_started", "line_id", "started_at"),
     Index("ix_results_agent_seq", "agent_id", "seq"),
-    Index("ix_results_received", "received_at"),
+    Index("ix_results_received", "received_at", postgresql_using="brin"),  # received_at follows insert order
 )
 
 # One row per line the collector knows: every registered line (tenant and district copied from the
@@ -205,6 +205,10 @@ metrics = Table(
     Column("idx", Integer, nullable=False),
     Column("name", String(64), nullable=False),
     Column("value", Float),  # null = not measured (never stored as 0)
+    # The result's line and start, so a query needs no join to checks for them (and a join to checks
+    # includes started_at: the day partition of the other side, docs/storage.md "Result layout").
+    Column("line_id", String(64), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
 )
 
 findings = Table(
