@@ -65,11 +65,13 @@ def test_views_hold_the_rows_the_old_tables_held(db_url: str) -> None:
             found = {tuple(r) for r in conn.execute(select(f.result_id, f.idx, f.line_id, f.code, f.severity,
                                                            f.check_kind, f.location, f.message))}
             times = set(conn.execute(select(c.started_at).where(c.result_id == sent[1].result_id)).scalars())
+            placed = set(conn.execute(select(m.result_id, m.line_id, m.started_at)).all())
         want = [_expected_rows(e) for e in sent]
         assert checks == want[0][0] | want[1][0]
         assert metrics == want[0][1] | want[1][1]  # an unmeasured value stays null, never 0
         assert found == want[0][2] | want[1][2]
         assert times == {sent[1].started_at}
+        assert placed == {(e.result_id, e.line_id, e.started_at) for e in sent}  # metrics carry line and start
     finally:
         store.close()
 
