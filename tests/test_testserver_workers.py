@@ -104,3 +104,51 @@ def test_one_process_does_without_a_shared_semaphore(monkeypatch) -> None:
     with pytest.raises(OSError):
         Sessions(Limits(), workers=2)
     monkeypatch.setattr(multiprocessing, "get_context", real)
+
+
+def test_cli_runs_the_workers_and_names_a_bad_setting() -> None:
+    import subprocess
+    import sys
+
+    for flag, value, said in (("--workers", "0", "workers: Input should be greater than or equal to 1"),
+                              ("--capacity-mbps", "-5", "capacity_mbps: Input should be greater than 0")):
+        bad = subprocess.run([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0", flag, value],
+                             capture_output=True, text=True)
+        assert bad.returncode == 2 and said in bad.stderr, bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0", "--no-stamp",
+                             "--workers", "2", "--capacity-mbps", "1000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "(2 workers;" in line, line
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/status")
+        status = json.loads(conn.getresponse().read())
+        assert status["workers"] == 2 and status["limits"]["capacity_mbps"] == 1000
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_workers_end_with_a_killed_supervisor() -> None:
+    """A SIGKILLed supervisor (a lab's teardown kills its processes) must not leave workers serving as orphans."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-m", "testserver.cli", "--listen", "127.0.0.1:0", "--no-stamp",
+                             "--workers", "2"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and "http listening" in proc.stdout.readline()
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2
+    proc.kill()
+    proc.wait(5)
+
+    def gone(pid: str) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+        except OSError:
+            return True
+
+    wait_for(lambda: all(gone(p) for p in children), 10, "the workers to end with their supervisor")

@@ -35,10 +35,22 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _die_with(parent: int) -> None:
+    """Exit when the supervisor does, however it ends: a SIGKILLed supervisor (a test's teardown, the OOM
+    killer) had left its workers serving the port as orphans."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
 def _worker_main(host: str, port: int, limits: Limits, sessions: Sessions, worker: int, verbose: bool,
-                 ready: Any) -> None:
+                 ready: Any, parent: int) -> None:
     from testserver.http import ThroughputServer
 
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us with SIGTERM
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -81,7 +93,8 @@ class Workers:
     def _spawn(self, worker: int) -> None:
         ready = _ctx.Event()
         proc = _ctx.Process(target=_worker_main, name=f"linecheck-testserver-{worker}", daemon=True,
-                            args=(self.host, self.port, self.limits, self.sessions, worker, self.verbose, ready))
+                            args=(self.host, self.port, self.limits, self.sessions, worker, self.verbose, ready,
+                                  os.getpid()))
         proc.start()
         if not ready.wait(30):
             proc.kill()
