@@ -19,6 +19,7 @@ from collector.store.migrations import LEGACY_RESULTS
 from collector.tickets import lifecycle as tickets
 from linecheck.wire import CheckResult, ClockState, Finding, ResultEnvelope, Status
 from tests.factory import BASE, envelope, finding, link_check, ping_check, throughput_check
+from tests.test_store_retention import expiring_results
 
 
 def _odd_envelope() -> ResultEnvelope:
@@ -85,12 +86,7 @@ def _retention_scenario(url: str) -> tuple[set, set, int]:  # type: ignore[type-
     """Two expired days (one result cited by a ticket) and a recent one; returns (daily rows, results left, folded)."""
     store = Store(url)
     try:
-        day1 = [envelope("gw", "l-1", [link_check(), ping_check(0.0, 4.0)], started_at=BASE + timedelta(hours=h))
-                for h in (1, 2)]
-        down = envelope("gw", "l-1", [link_check(up=False), ping_check(100.0)], [finding("line_down")],
-                        started_at=BASE + timedelta(hours=3))
-        day2 = envelope("gw-2", "l-2", [link_check(), ping_check(30.0, 9.0)], started_at=BASE + timedelta(days=1))
-        recent = envelope("gw", "l-1", started_at=datetime.now(UTC) - timedelta(days=1))
+        day1, down, day2, recent = expiring_results()
         with store.engine.begin() as conn:  # on PostgreSQL the old days get their partitions, as if created ahead
             partitions.ensure_days(conn, [BASE.date(), (BASE + timedelta(days=1)).date()])
         store.ingest([*day1, down, day2, recent])

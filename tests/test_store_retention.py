@@ -11,18 +11,25 @@ from collector.store import retention
 from collector.store import schema as t
 from collector.store.database import Store
 from collector.tickets import lifecycle as tickets
+from linecheck.wire import ResultEnvelope
 from tests.factory import BASE, envelope, finding, link_check, ping_check
+
+
+def expiring_results() -> tuple[list[ResultEnvelope], ResultEnvelope, ResultEnvelope, ResultEnvelope]:
+    """Two results and a line-down one on BASE's day (line l-1), one the next day (line l-2), one recent (l-1)."""
+    day1 = [envelope("gw", "l-1", [link_check(), ping_check(0.0, 4.0)], started_at=BASE + timedelta(hours=h))
+            for h in (1, 2)]
+    down = envelope("gw", "l-1", [link_check(up=False), ping_check(100.0)], [finding("line_down")],
+                    started_at=BASE + timedelta(hours=3))
+    day2 = envelope("gw-2", "l-2", [link_check(), ping_check(30.0, 9.0)], started_at=BASE + timedelta(days=1))
+    recent = envelope("gw", "l-1", started_at=datetime.now(UTC) - timedelta(days=1))
+    return day1, down, day2, recent
 
 
 def test_raw_results_fold_into_daily_figures_and_cited_ones_stay(db_url: str) -> None:
     store = Store(db_url)
     try:
-        day1 = [envelope("gw", "l-1", [link_check(), ping_check(0.0, 4.0)], started_at=BASE + timedelta(hours=h))
-                for h in (1, 2)]
-        down = envelope("gw", "l-1", [link_check(up=False), ping_check(100.0)], [finding("line_down")],
-                        started_at=BASE + timedelta(hours=3))
-        day2 = envelope("gw", "l-1", [link_check(), ping_check(30.0, 9.0)], started_at=BASE + timedelta(days=1))
-        recent = envelope("gw", "l-1", started_at=datetime.now(UTC) - timedelta(days=1))
+        day1, down, day2, recent = expiring_results()
         store.ingest([*day1, down, day2, recent])
         with store.engine.begin() as conn:
             tickets.open_ticket(conn, line_id="l-1", fault_class="line_down", summary="down",
