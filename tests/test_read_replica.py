@@ -84,6 +84,43 @@ def test_the_cookie_is_http_only_and_secure_when_the_console_is_served_over_http
         assert answer[HEADER.encode()] == b"t"
 
 
+def test_the_answer_to_a_write_comes_after_its_commit(fleet: Fleet) -> None:
+    """FastAPI commits a `yield` dependency's transaction after it has sent the response: a client could
+    read before its own write was committed, even on the primary alone. The app holds a write's answer
+    until the commit is done (real HTTP: the test client would wait for the whole app anyway)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from collector.api.server import HTTPServer
+
+    answered, seen = threading.Event(), []
+
+    def mark(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE TICKETS"):
+            conn.info["ticket_write"] = True
+
+    def on_commit(conn) -> None:  # type: ignore[no-untyped-def]
+        if conn.info.pop("ticket_write", False):  # had the client its answer before this commit? (2 s to tell)
+            seen.append(answered.wait(2))
+
+    event.listen(fleet.engine, "before_cursor_execute", mark)
+    event.listen(fleet.engine, "commit", on_commit)
+    server = HTTPServer(create_app(fleet.engine, commands=RecordingSender()), "127.0.0.1", 0)
+    server.start()
+    try:
+        r = httpx.post(f"http://127.0.0.1:{server.port}{TICKETS}/{fleet.tickets['acme-xuhui-1']}/transition",
+                       json={"to_state": "acknowledged"}, timeout=30,
+                       headers={"Authorization": f"Bearer {fleet.tokens['a-admin']}"})
+        answered.set()
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
+        event.remove(fleet.engine, "before_cursor_execute", mark)
+        event.remove(fleet.engine, "commit", on_commit)
+    assert seen == [False]
+
+
 @pytest.mark.parametrize(("body", "expected"), [
     ("database: sqlite:///x.db\ndatabase_read: postgresql://r@replica/db\n",
      "database_read: a read replica needs `database:` on PostgreSQL"),

@@ -100,8 +100,10 @@ def create_app(engine: Engine, *, commands: CommandSender | None = None, metrics
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
     _declare_bearer(app)
+    # Answers a write after its commit (and, with a replica, with its WAL position: collector/api/read_after.py).
+    app.add_middleware(ReadAfterWrites, routing=app.state.engine if read_url else None,
+                       secure_cookies=secure_cookies)
     if read_url:
-        app.add_middleware(ReadAfterWrites, routing=app.state.engine, secure_cookies=secure_cookies)
         app.state.metrics.registry.register(ReplicaGauges(app.state.engine))
     app.add_middleware(SecurityHeaders)
     return app

@@ -14,7 +14,9 @@ own credential is an LSN; one beyond the primary's WAL is ignored (collector/sto
 below it sends their reads to the primary only until the replica has replayed it.
 
 The response of a write is held until the app has returned: FastAPI commits a `yield` dependency's
-transaction after the response is sent, and the position must be read after that commit.
+transaction after the response is sent, and the position must be read after that commit. Without a
+replica the middleware does that much too (routing=None): a client that got the answer to its write
+could otherwise read before the write was committed, on the primary alone.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class ReadAfterWrites:
     """ASGI middleware: sets each request's routing (collector/store/replica.py) and answers writes with
     their position (module doc)."""
 
-    def __init__(self, app: ASGIApp, routing: ReadRouting, secure_cookies: bool = False,
+    def __init__(self, app: ASGIApp, routing: ReadRouting | None, secure_cookies: bool = False,
                  recent: RecentWrites | None = None):
         self.app = app
         self.routing = routing
@@ -99,13 +101,14 @@ class ReadAfterWrites:
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
+        read = scope.get("method", "GET") in SAFE_METHODS
+        if scope["type"] != "http" or (read and self.routing is None):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         cookies = _cookies(headers.get("cookie", ""))
-        credential = _credential(headers, cookies)
-        ctx = RequestRouting(read=scope.get("method", "GET") in SAFE_METHODS)
+        credential = _credential(headers, cookies) if self.routing is not None else ""
+        ctx = RequestRouting(read=read)
         if credential:
             sent = headers.get(HEADER) or cookies.get(COOKIE) or ""
             ctx.min_lsn = max(self.recent.get(credential), verify(credential, sent) if sent else 0)
@@ -120,7 +123,8 @@ class ReadAfterWrites:
                 held.append(message)
 
             await self.app(scope, receive, hold)
-            if ctx.committed and credential and held and held[0]["type"] == "http.response.start":
+            if (self.routing is not None and ctx.committed and credential and held
+                    and held[0]["type"] == "http.response.start"):
                 lsn = await to_thread.run_sync(self.routing.current_lsn)
                 self.recent.remember(credential, lsn)
                 held[0]["headers"] = [*held[0].get("headers", []), *self._answer(sign(credential, lsn))]
