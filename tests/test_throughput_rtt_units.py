@@ -108,6 +108,8 @@ def test_settling_and_the_shortest_measurement_grow_with_the_round_trip() -> Non
     assert Controller(RampSettings(), rtt_s=0.0).settle_intervals() == 4
     assert Controller(RampSettings(), rtt_s=0.050).settle_intervals() == 4  # 8 x 50 ms = 0.4 s
     assert Controller(RampSettings(), rtt_s=0.100).settle_intervals() == 8
+    assert Controller(RampSettings(), rtt_s=0.020).window() == 4
+    assert Controller(RampSettings(), rtt_s=0.050).window() == 8
     assert Controller(RampSettings(), rtt_s=0.010).min_measure_s() == 1.0
     assert Controller(RampSettings(), rtt_s=0.050).min_measure_s() == pytest.approx(2.0)
 
