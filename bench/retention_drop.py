@@ -6,10 +6,12 @@ Fills two days of a fresh database (migrated to the current layout, one day part
 same number of scheduled results (the fleet simulator's healthy result as the document, new keys and
 times for every row, generated in SQL so that filling is not the bench), then in the same run:
 
-- drop: retention's own path (collector/store/retention.py `_drop_expired_days`): fold the day into
-  daily_metrics in SQL, keep cited results (none here), detach and drop the partition;
-- delete: the same fold, then DELETE of the other day's rows in batches of `--batch` keys, one
-  transaction each, oldest first, as retention did before day partitions (and still does on SQLite).
+- both days are first folded into daily_metrics with retention's SQL (timed, printed, the same work
+  either way), then removed:
+- drop: detach and drop the day's partition (what collector/store/retention.py `_drop_expired_days`
+  does after the fold when no ticket cites a result of the day);
+- delete: DELETE of the other day's rows in batches of `--batch` keys, one transaction each, oldest
+  first, as retention did before day partitions (and still does on SQLite).
 
 Each path starts after a CHECKPOINT (so full-page writes weigh the same) and reports wall time, WAL
 written (pg_current_wal_insert_lsn difference) and what is left on disk for that day afterwards (the
@@ -100,26 +102,33 @@ def main(argv: list[str] | None = None) -> int:
         drop_part, delete_part = (f"results_p{d:%Y%m%d}" for d in (DAY_DROP, DAY_DELETE))
         rows = []
 
-        # drop: the whole retention step for the day (fold + detach + drop)
+        # Both days are folded first (the same SQL either way; timed once), then removed: that is what differs.
+        folds = []
+        for part in (drop_part, delete_part):
+            t0 = time.monotonic()
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL work_mem = '256MB'"))  # as retention's fold does
+                conn.execute(text(retention._FOLD_DAY.format(part=part)))
+            folds.append(time.monotonic() - t0)
+
+        # drop: detach and drop the day (what retention does after the fold; no cited results here)
         with auto.connect() as conn:
             conn.execute(text("CHECKPOINT"))
             wal0 = wal_lsn(conn)
         t0 = time.monotonic()
         with engine.begin() as conn:
-            folded = retention._drop_expired_days(conn, DAY_DROP + timedelta(days=1))
+            day = next(p for p in partitions.day_partitions(conn) if p.name == drop_part)
+            partitions.detach(conn, day)
+            partitions.drop(conn, day)
         t_drop = time.monotonic() - t0
         with auto.connect() as conn:
-            wal_drop = wal_lsn(conn) - wal0
-            rows.append(("drop partition", folded, t_drop, wal_drop, *left_on_disk(conn, drop_part)))
+            rows.append(("drop partition", args.results, t_drop, wal_lsn(conn) - wal0, *left_on_disk(conn, drop_part)))
 
-        # delete: the same fold, then the rows in batches (one transaction each)
+        # delete: the rows in batches, one transaction each, oldest first (retention before day partitions)
         with auto.connect() as conn:
             conn.execute(text("CHECKPOINT"))
             wal0 = wal_lsn(conn)
         t0 = time.monotonic()
-        with engine.begin() as conn:
-            conn.execute(text(retention._FOLD_DAY.format(part=delete_part)))
-        t_fold = time.monotonic() - t0
         deleted = 0
         while True:
             with engine.begin() as conn:
@@ -131,15 +140,18 @@ def main(argv: list[str] | None = None) -> int:
                 break
             deleted += n
         t_delete = time.monotonic() - t0
+        with engine.connect() as conn:  # the deleting session's counters reach pg_stat when it flushes
+            conn.execute(text("SELECT pg_stat_force_next_flush()"))
         with auto.connect() as conn:
-            wal_delete = wal_lsn(conn) - wal0
-            rows.append(("fold + DELETE in batches", deleted, t_delete, wal_delete, *left_on_disk(conn, delete_part)))
+            rows.append(("DELETE in batches", deleted, t_delete, wal_lsn(conn) - wal0,
+                         *left_on_disk(conn, delete_part)))
+        wal_drop, wal_delete = rows[0][3], rows[1][3]
         auto.dispose()
         engine.dispose()
         print(f"{'path':26} {'results':>9} {'time s':>8} {'WAL MB':>8} {'left MB':>8} {'dead rows':>10}")
         for label, n, secs, wal, size, dead in rows:
             print(f"{label:26} {n:>9} {secs:>8.2f} {wal / 2**20:>8.1f} {size / 2**20:>8.1f} {dead:>10}")
-        print(f"fold alone (same SQL in both paths): {t_fold:.2f} s")
+        print(f"fold into daily_metrics before either (same SQL): {folds[0]:.1f} s and {folds[1]:.1f} s")
         print(json.dumps({"delete_over_drop_time": round(t_delete / t_drop, 1),
                           "delete_over_drop_wal": round(wal_delete / max(wal_drop, 1), 1)}))
     finally:
