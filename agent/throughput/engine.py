@@ -95,8 +95,8 @@ def _sized(opts: EngineOptions, direction: str, rtt_s: float | None) -> tuple[Co
     settings = s if sized is None else RampSettings(**{**s.__dict__, "start_streams": sized.streams,
                                                        "max_streams": min(s.max_streams, 2 * sized.streams)})
     target = None if not rtt_s else (lambda bps: sizing.streams_for(bps, rtt_s, limit))
-    # Within 10 % of the plan's goodput (1448 of each 1514-byte frame) the streams carry the plan: stop adding.
-    enough = plan * PLAN_GOODPUT * 0.9 if sized is not None and plan else None
+    # Within 5 % of the plan's goodput (1448 of each 1514-byte frame) the streams carry the plan: stop adding.
+    enough = plan * PLAN_GOODPUT * 0.95 if sized is not None and plan else None
     return Controller(settings, rtt_s=rtt_s or 0.0, stream_target=target, enough_bps=enough), sized
 
 
@@ -262,11 +262,12 @@ def measure(opts: EngineOptions) -> ThroughputResult:
     idle = idle_latency(opts.host, opts.port)
     med_idle = median(idle)
     m["latency_idle_ms"] = round(med_idle, 3) if med_idle is not None else None
+    loss_note = None
     if opts.stamp_port:
         lost, _, why = idle_loss(opts.host, opts.stamp_port)
         m["loss_idle_pct"] = round(lost, 2) if lost is not None else None
-        if why:
-            result.notes.append(f"loss probes: {why}")
+        if why:  # said after the directions' notes: those say first how each direction ended
+            loss_note = f"loss probes: {why}"
     admit(opts, test_id)
     payload = Payload() if "up" in opts.directions else None
     loaded: list[float] = []
@@ -318,6 +319,8 @@ def measure(opts: EngineOptions) -> ThroughputResult:
               for d in opts.directions if m.get(f"capacity_{d}_mbps")]
     if shares:
         m["cross_traffic_high_flag"] = 1 if max(shares) > opts.max_cross_share else 0
+    if loss_note:
+        result.notes.append(loss_note)
     tm = trimmed_mean(loaded)
     m["responsiveness_rpm"] = round(60000.0 / tm) if tm else None
     cpu.sample()
