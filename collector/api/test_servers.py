@@ -63,9 +63,11 @@ def per_server(conn: Connection, scope: Scope, days: int = 7, now: datetime | No
     chk = t.checks.c
     for agent_id, result_id, idx, name, value in conn.execute(
             select(m.agent_id, m.result_id, m.idx, m.name, m.value)
-            .join(t.checks, and_(chk.agent_id == m.agent_id, chk.result_id == m.result_id, chk.idx == m.idx))
-            .where(chk.kind == KIND, chk.started_at >= since, scope.lines_clause(chk.line_id),
-                   m.name.in_(FIGURES))):
+            # started_at on both sides: each side is pruned to the window's day partitions (docs/storage.md)
+            .join(t.checks, and_(chk.agent_id == m.agent_id, chk.result_id == m.result_id, chk.idx == m.idx,
+                                 chk.started_at == m.started_at))
+            .where(chk.kind == KIND, chk.started_at >= since, m.started_at >= since,
+                   scope.lines_clause(chk.line_id), m.name.in_(FIGURES))):
         values.setdefault((agent_id, result_id, idx), {})[name] = value
     servers: dict[str, ServerFigures] = {}
     downs: dict[str, list[float]] = {}
