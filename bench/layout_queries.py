@@ -6,10 +6,11 @@ Two fresh PostgreSQL databases hold the same results: `lines` lines x one schedu
 for `days` days (the fleet simulator's healthy result, every 10th line with a throughput check),
 day partitions created as the collector does. `old` = schema version 12 (checks, metrics, findings
 tables, filled from the same documents), `new` = the current layout (views over the document). Each
-query is the readers' own code where it is a function (collector/rules/engine.py `_ranked`,
-collector/api/queries.py `line_series`, collector/promises/ledger.py `_check_metrics`) or the
-dashboard's SQL (dashboards/fleet-health.json "Measured download as a share of plan"); best of 5 runs
-after one warm-up, through the collector's own engine (JIT off, migration 13).
+query is the readers' (collector/rules/engine.py `_ranked` itself; the SQL of collector/api/queries.py
+`line_series` and collector/promises/ledger.py `_check_metrics`) or the
+dashboard's SQL (dashboards/fleet-health.json "Measured download as a share of plan"), each in the form
+its layout ships (version 12's joins, today's joins on started_at too); best of 5 runs after one
+warm-up, through the collector's own engine (JIT off, migration 13).
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import legacy_layout  # noqa: E402
 from bench.fleet_sim import HEALTHY, build_result  # noqa: E402
-from collector.api.queries import line_series  # noqa: E402
-from collector.promises.ledger import _check_metrics  # noqa: E402
 from collector.rules.engine import _ranked  # noqa: E402
 from collector.store import documents, partitions  # noqa: E402
 from collector.store import schema as t  # noqa: E402
@@ -126,12 +125,21 @@ def queries(lines: int, layout: str) -> dict[str, Any]:
                      "FROM metrics m LEFT JOIN lines l ON l.line_id = m.line_id WHERE m.name = 'down_mbps' "
                      "AND m.value IS NOT NULL AND m.started_at BETWEEN :a AND :b GROUP BY 1, 2 ORDER BY 1")
              }["old" if layout == "old" else "new"]
+    # Version 12's readers joined metrics to checks on (agent_id, result_id, idx); today's add started_at
+    # (the metrics view has it), which prunes the other side to one day partition.
+    on = "m.agent_id = c.agent_id AND m.result_id = c.result_id AND m.idx = c.idx" + (
+        "" if layout == "old" else " AND m.started_at = c.started_at")
+    series = (f"SELECT c.started_at, m.name, m.value FROM checks c JOIN metrics m ON {on} WHERE c.line_id = :line "
+              "AND c.started_at >= :since AND m.name IN ('loss_pct', 'rtt_avg_ms') ORDER BY c.started_at LIMIT 5000")
+    ledger = (f"SELECT c.agent_id, c.result_id, c.idx, c.line_id, c.kind, c.target, c.status, c.reason, c.started_at, "
+              f"m.name, m.value FROM checks c LEFT JOIN metrics m ON {on} WHERE c.line_id = ANY(:lines) "
+              "AND c.kind IN ('throughput', 'ping') AND c.started_at >= :since AND c.started_at <= :until")
     return {
         "rules: newest per (line, kind), 200 lines":
             lambda c: list(_ranked(c, t.checks, t.checks.c.kind, ["dns", "ping", "throughput"], some, 48)),
-        "api: line series, 1 line, 7 d": lambda c: line_series(c, "line-3", ["loss_pct", "rtt_avg_ms"], week),
+        "api: line series, 1 line, 7 d": lambda c: c.execute(text(series), {"line": "line-3", "since": week}).all(),
         "promises: checks + metrics, 200 lines, 7 d":
-            lambda c: _check_metrics(c, some, ["throughput", "ping"], week, END),
+            lambda c: c.execute(text(ledger), {"lines": some, "since": week, "until": END}).all(),
         "grafana: download share per day, all lines, 7 d":
             lambda c: c.execute(text(panel), {"a": week, "b": END}).all(),
     }
@@ -143,6 +151,7 @@ def timed(url: str, lines: int, layout: str) -> dict[str, float]:
     try:
         with engine.connect() as conn:
             conn.execute(text("ANALYZE"))
+            conn.commit()  # a database-wide ANALYZE left open would hold shared-catalog locks other sessions wait on
             tables = ("results", "checks", "metrics", "findings") if layout == "old" else ("results",)
             size = sum(conn.execute(text("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
                                          "FROM pg_partition_tree(CAST(:t AS regclass))"), {"t": name}).scalar_one()
