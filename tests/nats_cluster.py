@@ -188,7 +188,12 @@ class NatsCluster:
     def partition_owners(self) -> dict[int, str]:
         """partition -> the collector holding its lease (collector/ingest/partitions.py)."""
         async def owners(nc):  # type: ignore[no-untyped-def]
-            kv = await nc.jetstream().key_value(f"{self.stream}_LEASES")
+            from nats.js.errors import BucketNotFoundError
+
+            try:
+                kv = await nc.jetstream().key_value(f"{self.stream}_LEASES")
+            except BucketNotFoundError:  # no collector has set the leases up yet (slow on a loaded machine)
+                return {}
             out = {}
             for p in range(self.partitions):
                 try:

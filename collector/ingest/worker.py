@@ -170,6 +170,19 @@ def _seq_of(payload: bytes) -> int | None:
     return seq if type(seq) is int and 1 <= seq < 2**63 else None
 
 
+IN_FLIGHT_MIN = 50  # results taken from the stream ahead of the worker, at least
+
+
+def in_flight_bound(cost_per_message_s: float, ack_wait_s: float, cap: int) -> int:
+    """How many results a collector may take from the JetStream stream and hold un-acked. What it holds longer
+    than ack_wait is delivered again and processed twice: at 1000 in hand and ~40 results/s (a 2-core machine
+    at load 20, bench/cluster.py's storm) every partition was redelivered over and over. So the look-ahead is
+    what the worker gets through in a third of ack_wait at its measured pace, between IN_FLIGHT_MIN and cap."""
+    if cost_per_message_s <= 0:
+        return cap
+    return max(min(IN_FLIGHT_MIN, cap), min(cap, int(ack_wait_s / 3 / cost_per_message_s)))
+
+
 class _Stopping(Exception):
     """The collector is stopping while the database is away: leave the batch un-acked."""
 
@@ -239,9 +252,10 @@ class Ingestor:
             raise RuntimeError(f"broker.kind: nats needs the NATS client ({exc}): "
                                "pip install 'linecheck[cluster]'") from exc
 
+        self._in_flight_cap = min(self.cfg.ingest.queue_max, 2 * self.cfg.ingest.batch_max)
         return JetStreamSource(self.cfg.broker.nats, self.cfg.mqtt.client_id, self.inbox,
                                lambda topic, payload, ack: Inbound(topic, payload, 0, 1, ack_with=ack),
-                               max_in_flight=min(self.cfg.ingest.queue_max, 2 * self.cfg.ingest.batch_max))
+                               max_in_flight=self._in_flight_cap)
 
     def _on_connect_fail(self, client: mqtt.Client, _ud: object) -> None:
         self.link.connect_failed()
@@ -377,6 +391,9 @@ class Ingestor:
         if size >= 10:  # a lone message says little about the cost of many (fixed costs dominate)
             cost = elapsed_s / size
             self._cost_per_message = cost if self._cost_per_message <= 0 else 0.7 * self._cost_per_message + 0.3 * cost
+            if self.source is not None:
+                self.source.max_in_flight = in_flight_bound(self._cost_per_message, self.cfg.broker.nats.ack_wait_s,
+                                                            self._in_flight_cap)
 
     def _take_batch(self) -> list[Inbound]:
         batch: list[Inbound] = []
