@@ -158,7 +158,7 @@ def timed(url: str, lines: int, layout: str) -> dict[str, float]:
                        or conn.execute(text("SELECT pg_total_relation_size(CAST(:t AS regclass))"),
                                        {"t": name}).scalar_one() for name in tables)
             count = conn.execute(text("SELECT count(*) FROM results")).scalar_one()
-            out["bytes per result (tables + indexes)"] = size / count
+            out["bytes per result (tables + indexes)"] = float(size) / count
             for label, run in queries(lines, layout).items():  # noqa: B007
                 run(conn)
                 best = float("inf")

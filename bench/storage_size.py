@@ -7,7 +7,9 @@ example config enables; what cannot reach its target here fails with a reason, w
 same size as a success) and the fleet simulator's lighter scheduled results, stores N copies of
 each (new agent ids, sequence numbers, result ids) through the collector's own ingest path into
 a fresh SQLite file and a fresh PostgreSQL database, and prints bytes per result on disk (tables
-and indexes) as a ratio to the envelope's JSON size measured in the same run.
+and indexes; on PostgreSQL the growth from the empty schema, so the fixed pages of empty tables,
+indexes and partitions created ahead do not count per result) as a ratio to the envelope's JSON size
+measured in the same run.
 
 Two layouts per backend, same envelopes, same run: `old` = schema version 12 (results with the JSON
 payload, one row per check, metric and finding; written the way ingest wrote them then), `new` = the
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -73,11 +75,11 @@ def simulated(n: int) -> list[ResultEnvelope]:
                          start + timedelta(hours=i // 100, milliseconds=i % 100), HEALTHY, rng) for i in range(n)]
 
 
-def store_new(url: str, envelopes: list[ResultEnvelope]) -> None:
+def store_new(url: str, envelopes: list[ResultEnvelope], days: set[date] | None = None) -> None:
     engine = make_engine(url)
     migrate_all(engine)
     with engine.begin() as conn:
-        partitions.ensure_days(conn, {e.started_at.date() for e in envelopes})
+        partitions.ensure_days(conn, days if days is not None else {e.started_at.date() for e in envelopes})
     engine.dispose()
     store = Store(url)
     for i in range(0, len(envelopes), BATCH):
@@ -85,7 +87,7 @@ def store_new(url: str, envelopes: list[ResultEnvelope]) -> None:
     store.close()
 
 
-def store_old(url: str, envelopes: list[ResultEnvelope]) -> None:
+def store_old(url: str, envelopes: list[ResultEnvelope], days: set[date] | None = None) -> None:
     """Schema version 12 and the rows its ingest wrote (results + payload, checks, metrics, findings)."""
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -115,37 +117,43 @@ def sqlite_bytes(envelopes: list[ResultEnvelope], layout: str) -> float:
     return (sizes[1] - sizes[0]) / len(envelopes)
 
 
-def pg_bytes(envelopes: list[ResultEnvelope], layout: str) -> float:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"linecheck_size_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+def _pg_sizes(url: str) -> dict[str, int]:
+    """Bytes of each result table with its indexes (a partitioned one: all its partitions), after VACUUM."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")  # VACUUM runs outside a transaction
     try:
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-        LAYOUTS[layout](url, envelopes)
-        engine = create_engine(url, isolation_level="AUTOCOMMIT")  # VACUUM runs outside a transaction
         with engine.connect() as conn:
-            # The measured tables only: a database-wide VACUUM also takes the shared catalogs, and waits on any
-            # other session of the server that holds them.
-            for name in TABLES:
-                if conn.execute(text("SELECT 1 FROM pg_class WHERE relname = :t AND relkind IN ('r', 'p')"),
-                                {"t": name}).first():
-                    conn.execute(text(f"VACUUM ANALYZE {name}"))
-            # A partitioned table has no storage of its own: add up its partitions (with their indexes).
-            sizes = {t: conn.execute(text(
+            present = [t for t in TABLES if conn.execute(text(
+                "SELECT 1 FROM pg_class WHERE relname = :t AND relkind IN ('r', 'p')"), {"t": t}).first()]
+            for table in present:  # not database-wide: that also takes the shared catalogs other sessions hold
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
+            return {t: int(conn.execute(text(
                 "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(relid)) "
                 "FROM pg_partition_tree(c.oid)) ELSE pg_total_relation_size(c.oid) END "
-                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relname = :t AND c.relkind IN ('r', 'p')"), {"t": t}).scalar()
-                for t in TABLES}
-            sizes = {t: v for t, v in sizes.items() if v is not None}  # a view has no size of its own
+                "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"), {"t": t}).scalar_one()) for t in present}
+    finally:
         engine.dispose()
+
+
+def pg_bytes(envelopes: list[ResultEnvelope], layout: str) -> float:
+    """Growth of the result tables per result, from the empty migrated schema (with the results' day partitions
+    created, as the collector creates them ahead) to the same schema holding the results."""
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    db = f"linecheck_size_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    try:
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+        days = {e.started_at.date() for e in envelopes}
+        LAYOUTS[layout](url, [], days)
+        before = _pg_sizes(url)
+        LAYOUTS[layout](url, envelopes, days)
+        sizes = {t: v - before.get(t, 0) for t, v in _pg_sizes(url).items()}
         size = sum(sizes.values())
         print(f"   postgresql {layout} bytes per result by table (with indexes): " + ", ".join(
             f"{k} {v / len(envelopes):.0f}" for k, v in sorted(sizes.items())))
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()
     return float(size) / len(envelopes)
 
