@@ -57,6 +57,28 @@ def test_sqlite_with_several_workers_is_refused_with_the_reason(tmp_path: Path) 
     assert bad.returncode == 2 and "--workers" in bad.stderr
 
 
+STUCK_WORKER = """
+import signal, sys, time
+from collector.ingest.child import stop_then_exit_within
+asked = []
+signal.signal(signal.SIGTERM, stop_then_exit_within(lambda: asked.append(1), 1))
+print("ready", flush=True)
+time.sleep(60)  # a worker stuck in one call: the stop it was asked for never gets a turn
+"""
+
+
+def test_a_worker_stuck_after_sigterm_is_ended_by_its_alarm() -> None:
+    # With the supervisor gone (PR_SET_PDEATHSIG sends the SIGTERM) nobody would SIGKILL a stuck worker.
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_WORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGALRM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_health_sums_the_workers_and_names_a_dead_one() -> None:
     pool = WorkerPool(CollectorConfig(), 2)
     up = IngestHealth(True, True, 3, 1.5, False, 1, None, partitions_owned=2, redelivered=5)

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 
 from collector.config import CollectorConfig
@@ -23,6 +23,10 @@ log = logging.getLogger("collector.ingest")
 REPORT_EVERY_S = 0.5
 LATENCIES_MAX = 5000  # receipt latencies kept between two reports (a storm's batches: a sample is enough)
 PR_SET_PDEATHSIG = 1
+# How long a worker may take over its last batch after SIGTERM before the kernel ends it. The supervisor
+# SIGKILLs after its own 30 s, but when the supervisor itself died (PR_SET_PDEATHSIG) nobody else would: a
+# storm once left workers spinning after SIGTERM until killed by hand. Unacked results come again.
+STOP_GRACE_S = 35
 
 
 def worker_main(cfg: CollectorConfig, index: int, reports: Connection, log_level: str, parent: int) -> None:
@@ -37,7 +41,7 @@ def worker_main(cfg: CollectorConfig, index: int, reports: Connection, log_level
     pipeline = build_pipeline(cfg)
     ingestor = Ingestor(cfg, pipeline.store)
     ingestor.take_status = index == 0
-    signal.signal(signal.SIGTERM, lambda *_: ingestor.stop())
+    signal.signal(signal.SIGTERM, stop_then_exit_within(ingestor.stop, STOP_GRACE_S))
     reporter = _Reporter(ingestor, reports)
     ingestor.on_batch = reporter.observe_batch
     reporter.start()
@@ -46,6 +50,18 @@ def worker_main(cfg: CollectorConfig, index: int, reports: Connection, log_level
     finally:
         reporter.stop()
         pipeline.store.close()
+
+
+def stop_then_exit_within(stop: Callable[[], None], seconds: int) -> Callable[..., None]:
+    """A SIGTERM handler: ask the ingestor to stop, and arm SIGALRM with its default action (end the process)
+    so a worker stuck in a call that never returns still goes away; the alarm needs no thread of ours to run."""
+
+    def handler(*_: object) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
+        stop()
+
+    return handler
 
 
 def _die_with_parent(parent: int) -> None:
