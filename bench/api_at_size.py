@@ -40,10 +40,10 @@ import psycopg  # noqa: E402
 from bench import fleet_sql  # noqa: E402
 from collector.api.accounts import Accounts  # noqa: E402
 from collector.api.deps import SESSION_COOKIE  # noqa: E402
-from collector.store import line_state  # noqa: E402
+from collector.store import line_state, partitions  # noqa: E402
 from collector.store.database import Store  # noqa: E402
 
-GENERATOR_VERSION = 1  # bump when fleet_sql changes what it writes: cached databases are then rebuilt
+GENERATOR_VERSION = 2  # bump when fleet_sql changes what it writes: cached databases are then rebuilt
 TARGET_MS = 100.0
 ADMIN_URL = os.environ.get("LINECHECK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 CACHE_PREFIX = "linecheck_apisize_"
@@ -82,6 +82,8 @@ def build(name: str, lines: int, per_line: int, say=print) -> float:  # type: ig
     url = _url(name)
     store = Store(url)  # the schema through the collector's own migrations
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    with store.engine.begin() as conn:  # every day of the fleet's results gets its partition, as at ingest
+        partitions.ensure_days(conn, fleet_sql.result_days(now, per_line))
 
     def rebuild() -> int:
         with store.engine.begin() as conn:

@@ -9,10 +9,10 @@ and a finding), unknown on every 31st, healthy otherwise; older results have pro
 Every 5th registered line has a speed promise with a verdict.
 
 Results are written time-major (all lines' first result, then the second, ...) like a collector
-stores them, with a full envelope as payload. The flattened checks and metrics (read only by the
-line charts, 30 days) are written for the results of the last 31 days; findings for every result
-that has one. Indexes and keys of the big tables are dropped for the load and rebuilt after it
-(exactly as the migrations defined them), line_state is derived by collector/line_state.rebuild,
+stores them: one row each with its compact document (checks, metrics, findings; the views `checks`,
+`metrics` and `findings` expand it), into day partitions made before the load. Indexes and keys of
+`results` are dropped for the load and rebuilt after it (exactly as the migrations defined them),
+line_state is derived by collector/line_state.rebuild,
 and the database is vacuumed and analysed, as autovacuum would leave it.
 """
 
@@ -21,15 +21,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 
 INTERVAL_S = 72000  # 20 h between a line's results
-CHART_RESULTS = -(-31 * 86400 // INTERVAL_S)  # results in the charts' 30 days (+1 day of margin)
 DISTRICTS = ("Huangpu", "Xuhui", "Changning", "Jing'an", "Putuo", "Hongkou", "Yangpu", "Minhang", "Baoshan",
              "Jiading", "Pudong", "Jinshan", "Songjiang", "Qingpu", "Fengxian", "Chongming")
-BIG_TABLES = ("results", "checks", "metrics", "findings")
+BIG_TABLES = ("results",)  # checks, metrics and findings are views over its documents
 
 # SQL expressions over n (line number) and i (result number of the line), both bigint.
 LINE_ID = "('line-' || lpad(n::text, 6, '0'))"
@@ -69,48 +68,25 @@ def _result_rows(now: datetime, per_line: int, lines: int, i_from: int, i_to: in
 
 
 def _insert_results(now: datetime, per_line: int, lines: int, i_from: int, i_to: int) -> str:
-    payload = f"""'{{"schema":1,"result_id":"' || c.rid || '","agent_id":"gw-' || n || '","seq":' || (i + 1)
-        || ',"line_id":"' || {LINE_ID} || '","site_id":"' || {SITE_ID}
-        || '","trigger":"schedule","trigger_info":{{}},"started_at":"' || {_iso('a.st')}
-        || '","ended_at":"' || {_iso("a.st + interval '20 seconds'")}
-        || '","clock":{{"synced":true,"source":"ntp","max_error_ms":null}},"agent_version":"1.0.0","checks":['
-        || '{{"kind":"ping","status":"' || CASE WHEN a.bad THEN 'degraded' ELSE 'ok' END
-        || '","reason":null,"metrics":{{"loss_pct":' || b.loss || ',"rtt_avg_ms":' || b.rtt
-        || '}},"duration_s":2.0,"target":"198.18.0.1"}},{{"kind":"throughput","status":"ok","reason":null,'
-        || '"metrics":{{"down_mbps":' || b.down || ',"up_mbps":' || b.up
-        || '}},"duration_s":10.0,"target":null}}],"verdict":"' || c.verdict || '","findings":['
-        || CASE WHEN a.bad THEN '{{"code":"packet_loss","severity":"warning","check":"ping","where":"wan",'
-           || '"message":"packet loss 8.0%","detail":{{}}}}' ELSE '' END || ']}}'"""
+    # The compact document of collector/store/documents.py: what the typed columns do not already hold.
+    doc = """('{"clock":{"synced":true,"source":"ntp"},"checks":['
+        || '{"kind":"ping","status":"' || CASE WHEN a.bad THEN 'degraded' ELSE 'ok' END
+        || '","metrics":{"loss_pct":' || b.loss || ',"rtt_avg_ms":' || b.rtt
+        || '},"duration_s":2.0,"target":"198.18.0.1"},{"kind":"throughput","status":"ok",'
+        || '"metrics":{"down_mbps":' || b.down || ',"up_mbps":' || b.up || '},"duration_s":10.0}]'
+        || CASE WHEN a.bad THEN ',"findings":[{"code":"packet_loss","severity":"warning","check":"ping",'
+           || '"where":"wan","message":"packet loss 8.0%"}]' ELSE '' END || '}')::jsonb"""
     return f"""INSERT INTO results (agent_id, result_id, seq, line_id, site_id, trigger, started_at, ended_at,
-        received_at, verdict, clock_synced, agent_version, payload, clock_flag)
+        received_at, verdict, clock_synced, agent_version, doc, clock_flag)
       SELECT 'gw-' || n, c.rid, i + 1, {LINE_ID}, {SITE_ID}, 'schedule', a.st, a.st + interval '20 seconds',
-        a.st + interval '21 seconds', c.verdict, 1, '1.0.0', {payload}, NULL
+        a.st + interval '21 seconds', c.verdict, 1, '1.0.0', {doc}, NULL
       {_result_rows(now, per_line, lines, i_from, i_to)}"""
 
 
-def _insert_flattened(now: datetime, per_line: int, lines: int, i_from: int, i_to: int) -> list[str]:
-    rows = _result_rows(now, per_line, lines, i_from, i_to)
-    charted = max(i_from, per_line - CHART_RESULTS)
-    chart_rows = _result_rows(now, per_line, lines, charted, i_to) if charted < i_to else None
-    out = [f"""INSERT INTO findings (agent_id, result_id, idx, line_id, started_at, code, severity, check_kind,
-        location, message)
-      SELECT 'gw-' || n, c.rid, 0, {LINE_ID}, a.st, 'packet_loss', 'warning', 'ping', 'wan', 'packet loss 8.0%'
-      {rows} WHERE a.bad"""]
-    if chart_rows:
-        out.append(f"""INSERT INTO checks (agent_id, result_id, idx, line_id, started_at, kind, target, status,
-            reason, duration_s)
-          SELECT 'gw-' || n, c.rid, k.idx, {LINE_ID}, a.st, k.kind, k.target,
-            CASE WHEN k.idx = 0 AND a.bad THEN 'degraded' ELSE 'ok' END, NULL, k.duration
-          {chart_rows}
-          CROSS JOIN (VALUES (0, 'ping', '198.18.0.1', 2.0), (1, 'throughput', NULL, 10.0))
-            AS k(idx, kind, target, duration)""")
-        out.append(f"""INSERT INTO metrics (agent_id, result_id, idx, name, value)
-          SELECT 'gw-' || n, c.rid, k.idx, k.name,
-            CASE k.name WHEN 'loss_pct' THEN b.loss WHEN 'rtt_avg_ms' THEN b.rtt WHEN 'down_mbps' THEN b.down
-              ELSE b.up END
-          {chart_rows}
-          CROSS JOIN (VALUES (0, 'loss_pct'), (0, 'rtt_avg_ms'), (1, 'down_mbps'), (1, 'up_mbps')) AS k(idx, name)""")
-    return out
+def result_days(now: datetime, per_line: int) -> list[date]:
+    """The days the fleet's results start on (their day partitions are made before the load)."""
+    first = now - timedelta(seconds=(per_line - 1) * INTERVAL_S + 3600)
+    return [(first + timedelta(days=d)).date() for d in range((now - first).days + 2)]
 
 
 def _registry(now: datetime, lines: int, per_line: int) -> list[str]:
@@ -253,8 +229,6 @@ def load(dsn: str, lines: int, per_line: int, now: datetime, rebuild_state: Call
     slices = [(lo, min(per_line, lo + step)) for lo in range(0, per_line, step)]
     phase("results", lambda: _parallel(dsn, [_insert_results(now, per_line, lines, lo, hi) for lo, hi in slices],
                                        workers))
-    phase("findings, checks, metrics", lambda: _parallel(
-        dsn, [s for lo, hi in slices for s in _insert_flattened(now, per_line, lines, lo, hi)], workers))
     phase("keys and indexes", lambda: _parallel(dsn, keys, workers))
     phase("foreign keys", lambda: _parallel(dsn, fks, 1))
     phase("line_state (collector.store.line_state.rebuild)", rebuild_state)
