@@ -134,6 +134,22 @@ def stored_seqs(db_path: Path, agent_id: str) -> list[int]:
             return []
 
 
+def stored_envelopes(db_path: Path, agent_id: str) -> list[bytes]:
+    """The envelopes the collector stored for an agent, as JSON again (one row + document per result)."""
+    from sqlalchemy import create_engine, select
+
+    from collector.store import schema
+    from collector.store.documents import payload_json
+
+    engine = create_engine(f"sqlite:///{db_path}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(schema.results).where(schema.results.c.agent_id == agent_id)).mappings()
+            return [payload_json(row).encode() for row in rows]
+    finally:
+        engine.dispose()
+
+
 def tally(spool: Path, db_path: Path, agent_id: str) -> Tally:
     sent, receipted, dropped = spool_counts(spool)
     seqs = stored_seqs(db_path, agent_id)
@@ -447,9 +463,7 @@ def scenario_duplicates(rig: Rig, n: int = 100) -> Tally:
     rig.start_collector()
     rig.start_agent(n, "--interval-s", "0.005", "--duplicate")
     _wait(rig.delivered, 60, "delivery")
-    with _ro(rig.db) as db:
-        payloads = [p.encode() for (p,) in db.execute("SELECT payload FROM results WHERE agent_id=?",
-                                                      (rig.agent_id,))]
+    payloads = stored_envelopes(rig.db, rig.agent_id)
     replay = Watcher(rig.broker.port, "linecheck/v1/agents/+/receipts", client_id="replayer")
     try:
         for p in payloads:
