@@ -80,7 +80,9 @@ def test_a_saturated_server_marks_the_test_it_served() -> None:
             conn.getresponse().read()
         conn.close()
         limited, why = server_limited(host, port, None, "t1")
-        assert limited == 1 and why == ["the server's link was at capacity"]
+        # The link's mark is the point; the CPU's may come too: the server's "own" CPU here is this whole
+        # process, the client loop above included (a fresh-clone run saw both).
+        assert limited == 1 and "the server's link was at capacity" in why, why
         assert status(host, port)["limited_tests"] == 1  # type: ignore[index]
     with ThroughputServer("127.0.0.1", 0, Limits(capacity_mbps=100_000, idle_s=30)) as srv:
         conn = http.client.HTTPConnection(*srv.address, timeout=10)
