@@ -311,3 +311,12 @@ class LineLab:
                 continue
             burst = max(32 * 1024, int(rate * 1e6 / 8 * 0.004))
             self.sh(ns, f"tc qdisc replace dev {dev} root tbf rate {rate}mbit burst {burst} latency 50ms")
+
+
+def start_testserver(lab: LineLab) -> LineLab:
+    """linecheck-testserver (HTTP on SERVER_ADDR:8080, the STAMP reflector on 862) in the carrier namespace,
+    listening when this returns; the lab stops it with the namespaces."""
+    proc = lab.popen(lab.carrier, [sys.executable, "-m", "testserver.cli", "--listen", f"{SERVER_ADDR}:8080"],
+                     stdout=subprocess.PIPE)
+    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
+    return lab

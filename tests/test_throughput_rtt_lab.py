@@ -6,13 +6,12 @@ bench/throughput_rtt.py."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 
 import pytest
 
-from tests.lab import SERVER_ADDR, LineLab
+from tests.lab import SERVER_ADDR, LineLab, start_testserver
 
 pytestmark = pytest.mark.lab
 GOODPUT = 1448 / 1514  # TCP payload per full Ethernet frame: what a rate cap carries at most
@@ -20,10 +19,7 @@ GOODPUT = 1448 / 1514  # TCP payload per full Ethernet frame: what a rate cap ca
 
 @pytest.fixture
 def served(line_lab: LineLab) -> LineLab:
-    proc = line_lab.popen(line_lab.carrier, [sys.executable, "-m", "testserver.cli", "--listen",
-                                             f"{SERVER_ADDR}:8080"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
-    return line_lab
+    return start_testserver(line_lab)
 
 
 def test_a_20ms_rtt_line_is_measured_within_tolerance_and_settles(served: LineLab, line: Callable[..., None]) -> None:

@@ -6,15 +6,13 @@ Expected verdicts are in each docstring.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.checkctx import by_kind, run_agent
-from tests.lab import SERVER_ADDR, LineLab
+from tests.lab import SERVER_ADDR, LineLab, start_testserver
 from tests.labcollector import LabCollector
 
 pytestmark = pytest.mark.lab
@@ -27,10 +25,7 @@ PROBES = ("  ping: {targets: [test_server], count: 40, interval_s: 0.02, reply_t
 @pytest.fixture
 def served(line_lab: LineLab) -> LineLab:
     """The carrier's linecheck-testserver (HTTP and STAMP reflector) behind the emulated line."""
-    proc = line_lab.popen(line_lab.carrier, [sys.executable, "-m", "testserver.cli", "--listen",
-                                             f"{SERVER_ADDR}:8080"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None and b"http listening" in proc.stdout.readline()
-    return line_lab
+    return start_testserver(line_lab)
 
 
 def probes(lab: LineLab) -> Callable[[], dict]:  # type: ignore[type-arg]

@@ -254,7 +254,8 @@ def latency_under_load(cfg: ThroughputConfig, m: dict) -> tuple[Phrase, Finding]
 def loss_under_load(cfg: ThroughputConfig, m: dict) -> tuple[Phrase, Finding] | None:
     """Loss only under load: the STAMP probes beside the test (agent/throughput/lossprobe.py) lost at least
     `loss_under_load_pct` (5 %) in the worse direction, while the same probes on the idle line just before
-    lost under a tenth of that (200 probes: none or one). Any test at a drop-tail queue loses some packets
+    lost under a tenth of that (200 probes: none or one), and round trips under load in that direction stayed
+    within a tenth of `bufferbloat_added_ms` (10 ms) of idle. Any test at a drop-tail queue loses some packets
     (the line emulator's 50 ms buffer at 100 Mbit/s: 0.6-0.9 % of probes beside our BBR streams), hence
     5 %; a line that also loses idle is `packet_loss` (ping, udp_latency), and under load its random loss
     adds to the queue's, so it is judged at idle, not here."""
@@ -265,7 +266,17 @@ def loss_under_load(cfg: ThroughputConfig, m: dict) -> tuple[Phrase, Finding] | 
     direction, worst = max(loaded, key=lambda x: x[1])
     if worst < cfg.loss_under_load_pct or idle >= cfg.loss_under_load_pct / 10:
         return None
+    # Drops with a queue in front of them are a full buffer: TCP's own signal, and a deep one is
+    # latency_under_load's to judge (the emulator's 50 ms buffer on a 60 ms line lost 11 % of the probes beside
+    # 8 upload streams, a 400 ms buffer some too). Drops without queueing delay are what this finding names: a
+    # shallow buffer or a policer. So the round trips under load in that direction must stay near idle.
+    idle_ms, loaded_ms = m.get("latency_idle_ms"), m.get(f"latency_loaded_{direction}_ms")
+    if not isinstance(idle_ms, int | float) or not isinstance(loaded_ms, int | float):
+        return None
+    if loaded_ms - idle_ms >= cfg.bufferbloat_added_ms / 10:
+        return None
     detail: dict[str, MetricValue | str] = {"direction": direction, "loss_idle_pct": idle, "loss_loaded_pct": worst,
+                                            "latency_added_ms": round(loaded_ms - idle_ms, 1),
                                             "retrans_up_pct": m.get("retrans_up_pct")}
     message = (f"While the line is busy ({direction}load) {worst:g}% of probe packets are lost, {idle:g}% when it "
                "is idle: the line drops traffic when loaded (a shallow buffer or a policer at its rate limit, or "
