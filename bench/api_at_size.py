@@ -104,7 +104,11 @@ def cached(lines: int, per_line: int, rebuild: bool, say=print) -> tuple[str, st
     name = f"{CACHE_PREFIX}{lines}x{per_line}_g{GENERATOR_VERSION}"
     comment = _comment(name)
     if comment and comment.startswith("api_at_size complete") and not rebuild:
-        return name, f"reused ({comment.split()[2]}, loaded in {comment.split()[3]})"
+        try:
+            fleet_sql.check_indexes_valid(_dsn(_url(name)))
+            return name, f"reused ({comment.split()[2]}, loaded in {comment.split()[3]})"
+        except RuntimeError as exc:  # a cache from before fleet_sql re-created partitioned indexes whole
+            say(f"cached {name}: {exc}; loading it again")
     say(f"loading {lines} lines x {per_line} results into {name} (kept for later runs) ...")
     took = build(name, lines, per_line, say)
     return name, f"loaded now in {took:.0f} s"
