@@ -290,7 +290,7 @@ def test_keyset_pages_walk_the_same_lines_as_numbered_pages(db_url: str) -> None
         fleet.store.close()
 
 
-def test_results_in_24h_match_the_raw_results_for_every_role(db_url: str) -> None:
+def test_results_in_24h_match_the_raw_results_of_their_window_for_every_role(db_url: str) -> None:
     fleet = seed(db_url)
     try:
         now = datetime.now(UTC)
@@ -304,14 +304,19 @@ def test_results_in_24h_match_the_raw_results_for_every_role(db_url: str) -> Non
         accounts = Accounts(fleet.engine)
         for user in ("operator", "a-admin", "b-viewer", "a-tech", "a-ent"):
             token = fleet.tokens[user]
-            got = client.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"}).json()["results_24h"]
+            body = client.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"}).json()
+            since = datetime.fromisoformat(body["results_24h_since"])
+            if user == "a-tech":  # a technician's few lines: counted raw from exactly 24 h ago
+                assert timedelta(hours=24) <= datetime.now(UTC) - since < timedelta(hours=24, minutes=1)
+            else:  # whole hours: from the first full hour inside the last 24 h
+                assert since.minute == since.second == since.microsecond == 0
+                assert timedelta(hours=23) < datetime.now(UTC) - since <= timedelta(hours=24)
             with fleet.engine.connect() as conn:
                 scope = Scope.of(conn, accounts.resolve(token))
                 r = t.results.c
                 raw = conn.execute(select(func.count()).where(
-                    r.received_at >= datetime.now(UTC) - timedelta(hours=24), scope.lines_clause(r.line_id))
-                ).scalar_one()
-            assert got == raw, user
+                    r.received_at >= since, scope.lines_clause(r.line_id))).scalar_one()
+            assert body["results_24h"] == raw, user
         assert sum(_hourly(fleet.store).values()) == _count_results(fleet.store)  # all within the 2 days kept
     finally:
         fleet.store.close()

@@ -134,7 +134,9 @@ class Overview(BaseModel):
     health: dict[str, int]
     agents: int
     agents_online: int
-    results_24h: int
+    results_24h: int = Field(description="Results received since results_24h_since: counted in whole hours (23-24 h) "
+                                         "for carriers and operators, from exactly 24 h ago for a technician")
+    results_24h_since: datetime
 
 
 class QuarantineRow(BaseModel):

@@ -317,6 +317,6 @@ def overview(conn: Connection, scope: Scope) -> dict[str, Any]:
     for health, n in health_counts(conn, scope):
         by_health[health] = int(n)
     agents_total, agents_online = fleet_summary.agent_counts(conn, scope)
-    results_24h = fleet_summary.results_received_since(conn, scope, datetime.now(UTC) - timedelta(hours=24))
+    results_24h, since = fleet_summary.results_received_since(conn, scope, datetime.now(UTC) - timedelta(hours=24))
     return {"lines": sum(by_health.values()), "health": by_health, "agents": agents_total,
-            "agents_online": agents_online, "results_24h": results_24h}
+            "agents_online": agents_online, "results_24h": results_24h, "results_24h_since": since}
