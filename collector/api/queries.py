@@ -256,17 +256,11 @@ def add_delivery(conn: Connection, views: list[dict[str, Any]]) -> None:
     g = t.seq_gaps.c
     missing = dict(conn.execute(select(g.agent_id, func.sum(g.last_seq - g.first_seq + 1))
                                 .where(g.agent_id.in_(ids)).group_by(g.agent_id)).all())
-    # The agent reports its spool in an `agent` pseudo-check of each result; read its latest result's.
-    a, r, c, m = t.agents.c, t.results.c, t.checks.c, t.metrics.c
-    # Driven from the page's agents: one (agent_id, seq) index probe each, not all of their results.
-    latest = (select(r.agent_id, r.result_id).join(t.agents, and_(a.agent_id == r.agent_id, a.max_seq == r.seq))
-              .where(a.agent_id.in_(ids)).subquery())
-    backlog = dict(conn.execute(
-        select(c.agent_id, m.value)
-        .join(latest, and_(latest.c.agent_id == c.agent_id, latest.c.result_id == c.result_id))
-        .join(t.metrics, and_(m.agent_id == c.agent_id, m.result_id == c.result_id, m.idx == c.idx,
-                              m.started_at == c.started_at))
-        .where(c.kind == "agent", m.name == "spool_backlog_count")).all())
+    # The agent reports its spool in an `agent` pseudo-check of each result; ingest keeps the newest one's
+    # on the agents row (migration 14): reading it from the result's document meant finding that result by
+    # (agent, seq) in every day partition.
+    a = t.agents.c
+    backlog = dict(conn.execute(select(a.agent_id, a.spool_backlog).where(a.agent_id.in_(ids))).all())
     for v in views:
         v["missing"] = int(missing.get(v["agent_id"]) or 0)
         value = backlog.get(v["agent_id"])

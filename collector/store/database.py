@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, tuple_
+from sqlalchemy import Connection, Engine, bindparam, case, create_engine, event, func, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
 from collector.ingest import binding
@@ -45,7 +45,21 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v11_ticket_event_phrases,
     m.v12_access_incidents,
     m.v13_compact_results,
+    m.v14_agent_spool_backlog,
 ]
+
+def _spool_backlog(e: ResultEnvelope) -> int | None:
+    """The spool backlog the agent reports in the `agent` pseudo-check of each result (agent/spool.py)."""
+    for check in e.checks:
+        if check.kind == "agent":
+            value = check.metrics.get("spool_backlog_count")
+            # a count the agent cannot have (negative, infinite, beyond 2^53) is not kept: it must
+            # not fail the batch's agents upsert (BIGINT) for the other agents in it
+            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2 ** 53:
+                return int(value)
+            return None
+    return None
+
 
 # A hook sees the connection of the ingest transaction, the envelopes that were new in this batch
 # (never duplicates) and the batch's receive time. What it writes commits with the results.
@@ -293,9 +307,13 @@ class Store:
             set_={"last_seen": stmt.excluded.last_seen,
                   "first_seen": func.coalesce(t.agents.c.first_seen, stmt.excluded.first_seen),  # enrolled, 1st report
                   "max_seq": greatest(t.agents.c.max_seq, stmt.excluded.max_seq),
+                  # what the newest result (the highest seq) reported; an older one arriving late does not count
+                  "spool_backlog": case((stmt.excluded.max_seq >= t.agents.c.max_seq, stmt.excluded.spool_backlog),
+                                        else_=t.agents.c.spool_backlog),
                   "result_count": t.agents.c.result_count + stmt.excluded.result_count}),
             [{"agent_id": agent_id, "line_id": e.line_id, "site_id": e.site_id, "first_seen": now, "last_seen": now,
-              "max_seq": e.seq, "result_count": counts[agent_id]} for agent_id, e in sorted(latest.items())])
+              "max_seq": e.seq, "spool_backlog": _spool_backlog(e), "result_count": counts[agent_id]}
+             for agent_id, e in sorted(latest.items())])
 
     def set_agent_statuses(self, statuses: dict[str, tuple[str, datetime]]) -> set[str]:
         """Record online/offline of many agents in one transaction; returns the agents that have a row

@@ -608,3 +608,13 @@ def _jit_off(conn: Connection) -> None:
             "cannot set jit = off on this database (%s): set it for the role Grafana uses "
             "(ALTER ROLE ... SET jit = off)",
             str(exc.orig).strip().splitlines()[0])
+
+
+def v14_agent_spool_backlog(conn: Connection) -> None:
+    """agents.spool_backlog: the spool backlog the agent reported in its newest result, kept at ingest. The
+    agents page and line detail read it from here; before, they found each agent's newest result by (agent,
+    seq) in every day partition and expanded its document (100-150 ms for a page of 50 agents at 10M
+    results). Agents migrated from an earlier version show it from their next result."""
+    with ops(conn).batch_alter_table("agents") as batch:
+        batch.add_column(Column("spool_backlog", BigInteger))
+

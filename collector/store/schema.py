@@ -103,6 +103,7 @@ agents = Table(
     Column("status_at", UtcDateTime()),
     Column("enrolled_at", UtcDateTime()),  # set by the registry; null = only seen reporting
     Column("report_interval_s", Integer),  # the agent's schedule; silence past it means agent_offline
+    Column("spool_backlog", BigInteger),  # as reported in the newest result (max_seq), kept at ingest
     Index("ix_agents_line", "line_id"),
 )
 
