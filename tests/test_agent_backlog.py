@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from collector.api.app import create_app
+from collector.store import schema as t
 from linecheck.wire import CheckResult, Status
 from tests.factory import envelope, link_check
 from tests.fleet_data import seed
@@ -31,6 +33,12 @@ def _with_backlog(agent: str, line: str, seq: int, backlog: Any, minutes: int): 
     return e.model_copy(update={"seq": seq})
 
 
+def _base_seq(fleet) -> int:  # type: ignore[no-untyped-def]
+    """Above every seq the seeded fleet used (the factory numbers results across the whole test session)."""
+    with fleet.engine.connect() as conn:
+        return int(conn.execute(select(func.max(t.agents.c.max_seq))).scalar_one()) + 1000
+
+
 def _backlogs(client: TestClient, token: str) -> dict[str, int | None]:
     body = client.get("/api/v1/agents?per_page=100", headers={"Authorization": f"Bearer {token}"}).json()
     return {a["agent_id"]: a["spool_backlog"] for a in body["items"]}
@@ -41,18 +49,19 @@ def test_backlog_is_the_newest_results_and_a_late_older_one_does_not_replace_it(
     try:
         client = TestClient(create_app(fleet.engine, console=False))
         token = fleet.tokens["operator"]
-        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", 1000, 7, 0),
-                            _with_backlog("tel-gw", "tel-jingan-1", 1000, 3, 0)])
+        s = _base_seq(fleet)
+        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", s, 7, 0),
+                            _with_backlog("tel-gw", "tel-jingan-1", s, 3, 0)])
         assert _backlogs(client, token)["acme-gw"] == 7
         # the same batch carries seq 1002 and a late 1001: the higher seq is the newest
-        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", 1002, 2, 2),
-                            _with_backlog("acme-gw", "acme-xuhui-1", 1001, 40, 1)])
+        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", s + 2, 2, 2),
+                            _with_backlog("acme-gw", "acme-xuhui-1", s + 1, 40, 1)])
         assert _backlogs(client, token)["acme-gw"] == 2
-        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", 1001 - 500, 99, 3)])  # an old one, late
+        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", s - 500, 99, 3)])  # an old one, late
         assert _backlogs(client, token)["acme-gw"] == 2
         detail = client.get("/api/v1/lines/acme-xuhui-1", headers={"Authorization": f"Bearer {token}"}).json()
         assert {a["agent_id"]: a["spool_backlog"] for a in detail["agents"]}["acme-gw"] == 2
-        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", 1003, None, 4)])  # newest says nothing
+        fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", s + 3, None, 4)])  # newest says nothing
         assert _backlogs(client, token)["acme-gw"] is None
     finally:
         fleet.store.close()
@@ -63,10 +72,11 @@ def test_an_impossible_backlog_is_dropped_and_the_batch_still_stores(db_url: str
     try:
         client = TestClient(create_app(fleet.engine, console=False))
         token = fleet.tokens["operator"]
+        s = _base_seq(fleet)
         # the wire model already refuses metrics beyond 1e15; the largest it lets through fits the column
-        stored = fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", 2000, 1e15, 10),
-                                     _with_backlog("tel-gw", "tel-jingan-1", 2000, -5, 10),
-                                     _with_backlog("bravo-gw", "bravo-pudong-1", 2000, 12, 10)])
+        stored = fleet.store.ingest([_with_backlog("acme-gw", "acme-xuhui-1", s, 1e15, 10),
+                                     _with_backlog("tel-gw", "tel-jingan-1", s, -5, 10),
+                                     _with_backlog("bravo-gw", "bravo-pudong-1", s, 12, 10)])
         assert len(stored) == 3
         got = _backlogs(client, token)
         assert got["acme-gw"] == 10 ** 15 and got["tel-gw"] is None and got["bravo-gw"] == 12

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
+from collector.store import documents
 from collector.store import schema as t
 from collector.tickets import lifecycle as tickets
 from linecheck.configfile import Strict
@@ -104,16 +105,14 @@ def judge(line_id: str, outages: Sequence[StoredOutage], rule: IntermittentOutag
 
 def stored_outages(conn: Connection, line_id: str, since: datetime) -> list[StoredOutage]:
     """The `outage` checks of a line's results since `since`, with their start and duration."""
-    c, m = t.checks, t.metrics
-    rows = conn.execute(
-        select(c.c.agent_id, c.c.result_id, c.c.idx, c.c.target, m.c.name, m.c.value)
-        .select_from(c.join(m, and_(m.c.agent_id == c.c.agent_id, m.c.result_id == c.c.result_id,
-                                    m.c.idx == c.c.idx, m.c.started_at == c.c.started_at)))
-        .where(c.c.line_id == line_id, c.c.kind == "outage", c.c.started_at >= since - timedelta(days=1),
-               m.c.name.in_(("started_unix_s", "duration_s"))))
+    c = t.checks.c  # with its metrics as one JSON object: no join to the metrics view (a second expansion)
+    rows = conn.execute(select(c.agent_id, c.result_id, c.idx, c.target, c.metrics)
+                        .where(c.line_id == line_id, c.kind == "outage", c.started_at >= since - timedelta(days=1)))
     found: dict[tuple[str, str, int], dict[str, object]] = {}
     for r in rows:
-        found.setdefault((r.agent_id, r.result_id, r.idx), {"where": r.target})[r.name] = r.value
+        values = documents.metric_values(r.metrics)
+        found[(r.agent_id, r.result_id, r.idx)] = {"where": r.target, **{k: values.get(k) for k in (
+            "started_unix_s", "duration_s") if k in values}}
     out = []
     for (agent_id, result_id, _idx), v in found.items():
         start, duration = v.get("started_unix_s"), v.get("duration_s")

@@ -46,6 +46,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m.v12_access_incidents,
     m.v13_compact_results,
     m.v14_agent_spool_backlog,
+    m.v15_check_metrics_column,
 ]
 
 def _spool_backlog(e: ResultEnvelope) -> int | None:

@@ -83,3 +83,22 @@ def envelope_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         return envelope(row).model_dump(mode="json", by_alias=True)
     except ValueError:
         return unpack(row)
+
+
+def metric_values(metrics: Any) -> dict[str, float | None]:
+    """A check's metrics (the checks view's `metrics` JSON) as the metrics view gives them: numbers as float,
+    true/false as 1.0/0.0, anything else as None (not measured)."""
+    if isinstance(metrics, str | bytes):
+        metrics = json.loads(metrics)
+    if not isinstance(metrics, dict):
+        return {}
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool):
+            out[name] = 1.0 if value else 0.0
+        elif isinstance(value, int | float):
+            out[name] = float(value)
+        else:
+            out[name] = None
+    return out
+

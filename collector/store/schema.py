@@ -197,6 +197,9 @@ checks = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("duration_s", Float, nullable=False),
+    # the check's metrics as one JSON object (migration 15): a check with its metrics without joining the
+    # metrics view (each view expands the documents it reads; a join of two expanded them twice)
+    Column("metrics", Document),
 )
 
 metrics = Table(
