@@ -114,7 +114,8 @@ def line_detail(conn: Connection, scope: Scope, line_id: str) -> dict[str, Any] 
         return None
     ls = t.line_state.c
     latest = conn.execute(select(t.results).join(t.line_state, and_(
-        ls.agent_id == t.results.c.agent_id, ls.result_id == t.results.c.result_id)).where(ls.line_id == line_id)
+        ls.agent_id == t.results.c.agent_id, ls.result_id == t.results.c.result_id,
+        ls.started_at == t.results.c.started_at)).where(ls.line_id == line_id)  # started_at: one day partition
     ).mappings().first()
     detail: dict[str, Any] = {"line_id": line_id, "registered": reg is not None, "agents": agents,
                               "latest": result_view(dict(latest)) if latest else None}
