@@ -712,12 +712,22 @@ class RuleEngine:
             if every:
                 for r in _ranked(conn, t.results, None, None, chunk, depth):
                     b.by_line.setdefault(r.line_id, {})[(r.agent_id, r.result_id)] = r.started_at
-        wanted = {k for d in (*b.by_kind.values(), *b.by_code.values(), *b.by_line.values()) for k in d}
-        missing = sorted(k for k in wanted if k not in self._parsed)
+        started = {k: at for d in (*b.by_kind.values(), *b.by_code.values(), *b.by_line.values())
+                   for k, at in d.items()}
+        missing = sorted(k for k in started if k not in self._parsed)
+        r = t.results.c
         for i in range(0, len(missing), 500):
-            ids = [rid for _, rid in missing[i:i + 500]]
-            for row in conn.execute(select(t.results).where(t.results.c.result_id.in_(ids))).mappings():
-                self._remember(documents.envelope(row))
+            part = missing[i:i + 500]
+            # By the primary key's leading column and the start's range: a result id alone matches no index
+            # prefix and, on PostgreSQL, read every day partition's key (at 10M results this dominated).
+            times = [started[k] for k in part]
+            stmt = select(t.results).where(r.agent_id.in_(sorted({a for a, _ in part})),
+                                           r.result_id.in_([rid for _, rid in part]),
+                                           r.started_at >= min(times), r.started_at <= max(times))
+            keys = set(part)
+            for row in conn.execute(stmt).mappings():
+                if (row["agent_id"], row["result_id"]) in keys:
+                    self._remember(documents.envelope(row))
 
     def _recent(self, b: _Batch, line_id: str, rule: Rule, limit: int) -> list[ResultEnvelope]:
         """The line's newest results carrying one of the rule's check kinds or findings, newest first."""
