@@ -61,6 +61,7 @@ def test_scale_pg_bench_runs_and_reports_ratios(pg_url: str, capsys: pytest.Capt
     assert "errors: none" in out
 
 
+@pytest.mark.lab  # the bench builds the line lab (network namespaces, a shaped line): it runs alone, in phase B
 def test_agent_footprint_bench_measures_every_figure(tmp_path: Path) -> None:
     """bench/agent_footprint.py end to end, with a 3 s idle window instead of 600 s."""
     import json

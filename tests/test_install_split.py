@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+# Serial (scripts/test.sh phase B): the agent-only virtualenv is one cached directory per machine, and every
+# test session force-reinstalls the tree's wheel into it (tests/install_support.py): a second xdist worker's
+# reinstall would pull the files out from under a test running here.
+pytestmark = pytest.mark.serial
+
 PROBE = Path(__file__).resolve().parent / "agent_imports_probe.py"
 # Seeded into every virtualenv by `python -m venv`, not installed by pip for linecheck.
 VENV_SEED = {"pip", "setuptools"}

@@ -27,7 +27,10 @@ import pytest
 
 from agent.handover import hand_over
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+# Serial (scripts/test.sh phase B): these run the cached agent-only virtualenv, which every test session
+# force-reinstalls (tests/install_support.py): another xdist worker's reinstall would break a running test.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root"),
+              pytest.mark.serial]
 
 NOBODY = pwd.getpwnam("nobody")
 
