@@ -109,16 +109,12 @@ def _check_metrics(conn: Connection, line_ids: list[str], kinds: Sequence[str], 
                    ) -> list[dict[str, Any]]:
     """Checks of these kinds on these lines in [since, until], each with its metrics as a dict."""
     c = t.checks.c  # with its metrics as one JSON object: no join to the metrics view (a second expansion)
-    stmt = (select(c.agent_id, c.result_id, c.idx, c.line_id, c.kind, c.target, c.status, c.reason, c.started_at,
+    stmt = (select(c.agent_id, c.result_id, c.line_id, c.kind, c.target, c.status, c.reason, c.started_at,
                    c.metrics)
             .where(c.line_id.in_(line_ids), c.kind.in_(list(kinds)), c.started_at >= since, c.started_at <= until))
-    checks: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for r in conn.execute(stmt):
-        checks[(r.agent_id, r.result_id, r.idx)] = {
-            "agent_id": r.agent_id, "result_id": r.result_id, "line_id": r.line_id, "kind": r.kind,
-            "target": r.target, "status": r.status, "reason": r.reason, "at": r.started_at,
-            "metrics": documents.metric_values(r.metrics)}
-    return list(checks.values())
+    return [{"agent_id": r.agent_id, "result_id": r.result_id, "line_id": r.line_id, "kind": r.kind,
+             "target": r.target, "status": r.status, "reason": r.reason, "at": r.started_at,
+             "metrics": documents.metric_values(r.metrics)} for r in conn.execute(stmt)]
 
 
 def _speed_and_wifi(conn: Connection, line_ids: list[str], since: datetime, until: datetime,

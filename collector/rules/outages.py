@@ -106,18 +106,14 @@ def judge(line_id: str, outages: Sequence[StoredOutage], rule: IntermittentOutag
 def stored_outages(conn: Connection, line_id: str, since: datetime) -> list[StoredOutage]:
     """The `outage` checks of a line's results since `since`, with their start and duration."""
     c = t.checks.c  # with its metrics as one JSON object: no join to the metrics view (a second expansion)
-    rows = conn.execute(select(c.agent_id, c.result_id, c.idx, c.target, c.metrics)
+    rows = conn.execute(select(c.agent_id, c.result_id, c.target, c.metrics)
                         .where(c.line_id == line_id, c.kind == "outage", c.started_at >= since - timedelta(days=1)))
-    found: dict[tuple[str, str, int], dict[str, object]] = {}
+    out = []
     for r in rows:
         values = documents.metric_values(r.metrics)
-        found[(r.agent_id, r.result_id, r.idx)] = {"where": r.target, **{k: values.get(k) for k in (
-            "started_unix_s", "duration_s") if k in values}}
-    out = []
-    for (agent_id, result_id, _idx), v in found.items():
-        start, duration = v.get("started_unix_s"), v.get("duration_s")
-        if isinstance(start, int | float) and isinstance(duration, int | float) and start >= since.timestamp():
-            out.append(StoredOutage(agent_id, result_id, float(start), float(duration), str(v["where"])))
+        start, duration = values.get("started_unix_s"), values.get("duration_s")
+        if start is not None and duration is not None and start >= since.timestamp():
+            out.append(StoredOutage(r.agent_id, r.result_id, start, duration, str(r.target)))
     return out
 
 
